@@ -1,0 +1,356 @@
+//! Configuration: built-in defaults, then `mvbc.toml` (in the data directory, or `--config`),
+//! then `-s KEY=VALUE` overrides. Every key is checked by name; an unknown key or a bad value is
+//! an error that names the key.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::amount::Amount;
+use crate::block::MAX_BLOCK_TXS;
+use crate::fsutil;
+use crate::keys::{MAX_KEY_BITS, MIN_KEY_BITS};
+use crate::rules::ConsensusParams;
+
+/// The config file looked for in the data directory.
+pub const CONFIG_FILE_NAME: &str = "mvbc.toml";
+/// Cap on a config file's size.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+/// Highest difficulty accepted: beyond 64 bits a 64-bit nonce space runs out.
+pub const MAX_DIFFICULTY: u32 = 64;
+
+/// Every setting of a node or wallet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Leading zero bits every block hash must have.
+    pub difficulty: u32,
+    /// Transactions per block, the reward included.
+    pub block_size: usize,
+    /// Coins paid to each block's miner.
+    pub block_reward: Amount,
+    /// RSA key size for new addresses.
+    pub key_size: usize,
+    /// Seconds between a miner's status broadcasts.
+    pub status_broadcast_interval_seconds: f64,
+    /// Seconds between a wallet's re-broadcasts of pending payments.
+    pub transaction_broadcast_interval_seconds: f64,
+    /// UDP port of status broadcasts.
+    pub status_broadcast_port: u16,
+    /// TCP port of a miner's block server (0: any free port, announced in status broadcasts).
+    pub block_server_port: u16,
+    /// UDP port of transaction broadcasts.
+    pub transaction_port: u16,
+    /// Where broadcasts are sent.
+    pub broadcast_address: Ipv4Addr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            difficulty: 24,
+            block_size: 2,
+            block_reward: Amount::from_units(10_000_000),
+            key_size: 2048,
+            status_broadcast_interval_seconds: 5.0,
+            transaction_broadcast_interval_seconds: 10.0,
+            status_broadcast_port: 2606,
+            block_server_port: 2607,
+            transaction_port: 2608,
+            broadcast_address: Ipv4Addr::new(127, 255, 255, 255),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key mvbc does not know.
+    #[error("unknown config key `{0}`")]
+    UnknownKey(String),
+    /// A value of the wrong type or out of range.
+    #[error("bad value for `{key}`: {reason}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `-s` argument without `=`.
+    #[error("bad setting {0:?}: expected KEY=VALUE")]
+    BadSetting(String),
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("config {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// Every key, in the order documented in `mvbc.toml`.
+pub const KEYS: [&str; 10] = [
+    "difficulty",
+    "block_size",
+    "block_reward",
+    "key_size",
+    "status_broadcast_interval_seconds",
+    "transaction_broadcast_interval_seconds",
+    "status_broadcast_port",
+    "block_server_port",
+    "transaction_port",
+    "broadcast_address",
+];
+
+impl Config {
+    /// Loads the configuration: defaults, then the file (`config_file`, which must exist, or
+    /// else `mvbc.toml` in `data_dir` if present), then each `KEY=VALUE` of `settings`.
+    pub fn load(
+        data_dir: &Path,
+        config_file: Option<&Path>,
+        settings: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let default_file = data_dir.join(CONFIG_FILE_NAME);
+        let file = match config_file {
+            Some(f) => Some(f.to_owned()),
+            None => default_file.exists().then_some(default_file),
+        };
+        if let Some(path) = file {
+            let bytes =
+                fsutil::read_capped(&path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let text = String::from_utf8(bytes).map_err(|_| ConfigError::Syntax {
+                path: path.clone(),
+                message: "not UTF-8".into(),
+            })?;
+            config.apply_toml(&text).map_err(|e| match e {
+                ConfigError::Syntax { message, .. } => ConfigError::Syntax { path, message },
+                other => other,
+            })?;
+        }
+        for setting in settings {
+            config.apply_setting(setting)?;
+        }
+        Ok(config)
+    }
+
+    /// Applies every key of a TOML document.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: PathBuf::new(),
+                    message: e.message().to_owned(),
+                })?;
+        for (key, value) in &table {
+            self.set(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one `KEY=VALUE`. The value is read as TOML (`24`, `"x"`, `0.5`), or as a plain
+    /// string when it is not TOML (`127.255.255.255`).
+    pub fn apply_setting(&mut self, setting: &str) -> Result<(), ConfigError> {
+        let Some((key, raw)) = setting.split_once('=') else {
+            return Err(ConfigError::BadSetting(setting.to_owned()));
+        };
+        let (key, raw) = (key.trim(), raw.trim());
+        if key == "block_reward" {
+            // Amounts never pass through a float: keep the decimal text as typed.
+            let text = raw.trim_matches('"');
+            return self.set(key, &toml::Value::String(text.to_owned()));
+        }
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+        self.set(key, &value)
+    }
+
+    /// Sets one key from a TOML value.
+    pub fn set(&mut self, key: &str, value: &toml::Value) -> Result<(), ConfigError> {
+        let bad = |reason: String| ConfigError::BadValue {
+            key: key.to_owned(),
+            reason,
+        };
+        let int = |min: i64, max: i64| -> Result<i64, ConfigError> {
+            match value {
+                toml::Value::Integer(i) if (min..=max).contains(i) => Ok(*i),
+                toml::Value::Integer(i) => Err(bad(format!("{i} is outside {min}..={max}"))),
+                other => Err(bad(format!(
+                    "expected an integer, got {}",
+                    other.type_str()
+                ))),
+            }
+        };
+        let seconds = || -> Result<f64, ConfigError> {
+            let s = match value {
+                toml::Value::Integer(i) => *i as f64,
+                toml::Value::Float(f) => *f,
+                other => return Err(bad(format!("expected seconds, got {}", other.type_str()))),
+            };
+            if s.is_finite() && (0.01..=86_400.0).contains(&s) {
+                Ok(s)
+            } else {
+                Err(bad(format!("{s} is outside 0.01..=86400 seconds")))
+            }
+        };
+        match key {
+            "difficulty" => self.difficulty = int(1, MAX_DIFFICULTY.into())? as u32,
+            "block_size" => self.block_size = int(2, MAX_BLOCK_TXS as i64)? as usize,
+            "block_reward" => {
+                let amount = match value {
+                    toml::Value::Integer(i) if *i >= 0 => Amount::from_coins(*i as u64)
+                        .ok_or_else(|| bad(format!("{i} coins is too large")))?,
+                    toml::Value::String(s) => s.parse().map_err(|e| bad(format!("{e}")))?,
+                    other => {
+                        return Err(bad(format!(
+                            "expected coins as an integer or a decimal string such as \"2.5\", got {other}"
+                        )));
+                    }
+                };
+                if amount.is_zero() {
+                    return Err(bad("the reward must be positive".into()));
+                }
+                self.block_reward = amount;
+            }
+            "key_size" => self.key_size = int(MIN_KEY_BITS as i64, MAX_KEY_BITS as i64)? as usize,
+            "status_broadcast_interval_seconds" => {
+                self.status_broadcast_interval_seconds = seconds()?
+            }
+            "transaction_broadcast_interval_seconds" => {
+                self.transaction_broadcast_interval_seconds = seconds()?
+            }
+            "status_broadcast_port" => self.status_broadcast_port = int(1, 65535)? as u16,
+            "block_server_port" => self.block_server_port = int(0, 65535)? as u16,
+            "transaction_port" => self.transaction_port = int(1, 65535)? as u16,
+            "broadcast_address" => {
+                let toml::Value::String(s) = value else {
+                    return Err(bad(format!(
+                        "expected an IPv4 address, got {}",
+                        value.type_str()
+                    )));
+                };
+                self.broadcast_address = s
+                    .parse()
+                    .map_err(|_| bad(format!("{s:?} is not an IPv4 address")))?;
+            }
+            _ => return Err(ConfigError::UnknownKey(key.to_owned())),
+        }
+        Ok(())
+    }
+
+    /// The parameters every node of the network must share.
+    pub fn consensus(&self) -> ConsensusParams {
+        ConsensusParams {
+            difficulty: self.difficulty,
+            block_size: self.block_size,
+            block_reward: self.block_reward,
+        }
+    }
+
+    /// The status broadcast interval.
+    pub fn status_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.status_broadcast_interval_seconds)
+    }
+
+    /// The transaction re-broadcast interval.
+    pub fn transaction_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.transaction_broadcast_interval_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_mvbc_toml_is_the_defaults() {
+        let text = include_str!("../../../mvbc.toml");
+        let mut c = Config::default();
+        c.apply_toml(text).unwrap();
+        assert_eq!(c, Config::default());
+        for key in KEYS {
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "mvbc.toml documents {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn precedence_defaults_file_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mvbc.toml"),
+            "difficulty = 10\nblock_size = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(dir.path(), None, &["block_size=7".into()]).unwrap();
+        assert_eq!((c.difficulty, c.block_size, c.key_size), (10, 7, 2048));
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, "difficulty = 12\n").unwrap();
+        let c = Config::load(dir.path(), Some(&other), &[]).unwrap();
+        assert_eq!((c.difficulty, c.block_size), (12, 2));
+        assert!(matches!(
+            Config::load(dir.path(), Some(&dir.path().join("missing.toml")), &[]),
+            Err(ConfigError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn settings_parse_each_type() {
+        let mut c = Config::default();
+        c.apply_setting("broadcast_address=127.0.0.1").unwrap();
+        c.apply_setting("block_reward=2.5").unwrap();
+        c.apply_setting("status_broadcast_interval_seconds=0.5")
+            .unwrap();
+        c.apply_setting("block_server_port=0").unwrap();
+        assert_eq!(c.broadcast_address, Ipv4Addr::LOCALHOST);
+        assert_eq!(c.block_reward, Amount::from_units(2_500_000));
+        assert_eq!(c.status_interval(), Duration::from_millis(500));
+        assert_eq!(c.block_server_port, 0);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = Config::default();
+        let msg = |r: Result<(), ConfigError>| r.unwrap_err().to_string();
+        assert_eq!(
+            msg(c.apply_setting("dificulty=3")),
+            "unknown config key `dificulty`"
+        );
+        assert!(msg(c.apply_setting("key_size=512")).starts_with("bad value for `key_size`"));
+        assert!(msg(c.apply_setting("difficulty=abc")).starts_with("bad value for `difficulty`"));
+        assert!(msg(c.apply_setting("difficulty=65")).starts_with("bad value for `difficulty`"));
+        assert!(msg(c.apply_setting("block_reward=0")).starts_with("bad value for `block_reward`"));
+        assert!(
+            msg(c.apply_setting("block_reward=-1")).starts_with("bad value for `block_reward`")
+        );
+        assert!(msg(c.apply_setting("transaction_port=0")).contains("`transaction_port`"));
+        assert!(msg(c.apply_setting("broadcast_address=nowhere")).contains("`broadcast_address`"));
+        assert!(msg(c.apply_toml("block_size = \"many\"")).contains("`block_size`"));
+        assert!(msg(c.apply_toml("colour = 1")).contains("`colour`"));
+        assert!(matches!(
+            c.apply_toml("= ="),
+            Err(ConfigError::Syntax { .. })
+        ));
+        assert!(matches!(
+            c.apply_setting("novalue"),
+            Err(ConfigError::BadSetting(_))
+        ));
+        assert_eq!(c, Config::default(), "refused settings change nothing");
+    }
+}

@@ -1,0 +1,249 @@
+//! Keys, addresses and RSASSA-PSS (SHA-256) signatures.
+
+use std::fmt;
+use std::str::FromStr;
+
+use pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pss::{Signature, SigningKey, VerifyingKey};
+use rsa::signature::{SignatureEncoding, Signer, Verifier};
+use rsa::traits::PublicKeyParts;
+use rsa::{PrivateKey, PublicKey};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::hash::{Hash256, ParseHashError, sha256};
+
+/// Smallest RSA key size accepted for new keys and in transactions.
+pub const MIN_KEY_BITS: usize = 1024;
+/// Largest RSA key size accepted (rsa's own limit).
+pub const MAX_KEY_BITS: usize = 8192;
+/// Cap on a DER-encoded public key in a transaction: an 8192-bit key is about 1,070 bytes.
+pub const MAX_PUBLIC_KEY_DER_LEN: usize = 1_100;
+/// Cap on a signature in a transaction: one modulus length at [`MAX_KEY_BITS`].
+pub const MAX_SIGNATURE_LEN: usize = MAX_KEY_BITS / 8;
+
+/// Where coins live: SHA-256 of a public key's DER (SubjectPublicKeyInfo) encoding, shown as 64
+/// lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Address(pub Hash256);
+
+impl Address {
+    /// The address of a DER-encoded public key.
+    pub fn of_public_key_der(der: &[u8]) -> Address {
+        Address(sha256(der))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Address({})", self.0)
+    }
+}
+
+impl FromStr for Address {
+    type Err = ParseHashError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(Address)
+    }
+}
+
+/// What went wrong with a key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The requested size is outside what mvbc accepts.
+    #[error("key size {0} bits is outside {MIN_KEY_BITS}..={MAX_KEY_BITS}")]
+    Size(usize),
+    /// RSA key generation failed.
+    #[error("key generation failed: {0}")]
+    Generate(rsa::Error),
+    /// Not a PKCS#8 PEM RSA private key.
+    #[error("not a PKCS#8 PEM RSA private key: {0}")]
+    Pem(String),
+}
+
+/// Why a signature did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The public key bytes are not a DER RSA public key mvbc accepts.
+    #[error("malformed public key: {0}")]
+    PublicKey(String),
+    /// The signature bytes are not a signature for that key, or do not match the message.
+    #[error("signature does not verify")]
+    Mismatch,
+}
+
+/// A private key with its public half, DER encoding and address worked out once.
+pub struct KeyPair {
+    signing: SigningKey<Sha256>,
+    public_der: Vec<u8>,
+    address: Address,
+}
+
+impl KeyPair {
+    /// Generates a fresh key of `bits` bits from the operating system's randomness.
+    pub fn generate(bits: usize) -> Result<KeyPair, KeyError> {
+        if !(MIN_KEY_BITS..=MAX_KEY_BITS).contains(&bits) {
+            return Err(KeyError::Size(bits));
+        }
+        let key = PrivateKey::new(&mut rand::rng(), bits).map_err(KeyError::Generate)?;
+        Self::from_private_key(key)
+    }
+
+    fn from_private_key(key: PrivateKey) -> Result<KeyPair, KeyError> {
+        let bits = key.as_public_key().size() * 8;
+        if !(MIN_KEY_BITS..=MAX_KEY_BITS).contains(&bits) {
+            return Err(KeyError::Size(bits));
+        }
+        let public_der = key
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| KeyError::Pem(e.to_string()))?
+            .into_vec();
+        let address = Address::of_public_key_der(&public_der);
+        Ok(KeyPair {
+            signing: SigningKey::new(key),
+            public_der,
+            address,
+        })
+    }
+
+    /// Reads a PKCS#8 PEM private key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<KeyPair, KeyError> {
+        let key = PrivateKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Pem(e.to_string()))?;
+        Self::from_private_key(key)
+    }
+
+    /// The private key as PKCS#8 PEM text.
+    pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
+        let pem = self
+            .signing
+            .as_ref()
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Pem(e.to_string()))?;
+        Ok(pem.as_str().to_owned())
+    }
+
+    /// The public key's DER (SubjectPublicKeyInfo) encoding.
+    pub fn public_key_der(&self) -> &[u8] {
+        &self.public_der
+    }
+
+    /// The address this key controls.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// A randomized RSASSA-PSS signature of `msg` with SHA-256.
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        self.signing.sign(msg).to_vec()
+    }
+}
+
+/// Checks an RSASSA-PSS (SHA-256) signature of `msg` by the DER-encoded public key.
+pub fn verify_signature(public_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), SignatureError> {
+    if public_der.len() > MAX_PUBLIC_KEY_DER_LEN {
+        return Err(SignatureError::PublicKey(format!(
+            "{} bytes is too long",
+            public_der.len()
+        )));
+    }
+    let key = PublicKey::from_public_key_der(public_der)
+        .map_err(|e| SignatureError::PublicKey(e.to_string()))?;
+    if key.size() * 8 < MIN_KEY_BITS {
+        return Err(SignatureError::PublicKey(format!(
+            "{} bits is too small",
+            key.size() * 8
+        )));
+    }
+    let sig = Signature::try_from(sig).map_err(|_| SignatureError::Mismatch)?;
+    VerifyingKey::<Sha256>::new(key)
+        .verify(msg, &sig)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    /// Test keys are slow to make in debug builds: share a few small ones.
+    pub(crate) fn test_key(i: usize) -> &'static KeyPair {
+        static KEYS: OnceLock<Vec<KeyPair>> = OnceLock::new();
+        &KEYS.get_or_init(|| {
+            (0..3)
+                .map(|_| KeyPair::generate(MIN_KEY_BITS).unwrap())
+                .collect()
+        })[i]
+    }
+
+    #[test]
+    fn sign_and_verify() {
+        let k = test_key(0);
+        let sig = k.sign(b"pay 10");
+        assert_eq!(
+            verify_signature(k.public_key_der(), b"pay 10", &sig),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(k.public_key_der(), b"pay 11", &sig),
+            Err(SignatureError::Mismatch),
+            "tampered message"
+        );
+        assert_eq!(
+            verify_signature(test_key(1).public_key_der(), b"pay 10", &sig),
+            Err(SignatureError::Mismatch),
+            "wrong key"
+        );
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        assert_eq!(
+            verify_signature(k.public_key_der(), b"pay 10", &bad),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(k.public_key_der(), b"pay 10", &[]),
+            Err(SignatureError::Mismatch)
+        );
+        assert!(matches!(
+            verify_signature(b"not a key", b"pay 10", &sig),
+            Err(SignatureError::PublicKey(_))
+        ));
+    }
+
+    #[test]
+    fn address_is_sha256_of_der() {
+        let k = test_key(0);
+        assert_eq!(k.address(), Address(sha256(k.public_key_der())));
+        let text = k.address().to_string();
+        assert_eq!(text.len(), 64);
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_eq!(text.parse::<Address>().unwrap(), k.address());
+    }
+
+    #[test]
+    fn pem_round_trip() {
+        let k = test_key(1);
+        let pem = k.to_pkcs8_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let back = KeyPair::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(back.address(), k.address());
+        assert!(matches!(
+            KeyPair::from_pkcs8_pem("garbage"),
+            Err(KeyError::Pem(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_small_keys() {
+        assert!(matches!(KeyPair::generate(512), Err(KeyError::Size(512))));
+    }
+}

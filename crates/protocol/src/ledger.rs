@@ -1,0 +1,113 @@
+//! Balances and confirmed transaction ids of one chain, with the rules that need them.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::amount::Amount;
+use crate::block::Block;
+use crate::hash::Hash256;
+use crate::keys::Address;
+use crate::rules::BlockError;
+use crate::tx::Transaction;
+
+/// The state a chain's blocks add up to: a balance per address (O(1) to look up) and the id of
+/// every transaction confirmed so far (to refuse replays).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    balances: HashMap<Address, Amount>,
+    confirmed: HashSet<Hash256>,
+}
+
+impl Ledger {
+    /// The confirmed balance of `address`.
+    pub fn balance(&self, address: &Address) -> Amount {
+        self.balances.get(address).copied().unwrap_or(Amount::ZERO)
+    }
+
+    /// Whether a transaction with this id is confirmed.
+    pub fn is_confirmed(&self, id: &Hash256) -> bool {
+        self.confirmed.contains(id)
+    }
+
+    /// Number of confirmed transactions.
+    pub fn confirmed_count(&self) -> usize {
+        self.confirmed.len()
+    }
+
+    /// Every address with a non-zero balance.
+    pub fn balances(&self) -> impl Iterator<Item = (&Address, &Amount)> {
+        self.balances.iter()
+    }
+
+    /// Applies `block` if every transaction is new and every payment is covered by its sender's
+    /// balance at that point of the block; otherwise changes nothing and says why. The
+    /// block-local rules (`rules::check_block`) must already hold.
+    pub fn apply_block(&mut self, block: &Block) -> Result<(), BlockError> {
+        let mut touched: HashMap<Address, Amount> = HashMap::new();
+        let mut ids = Vec::with_capacity(block.transactions.len());
+        for tx in &block.transactions {
+            let id = tx.id();
+            if self.confirmed.contains(&id) {
+                return Err(BlockError::Replay(id));
+            }
+            let (from, to, amount) = match tx {
+                Transaction::Payment(p) => (Some(p.from), p.to, p.amount),
+                Transaction::Reward(r) => (None, r.to, r.amount),
+            };
+            if let Some(from) = from {
+                let balance = *touched.entry(from).or_insert_with(|| self.balance(&from));
+                let left = balance.checked_sub(amount).ok_or(BlockError::Overspend {
+                    id,
+                    from,
+                    amount,
+                    balance,
+                })?;
+                touched.insert(from, left);
+            }
+            let balance = *touched.entry(to).or_insert_with(|| self.balance(&to));
+            touched.insert(
+                to,
+                balance
+                    .checked_add(amount)
+                    .ok_or(BlockError::Overflow(id))?,
+            );
+            ids.push(id);
+        }
+        for (address, amount) in touched {
+            self.set_balance(address, amount);
+        }
+        self.confirmed.extend(ids);
+        Ok(())
+    }
+
+    /// Reverses [`Ledger::apply_block`] for the block applied last.
+    pub fn undo_block(&mut self, block: &Block) {
+        for tx in block.transactions.iter().rev() {
+            let (from, to, amount) = match tx {
+                Transaction::Payment(p) => (Some(p.from), p.to, p.amount),
+                Transaction::Reward(r) => (None, r.to, r.amount),
+            };
+            // The block was applied, so these cannot go out of range; saturate rather than panic.
+            let to_balance = self.balance(&to);
+            debug_assert!(to_balance >= amount);
+            self.set_balance(to, to_balance.checked_sub(amount).unwrap_or(Amount::ZERO));
+            if let Some(from) = from {
+                let from_balance = self.balance(&from);
+                self.set_balance(
+                    from,
+                    from_balance
+                        .checked_add(amount)
+                        .unwrap_or(Amount::from_units(u64::MAX)),
+                );
+            }
+            self.confirmed.remove(&tx.id());
+        }
+    }
+
+    fn set_balance(&mut self, address: Address, amount: Amount) {
+        if amount.is_zero() {
+            self.balances.remove(&address);
+        } else {
+            self.balances.insert(address, amount);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Everything the mvbc miner and wallet share, and nothing that needs a GPU: types, the one
+//! consensus encoding, hashing and proof of work, keys and signatures, chain rules and fork
+//! choice, the block store and the configuration.
+//!
+//! The rules (`rules`, `ledger`, `chain`, `pool`) are pure state machines: they take blocks and
+//! payments and say what changed. Files live at the edges (`store`, `keyfile`, `config`,
+//! `fsutil`). Library code never prints.
+
+#![warn(missing_docs)]
+
+pub mod amount;
+pub mod block;
+pub mod chain;
+pub mod config;
+pub mod encode;
+pub mod fsutil;
+pub mod hash;
+pub mod header;
+pub mod keyfile;
+pub mod keys;
+pub mod ledger;
+pub mod pool;
+pub mod rules;
+pub mod store;
+pub mod tx;
+
+pub use amount::Amount;
+pub use block::{Block, genesis_block};
+pub use chain::{AddBlockError, Chain, ChainUpdate};
+pub use config::Config;
+pub use hash::Hash256;
+pub use header::BlockHeader;
+pub use keys::{Address, KeyPair};
+pub use ledger::Ledger;
+pub use pool::Pool;
+pub use rules::{BlockError, ConsensusParams};
+pub use tx::{Payment, Reward, Transaction};
+
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,250 @@
+//! Consensus rules that need no ledger: everything about a block that can be judged from the
+//! block itself, its parent's header, the network's parameters and the clock.
+
+use std::collections::HashSet;
+
+use crate::amount::Amount;
+use crate::block::{Block, MAX_BLOCK_BYTES};
+use crate::hash::Hash256;
+use crate::header::{BlockHeader, HEADER_VERSION};
+use crate::keys::Address;
+use crate::tx::{Transaction, TxError};
+
+/// How far ahead of our clock a block's timestamp may be.
+pub const MAX_FUTURE_BLOCK_SECS: u64 = 2 * 60 * 60;
+
+/// The parameters every node of one network must share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsensusParams {
+    /// Leading zero bits every block hash must have.
+    pub difficulty: u32,
+    /// Transactions in every block after the first (the reward included).
+    pub block_size: usize,
+    /// The reward paid to each block's miner.
+    pub block_reward: Amount,
+}
+
+impl ConsensusParams {
+    /// How many transactions a block at `height` must hold: the first block after genesis holds
+    /// only its reward (nobody has coins yet), every later one exactly `block_size`.
+    pub fn required_txs(&self, height: u64) -> usize {
+        if height <= 1 { 1 } else { self.block_size }
+    }
+}
+
+/// Why a block is invalid. Each variant names one rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// Unknown header version.
+    #[error("header version {0} is not {HEADER_VERSION}")]
+    Version(u32),
+    /// `prev_hash` is not the parent's hash.
+    #[error("previous hash {found} is not the parent {expected}")]
+    Parent {
+        /// The parent's hash.
+        expected: Hash256,
+        /// What the header says.
+        found: Hash256,
+    },
+    /// Height is not the parent's plus one.
+    #[error("height {found} should be {expected}")]
+    Height {
+        /// Parent height + 1.
+        expected: u64,
+        /// What the header says.
+        found: u64,
+    },
+    /// Header difficulty differs from the network's.
+    #[error("difficulty {found} is not the network's {expected}")]
+    Difficulty {
+        /// The network's difficulty.
+        expected: u32,
+        /// What the header says.
+        found: u32,
+    },
+    /// The hash does not have enough leading zero bits.
+    #[error("proof of work fails: hash {hash} has {zeros} leading zero bits, {difficulty} needed")]
+    ProofOfWork {
+        /// The block hash.
+        hash: Hash256,
+        /// Its leading zero bits.
+        zeros: u32,
+        /// Bits required.
+        difficulty: u32,
+    },
+    /// Timestamp too far ahead of our clock.
+    #[error("timestamp {timestamp} is more than {MAX_FUTURE_BLOCK_SECS} s after now ({now})")]
+    FutureTimestamp {
+        /// The header's timestamp.
+        timestamp: u64,
+        /// Our clock.
+        now: u64,
+    },
+    /// Wrong number of transactions for this height.
+    #[error("{found} transactions where {expected} are required")]
+    TxCount {
+        /// Required by `block_size`.
+        expected: usize,
+        /// In the block.
+        found: usize,
+    },
+    /// Encoded block over the cap.
+    #[error("encoded block is {0} bytes, over the cap of {MAX_BLOCK_BYTES}")]
+    TooLarge(usize),
+    /// The merkle root does not match the transactions.
+    #[error("merkle root {found} does not match the transactions ({expected})")]
+    MerkleRoot {
+        /// Computed from the transactions.
+        expected: Hash256,
+        /// What the header says.
+        found: Hash256,
+    },
+    /// The first transaction is not a reward.
+    #[error("the first transaction is not the reward")]
+    MissingReward,
+    /// A second reward after the first.
+    #[error("transaction {0} is a second reward")]
+    ExtraReward(usize),
+    /// The reward pays the wrong amount or names the wrong height.
+    #[error("reward of {amount} at height {height}: expected {expected} at height {block_height}")]
+    BadReward {
+        /// Paid.
+        amount: Amount,
+        /// The network's `block_reward`.
+        expected: Amount,
+        /// Height named in the reward.
+        height: u64,
+        /// The block's height.
+        block_height: u64,
+    },
+    /// The same transaction id twice in one block.
+    #[error("transaction {0} appears twice in the block")]
+    DuplicateTx(Hash256),
+    /// A payment invalid on its own.
+    #[error("transaction {id}: {error}")]
+    InvalidTx {
+        /// Its id.
+        id: Hash256,
+        /// What is wrong.
+        error: TxError,
+    },
+    /// A transaction already confirmed in this chain (replay).
+    #[error("transaction {0} is already in the chain")]
+    Replay(Hash256),
+    /// A sender spends more than it holds at that point of the block.
+    #[error("transaction {id}: {from} spends {amount} but holds {balance}")]
+    Overspend {
+        /// The payment's id.
+        id: Hash256,
+        /// The sender.
+        from: Address,
+        /// The amount.
+        amount: Amount,
+        /// The sender's balance at that point.
+        balance: Amount,
+    },
+    /// Crediting an address would overflow.
+    #[error("transaction {0} overflows a balance")]
+    Overflow(Hash256),
+}
+
+/// Checks every rule that needs no ledger. `now` is our clock in Unix seconds.
+pub fn check_block(
+    block: &Block,
+    parent: &BlockHeader,
+    params: &ConsensusParams,
+    now: u64,
+) -> Result<(), BlockError> {
+    let h = &block.header;
+    if h.version != HEADER_VERSION {
+        return Err(BlockError::Version(h.version));
+    }
+    let parent_hash = parent.hash();
+    if h.prev_hash != parent_hash {
+        return Err(BlockError::Parent {
+            expected: parent_hash,
+            found: h.prev_hash,
+        });
+    }
+    let expected_height = parent.height.saturating_add(1);
+    if h.height != expected_height {
+        return Err(BlockError::Height {
+            expected: expected_height,
+            found: h.height,
+        });
+    }
+    if h.difficulty != params.difficulty {
+        return Err(BlockError::Difficulty {
+            expected: params.difficulty,
+            found: h.difficulty,
+        });
+    }
+    let hash = h.hash();
+    if !hash.meets_difficulty(h.difficulty) {
+        return Err(BlockError::ProofOfWork {
+            hash,
+            zeros: hash.leading_zero_bits(),
+            difficulty: h.difficulty,
+        });
+    }
+    if h.timestamp > now.saturating_add(MAX_FUTURE_BLOCK_SECS) {
+        return Err(BlockError::FutureTimestamp {
+            timestamp: h.timestamp,
+            now,
+        });
+    }
+    let expected = params.required_txs(h.height);
+    if block.transactions.len() != expected {
+        return Err(BlockError::TxCount {
+            expected,
+            found: block.transactions.len(),
+        });
+    }
+    let size = block.encode().len();
+    if size > MAX_BLOCK_BYTES {
+        return Err(BlockError::TooLarge(size));
+    }
+    let ids: Vec<Hash256> = block.transactions.iter().map(Transaction::id).collect();
+    let root = crate::block::merkle_root(&ids);
+    if root != h.merkle_root {
+        return Err(BlockError::MerkleRoot {
+            expected: root,
+            found: h.merkle_root,
+        });
+    }
+    check_reward(block, params)?;
+    let mut seen = HashSet::with_capacity(ids.len());
+    for (tx, id) in block.transactions.iter().zip(&ids) {
+        if !seen.insert(*id) {
+            return Err(BlockError::DuplicateTx(*id));
+        }
+        if let Transaction::Payment(p) = tx {
+            p.verify()
+                .map_err(|error| BlockError::InvalidTx { id: *id, error })?;
+        }
+    }
+    Ok(())
+}
+
+fn check_reward(block: &Block, params: &ConsensusParams) -> Result<(), BlockError> {
+    let Some(Transaction::Reward(reward)) = block.transactions.first() else {
+        return Err(BlockError::MissingReward);
+    };
+    if let Some(i) = block
+        .transactions
+        .iter()
+        .skip(1)
+        .position(|t| matches!(t, Transaction::Reward(_)))
+    {
+        return Err(BlockError::ExtraReward(i + 1));
+    }
+    if reward.amount != params.block_reward || reward.height != block.header.height {
+        return Err(BlockError::BadReward {
+            amount: reward.amount,
+            expected: params.block_reward,
+            height: reward.height,
+            block_height: block.header.height,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The block store: one append-only file of checksummed, length-prefixed block records.
+//!
+//! ```text
+//! file   = "MVBCBLK1" record*
+//! record = len:u32 LE | crc32(payload):u32 LE | payload (the block's canonical encoding)
+//! ```
+//!
+//! Each append is one write followed by `fsync`, so a crash can only leave a torn last record.
+//! Opening reads and verifies every record and truncates at the first one that is torn or
+//! corrupt, saying so: an earlier block is never lost and the store always loads. The open
+//! store holds an exclusive lock on the file, so a second process is refused.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::block::{Block, MAX_BLOCK_BYTES};
+use crate::chain::{AddBlockError, Chain};
+use crate::rules::ConsensusParams;
+
+/// The first bytes of every store file.
+pub const STORE_MAGIC: &[u8; 8] = b"MVBCBLK1";
+const RECORD_HEADER_LEN: usize = 8;
+
+/// What went wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the store.
+    #[error("{0} is in use by another process (is another node running on this data directory?)")]
+    Locked(PathBuf),
+    /// The file is not a block store.
+    #[error("{0} is not an mvbc block store (bad magic)")]
+    NotAStore(PathBuf),
+    /// An I/O error, with the file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The store file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// What opening found at the end of the file and cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes kept.
+    pub kept_bytes: u64,
+    /// Bytes cut off.
+    pub dropped_bytes: u64,
+    /// Why the first dropped record was refused.
+    pub reason: String,
+}
+
+/// An open store and what it held.
+pub struct Opened {
+    /// The store, ready for appends.
+    pub store: BlockStore,
+    /// Every intact block, in the order appended.
+    pub blocks: Vec<Block>,
+    /// Set when a torn or corrupt tail was cut off.
+    pub recovery: Option<Recovery>,
+}
+
+/// An open, locked block store.
+pub struct BlockStore {
+    file: File,
+    path: PathBuf,
+}
+
+impl BlockStore {
+    /// Opens (creating if needed) and verifies the store at `path`.
+    pub fn open(path: &Path) -> Result<Opened, StoreError> {
+        let io_err = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked(path.to_owned())),
+            Err(TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        let file_len = file.metadata().map_err(io_err)?.len();
+        let (blocks, kept, reason) = read_records(&mut file, path, file_len)?;
+        let recovery = reason.map(|reason| Recovery {
+            kept_bytes: kept,
+            dropped_bytes: file_len - kept,
+            reason,
+        });
+        if kept < STORE_MAGIC.len() as u64 {
+            // New, or torn while being created: start it afresh.
+            file.set_len(0).map_err(io_err)?;
+            file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+            file.write_all(STORE_MAGIC).map_err(io_err)?;
+        } else if kept < file_len {
+            file.set_len(kept).map_err(io_err)?;
+        }
+        file.sync_all().map_err(io_err)?;
+        file.seek(SeekFrom::End(0)).map_err(io_err)?;
+        Ok(Opened {
+            store: BlockStore {
+                file,
+                path: path.to_owned(),
+            },
+            blocks,
+            recovery,
+        })
+    }
+
+    /// Appends one block and syncs it to disk before returning.
+    pub fn append(&mut self, block: &Block) -> Result<(), StoreError> {
+        let payload = block.encode();
+        let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let io_err = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(&record).map_err(io_err)?;
+        self.file.sync_data().map_err(io_err)
+    }
+
+    /// The store's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads every intact record. Returns the blocks, the length of the intact prefix and, if the
+/// file goes on past it, why the rest was refused.
+fn read_records(
+    file: &mut File,
+    path: &Path,
+    file_len: u64,
+) -> Result<(Vec<Block>, u64, Option<String>), StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let mut reader = BufReader::new(file);
+    let mut magic = [0u8; 8];
+    if file_len < STORE_MAGIC.len() as u64 {
+        let reason = (file_len > 0).then(|| "torn store header".to_owned());
+        return Ok((Vec::new(), 0, reason));
+    }
+    reader.read_exact(&mut magic).map_err(io_err)?;
+    if &magic != STORE_MAGIC {
+        return Err(StoreError::NotAStore(path.to_owned()));
+    }
+    let mut pos = STORE_MAGIC.len() as u64;
+    let mut blocks = Vec::new();
+    while pos < file_len {
+        let remaining = file_len - pos;
+        if remaining < RECORD_HEADER_LEN as u64 {
+            return Ok((
+                blocks,
+                pos,
+                Some(format!("torn record header at byte {pos}")),
+            ));
+        }
+        let mut head = [0u8; RECORD_HEADER_LEN];
+        reader.read_exact(&mut head).map_err(io_err)?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len > MAX_BLOCK_BYTES {
+            return Ok((
+                blocks,
+                pos,
+                Some(format!("record at byte {pos} declares {len} bytes")),
+            ));
+        }
+        if (len as u64) > remaining - RECORD_HEADER_LEN as u64 {
+            return Ok((blocks, pos, Some(format!("torn record at byte {pos}"))));
+        }
+        let mut payload = vec![0u8; len];
+        reader.read_exact(&mut payload).map_err(io_err)?;
+        if crc32fast::hash(&payload) != crc {
+            return Ok((
+                blocks,
+                pos,
+                Some(format!("checksum mismatch in record at byte {pos}")),
+            ));
+        }
+        match Block::decode(&payload) {
+            Ok(block) => blocks.push(block),
+            Err(e) => return Ok((blocks, pos, Some(format!("record at byte {pos}: {e}")))),
+        }
+        pos += (RECORD_HEADER_LEN + len) as u64;
+    }
+    Ok((blocks, pos, None))
+}
+
+/// Rebuilds a chain from stored blocks (parents are always stored before children). Blocks the
+/// rules now refuse (for example after a consensus parameter changed) are skipped and returned
+/// with the reason.
+pub fn rebuild_chain(
+    params: ConsensusParams,
+    blocks: Vec<Block>,
+    now: u64,
+) -> (Chain, Vec<AddBlockError>) {
+    let mut chain = Chain::new(params);
+    let mut refused = Vec::new();
+    for block in blocks {
+        if let Err(e) = chain.add_block(block, now) {
+            refused.push(e);
+        }
+    }
+    (chain, refused)
+}

@@ -1,0 +1,414 @@
+//! Block validity, one broken rule per block; fork choice and reorgs; the pending pool.
+
+mod common;
+
+use common::*;
+use mvbc_protocol::chain::{AddBlockError, Chain, ChainUpdate};
+use mvbc_protocol::pool::{Pool, PoolError};
+use mvbc_protocol::rules::{BlockError, MAX_FUTURE_BLOCK_SECS, check_block};
+use mvbc_protocol::{Amount, Block, Hash256, Transaction, genesis_block};
+
+/// A chain where key 0 mined block 1 (10 coins) and block 2 (10 more, paying 3 to key 1).
+/// The same two blocks every time (signatures are randomized, so they are made once).
+fn funded_chain() -> Chain {
+    static BLOCKS: std::sync::OnceLock<[Block; 2]> = std::sync::OnceLock::new();
+    let blocks = BLOCKS.get_or_init(|| {
+        let b1 = mine_on(&genesis_block().header, vec![reward(0, 1)], 0);
+        let b2 = mine_on(
+            &b1.header,
+            vec![reward(0, 2), pay(0, 1, 3, 1), pay(0, 2, 1, 2)],
+            0,
+        );
+        [b1, b2]
+    });
+    let mut chain = Chain::new(PARAMS);
+    for b in blocks {
+        chain.add_block(b.clone(), NOW).unwrap();
+    }
+    chain
+}
+
+/// A valid next block for `chain` holding `txs` after the reward.
+fn next_block(chain: &Chain, payments: Vec<Transaction>) -> Block {
+    let height = chain.height() + 1;
+    let mut txs = vec![reward(0, height)];
+    txs.extend(payments);
+    mine_on(chain.tip_header(), txs, 0)
+}
+
+fn refused(chain: &mut Chain, block: Block) -> BlockError {
+    match chain.add_block(block, NOW) {
+        Err(AddBlockError::Invalid { error, .. }) => error,
+        other => panic!("expected an invalid block, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_valid_block_extends_the_chain_and_moves_balances() {
+    let chain = funded_chain();
+    assert_eq!(chain.height(), 2);
+    let l = chain.ledger();
+    assert_eq!(l.balance(&addr(0)), coins(16));
+    assert_eq!(l.balance(&addr(1)), coins(3));
+    assert_eq!(l.balance(&addr(2)), coins(1));
+    assert_eq!(chain.chain_work(), 2 * 16);
+}
+
+#[test]
+fn first_block_needs_only_the_reward_later_ones_block_size() {
+    let mut chain = Chain::new(PARAMS);
+    let two = mine_on(&genesis_block().header, vec![reward(0, 1), reward(1, 1)], 0);
+    assert_eq!(
+        refused(&mut chain, two),
+        BlockError::TxCount {
+            expected: 1,
+            found: 2
+        }
+    );
+    let chain = funded_chain();
+    let mut c = chain;
+    let short = next_block(&c, vec![pay(1, 2, 1, 9)]);
+    assert_eq!(
+        refused(&mut c, short),
+        BlockError::TxCount {
+            expected: 3,
+            found: 2
+        }
+    );
+}
+
+#[test]
+fn each_broken_rule_is_refused_with_its_reason() {
+    let base = funded_chain();
+    let good = next_block(&base, vec![pay(1, 2, 1, 10), pay(2, 0, 1, 11)]);
+    assert!(matches!(
+        funded_chain().add_block(good.clone(), NOW),
+        Ok(ChainUpdate::TipChanged { .. })
+    ));
+
+    type Case = (&'static str, Block, fn(&BlockError) -> bool);
+    let mut cases: Vec<Case> = Vec::new();
+    let mut b = good.clone();
+    b.header.version = 2;
+    cases.push(("version", reseal(b), |e| {
+        matches!(e, BlockError::Version(2))
+    }));
+    let mut b = good.clone();
+    b.header.height += 1;
+    cases.push(("height", reseal(b), |e| {
+        matches!(e, BlockError::Height { .. })
+    }));
+    let mut b = good.clone();
+    b.header.difficulty = PARAMS.difficulty + 1;
+    cases.push(("difficulty", reseal(b), |e| {
+        matches!(e, BlockError::Difficulty { .. })
+    }));
+    let mut b = good.clone();
+    while b.header.meets_own_difficulty() {
+        b.header.nonce += 1;
+    }
+    cases.push(("proof of work", b, |e| {
+        matches!(e, BlockError::ProofOfWork { .. })
+    }));
+    let mut b = good.clone();
+    b.header.timestamp = NOW + MAX_FUTURE_BLOCK_SECS + 1;
+    cases.push(("future timestamp", reseal(b), |e| {
+        matches!(e, BlockError::FutureTimestamp { .. })
+    }));
+    let mut b = good.clone();
+    b.header.merkle_root = Hash256::ZERO;
+    b.header.nonce = 0;
+    common::solve(&mut b.header);
+    cases.push(("merkle root", b, |e| {
+        matches!(e, BlockError::MerkleRoot { .. })
+    }));
+    let mut b = good.clone();
+    b.transactions.swap(0, 1);
+    cases.push(("reward not first", reseal(b), |e| {
+        matches!(e, BlockError::MissingReward)
+    }));
+    let mut b = good.clone();
+    b.transactions[2] = reward(1, 3);
+    cases.push(("two rewards", reseal(b), |e| {
+        matches!(e, BlockError::ExtraReward(2))
+    }));
+    let mut b = good.clone();
+    b.transactions[0] = Transaction::Reward(mvbc_protocol::Reward {
+        to: addr(0),
+        amount: coins(11),
+        height: 3,
+    });
+    cases.push(("reward amount", reseal(b), |e| {
+        matches!(e, BlockError::BadReward { .. })
+    }));
+    let mut b = good.clone();
+    b.transactions[0] = reward(0, 2);
+    cases.push(("reward height", reseal(b), |e| {
+        matches!(e, BlockError::BadReward { .. })
+    }));
+    let mut b = good.clone();
+    b.transactions[2] = b.transactions[1].clone();
+    cases.push(("duplicate in block", reseal(b), |e| {
+        matches!(e, BlockError::DuplicateTx(_))
+    }));
+    let mut b = good.clone();
+    if let Transaction::Payment(p) = &mut b.transactions[1] {
+        p.amount = coins(2); // no longer what was signed
+    }
+    cases.push(("bad signature", reseal(b), |e| {
+        matches!(e, BlockError::InvalidTx { .. })
+    }));
+    let mut b = good.clone();
+    if let Transaction::Payment(p) = &mut b.transactions[1] {
+        p.from = addr(0); // key 1's signature spending key 0's coins
+    }
+    cases.push(("key not the sender's", reseal(b), |e| {
+        matches!(e, BlockError::InvalidTx { .. })
+    }));
+    let b = next_block(&base, vec![pay(1, 2, 1, 10), pay(2, 0, 0, 11)]);
+    cases.push(("zero amount", b, |e| {
+        matches!(e, BlockError::InvalidTx { .. })
+    }));
+    let b = next_block(&base, vec![pay(1, 2, 4, 10), pay(2, 0, 1, 11)]);
+    cases.push(("overspend", b, |e| {
+        matches!(e, BlockError::Overspend { .. })
+    }));
+    let b = next_block(&base, vec![pay(1, 2, 2, 10), pay(1, 0, 2, 11)]);
+    cases.push(("double spend within a block", b, |e| {
+        matches!(e, BlockError::Overspend { .. })
+    }));
+    let replayed = base.block_at(2).unwrap().transactions[1].clone();
+    let b = next_block(&base, vec![replayed, pay(2, 0, 1, 11)]);
+    cases.push(("replay of a confirmed payment", b, |e| {
+        matches!(e, BlockError::Replay(_))
+    }));
+
+    for (rule, block, expected) in cases {
+        let mut chain = funded_chain();
+        let before = (chain.tip_hash(), chain.ledger().clone());
+        let error = refused(&mut chain, block.clone());
+        assert!(expected(&error), "{rule}: got {error}");
+        assert_eq!(
+            (chain.tip_hash(), chain.ledger().clone()),
+            before,
+            "{rule}: state unchanged"
+        );
+        assert!(!chain.contains(&block.hash()), "{rule}: not stored");
+        let hash = block.hash();
+        let again = chain.add_block(block, NOW);
+        if matches!(error, BlockError::FutureTimestamp { .. }) {
+            // Not remembered as invalid: it may become valid as the clock moves on.
+            assert!(
+                matches!(again, Err(AddBlockError::Invalid { .. })),
+                "{rule}"
+            );
+        } else {
+            assert_eq!(again, Err(AddBlockError::KnownInvalid(hash)), "{rule}");
+        }
+    }
+}
+#[test]
+fn double_spend_across_two_blocks_is_refused() {
+    // Key 1 holds 3 coins: two different payments of 2 each, one per block.
+    let mut chain = funded_chain();
+    let b3 = next_block(&chain, vec![pay(1, 2, 2, 10), pay(2, 0, 1, 11)]);
+    chain.add_block(b3, NOW).unwrap();
+    let b4 = next_block(&chain, vec![pay(1, 0, 2, 12), pay(2, 0, 1, 13)]);
+    assert!(matches!(
+        refused(&mut chain, b4),
+        BlockError::Overspend { .. }
+    ));
+}
+
+#[test]
+fn unknown_parent_and_wrong_parent_hash() {
+    let mut chain = funded_chain();
+    let mut orphan = next_block(&chain, vec![pay(1, 2, 1, 10), pay(2, 0, 1, 11)]);
+    orphan.header.prev_hash = Hash256([7; 32]);
+    let orphan = reseal(orphan);
+    assert_eq!(
+        chain.add_block(orphan.clone(), NOW),
+        Err(AddBlockError::UnknownParent(Hash256([7; 32])))
+    );
+    // check_block on its own also names a parent mismatch.
+    let err = check_block(&orphan, chain.tip_header(), &PARAMS, NOW).unwrap_err();
+    assert!(matches!(err, BlockError::Parent { .. }));
+}
+
+#[test]
+fn the_heavier_branch_wins_and_the_ledger_follows() {
+    let mut chain = funded_chain();
+    let fork = chain.block_at(2).unwrap().header;
+    // Main: block 3 pays key 1 -> key 2.
+    let a3 = next_block(&chain, vec![pay(1, 2, 2, 20), pay(2, 0, 1, 21)]);
+    let a3_payment = a3.transactions[1].id();
+    chain.add_block(a3.clone(), NOW).unwrap();
+    assert_eq!(chain.ledger().balance(&addr(1)), coins(1));
+
+    // A competing branch from block 2, mined by key 2: equal work first, so no switch.
+    let b3 = mine_on(
+        &fork,
+        vec![reward(2, 3), pay(1, 0, 3, 30), pay(2, 1, 1, 31)],
+        5,
+    );
+    assert_eq!(
+        chain.add_block(b3.clone(), NOW),
+        Ok(ChainUpdate::SideBranch)
+    );
+    assert_eq!(chain.tip_hash(), a3.hash(), "ties keep the first seen");
+    assert_eq!(
+        chain.ledger().balance(&addr(1)),
+        coins(1),
+        "ledger back on the main chain"
+    );
+
+    // One more block on the side branch makes it heavier: reorg.
+    let b4 = mine_on(
+        &b3.header,
+        vec![reward(2, 4), pay(2, 0, 1, 32), pay(0, 2, 1, 33)],
+        0,
+    );
+    match chain.add_block(b4.clone(), NOW).unwrap() {
+        ChainUpdate::TipChanged {
+            disconnected,
+            connected,
+        } => {
+            assert_eq!(
+                disconnected.iter().map(|b| b.hash()).collect::<Vec<_>>(),
+                [a3.hash()]
+            );
+            assert_eq!(
+                connected.iter().map(|b| b.hash()).collect::<Vec<_>>(),
+                [b3.hash(), b4.hash()]
+            );
+            // Abandoned payments return to the pool while still affordable: key 1 holds 1 coin
+            // on the new branch, so a3's payment of 2 is dropped; key 2's payment comes back.
+            let mut pool = Pool::default();
+            let dropped = pool.reconcile(&disconnected, chain.ledger());
+            assert_eq!(dropped, [a3_payment]);
+            assert_eq!(pool.select(5)[0].id(), a3.transactions[2].id());
+        }
+        other => panic!("expected a reorg, got {other:?}"),
+    }
+    assert_eq!(chain.tip_hash(), b4.hash());
+    assert_eq!(chain.height(), 4);
+    let l = chain.ledger();
+    // key 0: 20 - 3 - 1 (block 2) + 3 (b3) + 1 - 1 (b4) = 19
+    assert_eq!(l.balance(&addr(0)), coins(19));
+    // key 1: 3 - 3 + 1 (b3) = 1
+    assert_eq!(l.balance(&addr(1)), coins(1));
+    // key 2: 1 + 10 - 1 (b3) + 10 - 1 + 1 (b4) = 20
+    assert_eq!(l.balance(&addr(2)), coins(20));
+    assert!(!l.is_confirmed(&a3_payment));
+    assert_eq!(chain.tree_len(), 6, "genesis, 1, 2, a3, b3, b4 all kept");
+}
+
+#[test]
+fn abandoned_payments_that_are_still_valid_return_to_the_pool() {
+    let mut chain = funded_chain();
+    let fork = chain.block_at(2).unwrap().header;
+    let a3 = next_block(&chain, vec![pay(1, 2, 1, 20), pay(2, 0, 1, 21)]);
+    let returned: Vec<_> = a3.transactions[1..].iter().map(Transaction::id).collect();
+    chain.add_block(a3, NOW).unwrap();
+    let b3 = mine_on(
+        &fork,
+        vec![reward(0, 3), pay(0, 1, 1, 40), pay(0, 2, 1, 41)],
+        7,
+    );
+    let b4 = mine_on(
+        &b3.header,
+        vec![reward(0, 4), pay(0, 1, 1, 42), pay(0, 2, 1, 43)],
+        0,
+    );
+    chain.add_block(b3, NOW).unwrap();
+    let ChainUpdate::TipChanged { disconnected, .. } = chain.add_block(b4, NOW).unwrap() else {
+        panic!("expected a reorg");
+    };
+    let mut pool = Pool::default();
+    assert!(pool.reconcile(&disconnected, chain.ledger()).is_empty());
+    assert_eq!(
+        pool.select(10).iter().map(|p| p.id()).collect::<Vec<_>>(),
+        returned
+    );
+}
+
+#[test]
+fn a_side_branch_block_invalid_on_its_own_branch_is_refused() {
+    let mut chain = funded_chain();
+    let fork = chain.block_at(2).unwrap().header;
+    chain
+        .add_block(
+            next_block(&chain, vec![pay(1, 2, 1, 20), pay(2, 0, 1, 21)]),
+            NOW,
+        )
+        .unwrap();
+    let tip = chain.tip_hash();
+    // On the side branch key 1 only has its 3 coins: paying 3 then 1 overspends there.
+    let bad = mine_on(
+        &fork,
+        vec![reward(2, 3), pay(1, 0, 3, 50), pay(1, 2, 1, 51)],
+        9,
+    );
+    let error = refused(&mut chain, bad);
+    assert!(matches!(error, BlockError::Overspend { .. }), "{error}");
+    assert_eq!(chain.tip_hash(), tip);
+    assert_eq!(chain.ledger().balance(&addr(1)), coins(2));
+}
+
+#[test]
+fn pool_checks_signature_balance_pending_and_duplicates() {
+    let chain = funded_chain();
+    let l = chain.ledger();
+    let mut pool = Pool::default();
+    let p = |t: Transaction| match t {
+        Transaction::Payment(p) => p,
+        _ => unreachable!(),
+    };
+    let first = p(pay(1, 2, 2, 60));
+    pool.add(first.clone(), l).unwrap();
+    assert_eq!(
+        pool.add(first.clone(), l),
+        Err(PoolError::Duplicate(first.id()))
+    );
+    // 3 coins confirmed, 2 pending: a second payment of 2 is refused.
+    assert!(matches!(
+        pool.add(p(pay(1, 0, 2, 61)), l),
+        Err(PoolError::Insufficient { .. })
+    ));
+    pool.add(p(pay(1, 0, 1, 62)), l).unwrap();
+    assert_eq!(pool.pending_spend(&addr(1)), coins(3));
+    let confirmed = p(chain.block_at(2).unwrap().transactions[1].clone());
+    assert_eq!(
+        pool.add(confirmed.clone(), l),
+        Err(PoolError::Confirmed(confirmed.id()))
+    );
+    let mut forged = p(pay(2, 0, 1, 63));
+    forged.amount = Amount::from_units(2);
+    assert!(matches!(pool.add(forged, l), Err(PoolError::Invalid(_))));
+    let mut small = Pool::with_capacity(2);
+    small.add(p(pay(0, 1, 1, 64)), l).unwrap();
+    small.add(p(pay(0, 1, 1, 65)), l).unwrap();
+    assert_eq!(small.add(p(pay(0, 1, 1, 66)), l), Err(PoolError::Full(2)));
+}
+
+#[test]
+fn pool_drops_what_a_new_block_confirms() {
+    let mut chain = funded_chain();
+    let mut pool = Pool::default();
+    let (a, b) = (pay(1, 2, 1, 70), pay(2, 0, 1, 71));
+    for t in [&a, &b] {
+        if let Transaction::Payment(p) = t {
+            pool.add(p.clone(), chain.ledger()).unwrap();
+        }
+    }
+    let c = pay(0, 1, 1, 72);
+    if let Transaction::Payment(p) = &c {
+        pool.add(p.clone(), chain.ledger()).unwrap();
+    }
+    chain
+        .add_block(next_block(&chain, vec![a, b]), NOW)
+        .unwrap();
+    assert!(pool.reconcile(&[], chain.ledger()).is_empty());
+    assert_eq!(pool.len(), 1);
+    assert_eq!(pool.select(5)[0].id(), c.id());
+}

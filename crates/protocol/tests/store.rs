@@ -1,0 +1,129 @@
+//! The block store survives a crash at any byte and refuses a second process.
+
+mod common;
+
+use common::*;
+use mvbc_protocol::genesis_block;
+use mvbc_protocol::store::{BlockStore, StoreError, rebuild_chain};
+
+fn three_blocks() -> Vec<mvbc_protocol::Block> {
+    let b1 = mine_on(&genesis_block().header, vec![reward(0, 1)], 0);
+    let b2 = mine_on(
+        &b1.header,
+        vec![reward(0, 2), pay(0, 1, 1, 1), pay(0, 2, 1, 2)],
+        0,
+    );
+    let b3 = mine_on(
+        &b2.header,
+        vec![reward(1, 3), pay(1, 2, 1, 3), pay(0, 2, 1, 4)],
+        0,
+    );
+    vec![b1, b2, b3]
+}
+
+fn write_store(path: &std::path::Path, blocks: &[mvbc_protocol::Block]) -> u64 {
+    let mut opened = BlockStore::open(path).unwrap();
+    assert!(opened.blocks.is_empty() && opened.recovery.is_none());
+    for b in blocks {
+        opened.store.append(b).unwrap();
+    }
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn blocks_come_back_and_rebuild_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    let blocks = three_blocks();
+    write_store(&path, &blocks);
+    let opened = BlockStore::open(&path).unwrap();
+    assert_eq!(opened.blocks, blocks);
+    assert!(opened.recovery.is_none());
+    let (chain, refused) = rebuild_chain(PARAMS, opened.blocks, NOW);
+    assert!(refused.is_empty());
+    assert_eq!(chain.height(), 3);
+    assert_eq!(chain.ledger().balance(&addr(2)), coins(3));
+}
+
+#[test]
+fn truncation_at_every_byte_of_the_last_record_keeps_the_earlier_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.dat");
+    let blocks = three_blocks();
+    let two_len = {
+        let p = dir.path().join("two.dat");
+        write_store(&p, &blocks[..2])
+    };
+    let full_len = write_store(&full, &blocks);
+    let bytes = std::fs::read(&full).unwrap();
+    for cut in two_len..full_len {
+        let path = dir.path().join(format!("cut{cut}.dat"));
+        std::fs::write(&path, &bytes[..cut as usize]).unwrap();
+        let opened = BlockStore::open(&path).unwrap();
+        assert_eq!(opened.blocks, blocks[..2], "cut at {cut}");
+        let recovery = opened.recovery.clone();
+        assert_eq!(recovery.is_some(), cut > two_len, "cut at {cut}");
+        if let Some(r) = recovery {
+            assert_eq!((r.kept_bytes, r.dropped_bytes), (two_len, cut - two_len));
+        }
+        // The torn tail is gone and the store takes appends again.
+        let mut store = opened.store;
+        store.append(&blocks[2]).unwrap();
+        drop(store);
+        assert_eq!(
+            BlockStore::open(&path).unwrap().blocks,
+            blocks,
+            "cut at {cut}, re-appended"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_byte_cuts_the_store_at_that_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    let blocks = three_blocks();
+    let one_len = write_store(&dir.path().join("one.dat"), &blocks[..1]);
+    write_store(&path, &blocks);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[one_len as usize + 20] ^= 0x40; // inside block 2's record
+    std::fs::write(&path, &bytes).unwrap();
+    let opened = BlockStore::open(&path).unwrap();
+    assert_eq!(opened.blocks, blocks[..1]);
+    let r = opened.recovery.unwrap();
+    assert_eq!(r.kept_bytes, one_len);
+    assert!(r.reason.contains("checksum"), "{}", r.reason);
+}
+
+#[test]
+fn a_torn_store_header_and_a_foreign_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let torn = dir.path().join("torn.dat");
+    std::fs::write(&torn, b"MVBC").unwrap();
+    let opened = BlockStore::open(&torn).unwrap();
+    assert!(opened.blocks.is_empty() && opened.recovery.is_some());
+    let foreign = dir.path().join("foreign.dat");
+    std::fs::write(&foreign, b"#!/bin/sh\necho hi\n").unwrap();
+    assert!(matches!(
+        BlockStore::open(&foreign),
+        Err(StoreError::NotAStore(_))
+    ));
+    assert_eq!(
+        std::fs::read(&foreign).unwrap(),
+        b"#!/bin/sh\necho hi\n",
+        "left untouched"
+    );
+}
+
+#[test]
+fn a_second_open_is_refused_while_the_first_holds_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    let first = BlockStore::open(&path).unwrap();
+    assert!(matches!(
+        BlockStore::open(&path),
+        Err(StoreError::Locked(_))
+    ));
+    drop(first);
+    assert!(BlockStore::open(&path).is_ok());
+}
