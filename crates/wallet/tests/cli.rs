@@ -1,0 +1,187 @@
+//! The wallet binary as a user runs it, in a temporary data directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use mvbc_protocol::block::merkle_root;
+use mvbc_protocol::store::BlockStore;
+use mvbc_protocol::{Block, BlockHeader, Reward, Transaction, genesis_block, keyfile};
+
+fn wallet(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mvbc-wallet"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["-s", "key_size=1024", "-s", "difficulty=4"])
+        .args(args)
+        .output()
+        .expect("run mvbc-wallet")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn new_address_saves_a_private_key_and_prints_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wallet(dir.path(), &["new-address", "robs-address"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let path = dir.path().join("robs-address.pem");
+    let key = keyfile::load_key(&path).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "Generated key [robs-address] with address {}.\n",
+            key.address()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Key saved in {}", path.display())),
+        "{text}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn an_existing_or_unsafe_name_is_refused_and_nothing_is_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        wallet(dir.path(), &["new-address", "alice"])
+            .status
+            .success()
+    );
+    let before = std::fs::read(dir.path().join("alice.pem")).unwrap();
+    let again = wallet(dir.path(), &["new-address", "alice"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read(dir.path().join("alice.pem")).unwrap(), before);
+    for bad in ["../escape", ".hidden", "a/b", ""] {
+        let out = wallet(dir.path(), &["new-address", bad]);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(
+            stderr(&out).contains("invalid key name"),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!dir.path().parent().unwrap().join("escape.pem").exists());
+}
+
+/// Writes a wallet chain with one block paying the reward to `key`.
+fn chain_paying(dir: &Path, key: &mvbc_protocol::KeyPair) {
+    let reward = Transaction::Reward(Reward {
+        to: key.address(),
+        amount: mvbc_protocol::Amount::from_coins(10).unwrap(),
+        height: 1,
+    });
+    let parent = genesis_block().header;
+    let mut header = BlockHeader {
+        version: 1,
+        prev_hash: parent.hash(),
+        merkle_root: merkle_root(&[reward.id()]),
+        timestamp: parent.timestamp + 1,
+        height: 1,
+        difficulty: 4,
+        nonce: 0,
+    };
+    while !header.meets_own_difficulty() {
+        header.nonce += 1;
+    }
+    let mut opened = BlockStore::open(&dir.join("wallet-blocks.dat")).unwrap();
+    opened
+        .store
+        .append(&Block {
+            header,
+            transactions: vec![reward],
+        })
+        .unwrap();
+}
+
+#[test]
+fn list_addresses_shows_confirmed_balances_as_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        wallet(dir.path(), &["new-address", "miner"])
+            .status
+            .success()
+    );
+    assert!(
+        wallet(dir.path(), &["new-address", "alice"])
+            .status
+            .success()
+    );
+    let miner = keyfile::load_key(&dir.path().join("miner.pem")).unwrap();
+    let alice = keyfile::load_key(&dir.path().join("alice.pem")).unwrap();
+    chain_paying(dir.path(), &miner);
+
+    let out = wallet(dir.path(), &["list-addresses"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("Key Name"), "{text}");
+    assert!(
+        lines[2].starts_with("alice") && lines[2].contains(" 0.000000 "),
+        "{text}"
+    );
+    assert!(lines[2].ends_with(&alice.address().to_string()), "{text}");
+    assert!(
+        lines[3].starts_with("miner") && lines[3].contains(" 10.000000 "),
+        "{text}"
+    );
+    assert!(lines[3].contains("+0.000000"), "{text}");
+
+    let out = wallet(dir.path(), &["list-addresses", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[1]["name"], "miner");
+    assert_eq!(v[1]["address"], miner.address().to_string());
+    assert_eq!(v[1]["balance"], "10.000000");
+    assert_eq!(v[1]["pending"], "0.000000");
+    assert_eq!(v[0]["balance"], "0.000000");
+}
+
+#[test]
+fn no_command_prints_the_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wallet(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("new-address <address name>"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_bad_config_key_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wallet(dir.path(), &["-s", "dificulty=3", "list-addresses"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown config key `dificulty`"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(dir.path().join("mvbc.toml"), "key_size = 512\n").unwrap();
+    let out = wallet(dir.path(), &["list-addresses"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("bad value for `key_size`"),
+        "{}",
+        stderr(&out)
+    );
+}
