@@ -1,14 +1,15 @@
 //! `mvbc-miner`: the mining node. This step opens and checks its data directory; the mining
 //! engines (issue 3) and the network (issue 4) build on it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile;
 use mvbc_protocol::store::{BlockStore, rebuild_chain};
-use mvbc_protocol::{Config, KeyPair, unix_now};
+use mvbc_protocol::{KeyPair, unix_now};
 
 /// The miner's chain store in its data directory.
 const CHAIN_FILE: &str = "blocks.dat";
@@ -18,15 +19,8 @@ const REWARD_KEY_NAME: &str = "mining_rewards";
 #[derive(Parser)]
 #[command(name = "mvbc-miner", version, about = "The mvbc proof-of-work miner")]
 struct Cli {
-    /// Directory holding the chain store, the reward key and mvbc.toml.
-    #[arg(long, default_value = ".")]
-    data_dir: PathBuf,
-    /// Config file to read instead of <data-dir>/mvbc.toml.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override one config key, e.g. -s difficulty=16 (repeatable).
-    #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
-    settings: Vec<String>,
+    #[command(flatten)]
+    args: DataDirArgs,
 }
 
 fn main() -> ExitCode {
@@ -41,8 +35,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode> {
-    let config = Config::load(&cli.data_dir, cli.config.as_deref(), &cli.settings)?;
-    let path = cli.data_dir.join(CHAIN_FILE);
+    let config = cli.args.load_config()?;
+    let path = cli.args.data_dir.join(CHAIN_FILE);
     let opened = BlockStore::open(&path)?;
     if let Some(r) = &opened.recovery {
         println!(
@@ -57,7 +51,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     for e in &refused {
         println!("Skipped a stored block the rules refuse: {e}");
     }
-    let reward_key = reward_key(&cli.data_dir, config.key_size)?;
+    let reward_key = reward_key(&cli.args.data_dir, config.key_size)?;
     println!("Mining rewards go to {}", reward_key.address());
     println!(
         "Chain loaded: height {}, tip {}, {} blocks stored",

@@ -19,6 +19,29 @@ pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 /// Highest difficulty accepted: beyond 64 bits a 64-bit nonce space runs out.
 pub const MAX_DIFFICULTY: u32 = 64;
 
+/// The arguments every mvbc program takes to find its data and settings.
+#[cfg(feature = "clap")]
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataDirArgs {
+    /// Directory holding keys (*.pem), the chain store and mvbc.toml.
+    #[arg(long, default_value = ".")]
+    pub data_dir: PathBuf,
+    /// Config file to read instead of <data-dir>/mvbc.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one config key, e.g. -s difficulty=16 (repeatable).
+    #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+}
+
+#[cfg(feature = "clap")]
+impl DataDirArgs {
+    /// Loads the configuration these arguments name.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.data_dir, self.config.as_deref(), &self.settings)
+    }
+}
+
 /// Every setting of a node or wallet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {

@@ -49,10 +49,7 @@ impl Ledger {
             if self.confirmed.contains(&id) {
                 return Err(BlockError::Replay(id));
             }
-            let (from, to, amount) = match tx {
-                Transaction::Payment(p) => (Some(p.from), p.to, p.amount),
-                Transaction::Reward(r) => (None, r.to, r.amount),
-            };
+            let (from, to, amount) = transfer(tx);
             if let Some(from) = from {
                 let balance = *touched.entry(from).or_insert_with(|| self.balance(&from));
                 let left = balance.checked_sub(amount).ok_or(BlockError::Overspend {
@@ -82,10 +79,7 @@ impl Ledger {
     /// Reverses [`Ledger::apply_block`] for the block applied last.
     pub fn undo_block(&mut self, block: &Block) {
         for tx in block.transactions.iter().rev() {
-            let (from, to, amount) = match tx {
-                Transaction::Payment(p) => (Some(p.from), p.to, p.amount),
-                Transaction::Reward(r) => (None, r.to, r.amount),
-            };
+            let (from, to, amount) = transfer(tx);
             // The block was applied, so these cannot go out of range; saturate rather than panic.
             let to_balance = self.balance(&to);
             debug_assert!(to_balance >= amount);
@@ -109,5 +103,13 @@ impl Ledger {
         } else {
             self.balances.insert(address, amount);
         }
+    }
+}
+
+/// Who pays (none for a reward), who receives, and how much.
+fn transfer(tx: &Transaction) -> (Option<Address>, Address, Amount) {
+    match tx {
+        Transaction::Payment(p) => (Some(p.from), p.to, p.amount),
+        Transaction::Reward(r) => (None, r.to, r.amount),
     }
 }

@@ -127,3 +127,24 @@ fn a_second_open_is_refused_while_the_first_holds_the_store() {
     drop(first);
     assert!(BlockStore::open(&path).is_ok());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever follows the magic, opening never panics, keeps only intact records, and leaves
+    /// a store that opens again cleanly with the same blocks.
+    #[test]
+    fn any_bytes_after_the_magic_open_cleanly(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blocks.dat");
+        let mut bytes = mvbc_protocol::store::STORE_MAGIC.to_vec();
+        bytes.extend_from_slice(&tail);
+        std::fs::write(&path, &bytes).unwrap();
+        let first = BlockStore::open(&path).unwrap();
+        let blocks = first.blocks.clone();
+        drop(first);
+        let again = BlockStore::open(&path).unwrap();
+        proptest::prop_assert!(again.recovery.is_none());
+        proptest::prop_assert_eq!(again.blocks, blocks);
+    }
+}

@@ -1,10 +1,11 @@
 //! `mvbc-wallet`: addresses, balances and (with the network issue) payments.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile::{self, KeyFileError};
 use mvbc_protocol::store::{BlockStore, rebuild_chain};
 use mvbc_protocol::{Amount, Config, KeyPair, Ledger, unix_now};
@@ -20,15 +21,8 @@ const WALLET_CHAIN_FILE: &str = "wallet-blocks.dat";
     about = "The mvbc wallet: addresses, balances, payments"
 )]
 struct Cli {
-    /// Directory holding keys (*.pem), the wallet's chain and mvbc.toml.
-    #[arg(long, default_value = ".")]
-    data_dir: PathBuf,
-    /// Config file to read instead of <data-dir>/mvbc.toml.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override one config key, e.g. -s key_size=1024 (repeatable).
-    #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
-    settings: Vec<String>,
+    #[command(flatten)]
+    args: DataDirArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -57,11 +51,13 @@ fn main() -> ExitCode {
         eprintln!("Run `mvbc-wallet --help` for details.");
         return ExitCode::from(2);
     };
-    let result = Config::load(&cli.data_dir, cli.config.as_deref(), &cli.settings)
+    let result = cli
+        .args
+        .load_config()
         .map_err(anyhow::Error::from)
         .and_then(|config| match command {
-            Command::NewAddress { name } => new_address(&cli.data_dir, &config, &name),
-            Command::ListAddresses { json } => list_addresses(&cli.data_dir, &config, json),
+            Command::NewAddress { name } => new_address(&cli.args.data_dir, &config, &name),
+            Command::ListAddresses { json } => list_addresses(&cli.args.data_dir, &config, json),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
