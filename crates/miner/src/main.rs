@@ -39,13 +39,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let path = cli.args.data_dir.join(CHAIN_FILE);
     let opened = BlockStore::open(&path)?;
     if let Some(r) = &opened.recovery {
-        println!(
-            "Recovered {}: kept {} bytes, cut {} bytes ({})",
-            path.display(),
-            r.kept_bytes,
-            r.dropped_bytes,
-            r.reason
-        );
+        println!("Recovered {}: {r}", path.display());
     }
     let (chain, refused) = rebuild_chain(config.consensus(), opened.blocks, unix_now());
     for e in &refused {

@@ -52,6 +52,16 @@ pub struct Recovery {
     pub reason: String,
 }
 
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kept {} bytes, cut {} bytes of a torn or corrupt tail ({})",
+            self.kept_bytes, self.dropped_bytes, self.reason
+        )
+    }
+}
+
 /// An open store and what it held.
 pub struct Opened {
     /// The store, ready for appends.

@@ -156,12 +156,7 @@ fn load_ledger(dir: &Path, config: &Config) -> Result<Ledger> {
     }
     let opened = BlockStore::open(&path)?;
     if let Some(r) = &opened.recovery {
-        eprintln!(
-            "warning: {}: cut {} bytes of a torn or corrupt tail ({})",
-            path.display(),
-            r.dropped_bytes,
-            r.reason
-        );
+        eprintln!("warning: recovered {}: {r}", path.display());
     }
     let (chain, refused) = rebuild_chain(config.consensus(), opened.blocks, unix_now());
     for e in refused {
