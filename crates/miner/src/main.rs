@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile;
-use mvbc_protocol::store::{BlockStore, rebuild_chain};
+use mvbc_protocol::store::load_chain;
 use mvbc_protocol::{KeyPair, unix_now};
 
 /// The miner's chain store in its data directory.
@@ -37,12 +37,12 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<ExitCode> {
     let config = cli.args.load_config()?;
     let path = cli.args.data_dir.join(CHAIN_FILE);
-    let opened = BlockStore::open(&path)?;
-    if let Some(r) = &opened.recovery {
+    let loaded = load_chain(&path, config.consensus(), unix_now())?;
+    if let Some(r) = &loaded.recovery {
         println!("Recovered {}: {r}", path.display());
     }
-    let (chain, refused) = rebuild_chain(config.consensus(), opened.blocks, unix_now());
-    for e in &refused {
+    let chain = &loaded.chain;
+    for e in &loaded.refused {
         println!("Skipped a stored block the rules refuse: {e}");
     }
     let reward_key = reward_key(&cli.args.data_dir, config.key_size)?;

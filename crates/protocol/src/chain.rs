@@ -165,28 +165,17 @@ impl Chain {
             return Err(self.reject(hash, error));
         }
 
-        let block = Arc::new(block);
+        // Extending the tip is a branch of one block with nothing to undo; a block elsewhere is
+        // judged against its own branch's ledger. Either way: move there, then keep the move
+        // only if the new chain has strictly more work.
         let old_tip = self.tip_hash();
-        if parent_hash == old_tip {
-            if let Err(error) = self.ledger.apply_block(&block) {
-                return Err(self.reject(hash, error));
-            }
-            self.tree.insert(
-                hash,
-                Entry {
-                    block: block.clone(),
-                    chain_work,
-                },
-            );
-            self.best.push(hash);
-            return Ok(ChainUpdate::TipChanged {
-                disconnected: vec![],
-                connected: vec![block],
-            });
-        }
-
-        // A block on another branch: judge it against that branch's ledger.
-        self.tree.insert(hash, Entry { block, chain_work });
+        self.tree.insert(
+            hash,
+            Entry {
+                block: Arc::new(block),
+                chain_work,
+            },
+        );
         let (disconnected, connected) = match self.move_tip_to(hash) {
             Ok(moved) => moved,
             Err(error) => {

@@ -210,6 +210,38 @@ fn read_records(
     Ok((blocks, pos, None))
 }
 
+/// A chain loaded from its store, with what loading found.
+pub struct LoadedChain {
+    /// The store, locked and ready for appends.
+    pub store: BlockStore,
+    /// The chain the stored blocks add up to.
+    pub chain: Chain,
+    /// Set when a torn or corrupt tail was cut off.
+    pub recovery: Option<Recovery>,
+    /// Stored blocks the rules now refuse, with the reason.
+    pub refused: Vec<AddBlockError>,
+}
+
+/// Opens the store at `path` and rebuilds its chain: what every node and wallet does at start.
+pub fn load_chain(
+    path: &Path,
+    params: ConsensusParams,
+    now: u64,
+) -> Result<LoadedChain, StoreError> {
+    let Opened {
+        store,
+        blocks,
+        recovery,
+    } = BlockStore::open(path)?;
+    let (chain, refused) = rebuild_chain(params, blocks, now);
+    Ok(LoadedChain {
+        store,
+        chain,
+        recovery,
+        refused,
+    })
+}
+
 /// Rebuilds a chain from stored blocks (parents are always stored before children). Blocks the
 /// rules now refuse (for example after a consensus parameter changed) are skipped and returned
 /// with the reason.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile::{self, KeyFileError};
-use mvbc_protocol::store::{BlockStore, rebuild_chain};
+use mvbc_protocol::store::load_chain;
 use mvbc_protocol::{Amount, Config, KeyPair, Ledger, unix_now};
 
 /// The wallet keeps its own copy of the chain here, apart from a miner's `blocks.dat`, so a
@@ -154,13 +154,12 @@ fn load_ledger(dir: &Path, config: &Config) -> Result<Ledger> {
     if !path.exists() {
         return Ok(Ledger::default());
     }
-    let opened = BlockStore::open(&path)?;
-    if let Some(r) = &opened.recovery {
+    let loaded = load_chain(&path, config.consensus(), unix_now())?;
+    if let Some(r) = &loaded.recovery {
         eprintln!("warning: recovered {}: {r}", path.display());
     }
-    let (chain, refused) = rebuild_chain(config.consensus(), opened.blocks, unix_now());
-    for e in refused {
+    for e in &loaded.refused {
         eprintln!("warning: {}: skipped a stored block: {e}", path.display());
     }
-    Ok(chain.ledger().clone())
+    Ok(loaded.chain.ledger().clone())
 }

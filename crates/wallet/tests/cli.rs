@@ -17,6 +17,12 @@ fn wallet(dir: &Path, args: &[&str]) -> Output {
         .expect("run mvbc-wallet")
 }
 
+/// `new-address NAME`, which must succeed.
+fn new_address(dir: &Path, name: &str) {
+    let out = wallet(dir, &["new-address", name]);
+    assert!(out.status.success(), "new-address {name}: {}", stderr(&out));
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -55,11 +61,7 @@ fn new_address_saves_a_private_key_and_prints_its_address() {
 #[test]
 fn an_existing_or_unsafe_name_is_refused_and_nothing_is_overwritten() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        wallet(dir.path(), &["new-address", "alice"])
-            .status
-            .success()
-    );
+    new_address(dir.path(), "alice");
     let before = std::fs::read(dir.path().join("alice.pem")).unwrap();
     let again = wallet(dir.path(), &["new-address", "alice"]);
     assert!(!again.status.success());
@@ -114,16 +116,8 @@ fn chain_paying(dir: &Path, key: &mvbc_protocol::KeyPair) {
 #[test]
 fn list_addresses_shows_confirmed_balances_as_table_and_json() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        wallet(dir.path(), &["new-address", "miner"])
-            .status
-            .success()
-    );
-    assert!(
-        wallet(dir.path(), &["new-address", "alice"])
-            .status
-            .success()
-    );
+    new_address(dir.path(), "miner");
+    new_address(dir.path(), "alice");
     let miner = keyfile::load_key(&dir.path().join("miner.pem")).unwrap();
     let alice = keyfile::load_key(&dir.path().join("alice.pem")).unwrap();
     chain_paying(dir.path(), &miner);
