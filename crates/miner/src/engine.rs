@@ -1,0 +1,196 @@
+//! The engine interface every nonce search goes through, and the CPU check of every result.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::work::WorkUnit;
+
+/// A half-open range of nonces, `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NonceRange {
+    /// First nonce to try.
+    pub start: u64,
+    /// One past the last nonce to try.
+    pub end: u64,
+}
+
+impl NonceRange {
+    /// `start..end`; empty when `end <= start`.
+    pub fn new(start: u64, end: u64) -> NonceRange {
+        NonceRange { start, end }
+    }
+
+    /// Every nonce but `u64::MAX`.
+    pub fn all() -> NonceRange {
+        NonceRange::new(0, u64::MAX)
+    }
+
+    /// Number of nonces in the range.
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the range holds no nonce.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How a search ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Search {
+    /// The lowest winning nonce in the range.
+    Found(u64),
+    /// No nonce in the range wins.
+    Exhausted,
+    /// [`SearchControl::stop`] was called before the range was done.
+    Aborted,
+}
+
+/// Shared between a search and whoever watches it: a stop flag and a hash counter.
+#[derive(Debug, Default)]
+pub struct SearchControl {
+    stop: AtomicBool,
+    hashes: AtomicU64,
+}
+
+impl SearchControl {
+    /// A fresh control: not stopped, no hashes counted.
+    pub fn new() -> SearchControl {
+        SearchControl::default()
+    }
+
+    /// Asks the running search to return [`Search::Aborted`] soon.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`SearchControl::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Clears the stop flag, so the control can serve the next search.
+    pub fn resume(&self) {
+        self.stop.store(false, Ordering::Relaxed);
+    }
+
+    /// Nonces tried so far, across every search that used this control.
+    pub fn hashes(&self) -> u64 {
+        self.hashes.load(Ordering::Relaxed)
+    }
+
+    /// Engines call this as they finish batches of nonces.
+    pub fn add_hashes(&self, n: u64) {
+        self.hashes.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What kind of hardware an engine runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// CPU threads.
+    Cpu,
+    /// A GPU through wgpu.
+    Gpu,
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+        })
+    }
+}
+
+/// What an engine reports about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// CPU or GPU.
+    pub device: DeviceKind,
+    /// The GPU adapter and backend, or the CPU kernel ("sha-ni x2", "portable").
+    pub adapter: String,
+    /// Worker threads (1 for the GPU engine's host side).
+    pub threads: usize,
+}
+
+/// Why an engine could not search.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The GPU device failed (lost, out of memory, a buffer that would not map).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// The engine answered a nonce outside the range it was given.
+    #[error("the engine answered nonce {nonce}, outside the range it was asked to search")]
+    OutOfRange {
+        /// The nonce it answered.
+        nonce: u64,
+    },
+    /// A worker thread panicked.
+    #[error("a CPU mining thread panicked")]
+    WorkerPanicked,
+}
+
+/// A nonce search over a [`WorkUnit`].
+pub trait MiningEngine: Send {
+    /// The device this engine runs on.
+    fn info(&self) -> EngineInfo;
+
+    /// Searches `range` for the lowest nonce that meets `work.difficulty`. Returns
+    /// [`Search::Aborted`] promptly once `control` is stopped, and counts tried nonces in it.
+    ///
+    /// Callers use [`search_verified`], which checks what this returns.
+    fn search(
+        &mut self,
+        work: &WorkUnit,
+        range: NonceRange,
+        control: &SearchControl,
+    ) -> Result<Search, EngineError>;
+}
+
+/// Counts engine answers the CPU check refused, over the life of the process.
+static REFUSED_SOLUTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of "winning" nonces an engine returned that the CPU check refused.
+pub fn refused_solutions() -> u64 {
+    REFUSED_SOLUTIONS.load(Ordering::Relaxed)
+}
+
+/// Searches with `engine` and checks every nonce it finds with a full `sha2::Sha256` of the
+/// header before returning it. A nonce that fails the check is logged as an error, counted in
+/// [`refused_solutions`], and never returned: the search goes on after it.
+pub fn search_verified(
+    engine: &mut dyn MiningEngine,
+    work: &WorkUnit,
+    range: NonceRange,
+    control: &SearchControl,
+) -> Result<Search, EngineError> {
+    let mut range = range;
+    loop {
+        match engine.search(work, range, control)? {
+            Search::Found(nonce) => {
+                let hash = work.header_with(nonce).hash();
+                if range.start <= nonce
+                    && nonce < range.end
+                    && hash.meets_difficulty(work.difficulty)
+                {
+                    return Ok(Search::Found(nonce));
+                }
+                REFUSED_SOLUTIONS.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    engine = %engine.info().adapter,
+                    nonce,
+                    %hash,
+                    difficulty = work.difficulty,
+                    "engine returned a nonce that fails the CPU check; ignoring it"
+                );
+                if nonce < range.start || nonce >= range.end {
+                    return Err(EngineError::OutOfRange { nonce });
+                }
+                range.start = nonce + 1;
+            }
+            other => return Ok(other),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The mvbc miner's engines: nonce searches on the CPU and, through `wgpu`, on the GPU, all
+//! behind [`engine::MiningEngine`] and all checked on the CPU by [`engine::search_verified`].
+
+#![warn(missing_docs)]
+
+pub mod cpu;
+pub mod engine;
+#[cfg(target_arch = "x86_64")]
+pub mod shani;
+pub mod work;
+
+pub use cpu::CpuEngine;
+pub use engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
+pub use work::WorkUnit;

@@ -1,0 +1,178 @@
+//! A work unit: what every engine needs to search nonces for one header.
+//!
+//! The header layout (see `mvbc_protocol::header`) puts the first 64 bytes, which the nonce
+//! never touches, in SHA-256's first block; its compression (the midstate) is done once here.
+//! The second block is the 32 remaining header bytes and the padding: message words 0..=5 are
+//! constant, words 6 and 7 are the nonce's high and low halves, words 8..=15 are padding.
+//! Everything an engine precomputes further derives from [`WorkUnit`].
+
+use mvbc_protocol::BlockHeader;
+use mvbc_protocol::header::{HEADER_LEN, NONCE_OFFSET};
+use sha2::block_api::compress256;
+
+/// The SHA-256 initial hash value.
+pub const SHA256_IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// Index of the nonce's high word in the second block's message words.
+pub const NONCE_HI_WORD: usize = (NONCE_OFFSET - 64) / 4;
+/// Index of the nonce's low word.
+pub const NONCE_LO_WORD: usize = NONCE_HI_WORD + 1;
+
+const _: () = assert!(NONCE_HI_WORD == 6 && NONCE_LO_WORD == 7 && HEADER_LEN == 96);
+
+/// Everything needed to try nonces for one header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkUnit {
+    /// The header as given; its nonce is ignored.
+    pub header: BlockHeader,
+    /// SHA-256 state after compressing header bytes 0..64.
+    pub midstate: [u32; 8],
+    /// Message words of the second block, with both nonce words zero.
+    pub tail: [u32; 16],
+    /// Leading zero bits a hash must have.
+    pub difficulty: u32,
+}
+
+impl WorkUnit {
+    /// Prepares the search for `header` at its own difficulty.
+    pub fn new(header: &BlockHeader) -> WorkUnit {
+        let bytes = BlockHeader {
+            nonce: 0,
+            ..*header
+        }
+        .to_bytes();
+        let mut first = [0u8; 64];
+        first.copy_from_slice(&bytes[..64]);
+        let mut midstate = SHA256_IV;
+        compress256(&mut midstate, &[first]);
+
+        let mut second = [0u8; 64];
+        second[..HEADER_LEN - 64].copy_from_slice(&bytes[64..]);
+        second[HEADER_LEN - 64] = 0x80;
+        second[56..].copy_from_slice(&((HEADER_LEN as u64) * 8).to_be_bytes());
+        let tail = std::array::from_fn(|i| {
+            u32::from_be_bytes([
+                second[4 * i],
+                second[4 * i + 1],
+                second[4 * i + 2],
+                second[4 * i + 3],
+            ])
+        });
+        WorkUnit {
+            header: *header,
+            midstate,
+            tail,
+            difficulty: header.difficulty,
+        }
+    }
+
+    /// The second block's message words for `nonce`.
+    pub fn block_words(&self, nonce: u64) -> [u32; 16] {
+        let mut w = self.tail;
+        w[NONCE_HI_WORD] = (nonce >> 32) as u32;
+        w[NONCE_LO_WORD] = nonce as u32;
+        w
+    }
+
+    /// The header hash for `nonce` as eight big-endian words, by one compression from the
+    /// midstate. The reference every engine's kernel is tested against.
+    pub fn hash_words(&self, nonce: u64) -> [u32; 8] {
+        let w = self.block_words(nonce);
+        let mut block = [0u8; 64];
+        for (chunk, word) in block.chunks_exact_mut(4).zip(w) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        let mut state = self.midstate;
+        compress256(&mut state, &[block]);
+        state
+    }
+
+    /// Whether `nonce` solves this work unit, by the midstate path.
+    pub fn is_solution(&self, nonce: u64) -> bool {
+        meets_difficulty(&self.hash_words(nonce), self.difficulty)
+    }
+
+    /// The header with `nonce` filled in.
+    pub fn header_with(&self, nonce: u64) -> BlockHeader {
+        BlockHeader {
+            nonce,
+            ..self.header
+        }
+    }
+}
+
+/// Whether a digest, as big-endian words, has at least `difficulty` leading zero bits.
+pub fn meets_difficulty(digest: &[u32; 8], difficulty: u32) -> bool {
+    let mut zeros = 0;
+    for &w in digest {
+        zeros += w.leading_zeros();
+        if w != 0 {
+            break;
+        }
+    }
+    zeros >= difficulty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mvbc_protocol::Hash256;
+    use proptest::prelude::*;
+
+    fn header(nonce: u64, difficulty: u32) -> BlockHeader {
+        BlockHeader {
+            version: 1,
+            prev_hash: Hash256([0x5a; 32]),
+            merkle_root: Hash256([0xc3; 32]),
+            timestamp: 1_795_478_400,
+            height: 12,
+            difficulty,
+            nonce,
+        }
+    }
+
+    fn words_to_hash(words: [u32; 8]) -> Hash256 {
+        let mut out = [0u8; 32];
+        for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&w.to_be_bytes());
+        }
+        Hash256(out)
+    }
+
+    proptest! {
+        #[test]
+        fn midstate_hash_equals_full_hash(nonce: u64, difficulty in 0u32..300) {
+            let h = header(nonce, difficulty);
+            let work = WorkUnit::new(&h);
+            prop_assert_eq!(words_to_hash(work.hash_words(nonce)), h.hash());
+            prop_assert_eq!(work.is_solution(nonce), h.meets_own_difficulty());
+        }
+
+        #[test]
+        fn word_difficulty_matches_byte_difficulty(bytes: [u8; 32], d in 0u32..260) {
+            let words: [u32; 8] = std::array::from_fn(|i| {
+                u32::from_be_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]])
+            });
+            prop_assert_eq!(meets_difficulty(&words, d), Hash256(bytes).meets_difficulty(d));
+        }
+    }
+
+    #[test]
+    fn padding_words_follow_the_layout() {
+        let w = WorkUnit::new(&header(0x1122_3344_5566_7788, 8)).block_words(0x1122_3344_5566_7788);
+        assert_eq!((w[6], w[7]), (0x1122_3344, 0x5566_7788));
+        assert_eq!(w[8], 0x8000_0000);
+        assert!(w[9..15].iter().all(|&x| x == 0));
+        assert_eq!(w[15], 768, "the message is 96 bytes = 768 bits");
+    }
+
+    #[test]
+    fn zero_digest_meets_every_difficulty() {
+        assert!(meets_difficulty(&[0; 8], 256));
+        assert!(!meets_difficulty(&[0; 8], 257));
+        assert!(meets_difficulty(&[0, 1, 0, 0, 0, 0, 0, 0], 63));
+        assert!(!meets_difficulty(&[0, 1, 0, 0, 0, 0, 0, 0], 64));
+    }
+}
