@@ -194,3 +194,70 @@ pub fn search_verified(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mvbc_protocol::{BlockHeader, Hash256};
+
+    /// An engine that answers whatever it was told to, like a broken GPU driver might.
+    struct Liar(Vec<u64>);
+
+    impl MiningEngine for Liar {
+        fn info(&self) -> EngineInfo {
+            EngineInfo {
+                device: DeviceKind::Gpu,
+                adapter: "liar".into(),
+                threads: 1,
+            }
+        }
+
+        fn search(
+            &mut self,
+            _: &WorkUnit,
+            _: NonceRange,
+            _: &SearchControl,
+        ) -> Result<Search, EngineError> {
+            Ok(self.0.pop().map_or(Search::Exhausted, Search::Found))
+        }
+    }
+
+    fn work() -> WorkUnit {
+        WorkUnit::new(&BlockHeader {
+            version: 1,
+            prev_hash: Hash256([3; 32]),
+            merkle_root: Hash256([4; 32]),
+            timestamp: 1_800_000_000,
+            height: 2,
+            difficulty: 16,
+            nonce: 0,
+        })
+    }
+
+    #[test]
+    fn a_wrong_nonce_is_counted_and_never_returned() {
+        let w = work();
+        let good = (0..).find(|&n| w.header_with(n).meets_own_difficulty()).unwrap();
+        let bad = good - 1; // `good` is the lowest winner, so the nonce before it loses
+        let before = refused_solutions();
+
+        let mut liar = Liar(vec![good, bad]); // answers `bad` first
+        let r = search_verified(&mut liar, &w, NonceRange::all(), &SearchControl::new());
+        assert_eq!(r.unwrap(), Search::Found(good));
+        assert!(refused_solutions() > before);
+
+        let mut liar = Liar(vec![bad]);
+        let r = search_verified(&mut liar, &w, NonceRange::all(), &SearchControl::new());
+        assert_eq!(r.unwrap(), Search::Exhausted);
+    }
+
+    #[test]
+    fn a_nonce_outside_the_range_is_an_error() {
+        let w = work();
+        let good = (0..).find(|&n| w.header_with(n).meets_own_difficulty()).unwrap();
+        let mut liar = Liar(vec![good]);
+        let range = NonceRange::new(good + 1, good + 100);
+        let r = search_verified(&mut liar, &w, range, &SearchControl::new());
+        assert!(matches!(r, Err(EngineError::OutOfRange { nonce }) if nonce == good));
+    }
+}

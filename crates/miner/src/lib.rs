@@ -5,10 +5,12 @@
 
 pub mod cpu;
 pub mod engine;
+pub mod gpu;
 #[cfg(target_arch = "x86_64")]
 pub mod shani;
 pub mod work;
 
 pub use cpu::CpuEngine;
 pub use engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
+pub use gpu::{GpuDevice, GpuEngine};
 pub use work::WorkUnit;

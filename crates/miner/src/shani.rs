@@ -9,19 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::work::{NONCE_HI_WORD, NONCE_LO_WORD, WorkUnit};
-
-/// SHA-256 round constants.
-pub(crate) const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
+use crate::work::{K, WorkUnit, word_mask};
 
 /// Nonces in flight per thread. On the project machine (AMD EPYC, 2.45 GHz) one thread did
 /// 42 MH/s with 1 or 2 lanes (out-of-order execution already overlaps consecutive nonces, and
@@ -54,65 +42,22 @@ pub struct Prepared {
     mask: u32,
 }
 
-fn sigma0(x: u32) -> u32 {
-    x.rotate_right(7) ^ x.rotate_right(18) ^ (x >> 3)
-}
-
-fn sigma1(x: u32) -> u32 {
-    x.rotate_right(17) ^ x.rotate_right(19) ^ (x >> 10)
-}
-
-/// One scalar SHA-256 round on `s = [a, b, c, d, e, f, g, h]`.
-fn round(s: &mut [u32; 8], k: u32, w: u32) {
-    let [a, b, c, d, e, f, g, h] = *s;
-    let t1 = h
-        .wrapping_add(e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25))
-        .wrapping_add((e & f) ^ (!e & g))
-        .wrapping_add(k)
-        .wrapping_add(w);
-    let t2 = (a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22))
-        .wrapping_add((a & b) ^ (a & c) ^ (b & c));
-    *s = [t1.wrapping_add(t2), a, b, c, d.wrapping_add(t1), e, f, g];
-}
-
-/// The bits of the first digest word that `difficulty` requires to be zero.
-pub(crate) fn first_word_mask(difficulty: u32) -> u32 {
-    match difficulty {
-        0 => 0,
-        d if d >= 32 => u32::MAX,
-        d => !(u32::MAX >> d),
-    }
-}
-
 impl Prepared {
     /// Runs what does not depend on the nonce.
     pub fn new(work: &WorkUnit) -> Prepared {
         let w = work.tail;
-        debug_assert_eq!((w[NONCE_HI_WORD], w[NONCE_LO_WORD]), (0, 0));
-        let mut s = work.midstate;
-        for i in 0..NONCE_HI_WORD {
-            round(&mut s, K[i], w[i]);
-        }
-        // Words 16..=19 read words 0..=4, 9..=12 and 14..=17: never the nonce's 6 and 7.
-        let mut x = [0u32; 20];
-        x[..16].copy_from_slice(&w);
-        for t in 16..20 {
-            x[t] = sigma1(x[t - 2])
-                .wrapping_add(x[t - 7])
-                .wrapping_add(sigma0(x[t - 15]))
-                .wrapping_add(x[t - 16]);
-        }
-        let [a, b, c, d, e, f, g, h] = s;
+        let x = work.schedule_before_nonce();
+        let [a, b, c, d, e, f, g, h] = work.state_before_nonce();
         Prepared {
             abef: [f, e, b, a],
             cdgh: [h, g, d, c],
             w4: w[4],
             w5: w[5],
-            m2: [x[8], x[9], x[10], x[11]],
-            m3: [x[12], x[13], x[14], x[15]],
-            m4: [x[16], x[17], x[18], x[19]],
+            m2: [w[8], w[9], w[10], w[11]],
+            m3: [w[12], w[13], w[14], w[15]],
+            m4: x,
             h0: work.midstate[0],
-            mask: first_word_mask(work.difficulty),
+            mask: word_mask(work.difficulty),
         }
     }
 }
@@ -282,14 +227,5 @@ mod tests {
         // SAFETY: `available()` said the CPU has the features.
         assert_eq!(unsafe { first_candidate(&p, 1000, 3000) }, expect);
         assert!(expect.is_some());
-    }
-
-    #[test]
-    fn masks() {
-        assert_eq!(first_word_mask(0), 0);
-        assert_eq!(first_word_mask(1), 0x8000_0000);
-        assert_eq!(first_word_mask(31), 0xffff_fffe);
-        assert_eq!(first_word_mask(32), u32::MAX);
-        assert_eq!(first_word_mask(200), u32::MAX);
     }
 }

@@ -15,6 +15,18 @@ pub const SHA256_IV: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ];
 
+/// SHA-256 round constants.
+pub const K: [u32; 64] = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+];
+
 /// Index of the nonce's high word in the second block's message words.
 pub const NONCE_HI_WORD: usize = (NONCE_OFFSET - 64) / 4;
 /// Index of the nonce's low word.
@@ -89,6 +101,30 @@ impl WorkUnit {
         state
     }
 
+    /// The working variables `[a, b, c, d, e, f, g, h]` after rounds 0..=5 of the second
+    /// block: the rounds before the first nonce word, the same for every nonce.
+    pub fn state_before_nonce(&self) -> [u32; 8] {
+        let mut s = self.midstate;
+        for (&k, &w) in K.iter().zip(&self.tail).take(NONCE_HI_WORD) {
+            round(&mut s, k, w);
+        }
+        s
+    }
+
+    /// Message schedule words 16..=19, which read words 0..=4, 9..=12 and 14..=17 but never
+    /// the nonce's 6 and 7.
+    pub fn schedule_before_nonce(&self) -> [u32; 4] {
+        let mut x = [0u32; 20];
+        x[..16].copy_from_slice(&self.tail);
+        for t in 16..20 {
+            x[t] = sigma1(x[t - 2])
+                .wrapping_add(x[t - 7])
+                .wrapping_add(sigma0(x[t - 15]))
+                .wrapping_add(x[t - 16]);
+        }
+        [x[16], x[17], x[18], x[19]]
+    }
+
     /// Whether `nonce` solves this work unit, by the midstate path.
     pub fn is_solution(&self, nonce: u64) -> bool {
         meets_difficulty(&self.hash_words(nonce), self.difficulty)
@@ -100,6 +136,37 @@ impl WorkUnit {
             nonce,
             ..self.header
         }
+    }
+}
+
+fn sigma0(x: u32) -> u32 {
+    x.rotate_right(7) ^ x.rotate_right(18) ^ (x >> 3)
+}
+
+fn sigma1(x: u32) -> u32 {
+    x.rotate_right(17) ^ x.rotate_right(19) ^ (x >> 10)
+}
+
+/// One scalar SHA-256 round on `s = [a, b, c, d, e, f, g, h]`.
+pub(crate) fn round(s: &mut [u32; 8], k: u32, w: u32) {
+    let [a, b, c, d, e, f, g, h] = *s;
+    let t1 = h
+        .wrapping_add(e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25))
+        .wrapping_add((e & f) ^ (!e & g))
+        .wrapping_add(k)
+        .wrapping_add(w);
+    let t2 = (a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22))
+        .wrapping_add((a & b) ^ (a & c) ^ (b & c));
+    *s = [t1.wrapping_add(t2), a, b, c, d.wrapping_add(t1), e, f, g];
+}
+
+/// The bits of a digest word that `difficulty` leading zero bits require to be zero: the first
+/// word's mask is `word_mask(d)`, the second's `word_mask(d.saturating_sub(32))`.
+pub fn word_mask(difficulty: u32) -> u32 {
+    match difficulty {
+        0 => 0,
+        d if d >= 32 => u32::MAX,
+        d => !(u32::MAX >> d),
     }
 }
 
@@ -166,6 +233,15 @@ mod tests {
         assert_eq!(w[8], 0x8000_0000);
         assert!(w[9..15].iter().all(|&x| x == 0));
         assert_eq!(w[15], 768, "the message is 96 bytes = 768 bits");
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(word_mask(0), 0);
+        assert_eq!(word_mask(1), 0x8000_0000);
+        assert_eq!(word_mask(31), 0xffff_fffe);
+        assert_eq!(word_mask(32), u32::MAX);
+        assert_eq!(word_mask(200), u32::MAX);
     }
 
     #[test]

@@ -1,0 +1,411 @@
+//! The GPU engine: `shaders/sha256_search.wgsl` through `wgpu`, on whatever backend the
+//! platform offers (Vulkan, Metal, DX12, GL).
+//!
+//! Acquiring a device ([`GpuDevice::acquire`]) is separate from running the kernel
+//! ([`GpuEngine::new`]) so tests and the benchmark can share one device. Dispatches go through
+//! a ring of [`SLOTS`] buffer sets, so the GPU runs the next dispatch while the host reads the
+//! last one back. The dispatch size adapts so that each takes about [`TARGET_DISPATCH`]:
+//! an abort waits for at most the dispatches in flight.
+
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::engine::{
+    DeviceKind, EngineError, EngineInfo, MiningEngine, NonceRange, Search, SearchControl,
+};
+use crate::work::{WorkUnit, word_mask};
+
+/// The WGSL source of the nonce search.
+pub const SHADER: &str = include_str!("../../../shaders/sha256_search.wgsl");
+
+/// Buffer sets in the ring: one being read back while the other runs.
+pub const SLOTS: usize = 2;
+/// Wall time each dispatch should take. Two in flight keep an abort well under 100 ms.
+pub const TARGET_DISPATCH: Duration = Duration::from_millis(25);
+/// Invocations per workgroup; must match `@workgroup_size` in the shader.
+const WORKGROUP: u64 = 256;
+/// Smallest and largest dispatch, in nonces. The shader's offsets are `u32`.
+const MIN_BATCH: u64 = WORKGROUP * 16;
+const MAX_BATCH: u64 = 1 << 31;
+/// First dispatch size: about 16 ms on a CPU rasteriser (lavapipe), well under 1 ms on a GPU.
+const FIRST_BATCH: u64 = 1 << 16;
+/// What the shader's `found` holds when no invocation passed.
+const NONE_FOUND: u32 = u32::MAX;
+
+/// Why no GPU could be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// wgpu found no adapter on any backend.
+    #[error(
+        "no GPU adapter found ({0}); install a Vulkan, Metal, DX12 or GL driver, or use --device cpu"
+    )]
+    NoAdapter(wgpu::RequestAdapterError),
+    /// The adapter would not give a device.
+    #[error("the GPU adapter {adapter} refused a device: {source}")]
+    Device {
+        /// Adapter name and backend.
+        adapter: String,
+        /// What wgpu said.
+        source: wgpu::RequestDeviceError,
+    },
+}
+
+/// An acquired GPU: the adapter's description and its device and queue.
+pub struct GpuDevice {
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    /// The last validation or out-of-memory error wgpu reported outside an error scope.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuDevice {
+    /// Takes the high-performance adapter wgpu finds (`WGPU_BACKEND` and the other `WGPU_*`
+    /// variables narrow the choice).
+    pub fn acquire() -> Result<GpuDevice, GpuError> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(GpuError::NoAdapter)?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mvbc miner"),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|source| GpuError::Device {
+            adapter: describe(&info),
+            source,
+        })?;
+        let error = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&error);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = sink.lock() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        Ok(GpuDevice {
+            info,
+            limits,
+            device,
+            queue,
+            error,
+        })
+    }
+
+    /// Adapter name and backend, e.g. "NVIDIA H100 80GB HBM3 (Vulkan)".
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+
+    /// wgpu's description of the adapter.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    fn take_error(&self) -> Result<(), EngineError> {
+        match self.error.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(EngineError::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?})", info.name, info.backend)
+}
+
+/// The shader's `Params`, laid out as WGSL lays out the uniform (16-byte vectors).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    state: [u32; 8],
+    words: [u32; 16],
+    check: [u32; 4],
+    nonce: [u32; 4],
+}
+
+/// One ring entry: the uniform, the result the shader writes, and its mappable copy.
+struct Slot {
+    params: wgpu::Buffer,
+    found: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+}
+
+/// A dispatch submitted and not yet read back.
+struct InFlight {
+    slot: usize,
+    start: u64,
+    count: u64,
+    submission: wgpu::SubmissionIndex,
+    mapped: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+}
+
+/// Searches nonces with the WGSL kernel.
+pub struct GpuEngine {
+    gpu: GpuDevice,
+    pipeline: wgpu::ComputePipeline,
+    slots: Vec<Slot>,
+    next_slot: usize,
+    /// Nonces per dispatch, adapted to [`TARGET_DISPATCH`] as dispatches complete.
+    batch: u64,
+}
+
+impl GpuEngine {
+    /// Compiles the shader on `gpu` and allocates the ring.
+    pub fn new(gpu: GpuDevice) -> Result<GpuEngine, EngineError> {
+        let device = &gpu.device;
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("sha256_search.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("nonce search"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        let slots = (0..SLOTS)
+            .map(|i| {
+                let buffer = |label: &str, size: usize, usage| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: size as u64,
+                        usage,
+                        mapped_at_creation: false,
+                    })
+                };
+                use wgpu::BufferUsages as U;
+                let params = buffer("params", size_of::<Params>(), U::UNIFORM | U::COPY_DST);
+                let found = buffer("found", 4, U::STORAGE | U::COPY_SRC | U::COPY_DST);
+                let readback = buffer("readback", 4, U::MAP_READ | U::COPY_DST);
+                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(&format!("slot {i}")),
+                    layout: &layout,
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: params.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: found.as_entire_binding(),
+                        },
+                    ],
+                });
+                Slot {
+                    params,
+                    found,
+                    readback,
+                    bind_group,
+                }
+            })
+            .collect();
+        gpu.take_error()?;
+        Ok(GpuEngine {
+            gpu,
+            pipeline,
+            slots,
+            next_slot: 0,
+            batch: FIRST_BATCH,
+        })
+    }
+
+    /// The device this engine runs on.
+    pub fn device(&self) -> &GpuDevice {
+        &self.gpu
+    }
+
+    /// Nonces the next dispatch will cover.
+    pub fn batch(&self) -> u64 {
+        self.batch
+    }
+
+    fn submit(&mut self, base: &Params, start: u64, count: u64) -> InFlight {
+        let slot = self.next_slot;
+        self.next_slot = (slot + 1) % SLOTS;
+        let s = &self.slots[slot];
+        let groups = count.div_ceil(WORKGROUP) as u32;
+        let x = groups.clamp(1, self.gpu.limits.max_compute_workgroups_per_dimension);
+        let y = groups.div_ceil(x);
+        let params = Params {
+            nonce: [
+                (start >> 32) as u32,
+                start as u32,
+                count as u32,
+                x * WORKGROUP as u32,
+            ],
+            ..*base
+        };
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&s.params, 0, bytemuck::bytes_of(&params));
+        queue.write_buffer(&s.found, 0, &NONE_FOUND.to_le_bytes());
+        let mut encoder = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("nonce search"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &s.bind_group, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        encoder.copy_buffer_to_buffer(&s.found, 0, &s.readback, 0, 4);
+        let submission = queue.submit([encoder.finish()]);
+        let (tx, mapped) = mpsc::channel();
+        s.readback.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        InFlight {
+            slot,
+            start,
+            count,
+            submission,
+            mapped,
+        }
+    }
+
+    /// Waits for a dispatch and returns the lowest passing offset, if any.
+    fn finish(&self, job: InFlight) -> Result<Option<u32>, EngineError> {
+        self.gpu
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(job.submission),
+                timeout: None,
+            })
+            .map_err(|e| EngineError::Gpu(e.to_string()))?;
+        self.gpu.take_error()?;
+        match job.mapped.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(EngineError::Gpu(e.to_string())),
+            Err(_) => return Err(EngineError::Gpu("readback was not mapped".into())),
+        }
+        let readback = &self.slots[job.slot].readback;
+        let offset = {
+            let view = readback
+                .get_mapped_range(..)
+                .map_err(|e| EngineError::Gpu(e.to_string()))?;
+            u32::from_le_bytes([view[0], view[1], view[2], view[3]])
+        };
+        readback.unmap();
+        Ok((offset != NONE_FOUND).then_some(offset))
+    }
+
+    /// Scales the dispatch towards [`TARGET_DISPATCH`], at most doubling or halving per step.
+    fn tune(&mut self, count: u64, took: Duration) {
+        if count < self.batch {
+            return; // a short tail of the range says little about speed
+        }
+        let ratio = TARGET_DISPATCH.as_secs_f64() / took.as_secs_f64().max(1e-6);
+        let next = (self.batch as f64 * ratio.clamp(0.5, 2.0)) as u64;
+        self.batch = (next / WORKGROUP * WORKGROUP).clamp(MIN_BATCH, MAX_BATCH);
+    }
+}
+
+fn base_params(work: &WorkUnit) -> Params {
+    let mut words = work.tail;
+    words[crate::work::NONCE_HI_WORD] = 0;
+    words[crate::work::NONCE_LO_WORD] = 0;
+    Params {
+        state: work.state_before_nonce(),
+        words,
+        check: [
+            work.midstate[0],
+            work.midstate[1],
+            word_mask(work.difficulty),
+            word_mask(work.difficulty.saturating_sub(32)),
+        ],
+        nonce: [0; 4],
+    }
+}
+
+impl MiningEngine for GpuEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            device: DeviceKind::Gpu,
+            adapter: self.gpu.describe(),
+            threads: 1,
+        }
+    }
+
+    /// Dispatches go out in nonce order and come back in that order, and each reports its
+    /// lowest candidate, so the first candidate read back is the lowest in the range. For
+    /// difficulties above 64 the masks see only two digest words: a candidate the full check
+    /// refuses is skipped and the search resumes after it.
+    fn search(
+        &mut self,
+        work: &WorkUnit,
+        range: NonceRange,
+        control: &SearchControl,
+    ) -> Result<Search, EngineError> {
+        let base = base_params(work);
+        let mut queue: VecDeque<InFlight> = VecDeque::new();
+        let mut next = range.start;
+        let mut last = Instant::now();
+        let outcome = loop {
+            while queue.len() < SLOTS && next < range.end && !control.is_stopped() {
+                let count = self.batch.min(range.end - next);
+                queue.push_back(self.submit(&base, next, count));
+                next += count;
+            }
+            let Some(job) = queue.pop_front() else {
+                break if control.is_stopped() {
+                    Search::Aborted
+                } else {
+                    Search::Exhausted
+                };
+            };
+            let (start, count) = (job.start, job.count);
+            let found = match self.finish(job) {
+                Ok(found) => found,
+                Err(e) => {
+                    drain(self, queue);
+                    return Err(e);
+                }
+            };
+            self.tune(count, last.elapsed());
+            last = Instant::now();
+            match found {
+                Some(offset) => {
+                    control.add_hashes(u64::from(offset) + 1);
+                    let nonce = start + u64::from(offset);
+                    if work.is_solution(nonce) {
+                        break Search::Found(nonce);
+                    }
+                    drain(self, std::mem::take(&mut queue));
+                    next = nonce + 1;
+                }
+                None => control.add_hashes(count),
+            }
+            if control.is_stopped() {
+                break Search::Aborted;
+            }
+        };
+        drain(self, queue);
+        Ok(outcome)
+    }
+}
+
+/// Waits out dispatches whose results are no longer wanted, so their buffers are unmapped
+/// before the ring is used again.
+fn drain(engine: &GpuEngine, queue: VecDeque<InFlight>) {
+    for job in queue {
+        let _ = engine.finish(job);
+    }
+}

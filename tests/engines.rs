@@ -1,0 +1,93 @@
+//! The engines agree nonce for nonce (stopping is in `engine_abort.rs`).
+
+mod support;
+
+use mvbc_miner::engine::refused_solutions;
+use mvbc_miner::{
+    CpuEngine, MiningEngine, NonceRange, Search, SearchControl, WorkUnit, search_verified,
+};
+use support::{gpu_engine, work};
+
+/// Every winning nonce in `range`, by repeated verified searches from just past the last hit.
+fn all_hits(engine: &mut dyn MiningEngine, work: &WorkUnit, range: NonceRange) -> Vec<u64> {
+    let control = SearchControl::new();
+    let mut hits = Vec::new();
+    let mut from = range.start;
+    loop {
+        match search_verified(engine, work, NonceRange::new(from, range.end), &control).unwrap() {
+            Search::Found(n) => {
+                hits.push(n);
+                from = n + 1;
+            }
+            Search::Exhausted => return hits,
+            Search::Aborted => panic!("nobody stopped this search"),
+        }
+    }
+}
+
+/// Ranges chosen to cross the places a 64-bit nonce in two 32-bit words can go wrong.
+fn ranges() -> [NonceRange; 4] {
+    const LEN: u64 = 3 << 15;
+    [
+        NonceRange::new(0, LEN),
+        // The low word wraps and the high word carries in the middle of a dispatch.
+        NonceRange::new((1 << 32) - LEN / 2, (1 << 32) + LEN / 2),
+        NonceRange::new(0x7a3c_91d2_e5f0_1234, 0x7a3c_91d2_e5f0_1234 + LEN),
+        NonceRange::new(u64::MAX - LEN, u64::MAX),
+    ]
+}
+
+#[test]
+fn gpu_and_cpu_find_the_same_nonces() {
+    let Some(mut gpu) = gpu_engine("gpu_and_cpu_find_the_same_nonces") else {
+        return;
+    };
+    let mut cpu = CpuEngine::new(2);
+    let refused_before = refused_solutions();
+    for (i, range) in ranges().into_iter().enumerate() {
+        let w = work(i as u8 + 1, 11);
+        let on_cpu = all_hits(&mut cpu, &w, range);
+        let on_gpu = all_hits(&mut gpu, &w, range);
+        let expected = range.len() >> 11;
+        assert!(
+            on_cpu.len() as u64 > expected / 2 && (on_cpu.len() as u64) < expected * 2,
+            "{} hits in {range:?}, expected about {expected}",
+            on_cpu.len()
+        );
+        assert_eq!(on_gpu, on_cpu, "range {range:?}");
+    }
+    assert_eq!(
+        refused_solutions(),
+        refused_before,
+        "no engine answered wrongly"
+    );
+}
+
+#[test]
+fn gpu_solves_difficulties_beyond_one_digest_word() {
+    let Some(mut gpu) = gpu_engine("gpu_solves_difficulties_beyond_one_digest_word") else {
+        return;
+    };
+    // Difficulty 33 needs the second digest word: search where the CPU says a hit is.
+    let w = work(42, 33);
+    let range = NonceRange::new(0, 1 << 20);
+    let control = SearchControl::new();
+    let gpu_found = search_verified(&mut gpu, &w, range, &control).unwrap();
+    let cpu_found = search_verified(&mut CpuEngine::new(2), &w, range, &control).unwrap();
+    assert_eq!(gpu_found, cpu_found);
+}
+
+#[test]
+fn gpu_reports_its_adapter() {
+    let Some(gpu) = gpu_engine("gpu_reports_its_adapter") else {
+        return;
+    };
+    let info = gpu.info();
+    assert_eq!(info.device.to_string(), "gpu");
+    assert!(
+        info.adapter.ends_with(')'),
+        "name (backend): {}",
+        info.adapter
+    );
+    assert!(info.adapter.len() > 3, "{}", info.adapter);
+}

@@ -1,0 +1,39 @@
+//! Helpers shared by the integration tests.
+//!
+//! GPU tests need a wgpu adapter. Where none exists they print that they were skipped, unless
+//! `MVBC_REQUIRE_GPU=1` (set by `.ci/run`, which installs Mesa's lavapipe), where a missing
+//! adapter fails them: CI proves the shader, it never skips it.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use mvbc_miner::gpu::GpuError;
+use mvbc_miner::{GpuDevice, GpuEngine, WorkUnit};
+use mvbc_protocol::{BlockHeader, Hash256};
+
+/// The GPU engine, or `None` after saying why the test is skipped.
+pub fn gpu_engine(test: &str) -> Option<GpuEngine> {
+    let required = std::env::var("MVBC_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    match GpuDevice::acquire() {
+        Ok(device) => {
+            eprintln!("{test}: GPU adapter {}", device.describe());
+            Some(GpuEngine::new(device).expect("the shader compiles"))
+        }
+        Err(e @ GpuError::NoAdapter(_)) if !required => {
+            eprintln!("{test}: SKIPPED, {e} (set MVBC_REQUIRE_GPU=1 to make this a failure)");
+            None
+        }
+        Err(e) => panic!("{test}: no GPU engine and MVBC_REQUIRE_GPU=1: {e}"),
+    }
+}
+
+pub fn work(seed: u8, difficulty: u32) -> WorkUnit {
+    WorkUnit::new(&BlockHeader {
+        version: 1,
+        prev_hash: Hash256([seed; 32]),
+        merkle_root: Hash256([seed.wrapping_mul(31).wrapping_add(7); 32]),
+        timestamp: 1_800_000_000 + u64::from(seed),
+        height: u64::from(seed),
+        difficulty,
+        nonce: 0,
+    })
+}
