@@ -63,6 +63,51 @@ fn gpu_and_cpu_find_the_same_nonces() {
     );
 }
 
+/// Masks of 8 to 12 bits spread over both digest words; together they cover all 64 bits.
+fn spread_masks() -> Vec<[u32; 2]> {
+    let mut masks = Vec::new();
+    for first_bit in 0..6u32 {
+        let mut m = [0u32; 2];
+        // Every sixth bit from `first_bit`: 10 or 11 of the 64.
+        for bit in (first_bit..64).step_by(6) {
+            m[(bit / 32) as usize] |= 1 << (bit % 32);
+        }
+        masks.push(m);
+    }
+    masks
+}
+
+#[test]
+fn every_output_bit_of_the_shader_matches_the_cpu() {
+    let Some(mut gpu) = gpu_engine("every_output_bit_of_the_shader_matches_the_cpu") else {
+        return;
+    };
+    let w = work(77, 0);
+    let range = NonceRange::new((5 << 32) - 5000, (5 << 32) + 15_000);
+    for masks in spread_masks() {
+        let clears = |n: u64| {
+            let h = w.hash_words(n);
+            h[0] & masks[0] == 0 && h[1] & masks[1] == 0
+        };
+        let expected: Vec<u64> = (range.start..range.end).filter(|&n| clears(n)).collect();
+        let mut on_gpu = Vec::new();
+        let mut from = range.start;
+        while let Some(n) = gpu
+            .lowest_clearing(&w, NonceRange::new(from, range.end), masks)
+            .unwrap()
+        {
+            on_gpu.push(n);
+            from = n + 1;
+        }
+        assert!(
+            expected.len() > 3,
+            "{masks:x?} leaves {} nonces",
+            expected.len()
+        );
+        assert_eq!(on_gpu, expected, "masks {masks:x?}");
+    }
+}
+
 #[test]
 fn gpu_solves_difficulties_beyond_one_digest_word() {
     let Some(mut gpu) = gpu_engine("gpu_solves_difficulties_beyond_one_digest_word") else {

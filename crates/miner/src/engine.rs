@@ -127,6 +127,9 @@ pub enum EngineError {
         /// The nonce it answered.
         nonce: u64,
     },
+    /// A search that should have run until stopped ended by itself.
+    #[error("the search ended by itself ({0:?}) before it was stopped")]
+    EndedEarly(Search),
     /// A worker thread panicked.
     #[error("a CPU mining thread panicked")]
     WorkerPanicked,
@@ -237,7 +240,9 @@ mod tests {
     #[test]
     fn a_wrong_nonce_is_counted_and_never_returned() {
         let w = work();
-        let good = (0..).find(|&n| w.header_with(n).meets_own_difficulty()).unwrap();
+        let good = (0..)
+            .find(|&n| w.header_with(n).meets_own_difficulty())
+            .unwrap();
         let bad = good - 1; // `good` is the lowest winner, so the nonce before it loses
         let before = refused_solutions();
 
@@ -254,7 +259,9 @@ mod tests {
     #[test]
     fn a_nonce_outside_the_range_is_an_error() {
         let w = work();
-        let good = (0..).find(|&n| w.header_with(n).meets_own_difficulty()).unwrap();
+        let good = (0..)
+            .find(|&n| w.header_with(n).meets_own_difficulty())
+            .unwrap();
         let mut liar = Liar(vec![good]);
         let range = NonceRange::new(good + 1, good + 100);
         let r = search_verified(&mut liar, &w, range, &SearchControl::new());

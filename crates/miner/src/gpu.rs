@@ -17,7 +17,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::engine::{
     DeviceKind, EngineError, EngineInfo, MiningEngine, NonceRange, Search, SearchControl,
 };
-use crate::work::{WorkUnit, word_mask};
+use crate::work::{K, WorkUnit, word_mask};
 
 /// The WGSL source of the nonce search.
 pub const SHADER: &str = include_str!("../../../shaders/sha256_search.wgsl");
@@ -129,7 +129,9 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
     state: [u32; 8],
-    words: [u32; 16],
+    wk: [u32; 12],
+    w16: [u32; 4],
+    w4: [u32; 4],
     check: [u32; 4],
     nonce: [u32; 4],
 }
@@ -318,50 +320,50 @@ impl GpuEngine {
     }
 }
 
-fn base_params(work: &WorkUnit) -> Params {
-    let mut words = work.tail;
-    words[crate::work::NONCE_HI_WORD] = 0;
-    words[crate::work::NONCE_LO_WORD] = 0;
-    Params {
-        state: work.state_before_nonce(),
-        words,
-        check: [
-            work.midstate[0],
-            work.midstate[1],
-            word_mask(work.difficulty),
-            word_mask(work.difficulty.saturating_sub(32)),
-        ],
-        nonce: [0; 4],
-    }
-}
+/// The padding words the shader writes as constants: 0x80 after the 96 header bytes, zeros,
+/// and the message length in bits.
+const SHADER_PADDING: [u32; 8] = [0x8000_0000, 0, 0, 0, 0, 0, 0, 768];
+const _: () = assert!(crate::work::NONCE_LO_WORD == 7);
 
-impl MiningEngine for GpuEngine {
-    fn info(&self) -> EngineInfo {
-        EngineInfo {
-            device: DeviceKind::Gpu,
-            adapter: self.gpu.describe(),
-            threads: 1,
-        }
-    }
-
-    /// Dispatches go out in nonce order and come back in that order, and each reports its
-    /// lowest candidate, so the first candidate read back is the lowest in the range. For
-    /// difficulties above 64 the masks see only two digest words: a candidate the full check
-    /// refuses is skipped and the search resumes after it.
-    fn search(
+impl GpuEngine {
+    /// The lowest nonce in `range` whose first two digest words, as the shader computes them,
+    /// have no bit of `masks[0]` and `masks[1]` set. Mining uses leading-bit masks; tests use
+    /// masks spread over all 64 bits, so that every output bit of the kernel is compared with
+    /// the CPU, not only the leading ones a difficulty looks at.
+    pub fn lowest_clearing(
         &mut self,
         work: &WorkUnit,
         range: NonceRange,
+        masks: [u32; 2],
+    ) -> Result<Option<u64>, EngineError> {
+        let mut base = base_params(work);
+        base.check[2..].copy_from_slice(&masks);
+        Ok(
+            match self.scan(&base, range, &SearchControl::new(), |_| true)? {
+                Search::Found(n) => Some(n),
+                _ => None,
+            },
+        )
+    }
+
+    /// Dispatches go out in nonce order and come back in that order, and each reports its
+    /// lowest candidate, so the first candidate read back is the lowest in the range. A
+    /// candidate `accept` refuses (the masks see only two digest words, so for difficulties
+    /// above 64 some are not solutions) is skipped and the scan resumes after it.
+    fn scan(
+        &mut self,
+        base: &Params,
+        range: NonceRange,
         control: &SearchControl,
+        accept: impl Fn(u64) -> bool,
     ) -> Result<Search, EngineError> {
-        let base = base_params(work);
         let mut queue: VecDeque<InFlight> = VecDeque::new();
         let mut next = range.start;
         let mut last = Instant::now();
         let outcome = loop {
             while queue.len() < SLOTS && next < range.end && !control.is_stopped() {
                 let count = self.batch.min(range.end - next);
-                queue.push_back(self.submit(&base, next, count));
+                queue.push_back(self.submit(base, next, count));
                 next += count;
             }
             let Some(job) = queue.pop_front() else {
@@ -385,7 +387,7 @@ impl MiningEngine for GpuEngine {
                 Some(offset) => {
                     control.add_hashes(u64::from(offset) + 1);
                     let nonce = start + u64::from(offset);
-                    if work.is_solution(nonce) {
+                    if accept(nonce) {
                         break Search::Found(nonce);
                     }
                     drain(self, std::mem::take(&mut queue));
@@ -399,6 +401,54 @@ impl MiningEngine for GpuEngine {
         };
         drain(self, queue);
         Ok(outcome)
+    }
+}
+
+fn base_params(work: &WorkUnit) -> Params {
+    let w = work.tail;
+    assert_eq!(
+        w[8..],
+        SHADER_PADDING,
+        "the header layout and the shader disagree"
+    );
+    let w16 = work.schedule_before_nonce();
+    let mut wk = [0u32; 12];
+    for (t, slot) in (8..20).zip(&mut wk) {
+        let word = if t < 16 { w[t] } else { w16[t - 16] };
+        *slot = K[t].wrapping_add(word);
+    }
+    Params {
+        state: work.state_before_nonce(),
+        wk,
+        w16,
+        w4: [w[4], w[5], 0, 0],
+        check: [
+            work.midstate[0],
+            work.midstate[1],
+            word_mask(work.difficulty),
+            word_mask(work.difficulty.saturating_sub(32)),
+        ],
+        nonce: [0; 4],
+    }
+}
+
+impl MiningEngine for GpuEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            device: DeviceKind::Gpu,
+            adapter: self.gpu.describe(),
+            threads: 1,
+        }
+    }
+
+    /// See [`GpuEngine::scan`]; a nonce is found when the full check on the CPU accepts it.
+    fn search(
+        &mut self,
+        work: &WorkUnit,
+        range: NonceRange,
+        control: &SearchControl,
+    ) -> Result<Search, EngineError> {
+        self.scan(&base_params(work), range, control, |n| work.is_solution(n))
     }
 }
 

@@ -3,9 +3,11 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cpu;
 pub mod engine;
 pub mod gpu;
+pub mod select;
 #[cfg(target_arch = "x86_64")]
 pub mod shani;
 pub mod work;

@@ -1,11 +1,17 @@
-//! `mvbc-miner`: the mining node. This step opens and checks its data directory; the mining
-//! engines (issue 3) and the network (issue 4) build on it.
+//! `mvbc-miner`: the mining node. It opens and checks its data directory and picks its engine;
+//! `--benchmark` measures the engines. The network (issue 4) builds on it.
 
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use mvbc_miner::CpuEngine;
+use mvbc_miner::bench::{self, BenchReport};
+use mvbc_miner::engine::{DeviceKind, EngineInfo};
+use mvbc_miner::select::{self, DeviceChoice};
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile;
 use mvbc_protocol::store::load_chain;
@@ -21,11 +27,46 @@ const REWARD_KEY_NAME: &str = "mining_rewards";
 struct Cli {
     #[command(flatten)]
     args: DataDirArgs,
+    /// Where to search nonces: `auto` takes a hardware GPU when wgpu finds one, else the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// CPU engine threads [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+    /// Measure each engine's hash rate on a synthetic block instead of mining (no network, no
+    /// data directory).
+    #[arg(long)]
+    benchmark: bool,
+    /// How long to measure each engine, after a one-second warm-up.
+    #[arg(long, requires = "benchmark", default_value_t = 10.0, value_parser = parse_seconds)]
+    seconds: f64,
+    /// Print one JSON object per engine instead of a line of text.
+    #[arg(long, requires = "benchmark")]
+    json: bool,
+}
+
+/// A benchmark length: 0.5 s to one hour.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.5..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds from 0.5 to 3600")),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = if cli.benchmark {
+        benchmark(&cli)
+    } else {
+        run(&cli)
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -53,10 +94,98 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         chain.tip_hash(),
         chain.tree_len() - 1
     );
+    let selection = select::mining_engine(cli.device, threads(cli))?;
+    if let Some(note) = &selection.note {
+        println!("Device auto: {note}");
+    }
+    for engine in &selection.engines {
+        let info = engine.info();
+        println!(
+            "Mining on {}: {} ({} threads)",
+            info.device, info.adapter, info.threads
+        );
+    }
     eprintln!(
-        "mvbc-miner: the mining engines are not built yet (issue 3); stopping after the checks above."
+        "mvbc-miner: the node loop (network, block building) is not built yet (issue 4); \
+         stopping after the checks above. `mvbc-miner --benchmark` runs the engines."
     );
     Ok(ExitCode::from(3))
+}
+
+/// "sha-ni x3, 2 threads" for the CPU; the adapter and backend for a GPU.
+fn describe(info: &EngineInfo) -> String {
+    match info.device {
+        DeviceKind::Cpu => format!("{}, {} threads", info.adapter, info.threads),
+        DeviceKind::Gpu => info.adapter.clone(),
+    }
+}
+
+fn threads(cli: &Cli) -> usize {
+    cli.threads
+        .map_or_else(CpuEngine::default_threads, usize::from)
+}
+
+/// `--benchmark`: every engine `--device` names, one after the other.
+fn benchmark(cli: &Cli) -> Result<ExitCode> {
+    let mut selection = select::engines(cli.device, threads(cli))?;
+    if let Some(note) = &selection.note {
+        eprintln!("Device auto: {note}");
+    }
+    let seconds = Duration::from_secs_f64(cli.seconds);
+    let live = std::io::stderr().is_terminal();
+    let mut all_verified = true;
+    for engine in &mut selection.engines {
+        let info = engine.info();
+        let name = format!("{} {}", info.device, describe(&info));
+        let report = bench::measure(
+            engine.as_mut(),
+            Duration::from_secs(1),
+            seconds,
+            |hashes, took| {
+                if live {
+                    let rate = bench::format_rate(hashes as f64 / took.as_secs_f64());
+                    eprint!("\r\x1b[K{name}: {rate} ({:.1} s)", took.as_secs_f64());
+                    let _ = std::io::stderr().flush();
+                }
+            },
+        )?;
+        if live {
+            eprint!("\r\x1b[K");
+        }
+        all_verified &= report.verified;
+        print_report(&report, cli.json)?;
+    }
+    Ok(if all_verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_report(r: &BenchReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        let info = EngineInfo {
+            device: r.device,
+            adapter: r.adapter.clone(),
+            threads: r.threads,
+        };
+        println!(
+            "{} {}: {} hashes in {:.2} s = {}, solved block {}",
+            r.device,
+            describe(&info),
+            r.hashes,
+            r.seconds,
+            bench::format_rate(r.hashes_per_second),
+            if r.verified {
+                "verified on the CPU"
+            } else {
+                "FAILED the CPU check"
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Loads `mining_rewards.pem`, creating it on first start.

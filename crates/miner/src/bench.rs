@@ -1,0 +1,151 @@
+//! `mvbc-miner --benchmark`: each engine's hash rate on a synthetic work unit, and a solved
+//! block checked on the CPU.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mvbc_protocol::{BlockHeader, Hash256};
+
+use crate::engine::{
+    DeviceKind, EngineError, MiningEngine, NonceRange, Search, SearchControl, search_verified,
+};
+use crate::work::WorkUnit;
+
+/// Difficulty of the timed run: no nonce meets it, so the search never stops early.
+pub const UNREACHABLE_DIFFICULTY: u32 = 250;
+/// Difficulty of the block each engine must solve for `verified`: 2^18 hashes expected, well
+/// under a second even on a software rasteriser.
+pub const CHECK_DIFFICULTY: u32 = 18;
+
+/// One engine's figures.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BenchReport {
+    /// "cpu" or "gpu".
+    #[serde(serialize_with = "display")]
+    pub device: DeviceKind,
+    /// GPU adapter and backend, or the CPU kernel.
+    pub adapter: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// Nonces tried in the measured window.
+    pub hashes: u64,
+    /// Length of the measured window.
+    pub seconds: f64,
+    /// `hashes / seconds`.
+    pub hashes_per_second: f64,
+    /// Whether the engine solved a block that a full `sha2::Sha256` of its header confirmed.
+    pub verified: bool,
+}
+
+fn display<S: serde::Serializer>(d: &DeviceKind, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(d)
+}
+
+/// A header no chain holds, for work that must not be mistaken for a real block.
+pub fn synthetic_header(difficulty: u32) -> BlockHeader {
+    BlockHeader {
+        version: 1,
+        prev_hash: Hash256([0xbe; 32]),
+        merkle_root: Hash256([0xef; 32]),
+        timestamp: 1_795_478_400,
+        height: 1,
+        difficulty,
+        nonce: 0,
+    }
+}
+
+/// Solves a [`CHECK_DIFFICULTY`] block with `engine`; true when [`search_verified`] accepted
+/// the nonce (it re-hashes the whole header with `sha2`).
+pub fn solves_a_block(engine: &mut dyn MiningEngine) -> Result<bool, EngineError> {
+    let work = WorkUnit::new(&synthetic_header(CHECK_DIFFICULTY));
+    let found = search_verified(engine, &work, NonceRange::all(), &SearchControl::new())?;
+    Ok(matches!(found, Search::Found(n) if work.header_with(n).meets_own_difficulty()))
+}
+
+/// Runs `engine` for `warm_up` (not counted: GPU dispatch sizes settle, CPU clocks ramp) and
+/// then `seconds`, calling `progress` with the hashes and time of the measured window every
+/// quarter second.
+pub fn measure(
+    engine: &mut dyn MiningEngine,
+    warm_up: Duration,
+    seconds: Duration,
+    mut progress: impl FnMut(u64, Duration),
+) -> Result<BenchReport, EngineError> {
+    let verified = solves_a_block(engine)?;
+    let info = engine.info();
+    let work = WorkUnit::new(&synthetic_header(UNREACHABLE_DIFFICULTY));
+    let control = SearchControl::new();
+    let (hashes, elapsed, outcome) = thread::scope(|s| {
+        let search = s.spawn(|| engine.search(&work, NonceRange::all(), &control));
+        thread::sleep(warm_up);
+        let (start_hashes, start) = (control.hashes(), Instant::now());
+        let tick = Duration::from_millis(250);
+        while start.elapsed() + tick < seconds && !search.is_finished() {
+            thread::sleep(tick);
+            progress(control.hashes() - start_hashes, start.elapsed());
+        }
+        thread::sleep(seconds.saturating_sub(start.elapsed()));
+        let (end_hashes, elapsed) = (control.hashes(), start.elapsed());
+        control.stop();
+        let outcome = search.join().unwrap_or(Err(EngineError::WorkerPanicked));
+        (end_hashes - start_hashes, elapsed, outcome)
+    });
+    match outcome? {
+        Search::Aborted => {}
+        other => return Err(EngineError::EndedEarly(other)),
+    }
+    let seconds = elapsed.as_secs_f64();
+    Ok(BenchReport {
+        device: info.device,
+        adapter: info.adapter,
+        threads: info.threads,
+        hashes,
+        seconds,
+        hashes_per_second: hashes as f64 / seconds,
+        verified,
+    })
+}
+
+/// A hash rate with an SI prefix: "94.1 MH/s".
+pub fn format_rate(hashes_per_second: f64) -> String {
+    let (value, unit) = match hashes_per_second {
+        r if r >= 1e9 => (r / 1e9, "GH/s"),
+        r if r >= 1e6 => (r / 1e6, "MH/s"),
+        r if r >= 1e3 => (r / 1e3, "kH/s"),
+        r => (r, "H/s"),
+    };
+    format!("{value:.1} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CpuEngine;
+
+    #[test]
+    fn measures_a_short_cpu_run() {
+        let mut engine = CpuEngine::new(1);
+        let mut ticks = 0;
+        let r = measure(
+            &mut engine,
+            Duration::from_millis(50),
+            Duration::from_millis(600),
+            |_, _| ticks += 1,
+        )
+        .unwrap();
+        assert!(r.verified);
+        assert_eq!(r.device, DeviceKind::Cpu);
+        assert!(r.hashes > 0 && r.seconds >= 0.6, "{r:?}");
+        assert!(ticks >= 1);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["device"], "cpu");
+        assert_eq!(json["threads"], 1);
+    }
+
+    #[test]
+    fn rates_read_well() {
+        assert_eq!(format_rate(94_100_000.0), "94.1 MH/s");
+        assert_eq!(format_rate(16.2e9), "16.2 GH/s");
+        assert_eq!(format_rate(12.0), "12.0 H/s");
+    }
+}
