@@ -115,6 +115,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
 /// "sha-ni x3, 2 threads" for the CPU; the adapter and backend for a GPU.
 fn describe(info: &EngineInfo) -> String {
     match info.device {
+        DeviceKind::Cpu if info.threads == 1 => format!("{}, 1 thread", info.adapter),
         DeviceKind::Cpu => format!("{}, {} threads", info.adapter, info.threads),
         DeviceKind::Gpu => info.adapter.clone(),
     }

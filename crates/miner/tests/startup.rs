@@ -7,7 +7,7 @@ fn miner(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mvbc-miner"))
         .arg("--data-dir")
         .arg(dir)
-        .args(["-s", "key_size=1024"])
+        .args(["-s", "key_size=1024", "--device", "cpu"])
         .args(args)
         .output()
         .expect("run mvbc-miner")
@@ -25,7 +25,9 @@ fn first_start_creates_the_reward_key_and_later_starts_reuse_it() {
         text.contains(&format!("Mining rewards go to {}", key.address())),
         "{text}"
     );
-    // Honest about what is missing: no mining yet, so a non-zero status.
+    // It names the engine it would mine on (CPU here: the cpu device is forced).
+    assert!(text.contains("Mining on cpu: "), "{text}");
+    // Honest about what is missing: no node loop yet, so a non-zero status.
     assert_eq!(first.status.code(), Some(3));
 
     let second = miner(dir.path(), &[]);

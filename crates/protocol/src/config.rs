@@ -70,7 +70,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            difficulty: 24,
+            difficulty: 28,
             block_size: 2,
             block_reward: Amount::from_units(10_000_000),
             key_size: 2048,
