@@ -12,8 +12,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mvbc_miner::bench::{UNREACHABLE_DIFFICULTY, synthetic_header};
+use mvbc_miner::bench::UNREACHABLE_DIFFICULTY;
 use mvbc_miner::cpu::Kernel;
+use mvbc_miner::work::synthetic_header;
 use mvbc_miner::{
     CpuEngine, GpuDevice, GpuEngine, MiningEngine, NonceRange, Search, SearchControl, WorkUnit,
 };

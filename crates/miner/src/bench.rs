@@ -4,12 +4,10 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::{BlockHeader, Hash256};
-
 use crate::engine::{
     DeviceKind, EngineError, MiningEngine, NonceRange, Search, SearchControl, search_verified,
 };
-use crate::work::WorkUnit;
+use crate::work::{WorkUnit, synthetic_header};
 
 /// Difficulty of the timed run: no nonce meets it, so the search never stops early.
 pub const UNREACHABLE_DIFFICULTY: u32 = 250;
@@ -39,19 +37,6 @@ pub struct BenchReport {
 
 fn display<S: serde::Serializer>(d: &DeviceKind, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(d)
-}
-
-/// A header no chain holds, for work that must not be mistaken for a real block.
-pub fn synthetic_header(difficulty: u32) -> BlockHeader {
-    BlockHeader {
-        version: 1,
-        prev_hash: Hash256([0xbe; 32]),
-        merkle_root: Hash256([0xef; 32]),
-        timestamp: 1_795_478_400,
-        height: 1,
-        difficulty,
-        nonce: 0,
-    }
 }
 
 /// Solves a [`CHECK_DIFFICULTY`] block with `engine`; true when [`search_verified`] accepted
@@ -84,7 +69,9 @@ pub fn measure(
             thread::sleep(tick);
             progress(control.hashes() - start_hashes, start.elapsed());
         }
-        thread::sleep(seconds.saturating_sub(start.elapsed()));
+        if !search.is_finished() {
+            thread::sleep(seconds.saturating_sub(start.elapsed()));
+        }
         let (end_hashes, elapsed) = (control.hashes(), start.elapsed());
         control.stop();
         let outcome = search.join().unwrap_or(Err(EngineError::WorkerPanicked));

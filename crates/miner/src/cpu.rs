@@ -209,18 +209,10 @@ impl MiningEngine for CpuEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mvbc_protocol::{BlockHeader, Hash256};
+    use crate::work::synthetic_header;
 
     fn work(difficulty: u32) -> WorkUnit {
-        WorkUnit::new(&BlockHeader {
-            version: 1,
-            prev_hash: Hash256([1; 32]),
-            merkle_root: Hash256([2; 32]),
-            timestamp: 1_800_000_000,
-            height: 9,
-            difficulty,
-            nonce: 0,
-        })
+        WorkUnit::new(&synthetic_header(difficulty))
     }
 
     fn lowest(work: &WorkUnit, start: u64, end: u64) -> Option<u64> {

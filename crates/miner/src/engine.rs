@@ -201,7 +201,7 @@ pub fn search_verified(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mvbc_protocol::{BlockHeader, Hash256};
+    use crate::work::synthetic_header;
 
     /// An engine that answers whatever it was told to, like a broken GPU driver might.
     struct Liar(Vec<u64>);
@@ -226,15 +226,7 @@ mod tests {
     }
 
     fn work() -> WorkUnit {
-        WorkUnit::new(&BlockHeader {
-            version: 1,
-            prev_hash: Hash256([3; 32]),
-            merkle_root: Hash256([4; 32]),
-            timestamp: 1_800_000_000,
-            height: 2,
-            difficulty: 16,
-            nonce: 0,
-        })
+        WorkUnit::new(&synthetic_header(16))
     }
 
     #[test]

@@ -181,18 +181,10 @@ pub unsafe fn first_candidate(p: &Prepared, start: u64, end: u64) -> Option<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mvbc_protocol::{BlockHeader, Hash256};
+    use crate::work::synthetic_header;
 
     fn work(difficulty: u32) -> WorkUnit {
-        WorkUnit::new(&BlockHeader {
-            version: 1,
-            prev_hash: Hash256([7; 32]),
-            merkle_root: Hash256([9; 32]),
-            timestamp: 1_800_000_000,
-            height: 3,
-            difficulty,
-            nonce: 0,
-        })
+        WorkUnit::new(&synthetic_header(difficulty))
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! constant, words 6 and 7 are the nonce's high and low halves, words 8..=15 are padding.
 //! Everything an engine precomputes further derives from [`WorkUnit`].
 
-use mvbc_protocol::BlockHeader;
 use mvbc_protocol::header::{HEADER_LEN, NONCE_OFFSET};
+use mvbc_protocol::{BlockHeader, Hash256};
 use sha2::block_api::compress256;
 
 /// The SHA-256 initial hash value.
@@ -170,6 +170,19 @@ pub fn word_mask(difficulty: u32) -> u32 {
     }
 }
 
+/// A header no chain holds, for work that must not be mistaken for a real block.
+pub fn synthetic_header(difficulty: u32) -> BlockHeader {
+    BlockHeader {
+        version: 1,
+        prev_hash: Hash256([0xbe; 32]),
+        merkle_root: Hash256([0xef; 32]),
+        timestamp: 1_795_478_400,
+        height: 1,
+        difficulty,
+        nonce: 0,
+    }
+}
+
 /// Whether a digest, as big-endian words, has at least `difficulty` leading zero bits.
 pub fn meets_difficulty(digest: &[u32; 8], difficulty: u32) -> bool {
     let mut zeros = 0;
@@ -185,7 +198,6 @@ pub fn meets_difficulty(digest: &[u32; 8], difficulty: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mvbc_protocol::Hash256;
     use proptest::prelude::*;
 
     fn header(nonce: u64, difficulty: u32) -> BlockHeader {
