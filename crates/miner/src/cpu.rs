@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
+use mvbc_protocol::header::{HEADER_LEN, NONCE_OFFSET};
 use sha2::block_api::compress256;
 
 use crate::engine::{
@@ -15,6 +16,9 @@ use crate::work::{WorkUnit, meets_difficulty};
 /// Nonces a thread takes at a time. A thread checks the stop flag between chunks, so this
 /// bounds how long an abort takes: 2^16 nonces are a few milliseconds on one core.
 pub const CHUNK: u64 = 1 << 16;
+
+/// Where the nonce sits in the second SHA-256 block.
+const NONCE_BYTES: std::ops::Range<usize> = NONCE_OFFSET - 64..HEADER_LEN - 64;
 
 /// How a thread computes hashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,13 +75,7 @@ impl Prepared {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::ShaNi if shani::available() => Prepared::ShaNi(shani::Prepared::new(work)),
-            _ => {
-                let mut block = [0u8; 64];
-                for (chunk, w) in block.chunks_exact_mut(4).zip(work.tail) {
-                    chunk.copy_from_slice(&w.to_be_bytes());
-                }
-                Prepared::Portable(block)
-            }
+            _ => Prepared::Portable(work.block_bytes(0)),
         }
     }
 
@@ -100,7 +98,7 @@ impl Prepared {
             Prepared::Portable(block) => {
                 let mut block = *block;
                 (start..end).find(|&n| {
-                    block[24..32].copy_from_slice(&n.to_be_bytes());
+                    block[NONCE_BYTES].copy_from_slice(&n.to_be_bytes());
                     let mut state = work.midstate;
                     compress256(&mut state, &[block]);
                     meets_difficulty(&state, work.difficulty)

@@ -28,25 +28,21 @@ pub enum SelectError {
 
 /// The engines a run uses, and a line saying why when `auto` passed over a GPU.
 pub struct Selection {
-    /// Engines in the order they should be reported.
+    /// Engines, the one to mine with first.
     pub engines: Vec<Box<dyn MiningEngine>>,
     /// Why `auto` chose what it chose, for the user.
     pub note: Option<String>,
 }
 
-/// The engine to mine with: one, the GPU or the CPU, per `choice`.
+/// The engine to mine with: the first of [`engines`].
 pub fn mining_engine(choice: DeviceChoice, threads: usize) -> Result<Selection, SelectError> {
     let mut selection = engines(choice, threads)?;
-    // With a hardware GPU, `auto` mines on it; the CPU engine stays for benchmarks.
-    if selection.engines.len() > 1 {
-        selection
-            .engines
-            .retain(|e| e.info().device == crate::engine::DeviceKind::Gpu);
-    }
+    selection.engines.truncate(1);
     Ok(selection)
 }
 
-/// The engines `choice` names: for `auto`, the CPU engine and any hardware GPU.
+/// The engines `choice` names, the one to mine with first: for `auto`, any hardware GPU, then
+/// the CPU engine.
 pub fn engines(choice: DeviceChoice, threads: usize) -> Result<Selection, SelectError> {
     let cpu = || Box::new(CpuEngine::new(threads)) as Box<dyn MiningEngine>;
     match choice {
@@ -74,8 +70,9 @@ pub fn engines(choice: DeviceChoice, threads: usize) -> Result<Selection, Select
                 Ok(device) => (Some(GpuEngine::new(device)?), None),
                 Err(e) => (None, Some(format!("{e}; using the CPU"))),
             };
-            let mut engines = vec![cpu()];
+            let mut engines: Vec<Box<dyn MiningEngine>> = Vec::new();
             engines.extend(gpu.map(|g| Box::new(g) as Box<dyn MiningEngine>));
+            engines.push(cpu());
             Ok(Selection { engines, note })
         }
     }

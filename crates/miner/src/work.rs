@@ -88,16 +88,20 @@ impl WorkUnit {
         w
     }
 
+    /// The second block as bytes, for `nonce`: header bytes 64..96, then the padding.
+    pub fn block_bytes(&self, nonce: u64) -> [u8; 64] {
+        let mut block = [0u8; 64];
+        for (chunk, word) in block.chunks_exact_mut(4).zip(self.block_words(nonce)) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        block
+    }
+
     /// The header hash for `nonce` as eight big-endian words, by one compression from the
     /// midstate. The reference every engine's kernel is tested against.
     pub fn hash_words(&self, nonce: u64) -> [u32; 8] {
-        let w = self.block_words(nonce);
-        let mut block = [0u8; 64];
-        for (chunk, word) in block.chunks_exact_mut(4).zip(w) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
         let mut state = self.midstate;
-        compress256(&mut state, &[block]);
+        compress256(&mut state, &[self.block_bytes(nonce)]);
         state
     }
 
@@ -202,13 +206,8 @@ mod tests {
 
     fn header(nonce: u64, difficulty: u32) -> BlockHeader {
         BlockHeader {
-            version: 1,
-            prev_hash: Hash256([0x5a; 32]),
-            merkle_root: Hash256([0xc3; 32]),
-            timestamp: 1_795_478_400,
-            height: 12,
-            difficulty,
             nonce,
+            ..synthetic_header(difficulty)
         }
     }
 
