@@ -10,6 +10,7 @@ use crate::hash::Hash256;
 use crate::header::BlockHeader;
 use crate::ledger::Ledger;
 use crate::rules::{BlockError, ConsensusParams, check_block};
+use crate::wire::MAX_LOCATOR_LEN;
 
 /// Cap on remembered invalid block hashes (so a flood of bad blocks cannot grow memory).
 const MAX_REMEMBERED_INVALID: usize = 10_000;
@@ -140,6 +141,62 @@ impl Chain {
     /// Number of blocks in the tree, side branches included.
     pub fn tree_len(&self) -> usize {
         self.tree.len()
+    }
+
+    /// Whether `hash` is on the best chain.
+    pub fn is_on_best_chain(&self, hash: &Hash256) -> bool {
+        self.tree
+            .get(hash)
+            .is_some_and(|e| self.best.get(e.block.header.height as usize) == Some(hash))
+    }
+
+    /// A block locator of the best chain: the tip and the nine blocks below it, then hashes at
+    /// doubling distances, ending with genesis. A peer finds the highest one it shares with us
+    /// in one look, however long the two chains are.
+    pub fn locator(&self) -> Vec<Hash256> {
+        let mut out = Vec::new();
+        let mut height = self.height();
+        let mut step = 1;
+        loop {
+            out.push(self.best[height as usize]);
+            if height == 0 || out.len() == MAX_LOCATOR_LEN - 1 {
+                break;
+            }
+            if out.len() >= 10 {
+                step *= 2;
+            }
+            height = height.saturating_sub(step);
+        }
+        if height != 0 {
+            out.push(self.best[0]);
+        }
+        out
+    }
+
+    /// The best-chain blocks after the first `locator` hash that is on the best chain (after
+    /// genesis if none is), lowest first: at most `max_blocks`, and no more once `max_bytes`
+    /// of encoded blocks are taken (but at least one block when there is one).
+    pub fn blocks_after(
+        &self,
+        locator: &[Hash256],
+        max_blocks: usize,
+        max_bytes: usize,
+    ) -> Vec<Arc<Block>> {
+        let fork = locator
+            .iter()
+            .find(|h| self.is_on_best_chain(h))
+            .map_or(0, |h| self.tree[h].block.header.height as usize);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for hash in self.best.iter().skip(fork + 1).take(max_blocks) {
+            let block = &self.tree[hash].block;
+            bytes += block.encode().len();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(block.clone());
+        }
+        out
     }
 
     /// Adds a block received from anywhere. `now` is our clock in Unix seconds.

@@ -1,6 +1,6 @@
 //! Everything the mvbc miner and wallet share, and nothing that needs a GPU: types, the one
 //! consensus encoding, hashing and proof of work, keys and signatures, chain rules and fork
-//! choice, the block store and the configuration.
+//! choice, the block store, the configuration, wire messages and UDP/TCP networking.
 //!
 //! The rules (`rules`, `ledger`, `chain`, `pool`) are pure state machines: they take blocks and
 //! payments and say what changed. Files live at the edges (`store`, `keyfile`, `config`,
@@ -19,10 +19,12 @@ pub mod header;
 pub mod keyfile;
 pub mod keys;
 pub mod ledger;
+pub mod net;
 pub mod pool;
 pub mod rules;
 pub mod store;
 pub mod tx;
+pub mod wire;
 
 pub use amount::Amount;
 pub use block::{Block, genesis_block};

@@ -1,0 +1,275 @@
+//! Wire messages: what travels in UDP datagrams and TCP frames, and their one encoding.
+//!
+//! ```text
+//! message = "MVBC" | version:u8 | postcard body
+//! frame   = len:u32 BE | message            (TCP only)
+//! ```
+//!
+//! Every message kind has a hard size cap, checked before anything is decoded, and decoding is
+//! canonical (see [`crate::encode`]). Anything that fails to decode is the caller's to drop and
+//! count: a node never answers garbage.
+
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Block, MAX_BLOCK_BYTES};
+use crate::encode::{self, DecodeError};
+use crate::hash::Hash256;
+use crate::tx::{MAX_TX_BYTES, Payment};
+
+/// The first bytes of every message.
+pub const MAGIC: [u8; 4] = *b"MVBC";
+/// The protocol version this build speaks; messages of any other version are dropped.
+pub const VERSION: u8 = 1;
+const PREFIX_LEN: usize = MAGIC.len() + 1;
+
+/// Cap on one UDP datagram: a payment with the largest key fits, with room to spare.
+pub const MAX_DATAGRAM_BYTES: usize = 2 * MAX_TX_BYTES;
+/// Cap on the hashes of one block locator.
+pub const MAX_LOCATOR_LEN: usize = 64;
+/// Cap on one request frame: a full locator fits.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
+/// Cap on the blocks of one reply.
+pub const MAX_BLOCKS_PER_REPLY: usize = 500;
+/// A server stops adding blocks to a reply once it holds this many bytes (it always sends at
+/// least one block when it has one).
+pub const REPLY_BLOCK_BYTES: usize = 4 << 20;
+/// Cap on one reply frame: the byte budget plus one largest block.
+pub const MAX_REPLY_BYTES: usize = REPLY_BLOCK_BYTES + MAX_BLOCK_BYTES + 1024;
+
+/// A UDP broadcast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Datagram {
+    /// A signed payment for miners to pool (sent to `transaction_port`).
+    Payment(Payment),
+    /// A miner's chain status (sent to `status_broadcast_port`).
+    Status(Status),
+    /// Asks every miner to broadcast its status now (sent to `status_broadcast_port`), so a
+    /// wallet need not wait a whole broadcast interval to hear who is out there.
+    StatusRequest,
+}
+
+/// A miner's announcement of its best chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Random per process: lets a node recognise its own broadcasts and count distinct peers.
+    pub node_id: u64,
+    /// Height of the tip.
+    pub height: u64,
+    /// Hash of the tip.
+    pub tip: Hash256,
+    /// Cumulative work of the chain up to the tip.
+    pub chain_work: u128,
+    /// TCP port of the sender's block server, on the address the datagram came from.
+    pub block_server_port: u16,
+}
+
+/// A request to a block server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Blocks of the server's best chain that follow the first `locator` hash on that chain
+    /// (genesis if none is), lowest first, at most `max_blocks` of them.
+    BlocksAfter {
+        /// Hashes the client holds, most recent first (see `Chain::locator`).
+        #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_LOCATOR_LEN>")]
+        locator: Vec<Hash256>,
+        /// How many blocks the client wants at most.
+        max_blocks: u32,
+    },
+}
+
+/// A block server's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The blocks asked for, lowest first, and the server's tip when it answered.
+    Blocks {
+        /// The server's tip height.
+        tip_height: u64,
+        /// The server's tip hash.
+        tip: Hash256,
+        /// Consecutive blocks of the server's best chain.
+        #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_BLOCKS_PER_REPLY>")]
+        blocks: Vec<Block>,
+    },
+}
+
+/// Why bytes were not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Longer than the cap for its kind.
+    #[error("{len} bytes exceeds the cap of {cap} bytes")]
+    TooLong {
+        /// Message length.
+        len: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// Does not start with [`MAGIC`].
+    #[error("bad magic (not an mvbc message)")]
+    BadMagic,
+    /// Another protocol version.
+    #[error("protocol version {0}, this node speaks {VERSION}")]
+    BadVersion(u8),
+    /// The body does not decode.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// Encodes `message` with the magic and version prefix.
+fn encode_message<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&encode::encode(message));
+    out
+}
+
+/// Decodes one message of at most `cap` bytes, prefix included.
+fn decode_message<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    cap: usize,
+) -> Result<T, WireError> {
+    if bytes.len() > cap {
+        return Err(WireError::TooLong {
+            len: bytes.len(),
+            cap,
+        });
+    }
+    if bytes.len() < PREFIX_LEN || bytes[..MAGIC.len()] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    if bytes[MAGIC.len()] != VERSION {
+        return Err(WireError::BadVersion(bytes[MAGIC.len()]));
+    }
+    Ok(encode::decode(&bytes[PREFIX_LEN..], cap)?)
+}
+
+impl Datagram {
+    /// Bytes for one datagram.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_message(self)
+    }
+
+    /// Decodes one datagram of at most [`MAX_DATAGRAM_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<Datagram, WireError> {
+        decode_message(bytes, MAX_DATAGRAM_BYTES)
+    }
+}
+
+impl Request {
+    /// Bytes for one request frame's body.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_message(self)
+    }
+
+    /// Decodes one request of at most [`MAX_REQUEST_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<Request, WireError> {
+        decode_message(bytes, MAX_REQUEST_BYTES)
+    }
+}
+
+impl Reply {
+    /// Bytes for one reply frame's body.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_message(self)
+    }
+
+    /// Decodes one reply of at most [`MAX_REPLY_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<Reply, WireError> {
+        decode_message(bytes, MAX_REPLY_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::genesis_block;
+    use crate::keys::tests::test_key;
+    use crate::tx::tests::pay;
+    use proptest::prelude::*;
+
+    fn status() -> Status {
+        Status {
+            node_id: 7,
+            height: 3,
+            tip: genesis_block().hash(),
+            chain_work: u128::MAX - 1,
+            block_server_port: 2607,
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let datagrams = [
+            Datagram::Payment(pay(0, test_key(1).address(), 5, 100)),
+            Datagram::Status(status()),
+            Datagram::StatusRequest,
+        ];
+        for d in datagrams {
+            let bytes = d.encode();
+            assert!(bytes.len() <= MAX_DATAGRAM_BYTES);
+            assert_eq!(Datagram::decode(&bytes), Ok(d));
+        }
+        let request = Request::BlocksAfter {
+            locator: vec![Hash256::ZERO; MAX_LOCATOR_LEN],
+            max_blocks: 9,
+        };
+        let bytes = request.encode();
+        assert!(bytes.len() <= MAX_REQUEST_BYTES, "a full locator fits");
+        assert_eq!(Request::decode(&bytes), Ok(request));
+        let reply = Reply::Blocks {
+            tip_height: 0,
+            tip: genesis_block().hash(),
+            blocks: vec![genesis_block()],
+        };
+        assert_eq!(Reply::decode(&reply.encode()), Ok(reply));
+    }
+
+    #[test]
+    fn foreign_and_future_messages_are_refused() {
+        let mut bytes = Datagram::StatusRequest.encode();
+        bytes[0] = b'X';
+        assert_eq!(Datagram::decode(&bytes), Err(WireError::BadMagic));
+        let mut bytes = Datagram::StatusRequest.encode();
+        bytes[4] = VERSION + 1;
+        assert_eq!(
+            Datagram::decode(&bytes),
+            Err(WireError::BadVersion(VERSION + 1))
+        );
+        assert_eq!(Datagram::decode(b"MVB"), Err(WireError::BadMagic));
+        let huge = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+        assert!(matches!(
+            Datagram::decode(&huge),
+            Err(WireError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn a_locator_over_the_cap_is_refused() {
+        let request = Request::BlocksAfter {
+            locator: vec![Hash256::ZERO; MAX_LOCATOR_LEN + 1],
+            max_blocks: 1,
+        };
+        assert!(matches!(
+            Request::decode(&request.encode()),
+            Err(WireError::Decode(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_datagrams_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut bytes = MAGIC.to_vec();
+            bytes.push(VERSION);
+            bytes.extend_from_slice(&body);
+            if let Ok(d) = Datagram::decode(&bytes) {
+                prop_assert_eq!(d.encode(), bytes.clone());
+            }
+            if let Ok(r) = Request::decode(&bytes) {
+                prop_assert_eq!(r.encode(), bytes.clone());
+            }
+            if let Ok(r) = Reply::decode(&bytes) {
+                prop_assert_eq!(r.encode(), bytes);
+            }
+        }
+    }
+}

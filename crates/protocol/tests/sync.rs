@@ -1,0 +1,115 @@
+//! Finding the fork point and downloading only what is missing: the locator, the block
+//! server's answer, and a real download over loopback TCP.
+
+mod common;
+
+use std::sync::{Arc, RwLock};
+
+use common::*;
+use mvbc_protocol::chain::{Chain, ChainUpdate};
+use mvbc_protocol::net::{BlockClient, BlockServer, answer};
+use mvbc_protocol::wire::{MAX_LOCATOR_LEN, Reply, Request};
+use mvbc_protocol::{Block, ConsensusParams, genesis_block};
+
+const SMALL_BLOCKS: ConsensusParams = ConsensusParams {
+    block_size: 2,
+    ..PARAMS
+};
+
+/// Extends `chain` by `n` blocks: key 0 earns every reward and pays key `to` one coin a block
+/// (`salt` keeps two chains' blocks apart).
+fn grow(chain: &mut Chain, n: usize, to: usize, salt: u64) -> Vec<Block> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let height = chain.height() + 1;
+        let mut txs = vec![reward(0, height)];
+        if height > 1 {
+            txs.push(pay(0, to, 1, height * 10 + salt));
+        }
+        let block = mine_on(chain.tip_header(), txs, salt);
+        chain.add_block(block.clone(), NOW).unwrap();
+        out.push(block);
+    }
+    out
+}
+
+/// Chain `a` of 40 blocks and chain `b` sharing its first 25, then 3 of its own.
+fn forked() -> (Chain, Chain) {
+    let mut a = Chain::new(SMALL_BLOCKS);
+    let shared = grow(&mut a, 25, 1, 0);
+    let mut b = Chain::new(SMALL_BLOCKS);
+    for block in shared {
+        b.add_block(block, NOW).unwrap();
+    }
+    grow(&mut a, 15, 1, 0);
+    grow(&mut b, 3, 2, 5);
+    (a, b)
+}
+
+#[test]
+fn a_locator_is_short_recent_first_and_ends_at_genesis() {
+    let (a, _) = forked();
+    let locator = a.locator();
+    assert_eq!(locator[0], a.tip_hash());
+    assert_eq!(locator[9], a.block_at(31).unwrap().hash());
+    assert_eq!(*locator.last().unwrap(), genesis_block().hash());
+    assert!(locator.len() < 20 && locator.len() <= MAX_LOCATOR_LEN);
+    assert_eq!(
+        Chain::new(SMALL_BLOCKS).locator(),
+        vec![genesis_block().hash()]
+    );
+}
+
+#[test]
+fn the_server_sends_only_the_blocks_after_the_fork_point() {
+    let (a, b) = forked();
+    let a = RwLock::new(a);
+    let Reply::Blocks {
+        tip_height, blocks, ..
+    } = answer(
+        &a,
+        &Request::BlocksAfter {
+            locator: b.locator(),
+            max_blocks: 100,
+        },
+    );
+    assert_eq!(tip_height, 40);
+    let heights: Vec<u64> = blocks.iter().map(|b| b.header.height).collect();
+    assert_eq!(heights, (26..=40).collect::<Vec<_>>());
+    // A locator the server knows nothing of: everything after genesis, capped.
+    let Reply::Blocks { blocks, .. } = answer(
+        &a,
+        &Request::BlocksAfter {
+            locator: vec![mvbc_protocol::Hash256::ZERO],
+            max_blocks: 7,
+        },
+    );
+    assert_eq!(blocks.first().unwrap().header.height, 1);
+    assert_eq!(blocks.len(), 7);
+}
+
+#[test]
+fn a_download_over_loopback_switches_to_the_heavier_branch() {
+    let (a, mut b) = forked();
+    let a_tip = a.tip_hash();
+    let server = BlockServer::start(0, Arc::new(RwLock::new(a))).unwrap();
+    let mut client = BlockClient::connect(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let mut reorged = false;
+    let locator = b.locator();
+    let got = client
+        .download(&locator, 1_000, |blocks, _| {
+            for block in blocks {
+                match b.add_block(block, NOW).map_err(|e| e.to_string())? {
+                    ChainUpdate::TipChanged { disconnected, .. } => {
+                        reorged |= !disconnected.is_empty()
+                    }
+                    ChainUpdate::SideBranch | ChainUpdate::AlreadyKnown => {}
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(got, 15);
+    assert!(reorged, "b left its own three blocks");
+    assert_eq!(b.tip_hash(), a_tip);
+}
