@@ -1,5 +1,6 @@
-//! `mvbc-miner`: the mining node. It opens and checks its data directory and picks its engine;
-//! `--benchmark` measures the engines. The network (issue 4) builds on it.
+//! `mvbc-miner`: the mining node (see `node`), and `--benchmark`, which measures the engines.
+
+mod node;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -15,7 +16,7 @@ use mvbc_miner::select::{self, DeviceChoice};
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile;
 use mvbc_protocol::store::load_chain;
-use mvbc_protocol::{KeyPair, unix_now};
+use mvbc_protocol::{Address, KeyPair, unix_now};
 
 /// The miner's chain store in its data directory.
 const CHAIN_FILE: &str = "blocks.dat";
@@ -33,6 +34,10 @@ struct Cli {
     /// CPU engine threads [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    /// Pay mining rewards to this address, or to the local key of this name, instead of the
+    /// `mining_rewards` key (created on first start).
+    #[arg(long, value_name = "NAME|ADDRESS")]
+    reward_address: Option<String>,
     /// Measure each engine's hash rate on a synthetic block instead of mining (no network, no
     /// data directory).
     #[arg(long)]
@@ -77,39 +82,63 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<ExitCode> {
     let config = cli.args.load_config()?;
-    let path = cli.args.data_dir.join(CHAIN_FILE);
+    let dir = &cli.args.data_dir;
+    let path = dir.join(CHAIN_FILE);
+    // The store's lock is taken first: a second miner on this directory stops here.
     let loaded = load_chain(&path, config.consensus(), unix_now())?;
     if let Some(r) = &loaded.recovery {
         println!("Recovered {}: {r}", path.display());
     }
-    let chain = &loaded.chain;
     for e in &loaded.refused {
         println!("Skipped a stored block the rules refuse: {e}");
     }
-    let reward_key = reward_key(&cli.args.data_dir, config.key_size)?;
-    println!("Mining rewards go to {}", reward_key.address());
+    let reward_to = match &cli.reward_address {
+        Some(name_or_address) => resolve_address(dir, name_or_address)?,
+        None => reward_key(dir, config.key_size)?.address(),
+    };
+    println!("Mining rewards go to {reward_to}");
+    let chain = loaded.chain;
     println!(
         "Chain loaded: height {}, tip {}, {} blocks stored",
         chain.height(),
         chain.tip_hash(),
         chain.tree_len() - 1
     );
-    let selection = select::mining_engine(cli.device, threads(cli))?;
+    let mut selection = select::mining_engine(cli.device, threads(cli))?;
     if let Some(note) = &selection.note {
         println!("Device auto: {note}");
     }
-    for engine in &selection.engines {
-        let info = engine.info();
-        println!(
-            "Mining on {}: {} ({} threads)",
-            info.device, info.adapter, info.threads
-        );
+    let engine = selection
+        .engines
+        .pop()
+        .context("no mining engine available")?;
+    let info = engine.info();
+    println!("Mining on {}: {}", info.device, describe(&info));
+    node::run(node::NodeSetup {
+        config,
+        chain,
+        store: loaded.store,
+        reward_to,
+        engine,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An address given as 64 hex digits, or the address of the local key of that name.
+fn resolve_address(dir: &Path, name_or_address: &str) -> Result<Address> {
+    if let Ok(address) = name_or_address.parse::<Address>() {
+        return Ok(address);
     }
-    eprintln!(
-        "mvbc-miner: the node loop (network, block building) is not built yet (issue 4); \
-         stopping after the checks above. `mvbc-miner --benchmark` runs the engines."
-    );
-    Ok(ExitCode::from(3))
+    keyfile::check_key_name(name_or_address)
+        .with_context(|| format!("`{name_or_address}` is neither an address nor a key name"))?;
+    let path = keyfile::key_path(dir, name_or_address);
+    let key = keyfile::load_key(&path).with_context(|| {
+        format!(
+            "`{name_or_address}` is not an address, and not a key in {}",
+            dir.display()
+        )
+    })?;
+    Ok(key.address())
 }
 
 /// "sha-ni x3, 2 threads" for the CPU; the adapter and backend for a GPU.

@@ -1,13 +1,21 @@
-//! The miner's start-up on a data directory: config, reward key, chain store recovery.
+//! The miner's start-up on a data directory: config, reward key, chain store recovery, the
+//! data directory's lock, and a clean stop on SIGTERM.
+
+#[path = "../../../tests/support/procs.rs"]
+mod procs;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
+use procs::{Miner, Net};
+
+/// Runs the miner to completion (for start-ups that fail).
 fn miner(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mvbc-miner"))
         .arg("--data-dir")
         .arg(dir)
-        .args(["-s", "key_size=1024", "--device", "cpu"])
+        .args(Net::new().settings())
+        .args(["--device", "cpu"])
         .args(args)
         .output()
         .expect("run mvbc-miner")
@@ -16,22 +24,22 @@ fn miner(dir: &Path, args: &[&str]) -> Output {
 #[test]
 fn first_start_creates_the_reward_key_and_later_starts_reuse_it() {
     let dir = tempfile::tempdir().unwrap();
-    let first = miner(dir.path(), &[]);
-    let text = String::from_utf8_lossy(&first.stdout).into_owned();
+    let net = Net::new();
+    let first = Miner::start(dir.path(), &net);
+    let key = mvbc_protocol::keyfile::load_key(&dir.path().join("mining_rewards.pem")).unwrap();
+    let (code, text) = first.stop();
+    assert_eq!(code, Some(0), "SIGTERM is a clean stop\n{text}");
     assert!(text.contains("Generated key [mining_rewards]"), "{text}");
     assert!(text.contains("Chain loaded: height 0"), "{text}");
-    let key = mvbc_protocol::keyfile::load_key(&dir.path().join("mining_rewards.pem")).unwrap();
     assert!(
         text.contains(&format!("Mining rewards go to {}", key.address())),
         "{text}"
     );
-    // It names the engine it would mine on (CPU here: the cpu device is forced).
     assert!(text.contains("Mining on cpu: "), "{text}");
-    // Honest about what is missing: no node loop yet, so a non-zero status.
-    assert_eq!(first.status.code(), Some(3));
+    assert!(text.contains("Shutting down: height "), "{text}");
 
-    let second = miner(dir.path(), &[]);
-    let text = String::from_utf8_lossy(&second.stdout).into_owned();
+    let second = Miner::start(dir.path(), &net);
+    let (_, text) = second.stop();
     assert!(!text.contains("Generated key"), "{text}");
     assert!(
         text.contains(&format!("Mining rewards go to {}", key.address())),
@@ -40,20 +48,45 @@ fn first_start_creates_the_reward_key_and_later_starts_reuse_it() {
 }
 
 #[test]
+fn rewards_can_go_to_a_named_key_or_an_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::new();
+    let address = "ab".repeat(32);
+    let running = Miner::start_with(dir.path(), &net, &["--reward-address", &address]);
+    let (_, text) = running.stop();
+    assert!(
+        text.contains(&format!("Mining rewards go to {address}")),
+        "{text}"
+    );
+    assert!(!dir.path().join("mining_rewards.pem").exists());
+    let out = miner(dir.path(), &["--reward-address", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`nobody` is not an address"), "{err}");
+}
+
+#[test]
+fn a_second_miner_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::new();
+    let first = Miner::start(dir.path(), &net);
+    let second = miner(dir.path(), &[]);
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    let (code, log) = first.stop();
+    assert_eq!(code, Some(0), "the first one is unharmed\n{log}");
+}
+
+#[test]
 fn a_torn_chain_store_is_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let mut bytes = mvbc_protocol::store::STORE_MAGIC.to_vec();
     bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]); // a record header torn mid-write
     std::fs::write(dir.path().join("blocks.dat"), &bytes).unwrap();
-    let out = miner(dir.path(), &[]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let miner = Miner::start(dir.path(), &Net::new());
+    let (_, text) = miner.stop();
     assert!(text.contains("cut 6 bytes"), "{text}");
-    assert_eq!(
-        std::fs::metadata(dir.path().join("blocks.dat"))
-            .unwrap()
-            .len(),
-        8
-    );
 }
 
 #[test]

@@ -3,9 +3,7 @@
 //! them, with a size cap and a timeout on everything it reads.
 
 use std::io::{self, Read, Write};
-use std::net::{
-    Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
-};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
@@ -377,6 +375,7 @@ pub enum FetchError {
 pub struct BlockClient {
     stream: TcpStream,
     peer: SocketAddr,
+    batch: u32,
 }
 
 impl BlockClient {
@@ -388,20 +387,17 @@ impl BlockClient {
             Ok(stream)
         };
         let stream = connect(peer).map_err(|source| FetchError::Connect { peer, source })?;
-        Ok(BlockClient { stream, peer })
+        Ok(BlockClient {
+            stream,
+            peer,
+            batch: MAX_BLOCKS_PER_REPLY as u32,
+        })
     }
 
-    /// Connects to `host:port` by name (the first address it resolves to).
-    pub fn connect_to(
-        address: impl ToSocketAddrs + std::fmt::Display,
-    ) -> Result<BlockClient, FetchError> {
-        let text = address.to_string();
-        let peer = address
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| FetchError::Protocol(format!("cannot resolve {text}")))?;
-        BlockClient::connect(peer)
+    /// Asks for at most `blocks` blocks per request in [`BlockClient::download`] (at least
+    /// one; the server caps it at [`MAX_BLOCKS_PER_REPLY`] whatever is asked).
+    pub fn set_batch(&mut self, blocks: u32) {
+        self.batch = blocks.max(1);
     }
 
     /// The server's address.
@@ -429,7 +425,7 @@ impl BlockClient {
         let mut delivered = 0u64;
         let mut next: Vec<Hash256> = locator.iter().take(MAX_LOCATOR_LEN).copied().collect();
         while delivered < limit {
-            let want = (limit - delivered).min(MAX_BLOCKS_PER_REPLY as u64) as u32;
+            let want = (limit - delivered).min(u64::from(self.batch)) as u32;
             let Reply::Blocks {
                 tip_height, blocks, ..
             } = self.request(&Request::BlocksAfter {

@@ -242,6 +242,37 @@ pub fn load_chain(
     })
 }
 
+/// Reads the chain in the store at `path` without locking or repairing it, for a process that
+/// only looks (a wallet listing balances while its `sync` runs). A missing file is an empty
+/// chain; a torn tail, as a writer may be appending, is left out.
+pub fn read_only_chain(
+    path: &Path,
+    params: ConsensusParams,
+    now: u64,
+) -> Result<(Chain, Vec<AddBlockError>), StoreError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((Chain::new(params), Vec::new()));
+        }
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let file_len = file
+        .metadata()
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?
+        .len();
+    let (blocks, _, _) = read_records(&mut file, path, file_len)?;
+    Ok(rebuild_chain(params, blocks, now))
+}
+
 /// Rebuilds a chain from stored blocks (parents are always stored before children). Blocks the
 /// rules now refuse (for example after a consensus parameter changed) are skipped and returned
 /// with the reason.

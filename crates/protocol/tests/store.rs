@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use mvbc_protocol::genesis_block;
-use mvbc_protocol::store::{BlockStore, StoreError, rebuild_chain};
+use mvbc_protocol::store::{BlockStore, StoreError, read_only_chain, rebuild_chain};
 
 fn three_blocks() -> Vec<mvbc_protocol::Block> {
     let b1 = mine_on(&genesis_block().header, vec![reward(0, 1)], 0);
@@ -126,6 +126,35 @@ fn a_second_open_is_refused_while_the_first_holds_the_store() {
     ));
     drop(first);
     assert!(BlockStore::open(&path).is_ok());
+}
+
+#[test]
+fn a_reader_sees_the_chain_while_a_writer_holds_it_and_skips_a_half_written_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wallet-blocks.dat");
+    let (empty, _) = read_only_chain(&path, PARAMS, NOW).unwrap();
+    assert_eq!(empty.height(), 0, "no file yet: an empty chain");
+    let blocks = three_blocks();
+    let mut writer = BlockStore::open(&path).unwrap();
+    for b in &blocks[..2] {
+        writer.store.append(b).unwrap();
+    }
+    // Half of the third record, as a writer in the middle of an append leaves it.
+    let full = std::fs::read(&path).unwrap();
+    writer.store.append(&blocks[2]).unwrap();
+    let with_third = std::fs::read(&path).unwrap();
+    std::fs::write(
+        &path,
+        &with_third[..full.len() + (with_third.len() - full.len()) / 2],
+    )
+    .unwrap();
+    let (chain, refused) = read_only_chain(&path, PARAMS, NOW).unwrap();
+    assert!(refused.is_empty());
+    assert_eq!(chain.height(), 2);
+    assert!(
+        std::fs::read(&path).unwrap().len() > full.len(),
+        "the reader repairs nothing"
+    );
 }
 
 proptest::proptest! {

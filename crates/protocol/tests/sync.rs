@@ -94,10 +94,14 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
     let a_tip = a.tip_hash();
     let server = BlockServer::start(0, Arc::new(RwLock::new(a))).unwrap();
     let mut client = BlockClient::connect(([127, 0, 0, 1], server.port()).into()).unwrap();
+    // Four blocks a request: the download goes on from the last block it received.
+    client.set_batch(4);
+    let mut batches = 0;
     let mut reorged = false;
     let locator = b.locator();
     let got = client
         .download(&locator, 1_000, |blocks, _| {
+            batches += 1;
             for block in blocks {
                 match b.add_block(block, NOW).map_err(|e| e.to_string())? {
                     ChainUpdate::TipChanged { disconnected, .. } => {
@@ -110,6 +114,7 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
         })
         .unwrap();
     assert_eq!(got, 15);
+    assert_eq!(batches, 4, "15 blocks in batches of 4");
     assert!(reorged, "b left its own three blocks");
     assert_eq!(b.tip_hash(), a_tip);
 }

@@ -1,18 +1,26 @@
-//! `mvbc-wallet`: addresses, balances and (with the network issue) payments.
+//! `mvbc-wallet`: addresses, balances, payments, and following the miners' chain.
+
+mod pending;
+mod sync;
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile::{self, KeyFileError};
-use mvbc_protocol::store::load_chain;
-use mvbc_protocol::{Amount, Config, KeyPair, Ledger, unix_now};
+use mvbc_protocol::net::Broadcaster;
+use mvbc_protocol::store::read_only_chain;
+use mvbc_protocol::wire::Datagram;
+use mvbc_protocol::{Address, Amount, Config, KeyPair, Ledger, Payment, unix_now};
+
+use pending::{MAX_PENDING, Pending};
 
 /// The wallet keeps its own copy of the chain here, apart from a miner's `blocks.dat`, so a
 /// wallet and a miner can share a data directory (and its keys).
-const WALLET_CHAIN_FILE: &str = "wallet-blocks.dat";
+pub(crate) const WALLET_CHAIN_FILE: &str = "wallet-blocks.dat";
 
 #[derive(Parser)]
 #[command(
@@ -40,13 +48,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pay AMOUNT coins from a local address to an address (or local name); the payment is
+    /// kept as pending and broadcast, and `sync` re-broadcasts it until a block holds it.
+    Send {
+        /// The paying local address: its key name or its address.
+        from: String,
+        /// Coins, up to six decimal places, e.g. 2.5.
+        amount: String,
+        /// The receiving address, or the name of a local key.
+        to: String,
+    },
+    /// Download the miners' best chain and re-broadcast pending payments, until Ctrl-C.
+    Sync {
+        /// Stop once synced to the best chain heard, after re-broadcasting pending payments once.
+        #[arg(long)]
+        once: bool,
+        /// With --once: give up after this many seconds.
+        #[arg(long, default_value_t = 30.0, requires = "once", value_parser = parse_timeout)]
+        timeout: f64,
+        /// With --once: print the final report as one JSON object.
+        #[arg(long, requires = "once")]
+        json: bool,
+    },
+}
+
+/// A timeout: 0.1 s to one day.
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds from 0.1 to 86400"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(command) = cli.command else {
         eprintln!(
-            "Usage: mvbc-wallet [--data-dir DIR] [--config FILE] [-s KEY=VALUE]... (new-address <address name> | list-addresses [--json])"
+            "Usage: mvbc-wallet [--data-dir DIR] [--config FILE] [-s KEY=VALUE]... (new-address <address name> | list-addresses [--json] | send <from address> <amount> <to address> | sync [--once [--timeout SECONDS] [--json]])"
         );
         eprintln!("Run `mvbc-wallet --help` for details.");
         return ExitCode::from(2);
@@ -58,6 +98,22 @@ fn main() -> ExitCode {
         .and_then(|config| match command {
             Command::NewAddress { name } => new_address(&cli.args.data_dir, &config, &name),
             Command::ListAddresses { json } => list_addresses(&cli.args.data_dir, &config, json),
+            Command::Send { from, amount, to } => {
+                send(&cli.args.data_dir, &config, &from, &amount, &to)
+            }
+            Command::Sync {
+                once,
+                timeout,
+                json,
+            } => sync::sync(
+                &cli.args.data_dir,
+                &config,
+                &sync::SyncOptions {
+                    once,
+                    timeout: Duration::from_secs_f64(timeout),
+                    json,
+                },
+            ),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,18 +158,19 @@ fn signed_amount(net_units: i128, plus: bool) -> String {
 
 fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
     let ledger = load_ledger(dir, config)?;
+    let pending = unconfirmed(dir, &ledger)?;
     let mut rows = Vec::new();
-    for name in keyfile::list_key_names(dir)? {
-        let path = keyfile::key_path(dir, &name);
-        let key = keyfile::load_key(&path).with_context(|| format!("reading key {name:?}"))?;
-        // Pending payments arrive with `send` (the network issue): nothing is pending yet.
-        let pending_units = 0;
-        rows.push((
-            name,
-            key.address(),
-            ledger.balance(&key.address()),
-            pending_units,
-        ));
+    for (name, key) in local_keys(dir)? {
+        let address = key.address();
+        let net: i128 = pending
+            .iter()
+            .map(|p| {
+                let units = i128::from(p.amount.units());
+                (if p.to == address { units } else { 0 })
+                    - (if p.from == address { units } else { 0 })
+            })
+            .sum();
+        rows.push((name, address, ledger.balance(&address), net));
     }
     if json {
         let items: Vec<Row> = rows
@@ -148,18 +205,97 @@ fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The confirmed ledger of the wallet's own chain copy.
+/// The confirmed ledger of the wallet's chain copy, read without taking it from a running
+/// `sync`.
 fn load_ledger(dir: &Path, config: &Config) -> Result<Ledger> {
     let path = dir.join(WALLET_CHAIN_FILE);
-    if !path.exists() {
-        return Ok(Ledger::default());
-    }
-    let loaded = load_chain(&path, config.consensus(), unix_now())?;
-    if let Some(r) = &loaded.recovery {
-        eprintln!("warning: recovered {}: {r}", path.display());
-    }
-    for e in &loaded.refused {
+    let (chain, refused) = read_only_chain(&path, config.consensus(), unix_now())?;
+    for e in &refused {
         eprintln!("warning: {}: skipped a stored block: {e}", path.display());
     }
-    Ok(loaded.chain.ledger().clone())
+    Ok(chain.ledger().clone())
+}
+
+/// Every local key, by name.
+fn local_keys(dir: &Path) -> Result<Vec<(String, KeyPair)>> {
+    keyfile::list_key_names(dir)?
+        .into_iter()
+        .map(|name| {
+            let key = keyfile::load_key(&keyfile::key_path(dir, &name))
+                .with_context(|| format!("reading key {name:?}"))?;
+            Ok((name, key))
+        })
+        .collect()
+}
+
+/// This wallet's payments that `ledger` does not hold yet.
+fn unconfirmed(dir: &Path, ledger: &Ledger) -> Result<Vec<Payment>> {
+    let mut payments = Pending::read(dir)?;
+    payments.retain(|p| !ledger.is_confirmed(&p.id()));
+    Ok(payments)
+}
+
+/// `send`: checks, signs, stores as pending (atomically, under the wallet lock), broadcasts.
+fn send(dir: &Path, config: &Config, from: &str, amount: &str, to: &str) -> Result<()> {
+    let amount: Amount = amount
+        .parse()
+        .with_context(|| format!("bad amount `{amount}`"))?;
+    if amount.is_zero() {
+        bail!("the amount must be more than zero");
+    }
+    let keys = local_keys(dir)?;
+    let (from_name, key) = keys
+        .iter()
+        .find(|(name, key)| name == from || key.address().to_string() == from)
+        .with_context(|| {
+            format!(
+                "`{from}` is not a local address (see `mvbc-wallet list-addresses`); \
+                 only a key in {} can pay",
+                dir.display()
+            )
+        })?;
+    let to_address = match to.parse::<Address>() {
+        Ok(a) => a,
+        Err(parse) => match keys.iter().find(|(name, _)| name == to) {
+            Some((_, k)) => k.address(),
+            None => bail!("`{to}` is not an address ({parse}) nor a local key name"),
+        },
+    };
+    let ledger = load_ledger(dir, config)?;
+    let mut pending = Pending::open(dir)?;
+    pending.payments.retain(|p| !ledger.is_confirmed(&p.id()));
+    if pending.payments.len() >= MAX_PENDING {
+        bail!(
+            "{MAX_PENDING} payments are already pending; run `mvbc-wallet sync` to confirm some first"
+        );
+    }
+    let from_address = key.address();
+    let balance = ledger.balance(&from_address);
+    let spent = pending
+        .payments
+        .iter()
+        .filter(|p| p.from == from_address)
+        .try_fold(Amount::ZERO, |sum, p| sum.checked_add(p.amount))
+        .context("pending payments overflow")?;
+    let available = balance.checked_sub(spent).unwrap_or(Amount::ZERO);
+    if amount > available {
+        bail!(
+            "{from_name} has {available} available (balance {balance}, pending payments {spent}); \
+             cannot send {amount}"
+        );
+    }
+    let payment = Payment::new_signed(key, to_address, amount, unix_now());
+    let id = payment.id();
+    pending.payments.push(payment.clone());
+    pending.save()?;
+    drop(pending);
+    let out = Broadcaster::new(config.broadcast_address, config.transaction_port)?;
+    out.send(&Datagram::Payment(payment))
+        .with_context(|| format!("broadcasting to {}", out.target()))?;
+    println!("Payment {id}: {amount} from {from_name} to {to_address}");
+    println!(
+        "Pending until a block holds it; broadcast to {}. `mvbc-wallet sync` re-broadcasts it.",
+        out.target()
+    );
+    Ok(())
 }

@@ -1,0 +1,759 @@
+//! The mining node: threads for the network and the engine, joined by one channel of events
+//! into a single loop that owns the chain, the store and the pool.
+//!
+//! ```text
+//! tx listener ─────┐                         ┌──> status broadcaster (UDP)
+//! status listener ─┤                         ├──> mining thread (engine)
+//! mining thread ───┼──> events ──> node loop ┼──> downloader (TCP client)
+//! downloader ──────┤                         └──  block server reads the chain (TCP)
+//! Ctrl-C/SIGTERM ──┘
+//! ```
+//!
+//! Only the node loop writes the chain, so every change is appended to the store and reflected
+//! in the pool in one place, in order.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender, bounded, select, tick, unbounded};
+use mvbc_miner::engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
+use mvbc_miner::work::WorkUnit;
+use mvbc_protocol::block::merkle_root;
+use mvbc_protocol::chain::ChainUpdate;
+use mvbc_protocol::header::HEADER_VERSION;
+use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
+use mvbc_protocol::store::BlockStore;
+use mvbc_protocol::wire::{Datagram, Status};
+use mvbc_protocol::{
+    Address, Block, BlockHeader, Chain, Config, Hash256, Payment, Pool, Reward, Transaction,
+    unix_now,
+};
+
+/// Pending events a listener may queue before it drops datagrams (a flood must not grow memory).
+const EVENT_QUEUE: usize = 10_000;
+/// How often the node prints its periodic status line.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a peer whose download failed is passed over.
+const PEER_BACKOFF: Duration = Duration::from_secs(30);
+/// At start, how long the node listens for peers before it mines (at most one status
+/// interval): a node joining a network downloads its chain instead of forking it at block 1.
+const STARTUP_LISTEN: Duration = Duration::from_secs(1);
+
+/// Everything the node needs to start.
+pub struct NodeSetup {
+    /// The configuration.
+    pub config: Config,
+    /// The chain loaded from the store.
+    pub chain: Chain,
+    /// The open store, where every accepted block is appended.
+    pub store: BlockStore,
+    /// Where rewards go.
+    pub reward_to: Address,
+    /// The engine to mine with.
+    pub engine: Box<dyn MiningEngine>,
+}
+
+enum Event {
+    Payment(Box<Payment>, SocketAddr),
+    Status(Status, SocketAddr),
+    StatusRequest,
+    Mined {
+        block: Box<Block>,
+        took: Duration,
+    },
+    MiningFailed(String),
+    Downloaded {
+        peer: SocketAddr,
+        blocks: Vec<Block>,
+        ack: Sender<Result<(), String>>,
+    },
+    DownloadDone {
+        node_id: u64,
+        peer: SocketAddr,
+        result: Result<u64, String>,
+    },
+    Shutdown,
+}
+
+struct Job {
+    block: Block,
+    control: Arc<SearchControl>,
+}
+
+struct SyncJob {
+    node_id: u64,
+    peer: SocketAddr,
+    announced_height: u64,
+}
+
+/// A miner heard on the status port.
+struct Peer {
+    block_server: SocketAddr,
+    status: Status,
+    last_seen: Instant,
+    backoff_until: Option<Instant>,
+}
+
+/// Runs the node until Ctrl-C or SIGTERM.
+pub fn run(setup: NodeSetup) -> Result<()> {
+    let NodeSetup {
+        config,
+        chain,
+        store,
+        reward_to,
+        engine,
+    } = setup;
+    let node_id = rand_node_id();
+    let chain = Arc::new(RwLock::new(chain));
+    let (events, inbox) = bounded::<Event>(EVENT_QUEUE);
+
+    let tx_socket = net::udp_listener(config.transaction_port).with_context(|| {
+        format!(
+            "listening for payments on UDP port {}",
+            config.transaction_port
+        )
+    })?;
+    let status_socket = net::udp_listener(config.status_broadcast_port).with_context(|| {
+        format!(
+            "listening for status on UDP port {}",
+            config.status_broadcast_port
+        )
+    })?;
+    let server = BlockServer::start(config.block_server_port, chain.clone()).with_context(|| {
+        format!(
+            "starting the block server on TCP port {} (another miner on this host? \
+             set -s block_server_port=0 to take any free port; it is announced in status broadcasts)",
+            config.block_server_port
+        )
+    })?;
+    let broadcaster = Broadcaster::new(config.broadcast_address, config.status_broadcast_port)
+        .context("opening the status broadcast socket")?;
+    let ask = Broadcaster::new(config.broadcast_address, config.status_broadcast_port)
+        .context("opening the status broadcast socket")?;
+    println!(
+        "Listening: payments on UDP {}, status on UDP {}, blocks on TCP {}; broadcasting to {}",
+        config.transaction_port,
+        config.status_broadcast_port,
+        server.port(),
+        broadcaster.target()
+    );
+
+    spawn("tx-listener", {
+        let events = events.clone();
+        move || listen(tx_socket, events, node_id, "payment port")
+    })?;
+    spawn("status-listener", {
+        let events = events.clone();
+        move || listen(status_socket, events, node_id, "status port")
+    })?;
+    let (announce, announcements) = unbounded::<Status>();
+    let interval = Duration::from_secs_f64(config.status_broadcast_interval_seconds);
+    spawn("status-broadcaster", move || {
+        broadcast_status(broadcaster, announcements, interval)
+    })?;
+    let (jobs, job_inbox) = unbounded::<Job>();
+    let hashes_done = Arc::new(AtomicU64::new(0));
+    spawn("miner", {
+        let events = events.clone();
+        let hashes_done = hashes_done.clone();
+        move || mine(engine, job_inbox, events, hashes_done)
+    })?;
+    let (sync_jobs, sync_inbox) = unbounded::<SyncJob>();
+    spawn("downloader", {
+        let (events, chain) = (events.clone(), chain.clone());
+        move || download(sync_inbox, events, chain)
+    })?;
+    let shutdown = events.clone();
+    ctrlc::set_handler(move || {
+        let _ = shutdown.send(Event::Shutdown);
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let mut node = Node {
+        node_id,
+        block_server_port: server.port(),
+        chain,
+        store,
+        pool: Pool::default(),
+        reward_to,
+        config,
+        peers: HashMap::new(),
+        syncing: None,
+        better_heard_at: None,
+        listening: true,
+        job: None,
+        jobs,
+        sync_jobs,
+        announce,
+        hashes_done,
+    };
+    node.announce();
+    if let Err(e) = ask.send(&Datagram::StatusRequest) {
+        tracing::warn!("asking peers for their status failed: {e}");
+    }
+    let listen = STARTUP_LISTEN.min(interval);
+    node.event_loop(inbox, crossbeam_channel::after(listen));
+    drop(server);
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("starting the {name} thread"))?;
+    Ok(())
+}
+
+fn rand_node_id() -> u64 {
+    // Process id and clock: distinct enough to tell nodes on one LAN apart, no RNG needed.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 40) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+/// Receives datagrams and forwards the ones that decode; a full queue drops them.
+fn listen(socket: std::net::UdpSocket, events: Sender<Event>, own_id: u64, port: &str) {
+    loop {
+        let Some((from, datagram)) = net::recv_datagram(&socket) else {
+            continue;
+        };
+        let event = match datagram {
+            Ok(Datagram::Payment(p)) => Event::Payment(Box::new(p), from),
+            Ok(Datagram::Status(s)) if s.node_id == own_id => continue,
+            Ok(Datagram::Status(s)) => Event::Status(s, from),
+            Ok(Datagram::StatusRequest) => Event::StatusRequest,
+            Err(e) => {
+                net::note_dropped(from, port, &e);
+                continue;
+            }
+        };
+        if events.try_send(event).is_err() {
+            tracing::debug!(%from, "event queue full: dropped a datagram");
+        }
+    }
+}
+
+/// Broadcasts the latest status when it changes and every `interval` otherwise.
+fn broadcast_status(broadcaster: Broadcaster, updates: Receiver<Status>, interval: Duration) {
+    let mut latest: Option<Status> = None;
+    let timer = tick(interval);
+    loop {
+        select! {
+            recv(updates) -> s => match s {
+                Ok(s) => latest = Some(s),
+                Err(_) => return,
+            },
+            recv(timer) -> _ => {}
+        }
+        if let Some(s) = &latest
+            && let Err(e) = broadcaster.send(&Datagram::Status(*s))
+        {
+            tracing::warn!("status broadcast to {} failed: {e}", broadcaster.target());
+        }
+    }
+}
+
+/// The mining thread: takes the newest job, searches until found or stopped.
+fn mine(
+    mut engine: Box<dyn MiningEngine>,
+    jobs: Receiver<Job>,
+    events: Sender<Event>,
+    hashes_done: Arc<AtomicU64>,
+) {
+    while let Ok(mut job) = jobs.recv() {
+        // Jobs queued while the last search ran are stale but for the newest.
+        while let Ok(newer) = jobs.try_recv() {
+            job = newer;
+        }
+        if job.control.is_stopped() {
+            continue;
+        }
+        let started = Instant::now();
+        let work = WorkUnit::new(&job.block.header);
+        let result = search_verified(engine.as_mut(), &work, NonceRange::all(), &job.control);
+        hashes_done.fetch_add(job.control.hashes(), Ordering::Relaxed);
+        let event = match result {
+            Ok(Search::Found(nonce)) => {
+                let mut block = job.block;
+                block.header.nonce = nonce;
+                Event::Mined {
+                    block: Box::new(block),
+                    took: started.elapsed(),
+                }
+            }
+            Ok(Search::Aborted) => continue,
+            Ok(Search::Exhausted) => {
+                Event::MiningFailed("every nonce tried without a solution".into())
+            }
+            Err(e) => Event::MiningFailed(e.to_string()),
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+/// The downloader thread: syncs from one peer at a time, handing batches to the node loop and
+/// waiting for its verdict before asking for more.
+fn download(jobs: Receiver<SyncJob>, events: Sender<Event>, chain: Arc<RwLock<Chain>>) {
+    while let Ok(job) = jobs.recv() {
+        let locator = read_chain(&chain).locator();
+        // A little over what the peer announced: it may mine more while we download.
+        let limit = job.announced_height.saturating_add(64);
+        let result = BlockClient::connect(job.peer).and_then(|mut client| {
+            client.download(&locator, limit, |blocks, _| {
+                let (ack, verdict) = bounded(1);
+                events
+                    .send(Event::Downloaded {
+                        peer: job.peer,
+                        blocks,
+                        ack,
+                    })
+                    .map_err(|_| "node stopped".to_string())?;
+                verdict
+                    .recv()
+                    .unwrap_or_else(|_| Err("node stopped".into()))
+            })
+        });
+        let done = Event::DownloadDone {
+            node_id: job.node_id,
+            peer: job.peer,
+            result: result.map_err(|e| e.to_string()),
+        };
+        if events.send(done).is_err() {
+            return;
+        }
+    }
+}
+
+struct Node {
+    node_id: u64,
+    block_server_port: u16,
+    chain: Arc<RwLock<Chain>>,
+    store: BlockStore,
+    pool: Pool,
+    reward_to: Address,
+    config: Config,
+    peers: HashMap<u64, Peer>,
+    /// The peer being downloaded from.
+    syncing: Option<u64>,
+    /// When we first heard of a chain with more work than ours (cleared once we have it).
+    better_heard_at: Option<Instant>,
+    /// Still listening for peers after start: not mining yet.
+    listening: bool,
+    /// The search running now, and the tip it builds on.
+    job: Option<(Hash256, Arc<SearchControl>)>,
+    jobs: Sender<Job>,
+    sync_jobs: Sender<SyncJob>,
+    announce: Sender<Status>,
+    hashes_done: Arc<AtomicU64>,
+}
+
+/// Blocks that left the best chain (highest first) and joined it (lowest first).
+#[derive(Default)]
+struct TipMove {
+    disconnected: Vec<Arc<Block>>,
+    connected: Vec<Arc<Block>>,
+}
+
+/// Where a change of tip came from.
+enum Source {
+    Mined(Duration),
+    Peer(SocketAddr),
+}
+
+impl Node {
+    /// Handles events until shutdown. Mining starts once `listened` fires (or a first download
+    /// ends), so a new node hears its peers before it builds on its own chain.
+    fn event_loop(&mut self, inbox: Receiver<Event>, listened: Receiver<Instant>) {
+        let report = tick(REPORT_INTERVAL);
+        let mut last_report = (Instant::now(), self.hashes());
+        loop {
+            let event = select! {
+                recv(inbox) -> e => match e {
+                    Ok(e) => e,
+                    Err(_) => return,
+                },
+                recv(listened) -> _ => {
+                    self.listening = false;
+                    self.maybe_mine();
+                    continue;
+                }
+                recv(report) -> _ => {
+                    last_report = self.report(last_report);
+                    continue;
+                }
+            };
+            match event {
+                Event::Payment(p, from) => self.on_payment(*p, from),
+                Event::Status(s, from) => self.on_status(s, from),
+                Event::StatusRequest => self.announce(),
+                Event::Mined { block, took } => self.on_mined(*block, took),
+                Event::MiningFailed(e) => {
+                    tracing::error!("mining failed: {e}");
+                    println!("Mining failed: {e}");
+                    self.job = None;
+                }
+                Event::Downloaded { peer, blocks, ack } => {
+                    let verdict = self.on_downloaded(peer, blocks);
+                    let _ = ack.send(verdict);
+                }
+                Event::DownloadDone {
+                    node_id,
+                    peer,
+                    result,
+                } => self.on_download_done(node_id, peer, result),
+                Event::Shutdown => {
+                    self.stop_mining();
+                    let chain = read_chain(&self.chain);
+                    println!(
+                        "Shutting down: height {}, tip {}, chain stored in {}",
+                        chain.height(),
+                        chain.tip_hash(),
+                        self.store.path().display()
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn write_chain(&self) -> std::sync::RwLockWriteGuard<'_, Chain> {
+        self.chain.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn status(&self) -> Status {
+        let chain = read_chain(&self.chain);
+        Status {
+            node_id: self.node_id,
+            height: chain.height(),
+            tip: chain.tip_hash(),
+            chain_work: chain.chain_work(),
+            block_server_port: self.block_server_port,
+        }
+    }
+
+    fn announce(&self) {
+        let _ = self.announce.send(self.status());
+    }
+
+    fn hashes(&self) -> u64 {
+        let running = self.job.as_ref().map_or(0, |(_, c)| c.hashes());
+        self.hashes_done.load(Ordering::Relaxed) + running
+    }
+
+    /// The periodic line: height, tip, hash rate since the last line, pool, peers.
+    fn report(&mut self, (since, hashes_then): (Instant, u64)) -> (Instant, u64) {
+        let now = Instant::now();
+        let hashes = self.hashes();
+        let rate = hashes.saturating_sub(hashes_then) as f64 / (now - since).as_secs_f64();
+        let horizon = Duration::from_secs_f64(3.0 * self.config.status_broadcast_interval_seconds)
+            + Duration::from_secs(1);
+        self.peers.retain(|_, p| now - p.last_seen < horizon);
+        let (height, tip) = {
+            let chain = read_chain(&self.chain);
+            (chain.height(), chain.tip_hash())
+        };
+        let state = match &self.job {
+            Some(_) => mvbc_miner::bench::format_rate(rate),
+            None => "idle, waiting for payments".into(),
+        };
+        println!(
+            "Status: height {height}, tip {tip}, {state}, {} pending, {} peers",
+            self.pool.len(),
+            self.peers.len()
+        );
+        (now, hashes)
+    }
+
+    fn on_payment(&mut self, payment: Payment, from: SocketAddr) {
+        let result = {
+            let chain = read_chain(&self.chain);
+            self.pool.add(payment.clone(), chain.ledger())
+        };
+        match result {
+            Ok(id) => {
+                println!(
+                    "Payment pooled: {id}, {} from {} to {} ({} pending)",
+                    payment.amount,
+                    payment.from,
+                    payment.to,
+                    self.pool.len()
+                );
+                self.maybe_mine();
+            }
+            Err(mvbc_protocol::pool::PoolError::Duplicate(_)) => {}
+            Err(e) => tracing::info!(%from, "refused a payment: {e}"),
+        }
+    }
+
+    fn on_status(&mut self, status: Status, from: SocketAddr) {
+        let block_server = SocketAddr::new(from.ip(), status.block_server_port);
+        let now = Instant::now();
+        let peer = self.peers.entry(status.node_id).or_insert(Peer {
+            block_server,
+            status,
+            last_seen: now,
+            backoff_until: None,
+        });
+        peer.block_server = block_server;
+        peer.status = status;
+        peer.last_seen = now;
+        let ours = read_chain(&self.chain).chain_work();
+        if status.chain_work > ours {
+            self.better_heard_at.get_or_insert(now);
+            self.maybe_sync();
+        }
+    }
+
+    /// Starts a download from the peer announcing the most work, if it has more than us and
+    /// no download runs.
+    fn maybe_sync(&mut self) {
+        if self.syncing.is_some() {
+            return;
+        }
+        let ours = read_chain(&self.chain).chain_work();
+        let now = Instant::now();
+        let best = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.status.chain_work > ours)
+            .filter(|(_, p)| p.backoff_until.is_none_or(|t| t <= now))
+            .max_by_key(|(_, p)| p.status.chain_work);
+        let Some((&node_id, peer)) = best else {
+            return;
+        };
+        tracing::info!(
+            peer = %peer.block_server,
+            height = peer.status.height,
+            "downloading a chain with more work"
+        );
+        let job = SyncJob {
+            node_id,
+            peer: peer.block_server,
+            announced_height: peer.status.height,
+        };
+        if self.sync_jobs.send(job).is_ok() {
+            self.syncing = Some(node_id);
+        }
+    }
+
+    fn on_download_done(&mut self, node_id: u64, peer: SocketAddr, result: Result<u64, String>) {
+        self.syncing = None;
+        if self.listening {
+            self.listening = false;
+            self.maybe_mine();
+        }
+        match result {
+            Ok(n) => tracing::debug!(%peer, "download done: {n} blocks"),
+            Err(e) => {
+                println!("Download from {peer} failed: {e}");
+                if let Some(p) = self.peers.get_mut(&node_id) {
+                    p.backoff_until = Some(Instant::now() + PEER_BACKOFF);
+                }
+            }
+        }
+        // Still behind someone (another announcer, or this one mined on): go again.
+        self.maybe_sync();
+    }
+
+    fn on_mined(&mut self, block: Block, took: Duration) {
+        if matches!(&self.job, Some((tip, _)) if *tip == block.header.prev_hash) {
+            self.job = None;
+        }
+        let hash = block.hash();
+        let height = block.header.height;
+        match self.accept(block) {
+            Ok(Some(update)) => self.on_tip_changed(update, Source::Mined(took)),
+            Ok(None) => println!("Block mined at height {height} ({hash}) but the chain moved on"),
+            Err(e) => tracing::error!("our own block {hash} was refused: {e}"),
+        }
+        self.maybe_mine();
+    }
+
+    /// Adds and stores one block. `Some` with what moved when the tip changed.
+    fn accept(&mut self, block: Block) -> Result<Option<TipMove>> {
+        let stored = block.clone();
+        let update = self.write_chain().add_block(block, unix_now())?;
+        if update == ChainUpdate::AlreadyKnown {
+            return Ok(None);
+        }
+        self.store.append(&stored)?;
+        Ok(match update {
+            ChainUpdate::TipChanged {
+                disconnected,
+                connected,
+            } => Some(TipMove {
+                disconnected,
+                connected,
+            }),
+            _ => None,
+        })
+    }
+
+    fn on_downloaded(&mut self, peer: SocketAddr, blocks: Vec<Block>) -> Result<(), String> {
+        let mut all = TipMove::default();
+        let mut outcome = Ok(());
+        for block in blocks {
+            match self.accept(block) {
+                Ok(Some(moved)) => {
+                    // Consecutive moves: a block connected earlier in this batch may leave again.
+                    for gone in moved.disconnected {
+                        match all.connected.iter().position(|b| b.hash() == gone.hash()) {
+                            Some(i) => {
+                                all.connected.remove(i);
+                            }
+                            None => all.disconnected.push(gone),
+                        }
+                    }
+                    all.connected.extend(moved.connected);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%peer, "refused a downloaded block: {e}");
+                    outcome = Err(format!("refused a block: {e}"));
+                    break;
+                }
+            }
+        }
+        if !all.connected.is_empty() {
+            self.on_tip_changed(all, Source::Peer(peer));
+            self.maybe_mine();
+        }
+        outcome
+    }
+
+    fn on_tip_changed(
+        &mut self,
+        TipMove {
+            disconnected,
+            connected,
+        }: TipMove,
+        source: Source,
+    ) {
+        let (height, tip, work) = {
+            let chain = read_chain(&self.chain);
+            let dropped = self.pool.reconcile(&disconnected, chain.ledger());
+            for id in dropped {
+                println!("Payment dropped: {id} is no longer affordable or is already confirmed");
+            }
+            (chain.height(), chain.tip_hash(), chain.chain_work())
+        };
+        if !disconnected.is_empty() {
+            let old_tip = disconnected.first().map_or(Hash256::ZERO, |b| b.hash());
+            println!(
+                "Reorg: depth {}, left {} at height {}, {} payments back in the pool",
+                disconnected.len(),
+                old_tip,
+                height + disconnected.len() as u64 - connected.len() as u64,
+                disconnected
+                    .iter()
+                    .map(|b| b.transactions.len() - 1)
+                    .sum::<usize>()
+            );
+        }
+        match source {
+            Source::Mined(took) => {
+                let block = connected.last().expect("a mined block connected");
+                println!(
+                    "Block mined: height {height}, hash {tip}, {} transactions, nonce {}, in {:.2} s",
+                    block.transactions.len(),
+                    block.header.nonce,
+                    took.as_secs_f64()
+                );
+            }
+            Source::Peer(peer) => {
+                let first = connected.first().map_or(height, |b| b.header.height);
+                let blocks = if first == height {
+                    format!("height {height}")
+                } else {
+                    format!("heights {first}..={height}")
+                };
+                let since = self
+                    .better_heard_at
+                    .map(|t| format!(", {} ms after it was announced", t.elapsed().as_millis()))
+                    .unwrap_or_default();
+                println!("Block adopted: {blocks}, tip {tip}, from {peer}{since}");
+            }
+        }
+        let best_heard = self
+            .peers
+            .values()
+            .map(|p| p.status.chain_work)
+            .max()
+            .unwrap_or(0);
+        if work >= best_heard {
+            self.better_heard_at = None;
+        }
+        self.announce();
+    }
+
+    fn stop_mining(&mut self) {
+        if let Some((_, control)) = self.job.take() {
+            control.stop();
+        }
+    }
+
+    /// Mines on the tip when the pool has enough payments for the next block; stops a search
+    /// on an old tip.
+    fn maybe_mine(&mut self) {
+        if self.listening {
+            return;
+        }
+        let chain = read_chain(&self.chain);
+        let tip = chain.tip_hash();
+        if matches!(&self.job, Some((t, _)) if *t == tip) {
+            return;
+        }
+        if let Some((_, control)) = self.job.take() {
+            control.stop();
+        }
+        let height = chain.height() + 1;
+        let needed = chain.params().required_txs(height) - 1;
+        if self.pool.len() < needed {
+            return;
+        }
+        let mut transactions = vec![Transaction::Reward(Reward {
+            to: self.reward_to,
+            amount: self.config.block_reward,
+            height,
+        })];
+        transactions.extend(
+            self.pool
+                .select(needed)
+                .into_iter()
+                .map(Transaction::Payment),
+        );
+        let ids: Vec<Hash256> = transactions.iter().map(Transaction::id).collect();
+        let header = BlockHeader {
+            version: HEADER_VERSION,
+            prev_hash: tip,
+            merkle_root: merkle_root(&ids),
+            timestamp: unix_now(),
+            height,
+            difficulty: self.config.difficulty,
+            nonce: 0,
+        };
+        let control = Arc::new(SearchControl::new());
+        let job = Job {
+            block: Block {
+                header,
+                transactions,
+            },
+            control: control.clone(),
+        };
+        drop(chain);
+        if self.jobs.send(job).is_ok() {
+            tracing::debug!(height, "mining");
+            self.job = Some((tip, control));
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `mvbc-wallet sync`: follow the miners' best chain and re-broadcast pending payments.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mvbc_protocol::chain::ChainUpdate;
+use mvbc_protocol::net::{self, BlockClient, Broadcaster};
+use mvbc_protocol::store::{BlockStore, load_chain};
+use mvbc_protocol::wire::{Datagram, Status};
+use mvbc_protocol::{Chain, Config, unix_now};
+
+use crate::WALLET_CHAIN_FILE;
+use crate::pending::Pending;
+
+/// After the first miner answers, how long `--once` listens for others before it settles.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How often `--once` asks again while no miner has answered.
+const ASK_AGAIN: Duration = Duration::from_secs(1);
+/// How long a miner whose download failed is passed over.
+const PEER_BACKOFF: Duration = Duration::from_secs(2);
+/// Downloads this long or longer get a progress line on a terminal.
+const PROGRESS_FROM_BLOCKS: u64 = 50;
+
+/// How `sync` runs.
+pub struct SyncOptions {
+    /// Stop once synced to the best chain heard.
+    pub once: bool,
+    /// How long `--once` may take.
+    pub timeout: Duration,
+    /// Print the final report as JSON.
+    pub json: bool,
+}
+
+struct Peer {
+    block_server: SocketAddr,
+    status: Status,
+    backoff_until: Option<Instant>,
+}
+
+struct Syncer<'a> {
+    chain: Chain,
+    store: BlockStore,
+    dir: &'a Path,
+    peers: HashMap<u64, Peer>,
+    tx_out: Broadcaster,
+    quiet: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    height: u64,
+    tip: String,
+    pending: Vec<String>,
+}
+
+/// Runs `sync`. Returns once synced (`--once`) or on Ctrl-C.
+pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
+    let path = dir.join(WALLET_CHAIN_FILE);
+    // The store's lock makes this the only sync on this directory.
+    let loaded = load_chain(&path, config.consensus(), unix_now())?;
+    if let Some(r) = &loaded.recovery {
+        eprintln!("warning: recovered {}: {r}", path.display());
+    }
+    let socket = net::udp_listener(config.status_broadcast_port).with_context(|| {
+        format!(
+            "listening for miners on UDP port {}",
+            config.status_broadcast_port
+        )
+    })?;
+    let ask = Broadcaster::new(config.broadcast_address, config.status_broadcast_port)?;
+    let tx_out = Broadcaster::new(config.broadcast_address, config.transaction_port)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+
+    let mut s = Syncer {
+        chain: loaded.chain,
+        store: loaded.store,
+        dir,
+        peers: HashMap::new(),
+        tx_out,
+        quiet: options.json,
+    };
+    s.say(format!(
+        "Syncing from height {}: listening for miners on UDP {}",
+        s.chain.height(),
+        config.status_broadcast_port
+    ));
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(config.transaction_broadcast_interval_seconds);
+    let mut next_ask = started;
+    let mut next_rebroadcast = started;
+    let mut first_heard: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = Instant::now();
+        if options.once {
+            if first_heard.is_some_and(|t| now - t >= SETTLE) && !s.behind(now) {
+                break;
+            }
+            if now - started >= options.timeout {
+                if first_heard.is_none() {
+                    bail!(
+                        "no miner heard within {:.0} s on UDP port {} (is a miner running with the \
+                         same status_broadcast_port and broadcast_address {}?)",
+                        options.timeout.as_secs_f64(),
+                        config.status_broadcast_port,
+                        config.broadcast_address
+                    );
+                }
+                bail!(
+                    "could not download the best chain within {:.0} s; stopped at height {}",
+                    options.timeout.as_secs_f64(),
+                    s.chain.height()
+                );
+            }
+        } else if now >= next_rebroadcast {
+            s.rebroadcast()?;
+            next_rebroadcast = now + interval;
+        }
+        if first_heard.is_none() && now >= next_ask {
+            ask.send(&Datagram::StatusRequest)?;
+            next_ask = now + ASK_AGAIN;
+        }
+        if let Some((from, datagram)) = net::recv_datagram(&socket) {
+            match datagram {
+                Ok(Datagram::Status(status)) => {
+                    first_heard.get_or_insert_with(Instant::now);
+                    s.heard(status, from);
+                }
+                Ok(_) => {}
+                Err(e) => net::note_dropped(from, "status port", &e),
+            }
+        }
+        s.catch_up()?;
+    }
+    let pending = s.rebroadcast()?;
+    let report = Report {
+        height: s.chain.height(),
+        tip: s.chain.tip_hash().to_string(),
+        pending,
+    };
+    if options.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "Synced: height {}, tip {}, {} payments pending",
+            report.height,
+            report.tip,
+            report.pending.len()
+        );
+    }
+    Ok(())
+}
+
+impl Syncer<'_> {
+    fn say(&self, line: String) {
+        if !self.quiet {
+            println!("{line}");
+        }
+    }
+
+    fn heard(&mut self, status: Status, from: SocketAddr) {
+        let block_server = SocketAddr::new(from.ip(), status.block_server_port);
+        let peer = self.peers.entry(status.node_id).or_insert(Peer {
+            block_server,
+            status,
+            backoff_until: None,
+        });
+        peer.block_server = block_server;
+        peer.status = status;
+    }
+
+    /// The miner with the most work, if it has more than us and is not being passed over.
+    fn best_ahead(&self, now: Instant) -> Option<(u64, SocketAddr, u64)> {
+        let ours = self.chain.chain_work();
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.status.chain_work > ours)
+            .filter(|(_, p)| p.backoff_until.is_none_or(|t| t <= now))
+            .max_by_key(|(_, p)| p.status.chain_work)
+            .map(|(&id, p)| (id, p.block_server, p.status.height))
+    }
+
+    /// Whether some miner announced more work than our chain has.
+    fn behind(&self, _now: Instant) -> bool {
+        let ours = self.chain.chain_work();
+        self.peers.values().any(|p| p.status.chain_work > ours)
+    }
+
+    /// Downloads from the best miner ahead of us, if any; a failure passes it over a while.
+    fn catch_up(&mut self) -> Result<()> {
+        let Some((id, peer, height)) = self.best_ahead(Instant::now()) else {
+            return Ok(());
+        };
+        let start = self.chain.height();
+        let tip = self.chain.tip_hash();
+        let progress = std::io::stderr().is_terminal()
+            && !self.quiet
+            && height.saturating_sub(start) >= PROGRESS_FROM_BLOCKS;
+        let locator = self.chain.locator();
+        let (chain, store) = (&mut self.chain, &mut self.store);
+        let mut reorged = 0;
+        let result = BlockClient::connect(peer).and_then(|mut client| {
+            client.download(&locator, height.saturating_add(64), |blocks, tip_height| {
+                for block in blocks {
+                    let copy = block.clone();
+                    match chain.add_block(block, unix_now()) {
+                        Ok(ChainUpdate::AlreadyKnown) => continue,
+                        Ok(ChainUpdate::TipChanged { disconnected, .. }) => {
+                            reorged += disconnected.len()
+                        }
+                        Ok(ChainUpdate::SideBranch) => {}
+                        Err(e) => return Err(format!("refused a block: {e}")),
+                    }
+                    store.append(&copy).map_err(|e| e.to_string())?;
+                }
+                if progress {
+                    eprint!(
+                        "\r\x1b[KDownloading blocks: {}/{tip_height}",
+                        chain.height()
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+                Ok(())
+            })
+        });
+        if progress {
+            eprint!("\r\x1b[K");
+        }
+        if let Err(e) = result {
+            self.say(format!("Download from {peer} failed: {e}"));
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.backoff_until = Some(Instant::now() + PEER_BACKOFF);
+            }
+        }
+        if self.chain.tip_hash() != tip {
+            let reorg = if reorged > 0 {
+                format!(" (reorg: {reorged} blocks left the chain)")
+            } else {
+                String::new()
+            };
+            self.say(format!(
+                "Synced to height {}, tip {} from {peer}{reorg}",
+                self.chain.height(),
+                self.chain.tip_hash()
+            ));
+            let mut pending = Pending::open(self.dir)?;
+            for id in pending.drop_confirmed(self.chain.ledger())? {
+                self.say(format!("Payment confirmed: {id}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops confirmed payments and broadcasts the rest; returns their ids.
+    fn rebroadcast(&mut self) -> Result<Vec<String>> {
+        let mut pending = Pending::open(self.dir)?;
+        for id in pending.drop_confirmed(self.chain.ledger())? {
+            self.say(format!("Payment confirmed: {id}"));
+        }
+        for p in &pending.payments {
+            self.tx_out.send(&Datagram::Payment(p.clone()))?;
+        }
+        if !pending.payments.is_empty() {
+            self.say(format!(
+                "Broadcast {} pending payments to {}",
+                pending.payments.len(),
+                self.tx_out.target()
+            ));
+        }
+        Ok(pending
+            .payments
+            .iter()
+            .map(|p| p.id().to_string())
+            .collect())
+    }
+}

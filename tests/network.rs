@@ -1,0 +1,288 @@
+//! The network end to end: real `mvbc-miner` and `mvbc-wallet` processes on loopback, each test
+//! on its own UDP ports, at a low difficulty.
+
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use procs::*;
+use tempfile::tempdir;
+
+/// Sends `amount` from `from` to `to` with the wallet in `dir`, and returns the payment id.
+fn send(dir: &Path, net: &Net, from: &str, amount: &str, to: &str) -> String {
+    let out = wallet_ok(dir, net, &["send", from, amount, to]);
+    out.split_whitespace()
+        .nth(1)
+        .map(|id| id.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("no payment id in {out:?}"))
+}
+
+/// Waits until every miner has the same tip. Two miners that find a block at the same moment
+/// each keep their own until the next block decides; `nudge` makes one (a payment).
+fn converge(miners: &mut [&mut Miner], mut nudge: impl FnMut()) -> (u64, String) {
+    let start = Instant::now();
+    let mut same_height_since: Option<Instant> = None;
+    loop {
+        let tips: Vec<_> = miners.iter().map(|m| m.tip()).collect();
+        if tips.iter().all(|t| *t == tips[0]) {
+            return (tips[0].0, tips[0].1.to_string());
+        }
+        if tips.iter().all(|t| t.0 == tips[0].0) {
+            let since = *same_height_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(2) {
+                nudge();
+                same_height_since = None;
+            }
+        } else {
+            same_height_since = None;
+        }
+        let logs: Vec<String> = miners.iter().map(|m| m.log()).collect();
+        assert!(
+            start.elapsed() < PATIENCE,
+            "miners never agreed: {tips:?}\n{}",
+            logs.join("\n")
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn one_miner_and_one_wallet_confirm_a_payment_with_balances_right() {
+    let net = Net::new();
+    let (m, w) = (tempdir().unwrap(), tempdir().unwrap());
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    let alice = new_address(w.path(), &net, "alice");
+    // The wallet in the miner's directory spends the miner's rewards, as in the original.
+    assert_eq!(sync_once(m.path(), &net).height, 1);
+    assert_eq!(balance(m.path(), &net, "mining_rewards"), "10.000000");
+
+    let id = send(m.path(), &net, "mining_rewards", "3", &alice);
+    let row = balances(m.path(), &net)
+        .into_iter()
+        .find(|r| r.name == "mining_rewards")
+        .unwrap();
+    assert_eq!(row.pending, "-3.000000");
+    // What is pending is spoken for: 7 left, not 10.
+    let over = wallet(m.path(), &net, &["send", "mining_rewards", "7.5", &alice]);
+    assert!(!over.status.success());
+    let err = String::from_utf8_lossy(&over.stderr);
+    assert!(err.contains("7.000000 available"), "{err}");
+
+    miner.wait_height(2);
+    let report = sync_until_confirmed(m.path(), &net);
+    assert_eq!(report.height, 2);
+    assert_eq!(balance(m.path(), &net, "mining_rewards"), "17.000000");
+    assert_eq!(sync_once(w.path(), &net).tip, report.tip);
+    assert_eq!(balance(w.path(), &net, "alice"), "3.000000");
+    assert_eq!(
+        miner
+            .lines(|l| l.starts_with(&format!("Payment pooled: {id}")))
+            .len(),
+        1,
+        "{}",
+        miner.log()
+    );
+    let (code, log) = miner.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("Shutting down: height 2"), "{log}");
+}
+
+#[test]
+fn two_miners_and_two_wallets_pay_both_ways_and_end_on_one_chain() {
+    // Blocks take a few milliseconds here, so the two miners race less often than at 12.
+    let net = Net::with_difficulty(18);
+    let (a, b, w) = (tempdir().unwrap(), tempdir().unwrap(), tempdir().unwrap());
+    let mut miner_a = Miner::start(a.path(), &net);
+    miner_a.wait_height(1);
+    let mut miner_b = Miner::start(b.path(), &net);
+    // B listens before it mines, so it adopts A's block 1 instead of forking at once.
+    miner_b.wait_height(1);
+    assert_eq!(miner_a.tip(), miner_b.tip());
+    let bob = new_address(w.path(), &net, "bob");
+    let a_rewards = wallet_ok(a.path(), &net, &["list-addresses", "--json"]);
+    let a_rewards: Vec<Row> = serde_json::from_str(a_rewards.trim()).unwrap();
+    let a_rewards = a_rewards[0].address.clone();
+
+    sync_once(a.path(), &net);
+    send(a.path(), &net, "mining_rewards", "4", &bob);
+    let mut nudges = 0;
+    let mut nudge = || {
+        // A payment to itself: one more block, no balance moves.
+        sync_once(a.path(), &net);
+        send(
+            a.path(),
+            &net,
+            "mining_rewards",
+            "0.000001",
+            "mining_rewards",
+        );
+        nudges += 1;
+    };
+    miner_a.wait_height(2);
+    converge(&mut [&mut miner_a, &mut miner_b], &mut nudge);
+    sync_until_confirmed(w.path(), &net);
+    assert_eq!(balance(w.path(), &net, "bob"), "4.000000");
+
+    send(w.path(), &net, "bob", "1.5", &a_rewards);
+    let (height, tip) = {
+        let want = miner_a.tip().0 + 1;
+        miner_b.wait_height(want);
+        converge(&mut [&mut miner_a, &mut miner_b], &mut nudge)
+    };
+    let report = sync_until_confirmed(w.path(), &net);
+    assert_eq!(balance(w.path(), &net, "bob"), "2.500000");
+
+    // Every coin is a reward: what the two miners hold is all the rest.
+    sync_until_confirmed(a.path(), &net);
+    sync_until_confirmed(b.path(), &net);
+    let units = |dir: &Path| -> u64 {
+        let text = balance(dir, &net, "mining_rewards");
+        let (whole, frac) = text.split_once('.').unwrap();
+        whole.parse::<u64>().unwrap() * 1_000_000 + frac.parse::<u64>().unwrap()
+    };
+    let (final_height, final_tip) = converge(&mut [&mut miner_a, &mut miner_b], || {});
+    assert!(final_height >= height);
+    if final_height == height {
+        assert_eq!(final_tip, tip);
+    }
+    assert!(report.height >= height);
+    assert_eq!(
+        units(a.path()) + units(b.path()) + 2_500_000,
+        final_height * 10_000_000,
+        "after {nudges} nudges"
+    );
+}
+
+#[test]
+fn a_fork_resolves_to_the_heavier_chain_and_the_losers_payments_are_mined_again() {
+    let net1 = Net::new();
+    let net2 = Net::new();
+    let (a, b) = (tempdir().unwrap(), tempdir().unwrap());
+    let (wa, wb) = (tempdir().unwrap(), tempdir().unwrap());
+    let alice = new_address(wa.path(), &net1, "alice");
+    let bob = new_address(wb.path(), &net1, "bob");
+
+    // One network: A mines, alice and bob get 3 coins each, B joins and downloads.
+    let mut miner_a = Miner::start(a.path(), &net1);
+    miner_a.wait_height(1);
+    sync_once(a.path(), &net1);
+    send(a.path(), &net1, "mining_rewards", "3", &alice);
+    send(a.path(), &net1, "mining_rewards", "3", &bob);
+    miner_a.wait_height(3);
+    let mut miner_b = Miner::start(b.path(), &net1);
+    miner_b.wait_height(3);
+    assert_eq!(miner_a.tip(), miner_b.tip());
+
+    // Cut: B leaves and comes back on its own network. Each side mines on its own.
+    let (code, log) = miner_b.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let mut miner_b = Miner::start(b.path(), &net2);
+    sync_once(wa.path(), &net1);
+    let lost = send(wa.path(), &net1, "alice", "1", &bob);
+    miner_a.wait_height(4);
+    assert!(sync_until_confirmed(wa.path(), &net1).pending.is_empty());
+
+    sync_once(wb.path(), &net2);
+    send(wb.path(), &net2, "bob", "1", &alice);
+    miner_b.wait_height(4);
+    sync_until_confirmed(wb.path(), &net2);
+    send(wb.path(), &net2, "bob", "0.5", &alice);
+    miner_b.wait_height(5);
+    sync_until_confirmed(wb.path(), &net2);
+    let (_, a_branch) = miner_a.tip();
+    assert_ne!(a_branch, miner_b.tip().1, "two branches");
+
+    // Heal: A joins B's network. B's branch has more work: A reorgs to it, and alice's payment,
+    // which only A's lost block held, goes back to A's pool and into a block on B's chain.
+    let (code, log) = miner_a.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let mut miner_a = Miner::start(a.path(), &net2);
+    miner_a.wait_for("the reorg", |l| l.starts_with("Reorg: depth 1"));
+    miner_a.wait_height(6);
+    miner_b.wait_height(6);
+    converge(&mut [&mut miner_a, &mut miner_b], || {});
+    let pooled_again = miner_a.lines(|l| l.starts_with(&format!("Payment pooled: {lost}")));
+    assert!(
+        pooled_again.is_empty(),
+        "it came back by the reorg, not the wallet"
+    );
+
+    let report = sync_until_confirmed(wa.path(), &net2);
+    assert!(report.height >= 6);
+    assert_eq!(balance(wa.path(), &net2, "alice"), "3.500000");
+    sync_until_confirmed(wb.path(), &net2);
+    assert_eq!(balance(wb.path(), &net2, "bob"), "2.500000");
+}
+
+#[test]
+fn a_wallet_that_joins_late_downloads_the_whole_chain() {
+    let net = Net::new();
+    let (m, late) = (tempdir().unwrap(), tempdir().unwrap());
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    sync_once(m.path(), &net);
+    // Five payments pending at once: each block holds one, so the chain grows to 6.
+    for _ in 0..5 {
+        send(m.path(), &net, "mining_rewards", "1", "mining_rewards");
+    }
+    let tip = miner.wait_height(6);
+    let report = sync_once(late.path(), &net);
+    assert_eq!((report.height, report.tip), (6, tip.to_string()));
+}
+
+#[test]
+fn a_payment_made_while_no_miner_runs_is_confirmed_once_one_starts() {
+    let net = Net::new();
+    let (m, w) = (tempdir().unwrap(), tempdir().unwrap());
+    let alice = new_address(w.path(), &net, "alice");
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    sync_once(m.path(), &net);
+    let (code, log) = miner.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    send(m.path(), &net, "mining_rewards", "2", &alice);
+    let alone = wallet(m.path(), &net, &["sync", "--once", "--timeout", "1.5"]);
+    assert!(!alone.status.success());
+    let err = String::from_utf8_lossy(&alone.stderr);
+    assert!(err.contains("no miner heard"), "{err}");
+
+    let mut miner = Miner::start(m.path(), &net);
+    let report = sync_until_confirmed(m.path(), &net);
+    assert_eq!(report.height, 2);
+    miner.wait_height(2);
+    sync_once(w.path(), &net);
+    assert_eq!(balance(w.path(), &net, "alice"), "2.000000");
+}
+
+#[test]
+fn a_miner_killed_with_sigkill_restarts_with_its_chain_intact() {
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    sync_once(m.path(), &net);
+    for _ in 0..3 {
+        send(m.path(), &net, "mining_rewards", "1", "mining_rewards");
+    }
+    let tip4 = miner.wait_height(4);
+    // One more payment, and the kill lands while it is pooled or mined.
+    send(m.path(), &net, "mining_rewards", "1", "mining_rewards");
+    miner.kill9();
+
+    let mut miner = Miner::start(m.path(), &net);
+    let loaded = miner.wait_for("the chain", |l| l.starts_with("Chain loaded:"));
+    let (height, tip) = miner.tip();
+    assert!(height >= 4, "{loaded}");
+    if height == 4 {
+        assert_eq!(tip, tip4);
+    }
+    // The wallet still holds the last payment if the kill lost it: it goes through now.
+    let report = sync_until_confirmed(m.path(), &net);
+    assert_eq!(report.height, 5);
+    assert_eq!(balance(m.path(), &net, "mining_rewards"), "50.000000");
+}

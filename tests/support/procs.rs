@@ -1,0 +1,346 @@
+//! Real `mvbc-miner` and `mvbc-wallet` processes on loopback for the network tests: free ports
+//! per test, a low difficulty, and a miner whose stdout can be waited on line by line.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mvbc_protocol::Hash256;
+use mvbc_protocol::net::BlockClient;
+use mvbc_protocol::wire::{Reply, Request};
+
+/// How long any one wait in these tests may take before it fails with the logs.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The miner binary Cargo built for this test.
+pub fn miner_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mvbc-miner"))
+}
+
+/// The wallet binary: Cargo builds every workspace binary into the same folder before any test
+/// of `cargo test --workspace` runs.
+pub fn wallet_bin() -> PathBuf {
+    let path = miner_bin().with_file_name(format!("mvbc-wallet{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// The UDP ports one test's network uses: its own, so tests run side by side.
+#[derive(Clone, Copy, Debug)]
+pub struct Net {
+    pub status_port: u16,
+    pub transaction_port: u16,
+    pub difficulty: u32,
+}
+
+impl Net {
+    /// Two free UDP ports and difficulty 12 (a block in about a millisecond).
+    pub fn new() -> Net {
+        Net::with_difficulty(12)
+    }
+
+    pub fn with_difficulty(difficulty: u32) -> Net {
+        let free = || {
+            UdpSocket::bind("0.0.0.0:0")
+                .and_then(|s| s.local_addr())
+                .expect("a free UDP port")
+                .port()
+        };
+        Net {
+            status_port: free(),
+            transaction_port: free(),
+            difficulty,
+        }
+    }
+
+    /// `-s` settings for this network: loopback broadcast, small keys, fast intervals, any
+    /// free block server port.
+    pub fn settings(&self) -> Vec<String> {
+        [
+            format!("difficulty={}", self.difficulty),
+            "key_size=1024".into(),
+            format!("status_broadcast_port={}", self.status_port),
+            format!("transaction_port={}", self.transaction_port),
+            "block_server_port=0".into(),
+            "status_broadcast_interval_seconds=0.5".into(),
+            "transaction_broadcast_interval_seconds=0.5".into(),
+            "broadcast_address=127.255.255.255".into(),
+        ]
+        .into_iter()
+        .flat_map(|s| ["-s".to_string(), s])
+        .collect()
+    }
+}
+
+/// A running miner; killed when dropped.
+pub struct Miner {
+    child: Child,
+    pub dir: PathBuf,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    pub block_port: u16,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            into.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl Miner {
+    /// Starts a miner on `dir` in `net` (CPU engine, one thread) and waits until it listens.
+    pub fn start(dir: &Path, net: &Net) -> Miner {
+        Miner::start_with(dir, net, &[])
+    }
+
+    pub fn start_with(dir: &Path, net: &Net, extra: &[&str]) -> Miner {
+        let mut child = Command::new(miner_bin())
+            .arg("--data-dir")
+            .arg(dir)
+            .args(net.settings())
+            .args(["--device", "cpu", "--threads", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mvbc-miner");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), stdout.clone());
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        let mut miner = Miner {
+            child,
+            dir: dir.to_owned(),
+            stdout,
+            stderr,
+            block_port: 0,
+        };
+        let line = miner.wait_for("listening", |l| l.starts_with("Listening:"));
+        miner.block_port = line
+            .split("blocks on TCP ")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no block port in {line:?}"));
+        miner
+    }
+
+    /// Everything it printed so far.
+    pub fn log(&self) -> String {
+        format!(
+            "--- stdout of miner in {} ---\n{}\n--- stderr ---\n{}",
+            self.dir.display(),
+            self.stdout.lock().unwrap().join("\n"),
+            self.stderr.lock().unwrap().join("\n")
+        )
+    }
+
+    /// Lines printed so far that `pred` accepts.
+    pub fn lines(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| pred(l))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for a stdout line `pred` accepts; fails with the log after [`PATIENCE`].
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.stdout.lock().unwrap().iter().find(|l| pred(l)) {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "miner exited ({status}) while waiting for {what}\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "timed out waiting for {what}\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its best chain's height and tip, asked of its block server.
+    pub fn tip(&self) -> (u64, Hash256) {
+        let mut client = BlockClient::connect(([127, 0, 0, 1], self.block_port).into())
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+        let Reply::Blocks {
+            tip_height, tip, ..
+        } = client
+            .request(&Request::BlocksAfter {
+                locator: vec![],
+                max_blocks: 0,
+            })
+            .unwrap();
+        (tip_height, tip)
+    }
+
+    /// Waits until its chain is at least `height` high.
+    pub fn wait_height(&mut self, height: u64) -> Hash256 {
+        let start = Instant::now();
+        loop {
+            let (h, tip) = self.tip();
+            if h >= height {
+                return tip;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "miner stuck at height {h}, waiting for {height}\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal with `kill(1)` (SIGTERM, SIGINT or SIGKILL).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Stops it with SIGTERM and returns its exit code and log.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("TERM");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "miner ignored SIGTERM\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        thread::sleep(Duration::from_millis(50));
+        (status.code(), self.log())
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Miner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `mvbc-wallet` in `dir` on `net` to completion.
+pub fn wallet(dir: &Path, net: &Net, args: &[&str]) -> Output {
+    Command::new(wallet_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(net.settings())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mvbc-wallet")
+}
+
+/// Runs the wallet and fails the test, showing its output, unless it succeeds; returns stdout.
+pub fn wallet_ok(dir: &Path, net: &Net, args: &[&str]) -> String {
+    let out = wallet(dir, net, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "mvbc-wallet {args:?} failed ({})\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A new key in `dir`; returns its address.
+pub fn new_address(dir: &Path, net: &Net, name: &str) -> String {
+    let out = wallet_ok(dir, net, &["new-address", name]);
+    out.split("with address ")
+        .nth(1)
+        .and_then(|r| r.split('.').next())
+        .unwrap_or_else(|| panic!("no address in {out:?}"))
+        .to_string()
+}
+
+/// What `sync --once --json` reported.
+#[derive(Debug, serde::Deserialize)]
+pub struct SyncReport {
+    pub height: u64,
+    pub tip: String,
+    pub pending: Vec<String>,
+}
+
+pub fn sync_once(dir: &Path, net: &Net) -> SyncReport {
+    let out = wallet_ok(dir, net, &["sync", "--once", "--timeout", "20", "--json"]);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// Syncs until nothing is pending (re-broadcasting each time), for at most [`PATIENCE`].
+pub fn sync_until_confirmed(dir: &Path, net: &Net) -> SyncReport {
+    let start = Instant::now();
+    loop {
+        let report = sync_once(dir, net);
+        if report.pending.is_empty() {
+            return report;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "payments still pending: {report:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One row of `list-addresses --json`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Row {
+    pub name: String,
+    pub address: String,
+    pub balance: String,
+    pub pending: String,
+}
+
+pub fn balances(dir: &Path, net: &Net) -> Vec<Row> {
+    let out = wallet_ok(dir, net, &["list-addresses", "--json"]);
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// The confirmed balance of the key `name` in `dir`, as printed.
+pub fn balance(dir: &Path, net: &Net, name: &str) -> String {
+    balances(dir, net)
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no key {name} in {}", dir.display()))
+        .balance
+}
