@@ -93,8 +93,10 @@ fn one_miner_and_one_wallet_confirm_a_payment_with_balances_right() {
 
 #[test]
 fn two_miners_and_two_wallets_pay_both_ways_and_end_on_one_chain() {
-    // Blocks take a few milliseconds here, so the two miners race less often than at 12.
-    let net = Net::with_difficulty(18);
+    // About 0.1 s a block on one thread: long against the milliseconds a block takes to
+    // spread, so the two miners seldom find one at the same moment (and `converge` copes when
+    // they do).
+    let net = Net::with_difficulty(22);
     let (a, b, w) = (tempdir().unwrap(), tempdir().unwrap(), tempdir().unwrap());
     let mut miner_a = Miner::start(a.path(), &net);
     miner_a.wait_height(1);
@@ -123,16 +125,13 @@ fn two_miners_and_two_wallets_pay_both_ways_and_end_on_one_chain() {
         nudges += 1;
     };
     miner_a.wait_height(2);
-    converge(&mut [&mut miner_a, &mut miner_b], &mut nudge);
+    let (before, _) = converge(&mut [&mut miner_a, &mut miner_b], &mut nudge);
     sync_until_confirmed(w.path(), &net);
     assert_eq!(balance(w.path(), &net, "bob"), "4.000000");
 
     send(w.path(), &net, "bob", "1.5", &a_rewards);
-    let (height, tip) = {
-        let want = miner_a.tip().0 + 1;
-        miner_b.wait_height(want);
-        converge(&mut [&mut miner_a, &mut miner_b], &mut nudge)
-    };
+    miner_b.wait_height(before + 1);
+    let (height, tip) = converge(&mut [&mut miner_a, &mut miner_b], &mut nudge);
     let report = sync_until_confirmed(w.path(), &net);
     assert_eq!(balance(w.path(), &net, "bob"), "2.500000");
 

@@ -215,19 +215,29 @@ impl Miner {
         }
     }
 
-    /// Sends a signal with `kill(1)` (SIGTERM, SIGINT or SIGKILL).
+    /// Sends a signal ("TERM", "INT" or "KILL").
     pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{name} failed");
+        let signal = match name {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            "KILL" => libc::SIGKILL,
+            other => panic!("no signal {other}"),
+        };
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) takes plain integers; the pid is our own child, not yet reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill -{name} failed");
     }
 
     /// Stops it with SIGTERM and returns its exit code and log.
-    pub fn stop(mut self) -> (Option<i32>, String) {
-        self.signal("TERM");
+    pub fn stop(self) -> (Option<i32>, String) {
+        self.stop_with("TERM")
+    }
+
+    /// Stops it with `signal` ("TERM" or "INT", as Ctrl-C sends) and returns its exit code and
+    /// log.
+    pub fn stop_with(mut self, signal: &str) -> (Option<i32>, String) {
+        self.signal(signal);
         let start = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -235,7 +245,7 @@ impl Miner {
             }
             assert!(
                 start.elapsed() < PATIENCE,
-                "miner ignored SIGTERM\n{}",
+                "miner ignored SIG{signal}\n{}",
                 self.log()
             );
             thread::sleep(Duration::from_millis(20));

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = if cli.benchmark {
         benchmark(&cli)
@@ -83,6 +84,8 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<ExitCode> {
     let config = cli.args.load_config()?;
     let dir = &cli.args.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
     let path = dir.join(CHAIN_FILE);
     // The store's lock is taken first: a second miner on this directory stops here.
     let loaded = load_chain(&path, config.consensus(), unix_now())?;

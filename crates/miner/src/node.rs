@@ -65,6 +65,7 @@ enum Event {
     Mined {
         block: Box<Block>,
         took: Duration,
+        hashes: u64,
     },
     MiningFailed(String),
     Downloaded {
@@ -287,6 +288,7 @@ fn mine(
                 Event::Mined {
                     block: Box::new(block),
                     took: started.elapsed(),
+                    hashes: job.control.hashes(),
                 }
             }
             Ok(Search::Aborted) => continue,
@@ -366,7 +368,7 @@ struct TipMove {
 
 /// Where a change of tip came from.
 enum Source {
-    Mined(Duration),
+    Mined { took: Duration, hashes: u64 },
     Peer(SocketAddr),
 }
 
@@ -396,7 +398,11 @@ impl Node {
                 Event::Payment(p, from) => self.on_payment(*p, from),
                 Event::Status(s, from) => self.on_status(s, from),
                 Event::StatusRequest => self.announce(),
-                Event::Mined { block, took } => self.on_mined(*block, took),
+                Event::Mined {
+                    block,
+                    took,
+                    hashes,
+                } => self.on_mined(*block, took, hashes),
                 Event::MiningFailed(e) => {
                     tracing::error!("mining failed: {e}");
                     println!("Mining failed: {e}");
@@ -463,13 +469,16 @@ impl Node {
             (chain.height(), chain.tip_hash())
         };
         let state = match &self.job {
-            Some(_) => mvbc_miner::bench::format_rate(rate),
+            Some(_) => format!("mining, {} average", mvbc_miner::bench::format_rate(rate)),
             None => "idle, waiting for payments".into(),
         };
+        let peers = match self.peers.len() {
+            1 => "1 peer".to_string(),
+            n => format!("{n} peers"),
+        };
         println!(
-            "Status: height {height}, tip {tip}, {state}, {} pending, {} peers",
+            "Status: height {height}, tip {tip}, {state}, {} pending, {peers}",
             self.pool.len(),
-            self.peers.len()
         );
         (now, hashes)
     }
@@ -531,7 +540,7 @@ impl Node {
         let Some((&node_id, peer)) = best else {
             return;
         };
-        tracing::info!(
+        tracing::debug!(
             peer = %peer.block_server,
             height = peer.status.height,
             "downloading a chain with more work"
@@ -565,14 +574,14 @@ impl Node {
         self.maybe_sync();
     }
 
-    fn on_mined(&mut self, block: Block, took: Duration) {
+    fn on_mined(&mut self, block: Block, took: Duration, hashes: u64) {
         if matches!(&self.job, Some((tip, _)) if *tip == block.header.prev_hash) {
             self.job = None;
         }
         let hash = block.hash();
         let height = block.header.height;
         match self.accept(block) {
-            Ok(Some(update)) => self.on_tip_changed(update, Source::Mined(took)),
+            Ok(Some(update)) => self.on_tip_changed(update, Source::Mined { took, hashes }),
             Ok(None) => println!("Block mined at height {height} ({hash}) but the chain moved on"),
             Err(e) => tracing::error!("our own block {hash} was refused: {e}"),
         }
@@ -661,13 +670,18 @@ impl Node {
             );
         }
         match source {
-            Source::Mined(took) => {
+            Source::Mined { took, hashes } => {
                 let block = connected.last().expect("a mined block connected");
+                let secs = took.as_secs_f64();
                 println!(
-                    "Block mined: height {height}, hash {tip}, {} transactions, nonce {}, in {:.2} s",
+                    "Block mined: height {height}, hash {tip}, {} transaction{}, {hashes} hashes in {secs:.2} s ({})",
                     block.transactions.len(),
-                    block.header.nonce,
-                    took.as_secs_f64()
+                    if block.transactions.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                    mvbc_miner::bench::format_rate(hashes as f64 / secs.max(1e-9))
                 );
             }
             Source::Peer(peer) => {

@@ -39,7 +39,8 @@ fn first_start_creates_the_reward_key_and_later_starts_reuse_it() {
     assert!(text.contains("Shutting down: height "), "{text}");
 
     let second = Miner::start(dir.path(), &net);
-    let (_, text) = second.stop();
+    let (code, text) = second.stop_with("INT");
+    assert_eq!(code, Some(0), "Ctrl-C is a clean stop\n{text}");
     assert!(!text.contains("Generated key"), "{text}");
     assert!(
         text.contains(&format!("Mining rewards go to {}", key.address())),

@@ -84,6 +84,13 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let Some(command) = cli.command else {
         eprintln!(
             "Usage: mvbc-wallet [--data-dir DIR] [--config FILE] [-s KEY=VALUE]... (new-address <address name> | list-addresses [--json] | send <from address> <amount> <to address> | sync [--once [--timeout SECONDS] [--json]])"
@@ -95,6 +102,17 @@ fn main() -> ExitCode {
         .args
         .load_config()
         .map_err(anyhow::Error::from)
+        .and_then(|config| {
+            if matches!(command, Command::NewAddress { .. } | Command::Sync { .. }) {
+                std::fs::create_dir_all(&cli.args.data_dir).with_context(|| {
+                    format!(
+                        "creating the data directory {}",
+                        cli.args.data_dir.display()
+                    )
+                })?;
+            }
+            Ok(config)
+        })
         .and_then(|config| match command {
             Command::NewAddress { name } => new_address(&cli.args.data_dir, &config, &name),
             Command::ListAddresses { json } => list_addresses(&cli.args.data_dir, &config, json),
