@@ -285,3 +285,50 @@ fn a_miner_killed_with_sigkill_restarts_with_its_chain_intact() {
     assert_eq!(report.height, 5);
     assert_eq!(balance(m.path(), &net, "mining_rewards"), "50.000000");
 }
+
+#[test]
+fn a_peer_announcing_work_it_cannot_serve_is_passed_over() {
+    use mvbc_protocol::net::{BlockServer, Broadcaster};
+    use mvbc_protocol::wire::{Datagram, Status};
+    use mvbc_protocol::{Amount, Chain, ConsensusParams};
+    use std::sync::{Arc, RwLock};
+
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    // A liar: claims a huge chain, serves a block server that holds only genesis.
+    let empty = Chain::new(ConsensusParams {
+        difficulty: net.difficulty,
+        block_size: 2,
+        block_reward: Amount::from_coins(10).unwrap(),
+    });
+    let server = BlockServer::start(0, Arc::new(RwLock::new(empty))).unwrap();
+    let lie = Datagram::Status(Status {
+        node_id: 42,
+        height: 1_000_000,
+        tip: mvbc_protocol::Hash256([7; 32]),
+        chain_work: u128::MAX / 2,
+        block_server_port: server.port(),
+    });
+    let out = Broadcaster::new([127, 255, 255, 255].into(), net.status_port).unwrap();
+    for _ in 0..20 {
+        out.send(&lie).unwrap();
+        thread::sleep(Duration::from_millis(100));
+    }
+    let failures = miner.lines(|l| l.starts_with("Download from"));
+    assert_eq!(
+        failures.len(),
+        1,
+        "asked once, then passed over\n{}",
+        miner.log()
+    );
+    assert!(
+        failures[0].contains("short of the work it announced"),
+        "{failures:?}"
+    );
+    // And it goes on with its work.
+    sync_once(m.path(), &net);
+    send(m.path(), &net, "mining_rewards", "1", "mining_rewards");
+    miner.wait_height(2);
+}

@@ -40,6 +40,9 @@ const EVENT_QUEUE: usize = 10_000;
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a peer whose download failed is passed over.
 const PEER_BACKOFF: Duration = Duration::from_secs(30);
+/// Peers remembered at once; statuses from further unknown nodes are ignored until some go
+/// quiet (a flood of made-up node ids must not grow memory).
+const MAX_PEERS: usize = 256;
 /// At start, how long the node listens for peers before it mines (at most one status
 /// interval): a node joining a network downloads its chain instead of forking it at block 1.
 const STARTUP_LISTEN: Duration = Duration::from_secs(1);
@@ -76,6 +79,7 @@ enum Event {
     DownloadDone {
         node_id: u64,
         peer: SocketAddr,
+        announced_work: u128,
         result: Result<u64, String>,
     },
     Shutdown,
@@ -90,6 +94,7 @@ struct SyncJob {
     node_id: u64,
     peer: SocketAddr,
     announced_height: u64,
+    announced_work: u128,
 }
 
 /// A miner heard on the status port.
@@ -328,6 +333,7 @@ fn download(jobs: Receiver<SyncJob>, events: Sender<Event>, chain: Arc<RwLock<Ch
         let done = Event::DownloadDone {
             node_id: job.node_id,
             peer: job.peer,
+            announced_work: job.announced_work,
             result: result.map_err(|e| e.to_string()),
         };
         if events.send(done).is_err() {
@@ -415,8 +421,9 @@ impl Node {
                 Event::DownloadDone {
                     node_id,
                     peer,
+                    announced_work,
                     result,
-                } => self.on_download_done(node_id, peer, result),
+                } => self.on_download_done(node_id, peer, announced_work, result),
                 Event::Shutdown => {
                     self.stop_mining();
                     let chain = read_chain(&self.chain);
@@ -507,6 +514,10 @@ impl Node {
     fn on_status(&mut self, status: Status, from: SocketAddr) {
         let block_server = SocketAddr::new(from.ip(), status.block_server_port);
         let now = Instant::now();
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&status.node_id) {
+            tracing::debug!(%from, "ignored a status: {MAX_PEERS} peers already known");
+            return;
+        }
         let peer = self.peers.entry(status.node_id).or_insert(Peer {
             block_server,
             status,
@@ -549,25 +560,41 @@ impl Node {
             node_id,
             peer: peer.block_server,
             announced_height: peer.status.height,
+            announced_work: peer.status.chain_work,
         };
         if self.sync_jobs.send(job).is_ok() {
             self.syncing = Some(node_id);
         }
     }
 
-    fn on_download_done(&mut self, node_id: u64, peer: SocketAddr, result: Result<u64, String>) {
+    fn on_download_done(
+        &mut self,
+        node_id: u64,
+        peer: SocketAddr,
+        announced_work: u128,
+        result: Result<u64, String>,
+    ) {
         self.syncing = None;
         if self.listening {
             self.listening = false;
             self.maybe_mine();
         }
-        match result {
-            Ok(n) => tracing::debug!(%peer, "download done: {n} blocks"),
-            Err(e) => {
-                println!("Download from {peer} failed: {e}");
-                if let Some(p) = self.peers.get_mut(&node_id) {
-                    p.backoff_until = Some(Instant::now() + PEER_BACKOFF);
-                }
+        let ours = read_chain(&self.chain).chain_work();
+        let failed = match result {
+            Err(e) => Some(e),
+            // It served what it had, but not the work it announced: it lied or lost blocks.
+            Ok(n) if ours < announced_work => {
+                Some(format!("{n} blocks served, short of the work it announced"))
+            }
+            Ok(n) => {
+                tracing::debug!(%peer, "download done: {n} blocks");
+                None
+            }
+        };
+        if let Some(e) = failed {
+            println!("Download from {peer} failed: {e}; passing it over for {PEER_BACKOFF:?}");
+            if let Some(p) = self.peers.get_mut(&node_id) {
+                p.backoff_until = Some(Instant::now() + PEER_BACKOFF);
             }
         }
         // Still behind someone (another announcer, or this one mined on): go again.

@@ -14,7 +14,9 @@ use mvbc_protocol::keyfile::{self, KeyFileError};
 use mvbc_protocol::net::Broadcaster;
 use mvbc_protocol::store::read_only_chain;
 use mvbc_protocol::wire::Datagram;
-use mvbc_protocol::{Address, Amount, Config, KeyPair, Ledger, Payment, unix_now};
+use mvbc_protocol::{
+    Address, Amount, Chain, Config, KeyPair, Ledger, Payment, Transaction, unix_now,
+};
 
 use pending::{MAX_PENDING, Pending};
 
@@ -58,6 +60,14 @@ enum Command {
         /// The receiving address, or the name of a local key.
         to: String,
     },
+    /// Show every confirmed transaction of an address, then this wallet's pending ones.
+    History {
+        /// A local key's name, or any address.
+        address: String,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Download the miners' best chain and re-broadcast pending payments, until Ctrl-C.
     Sync {
         /// Stop once synced to the best chain heard, after re-broadcasting pending payments once.
@@ -93,7 +103,7 @@ fn main() -> ExitCode {
         .init();
     let Some(command) = cli.command else {
         eprintln!(
-            "Usage: mvbc-wallet [--data-dir DIR] [--config FILE] [-s KEY=VALUE]... (new-address <address name> | list-addresses [--json] | send <from address> <amount> <to address> | sync [--once [--timeout SECONDS] [--json]])"
+            "Usage: mvbc-wallet [--data-dir DIR] [--config FILE] [-s KEY=VALUE]... (new-address <address name> | list-addresses [--json] | send <from address> <amount> <to address> | history <address> [--json] | sync [--once [--timeout SECONDS] [--json]])"
         );
         eprintln!("Run `mvbc-wallet --help` for details.");
         return ExitCode::from(2);
@@ -118,6 +128,9 @@ fn main() -> ExitCode {
             Command::ListAddresses { json } => list_addresses(&cli.args.data_dir, &config, json),
             Command::Send { from, amount, to } => {
                 send(&cli.args.data_dir, &config, &from, &amount, &to)
+            }
+            Command::History { address, json } => {
+                history(&cli.args.data_dir, &config, &address, json)
             }
             Command::Sync {
                 once,
@@ -226,12 +239,91 @@ fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
 /// The confirmed ledger of the wallet's chain copy, read without taking it from a running
 /// `sync`.
 fn load_ledger(dir: &Path, config: &Config) -> Result<Ledger> {
+    Ok(load_chain_copy(dir, config)?.ledger().clone())
+}
+
+/// The wallet's chain copy, read without taking it from a running `sync`.
+fn load_chain_copy(dir: &Path, config: &Config) -> Result<Chain> {
     let path = dir.join(WALLET_CHAIN_FILE);
     let (chain, refused) = read_only_chain(&path, config.consensus(), unix_now())?;
     for e in &refused {
         eprintln!("warning: {}: skipped a stored block: {e}", path.display());
     }
-    Ok(chain.ledger().clone())
+    Ok(chain)
+}
+
+/// One line of `history`.
+#[derive(serde::Serialize)]
+struct HistoryItem {
+    /// Height of the block holding it; `None` while pending.
+    height: Option<u64>,
+    id: String,
+    /// Signed: what it did to the address's balance.
+    amount: String,
+    /// The other side of a payment; `None` for a block reward.
+    counterparty: Option<String>,
+}
+
+/// `history`: every confirmed transaction that touched an address (a local name or any
+/// address: the chain is public), oldest first, then this wallet's pending payments.
+fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
+    let address = match who.parse::<Address>() {
+        Ok(a) => a,
+        Err(_) => local_keys(dir)?
+            .into_iter()
+            .find(|(name, _)| name == who)
+            .map(|(_, key)| key.address())
+            .with_context(|| format!("`{who}` is not an address nor a local key name"))?,
+    };
+    let chain = load_chain_copy(dir, config)?;
+    let mut items = Vec::new();
+    let mut note = |height, tx: &Transaction| {
+        let (units, counterparty) = match tx {
+            Transaction::Reward(r) if r.to == address => (i128::from(r.amount.units()), None),
+            Transaction::Payment(p) if p.from == address || p.to == address => {
+                let units = i128::from(p.amount.units());
+                let net = (if p.to == address { units } else { 0 })
+                    - (if p.from == address { units } else { 0 });
+                let other = if p.from == address { p.to } else { p.from };
+                (net, Some(other.to_string()))
+            }
+            _ => return,
+        };
+        items.push(HistoryItem {
+            height,
+            id: tx.id().to_string(),
+            amount: signed_amount(units, true),
+            counterparty,
+        });
+    };
+    for height in 1..=chain.height() {
+        let block = chain.block_at(height).expect("every height up to the tip");
+        for tx in &block.transactions {
+            note(Some(height), tx);
+        }
+    }
+    for p in unconfirmed(dir, chain.ledger())? {
+        note(None, &Transaction::Payment(p));
+    }
+    if json {
+        println!("{}", serde_json::to_string(&items)?);
+        return Ok(());
+    }
+    println!(
+        "{:>8} {:>16} {:<64} Counterparty",
+        "Height", "Amount", "Transaction"
+    );
+    for item in &items {
+        let height = item.height.map_or("pending".to_string(), |h| h.to_string());
+        let other = item.counterparty.as_deref().unwrap_or("block reward");
+        println!("{height:>8} {:>16} {:<64} {other}", item.amount, item.id);
+    }
+    println!(
+        "Balance {} at height {}",
+        chain.ledger().balance(&address),
+        chain.height()
+    );
+    Ok(())
 }
 
 /// Every local key, by name.

@@ -24,6 +24,10 @@ const SETTLE: Duration = Duration::from_millis(500);
 const ASK_AGAIN: Duration = Duration::from_secs(1);
 /// How long a miner whose download failed is passed over.
 const PEER_BACKOFF: Duration = Duration::from_secs(2);
+/// Miners remembered at once (a flood of made-up node ids must not grow memory).
+const MAX_PEERS: usize = 256;
+/// A miner not heard for this long is forgotten when room is needed.
+const PEER_QUIET: Duration = Duration::from_secs(30);
 /// Downloads this long or longer get a progress line on a terminal.
 const PROGRESS_FROM_BLOCKS: u64 = 50;
 
@@ -40,6 +44,7 @@ pub struct SyncOptions {
 struct Peer {
     block_server: SocketAddr,
     status: Status,
+    last_seen: Instant,
     backoff_until: Option<Instant>,
 }
 
@@ -171,24 +176,33 @@ impl Syncer<'_> {
 
     fn heard(&mut self, status: Status, from: SocketAddr) {
         let block_server = SocketAddr::new(from.ip(), status.block_server_port);
+        let now = Instant::now();
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&status.node_id) {
+            self.peers.retain(|_, p| now - p.last_seen < PEER_QUIET);
+            if self.peers.len() >= MAX_PEERS {
+                return;
+            }
+        }
         let peer = self.peers.entry(status.node_id).or_insert(Peer {
             block_server,
             status,
+            last_seen: now,
             backoff_until: None,
         });
         peer.block_server = block_server;
         peer.status = status;
+        peer.last_seen = now;
     }
 
     /// The miner with the most work, if it has more than us and is not being passed over.
-    fn best_ahead(&self, now: Instant) -> Option<(u64, SocketAddr, u64)> {
+    fn best_ahead(&self, now: Instant) -> Option<(u64, SocketAddr, u64, u128)> {
         let ours = self.chain.chain_work();
         self.peers
             .iter()
             .filter(|(_, p)| p.status.chain_work > ours)
             .filter(|(_, p)| p.backoff_until.is_none_or(|t| t <= now))
             .max_by_key(|(_, p)| p.status.chain_work)
-            .map(|(&id, p)| (id, p.block_server, p.status.height))
+            .map(|(&id, p)| (id, p.block_server, p.status.height, p.status.chain_work))
     }
 
     /// Whether some miner announced more work than our chain has.
@@ -199,7 +213,7 @@ impl Syncer<'_> {
 
     /// Downloads from the best miner ahead of us, if any; a failure passes it over a while.
     fn catch_up(&mut self) -> Result<()> {
-        let Some((id, peer, height)) = self.best_ahead(Instant::now()) else {
+        let Some((id, peer, height, announced_work)) = self.best_ahead(Instant::now()) else {
             return Ok(());
         };
         let start = self.chain.height();
@@ -237,6 +251,12 @@ impl Syncer<'_> {
         if progress {
             eprint!("\r\x1b[K");
         }
+        let result = match result {
+            Ok(n) if self.chain.chain_work() < announced_work => {
+                Err(format!("{n} blocks served, short of the work it announced"))
+            }
+            other => other.map_err(|e| e.to_string()),
+        };
         if let Err(e) = result {
             self.say(format!("Download from {peer} failed: {e}"));
             if let Some(p) = self.peers.get_mut(&id) {

@@ -179,3 +179,58 @@ fn a_bad_config_key_is_refused_by_name() {
         stderr(&out)
     );
 }
+
+#[test]
+fn send_refuses_what_it_cannot_pay_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    new_address(dir.path(), "miner");
+    let miner = keyfile::load_key(&dir.path().join("miner.pem")).unwrap();
+    chain_paying(dir.path(), &miner);
+    let to = miner.address().to_string();
+    let cases: [(&[&str], &str); 6] = [
+        (&["send", "miner", "ten", &to], "bad amount `ten`"),
+        (&["send", "miner", "0", &to], "more than zero"),
+        (&["send", "miner", "1.0000001", &to], "bad amount"),
+        (&["send", "miner", "10.000001", &to], "10.000000 available"),
+        (
+            &["send", "nobody", "1", &to],
+            "`nobody` is not a local address",
+        ),
+        (
+            &["send", "miner", "1", "abc123"],
+            "`abc123` is not an address",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = wallet(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    assert!(
+        !dir.path().join("wallet-pending.dat").exists(),
+        "a refused payment is never stored"
+    );
+}
+
+#[test]
+fn history_lists_an_addresss_confirmed_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    new_address(dir.path(), "miner");
+    let miner = keyfile::load_key(&dir.path().join("miner.pem")).unwrap();
+    chain_paying(dir.path(), &miner);
+    let out = wallet(dir.path(), &["history", "miner", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["height"], 1);
+    assert_eq!(v[0]["amount"], "+10.000000");
+    assert!(v[0]["counterparty"].is_null());
+    // Any address may be looked up; one with no transactions has an empty history.
+    let out = wallet(dir.path(), &["history", &"ab".repeat(32)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Balance 0.000000 at height 1"),
+        "{}",
+        stdout(&out)
+    );
+}
