@@ -12,7 +12,6 @@
 //! Only the node loop writes the chain, so every change is appended to the store and reflected
 //! in the pool in one place, in order.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -27,6 +26,7 @@ use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::chain::ChainUpdate;
 use mvbc_protocol::header::HEADER_VERSION;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
+use mvbc_protocol::peers::PeerBook;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{
@@ -40,9 +40,6 @@ const EVENT_QUEUE: usize = 10_000;
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a peer whose download failed is passed over.
 const PEER_BACKOFF: Duration = Duration::from_secs(30);
-/// Peers remembered at once; statuses from further unknown nodes are ignored until some go
-/// quiet (a flood of made-up node ids must not grow memory).
-const MAX_PEERS: usize = 256;
 /// At start, how long the node listens for peers before it mines (at most one status
 /// interval): a node joining a network downloads its chain instead of forking it at block 1.
 const STARTUP_LISTEN: Duration = Duration::from_secs(1);
@@ -95,14 +92,6 @@ struct SyncJob {
     peer: SocketAddr,
     announced_height: u64,
     announced_work: u128,
-}
-
-/// A miner heard on the status port.
-struct Peer {
-    block_server: SocketAddr,
-    status: Status,
-    last_seen: Instant,
-    backoff_until: Option<Instant>,
 }
 
 /// Runs the node until Ctrl-C or SIGTERM.
@@ -188,7 +177,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         pool: Pool::default(),
         reward_to,
         config,
-        peers: HashMap::new(),
+        peers: PeerBook::new(),
         syncing: None,
         better_heard_at: None,
         listening: true,
@@ -350,7 +339,7 @@ struct Node {
     pool: Pool,
     reward_to: Address,
     config: Config,
-    peers: HashMap<u64, Peer>,
+    peers: PeerBook,
     /// The peer being downloaded from.
     syncing: Option<u64>,
     /// When we first heard of a chain with more work than ours (cleared once we have it).
@@ -468,9 +457,7 @@ impl Node {
         let now = Instant::now();
         let hashes = self.hashes();
         let rate = hashes.saturating_sub(hashes_then) as f64 / (now - since).as_secs_f64();
-        let horizon = Duration::from_secs_f64(3.0 * self.config.status_broadcast_interval_seconds)
-            + Duration::from_secs(1);
-        self.peers.retain(|_, p| now - p.last_seen < horizon);
+        self.peers.forget_quiet(now, self.quiet());
         let (height, tip) = {
             let chain = read_chain(&self.chain);
             (chain.height(), chain.tip_hash())
@@ -511,22 +498,18 @@ impl Node {
         }
     }
 
+    /// A peer not heard for three status intervals has gone.
+    fn quiet(&self) -> Duration {
+        Duration::from_secs_f64(3.0 * self.config.status_broadcast_interval_seconds)
+            + Duration::from_secs(1)
+    }
+
     fn on_status(&mut self, status: Status, from: SocketAddr) {
-        let block_server = SocketAddr::new(from.ip(), status.block_server_port);
         let now = Instant::now();
-        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&status.node_id) {
-            tracing::debug!(%from, "ignored a status: {MAX_PEERS} peers already known");
+        if !self.peers.heard(status, from, now, self.quiet()) {
+            tracing::debug!(%from, "ignored a status: the peer book is full");
             return;
         }
-        let peer = self.peers.entry(status.node_id).or_insert(Peer {
-            block_server,
-            status,
-            last_seen: now,
-            backoff_until: None,
-        });
-        peer.block_server = block_server;
-        peer.status = status;
-        peer.last_seen = now;
         let ours = read_chain(&self.chain).chain_work();
         if status.chain_work > ours {
             self.better_heard_at.get_or_insert(now);
@@ -541,14 +524,7 @@ impl Node {
             return;
         }
         let ours = read_chain(&self.chain).chain_work();
-        let now = Instant::now();
-        let best = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.status.chain_work > ours)
-            .filter(|(_, p)| p.backoff_until.is_none_or(|t| t <= now))
-            .max_by_key(|(_, p)| p.status.chain_work);
-        let Some((&node_id, peer)) = best else {
+        let Some(peer) = self.peers.best_ahead(ours, Instant::now()) else {
             return;
         };
         tracing::debug!(
@@ -556,6 +532,7 @@ impl Node {
             height = peer.status.height,
             "downloading a chain with more work"
         );
+        let node_id = peer.node_id;
         let job = SyncJob {
             node_id,
             peer: peer.block_server,
@@ -593,9 +570,7 @@ impl Node {
         };
         if let Some(e) = failed {
             println!("Download from {peer} failed: {e}; passing it over for {PEER_BACKOFF:?}");
-            if let Some(p) = self.peers.get_mut(&node_id) {
-                p.backoff_until = Some(Instant::now() + PEER_BACKOFF);
-            }
+            self.peers.back_off(node_id, Instant::now() + PEER_BACKOFF);
         }
         // Still behind someone (another announcer, or this one mined on): go again.
         self.maybe_sync();
@@ -725,13 +700,7 @@ impl Node {
                 println!("Block adopted: {blocks}, tip {tip}, from {peer}{since}");
             }
         }
-        let best_heard = self
-            .peers
-            .values()
-            .map(|p| p.status.chain_work)
-            .max()
-            .unwrap_or(0);
-        if work >= best_heard {
+        if work >= self.peers.best_work() {
             self.better_heard_at = None;
         }
         self.announce();

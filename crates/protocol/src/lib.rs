@@ -20,6 +20,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod ledger;
 pub mod net;
+pub mod peers;
 pub mod pool;
 pub mod rules;
 pub mod store;

@@ -1,6 +1,5 @@
 //! `mvbc-wallet sync`: follow the miners' best chain and re-broadcast pending payments.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mvbc_protocol::chain::ChainUpdate;
 use mvbc_protocol::net::{self, BlockClient, Broadcaster};
+use mvbc_protocol::peers::PeerBook;
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Chain, Config, unix_now};
@@ -24,8 +24,6 @@ const SETTLE: Duration = Duration::from_millis(500);
 const ASK_AGAIN: Duration = Duration::from_secs(1);
 /// How long a miner whose download failed is passed over.
 const PEER_BACKOFF: Duration = Duration::from_secs(2);
-/// Miners remembered at once (a flood of made-up node ids must not grow memory).
-const MAX_PEERS: usize = 256;
 /// A miner not heard for this long is forgotten when room is needed.
 const PEER_QUIET: Duration = Duration::from_secs(30);
 /// Downloads this long or longer get a progress line on a terminal.
@@ -41,18 +39,11 @@ pub struct SyncOptions {
     pub json: bool,
 }
 
-struct Peer {
-    block_server: SocketAddr,
-    status: Status,
-    last_seen: Instant,
-    backoff_until: Option<Instant>,
-}
-
 struct Syncer<'a> {
     chain: Chain,
     store: BlockStore,
     dir: &'a Path,
-    peers: HashMap<u64, Peer>,
+    peers: PeerBook,
     tx_out: Broadcaster,
     quiet: bool,
 }
@@ -89,7 +80,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         chain: loaded.chain,
         store: loaded.store,
         dir,
-        peers: HashMap::new(),
+        peers: PeerBook::new(),
         tx_out,
         quiet: options.json,
     };
@@ -109,7 +100,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         }
         let now = Instant::now();
         if options.once {
-            if first_heard.is_some_and(|t| now - t >= SETTLE) && !s.behind(now) {
+            if first_heard.is_some_and(|t| now - t >= SETTLE) && !s.behind() {
                 break;
             }
             if now - started >= options.timeout {
@@ -175,47 +166,28 @@ impl Syncer<'_> {
     }
 
     fn heard(&mut self, status: Status, from: SocketAddr) {
-        let block_server = SocketAddr::new(from.ip(), status.block_server_port);
-        let now = Instant::now();
-        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&status.node_id) {
-            self.peers.retain(|_, p| now - p.last_seen < PEER_QUIET);
-            if self.peers.len() >= MAX_PEERS {
-                return;
-            }
-        }
-        let peer = self.peers.entry(status.node_id).or_insert(Peer {
-            block_server,
-            status,
-            last_seen: now,
-            backoff_until: None,
-        });
-        peer.block_server = block_server;
-        peer.status = status;
-        peer.last_seen = now;
-    }
-
-    /// The miner with the most work, if it has more than us and is not being passed over.
-    fn best_ahead(&self, now: Instant) -> Option<(u64, SocketAddr, u64, u128)> {
-        let ours = self.chain.chain_work();
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.status.chain_work > ours)
-            .filter(|(_, p)| p.backoff_until.is_none_or(|t| t <= now))
-            .max_by_key(|(_, p)| p.status.chain_work)
-            .map(|(&id, p)| (id, p.block_server, p.status.height, p.status.chain_work))
+        self.peers.heard(status, from, Instant::now(), PEER_QUIET);
     }
 
     /// Whether some miner announced more work than our chain has.
-    fn behind(&self, _now: Instant) -> bool {
-        let ours = self.chain.chain_work();
-        self.peers.values().any(|p| p.status.chain_work > ours)
+    fn behind(&self) -> bool {
+        self.peers.best_work() > self.chain.chain_work()
     }
 
     /// Downloads from the best miner ahead of us, if any; a failure passes it over a while.
     fn catch_up(&mut self) -> Result<()> {
-        let Some((id, peer, height, announced_work)) = self.best_ahead(Instant::now()) else {
+        let Some(best) = self
+            .peers
+            .best_ahead(self.chain.chain_work(), Instant::now())
+        else {
             return Ok(());
         };
+        let (id, peer, height, announced_work) = (
+            best.node_id,
+            best.block_server,
+            best.status.height,
+            best.status.chain_work,
+        );
         let start = self.chain.height();
         let tip = self.chain.tip_hash();
         let progress = std::io::stderr().is_terminal()
@@ -259,9 +231,7 @@ impl Syncer<'_> {
         };
         if let Err(e) = result {
             self.say(format!("Download from {peer} failed: {e}"));
-            if let Some(p) = self.peers.get_mut(&id) {
-                p.backoff_until = Some(Instant::now() + PEER_BACKOFF);
-            }
+            self.peers.back_off(id, Instant::now() + PEER_BACKOFF);
         }
         if self.chain.tip_hash() != tip {
             let reorg = if reorged > 0 {
