@@ -244,15 +244,21 @@ fn a_payment_made_while_no_miner_runs_is_confirmed_once_one_starts() {
     let (code, log) = miner.stop();
     assert_eq!(code, Some(0), "{log}");
 
-    send(m.path(), &net, "mining_rewards", "2", &alice);
+    let id = send(m.path(), &net, "mining_rewards", "2", &alice);
     let alone = wallet(m.path(), &net, &["sync", "--once", "--timeout", "1.5"]);
     assert!(!alone.status.success());
     let err = String::from_utf8_lossy(&alone.stderr);
     assert!(err.contains("no miner heard"), "{err}");
 
+    // A running sync keeps broadcasting the payment; a miner that starts later mines it.
+    let mut sync = Proc::spawn(&wallet_bin(), m.path(), &net, &["sync"]);
+    sync.wait_for("a re-broadcast", |l| l.starts_with("Broadcast 1 pending"));
     let mut miner = Miner::start(m.path(), &net);
-    let report = sync_until_confirmed(m.path(), &net);
-    assert_eq!(report.height, 2);
+    let confirmed = format!("Payment confirmed: {id}");
+    sync.wait_for("the confirmation", |l| l == confirmed);
+    let (code, log) = sync.stop_with("INT");
+    assert_eq!(code, Some(0), "Ctrl-C ends a sync cleanly\n{log}");
+    assert!(log.contains("Synced: height 2"), "{log}");
     miner.wait_height(2);
     sync_once(w.path(), &net);
     assert_eq!(balance(w.path(), &net, "alice"), "2.000000");

@@ -81,13 +81,32 @@ impl Net {
     }
 }
 
-/// A running miner; killed when dropped.
-pub struct Miner {
+/// A running program whose output is collected line by line; killed when dropped.
+pub struct Proc {
     child: Child,
+    name: String,
     pub dir: PathBuf,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// A running miner.
+pub struct Miner {
+    proc: Proc,
     pub block_port: u16,
+}
+
+impl std::ops::Deref for Miner {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for Miner {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
 }
 
 fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
@@ -106,43 +125,99 @@ impl Miner {
     }
 
     pub fn start_with(dir: &Path, net: &Net, extra: &[&str]) -> Miner {
-        let mut child = Command::new(miner_bin())
-            .arg("--data-dir")
-            .arg(dir)
-            .args(net.settings())
-            .args(["--device", "cpu", "--threads", "1"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mvbc-miner");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), stdout.clone());
-        collect(child.stderr.take().unwrap(), stderr.clone());
-        let mut miner = Miner {
-            child,
-            dir: dir.to_owned(),
-            stdout,
-            stderr,
-            block_port: 0,
-        };
-        let line = miner.wait_for("listening", |l| l.starts_with("Listening:"));
-        miner.block_port = line
+        let mut args = vec!["--device", "cpu", "--threads", "1"];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn(&miner_bin(), dir, net, &args);
+        let line = proc.wait_for("listening", |l| l.starts_with("Listening:"));
+        let block_port = line
             .split("blocks on TCP ")
             .nth(1)
             .and_then(|rest| rest.split(';').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no block port in {line:?}"));
-        miner
+        Miner { proc, block_port }
+    }
+
+    /// Its best chain's height and tip, asked of its block server.
+    pub fn tip(&self) -> (u64, Hash256) {
+        let mut client = BlockClient::connect(([127, 0, 0, 1], self.block_port).into())
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+        let Reply::Blocks {
+            tip_height, tip, ..
+        } = client
+            .request(&Request::BlocksAfter {
+                locator: vec![],
+                max_blocks: 0,
+            })
+            .unwrap();
+        (tip_height, tip)
+    }
+
+    /// Waits until its chain is at least `height` high.
+    pub fn wait_height(&mut self, height: u64) -> Hash256 {
+        let start = Instant::now();
+        loop {
+            let (h, tip) = self.tip();
+            if h >= height {
+                return tip;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "miner stuck at height {h}, waiting for {height}\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it with SIGTERM and returns its exit code and log.
+    pub fn stop(self) -> (Option<i32>, String) {
+        self.proc.stop_with("TERM")
+    }
+
+    /// Stops it with `signal`; see [`Proc::stop_with`].
+    pub fn stop_with(self, signal: &str) -> (Option<i32>, String) {
+        self.proc.stop_with(signal)
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(self) {
+        self.proc.kill9()
+    }
+}
+
+impl Proc {
+    /// Starts `bin --data-dir DIR <net settings> ARGS` with its output collected.
+    pub fn spawn(bin: &Path, dir: &Path, net: &Net, args: &[&str]) -> Proc {
+        let mut child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(net.settings())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), stdout.clone());
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        Proc {
+            child,
+            name: bin.file_name().unwrap().to_string_lossy().into_owned(),
+            dir: dir.to_owned(),
+            stdout,
+            stderr,
+        }
     }
 
     /// Everything it printed so far.
     pub fn log(&self) -> String {
         format!(
-            "--- stdout of miner in {} ---\n{}\n--- stderr ---\n{}",
+            "--- stdout of {} in {} ---\n{}\n--- stderr ---\n{}",
+            self.name,
             self.dir.display(),
             self.stdout.lock().unwrap().join("\n"),
             self.stderr.lock().unwrap().join("\n")
@@ -183,38 +258,6 @@ impl Miner {
         }
     }
 
-    /// Its best chain's height and tip, asked of its block server.
-    pub fn tip(&self) -> (u64, Hash256) {
-        let mut client = BlockClient::connect(([127, 0, 0, 1], self.block_port).into())
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
-        let Reply::Blocks {
-            tip_height, tip, ..
-        } = client
-            .request(&Request::BlocksAfter {
-                locator: vec![],
-                max_blocks: 0,
-            })
-            .unwrap();
-        (tip_height, tip)
-    }
-
-    /// Waits until its chain is at least `height` high.
-    pub fn wait_height(&mut self, height: u64) -> Hash256 {
-        let start = Instant::now();
-        loop {
-            let (h, tip) = self.tip();
-            if h >= height {
-                return tip;
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "miner stuck at height {h}, waiting for {height}\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Sends a signal ("TERM", "INT" or "KILL").
     pub fn signal(&self, name: &str) {
         let signal = match name {
@@ -229,11 +272,6 @@ impl Miner {
         assert_eq!(rc, 0, "kill -{name} failed");
     }
 
-    /// Stops it with SIGTERM and returns its exit code and log.
-    pub fn stop(self) -> (Option<i32>, String) {
-        self.stop_with("TERM")
-    }
-
     /// Stops it with `signal` ("TERM" or "INT", as Ctrl-C sends) and returns its exit code and
     /// log.
     pub fn stop_with(mut self, signal: &str) -> (Option<i32>, String) {
@@ -245,7 +283,8 @@ impl Miner {
             }
             assert!(
                 start.elapsed() < PATIENCE,
-                "miner ignored SIG{signal}\n{}",
+                "{} ignored SIG{signal}\n{}",
+                self.name,
                 self.log()
             );
             thread::sleep(Duration::from_millis(20));
@@ -261,7 +300,7 @@ impl Miner {
     }
 }
 
-impl Drop for Miner {
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
