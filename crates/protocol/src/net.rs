@@ -2,10 +2,11 @@
 //! that downloads from it. What the bytes mean is `wire`'s business; this module only moves
 //! them, with a size cap and a timeout on everything it reads.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a block server keeps a connection with no request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections a block server serves at once; more are closed at once.
+/// Connections a block server serves at once; beyond that a new one replaces the one idle
+/// longest, or is closed at once if all are busy.
 pub const MAX_CONNECTIONS: usize = 32;
 
 /// Messages dropped because they did not decode, over the life of the process.
@@ -256,8 +258,55 @@ impl Drop for BlockServer {
     }
 }
 
+/// The open connections of a block server. When it is full, a new connection takes the place
+/// of the one idle longest (if idle at least [`MIN_IDLE_TO_EVICT`]), so a client that holds
+/// many idle connections cannot lock honest ones out.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, (TcpStream, Instant)>,
+}
+
+/// How long a connection must have been idle before a new one may take its place.
+pub const MIN_IDLE_TO_EVICT: Duration = Duration::from_secs(1);
+
+impl Connections {
+    /// Registers `stream`, making room if needed; `None` when every slot is busy.
+    fn admit(&mut self, stream: &TcpStream, now: Instant) -> Option<u64> {
+        if self.open.len() >= MAX_CONNECTIONS {
+            let (&oldest, &(_, since)) = self.open.iter().min_by_key(|(_, (_, t))| *t)?;
+            if now.saturating_duration_since(since) < MIN_IDLE_TO_EVICT {
+                return None;
+            }
+            if let Some((idle, _)) = self.open.remove(&oldest) {
+                // Its thread's next read fails and it ends.
+                let _ = idle.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let handle = stream.try_clone().ok()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.insert(id, (handle, now));
+        Some(id)
+    }
+
+    fn touch(&mut self, id: u64) {
+        if let Some((_, t)) = self.open.get_mut(&id) {
+            *t = Instant::now();
+        }
+    }
+
+    fn close(&mut self, id: u64) {
+        self.open.remove(&id);
+    }
+}
+
+fn lock(c: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn accept_loop(listener: TcpListener, chain: Arc<RwLock<Chain>>, stop: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(Mutex::new(Connections::default()));
     while !stop.load(Ordering::Relaxed) {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -271,20 +320,20 @@ fn accept_loop(listener: TcpListener, chain: Arc<RwLock<Chain>>, stop: Arc<Atomi
                 continue;
             }
         };
-        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            tracing::debug!(%peer, "refused a connection: {MAX_CONNECTIONS} already open");
+        let Some(id) = lock(&connections).admit(&stream, Instant::now()) else {
+            tracing::debug!(%peer, "refused a connection: {MAX_CONNECTIONS} busy");
             continue;
-        }
-        active.fetch_add(1, Ordering::Relaxed);
-        let (chain, active, stop) = (chain.clone(), active.clone(), stop.clone());
+        };
+        let (chain, registry, stop) = (chain.clone(), connections.clone(), stop.clone());
         let spawned = thread::Builder::new()
             .name("block-conn".into())
             .spawn(move || {
-                serve_connection(stream, peer, &chain, &stop);
-                active.fetch_sub(1, Ordering::Relaxed);
+                serve_connection(stream, peer, &chain, &stop, || lock(&registry).touch(id));
+                lock(&registry).close(id);
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a connection thread: {e}");
+            lock(&connections).close(id);
         }
     }
 }
@@ -294,6 +343,7 @@ fn serve_connection(
     peer: SocketAddr,
     chain: &RwLock<Chain>,
     stop: &AtomicBool,
+    touch: impl Fn(),
 ) {
     if stream.set_nonblocking(false).is_err() {
         return;
@@ -315,11 +365,13 @@ fn serve_connection(
                 return;
             }
         };
+        touch();
         let reply = answer(chain, &request);
         if let Err(e) = write_frame(&mut stream, &reply.encode()) {
             tracing::debug!(%peer, "reply not sent: {e}");
             return;
         }
+        touch();
     }
 }
 

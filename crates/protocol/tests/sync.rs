@@ -118,3 +118,33 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
     assert!(reorged, "b left its own three blocks");
     assert_eq!(b.tip_hash(), a_tip);
 }
+
+#[test]
+fn a_client_holding_every_connection_idle_does_not_lock_out_an_honest_one() {
+    use mvbc_protocol::net::{MAX_CONNECTIONS, MIN_IDLE_TO_EVICT};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let (a, _) = forked();
+    let server = BlockServer::start(0, Arc::new(RwLock::new(a))).unwrap();
+    let addr = ([127, 0, 0, 1], server.port()).into();
+    let ask = |client: &mut BlockClient| {
+        client.request(&Request::BlocksAfter {
+            locator: vec![],
+            max_blocks: 1,
+        })
+    };
+    let hogs: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Every slot is taken and none has been idle long: the server has no room.
+    let mut early = BlockClient::connect(addr).unwrap();
+    assert!(ask(&mut early).is_err(), "the cap holds");
+    // Once they have idled, a newcomer takes the place of one of them.
+    std::thread::sleep(MIN_IDLE_TO_EVICT);
+    let mut honest = BlockClient::connect(addr).unwrap();
+    let Reply::Blocks { tip_height, .. } = ask(&mut honest).unwrap();
+    assert_eq!(tip_height, 40);
+    drop(hogs);
+}
