@@ -483,7 +483,13 @@ impl Node {
             self.pool.add(payment.clone(), chain.ledger())
         };
         match result {
-            Ok(id) => {
+            Ok(mvbc_protocol::pool::Added { id, evicted }) => {
+                if let Some(old) = evicted {
+                    println!(
+                        "Payment evicted: {old}, the oldest, to make room (the pool is full); \
+                         its wallet's re-broadcast brings it back"
+                    );
+                }
                 println!(
                     "Payment pooled: {id}, {} from {} to {} ({} pending)",
                     payment.amount,

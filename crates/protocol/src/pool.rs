@@ -36,9 +36,18 @@ pub enum PoolError {
         /// Confirmed balance less pending outgoing payments.
         available: Amount,
     },
-    /// The pool is at capacity.
+    /// The pool holds no payment at all (capacity 0).
     #[error("the pool is full ({0} payments)")]
     Full(usize),
+}
+
+/// A payment the pool took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// Its id.
+    pub id: Hash256,
+    /// The oldest payment, dropped to make room when the pool was full.
+    pub evicted: Option<Hash256>,
 }
 
 /// Pending payments in arrival order.
@@ -87,8 +96,10 @@ impl Pool {
         self.spending.get(address).copied().unwrap_or(Amount::ZERO)
     }
 
-    /// Validates and adds a payment; returns its id.
-    pub fn add(&mut self, payment: Payment, ledger: &Ledger) -> Result<Hash256, PoolError> {
+    /// Validates and adds a payment. A full pool drops its oldest payment to make room, so
+    /// memory stays bounded and a flood cannot freeze what the pool holds; a wallet's
+    /// re-broadcast brings a dropped payment back.
+    pub fn add(&mut self, payment: Payment, ledger: &Ledger) -> Result<Added, PoolError> {
         let id = payment.id();
         if self.payments.contains_key(&id) {
             return Err(PoolError::Duplicate(id));
@@ -96,11 +107,52 @@ impl Pool {
         if ledger.is_confirmed(&id) {
             return Err(PoolError::Confirmed(id));
         }
-        if self.order.len() >= self.capacity {
-            return Err(PoolError::Full(self.capacity));
+        if self.capacity == 0 {
+            return Err(PoolError::Full(0));
         }
         payment.verify()?;
-        self.insert_funded(id, payment, ledger)
+        self.check_funded(&payment, ledger)?;
+        let evicted = if self.order.len() >= self.capacity {
+            self.order.front().copied().inspect(|oldest| {
+                self.remove(oldest);
+            })
+        } else {
+            None
+        };
+        self.insert_funded(id, payment, ledger)?;
+        Ok(Added { id, evicted })
+    }
+
+    /// Takes a payment out, releasing what it spent.
+    fn remove(&mut self, id: &Hash256) -> Option<Payment> {
+        let payment = self.payments.remove(id)?;
+        self.order.retain(|o| o != id);
+        let left = self
+            .pending_spend(&payment.from)
+            .checked_sub(payment.amount)
+            .unwrap_or(Amount::ZERO);
+        if left.is_zero() {
+            self.spending.remove(&payment.from);
+        } else {
+            self.spending.insert(payment.from, left);
+        }
+        Some(payment)
+    }
+
+    /// Whether the sender can afford `payment` on top of its pending payments.
+    fn check_funded(&self, payment: &Payment, ledger: &Ledger) -> Result<(), PoolError> {
+        let available = ledger
+            .balance(&payment.from)
+            .checked_sub(self.pending_spend(&payment.from))
+            .unwrap_or(Amount::ZERO);
+        if payment.amount > available {
+            return Err(PoolError::Insufficient {
+                from: payment.from,
+                amount: payment.amount,
+                available,
+            });
+        }
+        Ok(())
     }
 
     /// Adds an already verified payment if its sender can afford it.
@@ -110,18 +162,8 @@ impl Pool {
         payment: Payment,
         ledger: &Ledger,
     ) -> Result<Hash256, PoolError> {
+        self.check_funded(&payment, ledger)?;
         let spent = self.pending_spend(&payment.from);
-        let available = ledger
-            .balance(&payment.from)
-            .checked_sub(spent)
-            .unwrap_or(Amount::ZERO);
-        if payment.amount > available {
-            return Err(PoolError::Insufficient {
-                from: payment.from,
-                amount: payment.amount,
-                available,
-            });
-        }
         // amount <= available <= balance, so the sum fits in a u64.
         let total = spent
             .checked_add(payment.amount)

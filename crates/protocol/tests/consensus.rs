@@ -385,10 +385,40 @@ fn pool_checks_signature_balance_pending_and_duplicates() {
     let mut forged = p(pay(2, 0, 1, 63));
     forged.amount = Amount::from_units(2);
     assert!(matches!(pool.add(forged, l), Err(PoolError::Invalid(_))));
+}
+
+#[test]
+fn a_full_pool_drops_its_oldest_payment_and_releases_what_it_spent() {
+    let chain = funded_chain();
+    let l = chain.ledger();
+    let p = |t: Transaction| match t {
+        Transaction::Payment(p) => p,
+        _ => unreachable!(),
+    };
     let mut small = Pool::with_capacity(2);
-    small.add(p(pay(0, 1, 1, 64)), l).unwrap();
+    let first = small.add(p(pay(0, 1, 1, 64)), l).unwrap();
+    assert_eq!(first.evicted, None);
     small.add(p(pay(0, 1, 1, 65)), l).unwrap();
-    assert_eq!(small.add(p(pay(0, 1, 1, 66)), l), Err(PoolError::Full(2)));
+    let third = small.add(p(pay(0, 1, 1, 66)), l).unwrap();
+    assert_eq!(third.evicted, Some(first.id));
+    assert_eq!(small.len(), 2);
+    assert!(!small.contains(&first.id));
+    assert_eq!(
+        small.pending_spend(&addr(0)),
+        coins(2),
+        "the dropped coin is free again"
+    );
+    // A payment the sender cannot afford evicts nothing.
+    let before: Vec<_> = small.select(2);
+    assert!(matches!(
+        small.add(p(pay(2, 0, 50, 67)), l),
+        Err(PoolError::Insufficient { .. })
+    ));
+    assert_eq!(small.select(2), before);
+    assert_eq!(
+        Pool::with_capacity(0).add(p(pay(0, 1, 1, 68)), l),
+        Err(PoolError::Full(0))
+    );
 }
 
 #[test]
