@@ -125,9 +125,14 @@ impl Miner {
     }
 
     pub fn start_with(dir: &Path, net: &Net, extra: &[&str]) -> Miner {
+        Miner::start_logging(dir, net, extra, "info")
+    }
+
+    /// Starts a miner with `RUST_LOG` set to `log`.
+    pub fn start_logging(dir: &Path, net: &Net, extra: &[&str], log: &str) -> Miner {
         let mut args = vec!["--device", "cpu", "--threads", "1"];
         args.extend_from_slice(extra);
-        let mut proc = Proc::spawn(&miner_bin(), dir, net, &args);
+        let mut proc = Proc::spawn_logging(&miner_bin(), dir, net, &args, log);
         let line = proc.wait_for("listening", |l| l.starts_with("Listening:"));
         let block_port = line
             .split("blocks on TCP ")
@@ -186,15 +191,25 @@ impl Miner {
     }
 }
 
+fn matching(lines: &Mutex<Vec<String>>, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    let lines = lines.lock().unwrap();
+    lines.iter().filter(|l| pred(l)).cloned().collect()
+}
+
 impl Proc {
     /// Starts `bin --data-dir DIR <net settings> ARGS` with its output collected.
     pub fn spawn(bin: &Path, dir: &Path, net: &Net, args: &[&str]) -> Proc {
+        Proc::spawn_logging(bin, dir, net, args, "info")
+    }
+
+    /// [`Proc::spawn`] with `RUST_LOG` set to `log`.
+    pub fn spawn_logging(bin: &Path, dir: &Path, net: &Net, args: &[&str], log: &str) -> Proc {
         let mut child = Command::new(bin)
             .arg("--data-dir")
             .arg(dir)
             .args(net.settings())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -224,15 +239,14 @@ impl Proc {
         )
     }
 
+    /// Lines printed to stderr (the log) so far that `pred` accepts.
+    pub fn log_lines(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        matching(&self.stderr, pred)
+    }
+
     /// Lines printed so far that `pred` accepts.
     pub fn lines(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
-        self.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| pred(l))
-            .cloned()
-            .collect()
+        matching(&self.stdout, pred)
     }
 
     /// Waits for a stdout line `pred` accepts; fails with the log after [`PATIENCE`].

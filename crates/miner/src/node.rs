@@ -417,10 +417,11 @@ impl Node {
                     self.stop_mining();
                     let chain = read_chain(&self.chain);
                     println!(
-                        "Shutting down: height {}, tip {}, chain stored in {}",
+                        "Shutting down: height {}, tip {}, chain stored in {}; {} malformed messages dropped",
                         chain.height(),
                         chain.tip_hash(),
-                        self.store.path().display()
+                        self.store.path().display(),
+                        net::dropped_messages()
                     );
                     return;
                 }
@@ -471,8 +472,9 @@ impl Node {
             n => format!("{n} peers"),
         };
         println!(
-            "Status: height {height}, tip {tip}, {state}, {} pending, {peers}",
+            "Status: height {height}, tip {tip}, {state}, {} pending, {peers}, {} malformed messages dropped",
             self.pool.len(),
+            net::dropped_messages(),
         );
         (now, hashes)
     }

@@ -1,0 +1,148 @@
+//! A node under hostile input: whatever arrives on its UDP ports and its block server, it drops
+//! what does not decode (logged at debug level and counted), keeps serving and keeps mining.
+
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::thread;
+use std::time::Duration;
+
+use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES};
+use mvbc_protocol::{Amount, KeyPair, Payment};
+use procs::*;
+use tempfile::tempdir;
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Every kind of bad datagram, each with the reason the node's log must give for it.
+fn bad_datagrams() -> Vec<(Vec<u8>, &'static str)> {
+    let mut rng = Lcg(0x5eed);
+    let mut out = Vec::new();
+    for _ in 0..40 {
+        let len = (rng.next() % 300) as usize;
+        out.push((rng.bytes(len), "dropped"));
+    }
+    let key = KeyPair::generate(1024).unwrap();
+    let payment = Datagram::Payment(Payment::new_signed(
+        &key,
+        key.address(),
+        Amount::from_units(1),
+        1,
+    ))
+    .encode();
+    let mut wrong_version = payment.clone();
+    wrong_version[4] = 2;
+    let mut oversized = payment.clone();
+    oversized.resize(MAX_DATAGRAM_BYTES + 1, 0);
+    // A payment whose public key declares a 2^40-byte length: refused before allocating.
+    let mut huge = b"MVBC\x01\x00".to_vec();
+    huge.extend_from_slice(&[0; 64]);
+    huge.extend_from_slice(&[1, 1]);
+    huge.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
+    out.extend([
+        (b"XXXX\x01\x02".to_vec(), "bad magic"),
+        (wrong_version, "protocol version 2"),
+        (oversized, "exceeds the cap"),
+        (payment[..payment.len() / 2].to_vec(), "malformed encoding"),
+        (huge, "malformed encoding"),
+        (Vec::new(), "bad magic"),
+    ]);
+    out
+}
+
+#[test]
+fn garbage_on_every_port_is_dropped_and_the_node_keeps_mining_and_serving() {
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let mut miner = Miner::start_logging(m.path(), &net, &[], "info,mvbc_protocol::net=debug");
+    miner.wait_height(1);
+
+    let sender = UdpSocket::bind("0.0.0.0:0").unwrap();
+    sender.set_broadcast(true).unwrap();
+    let datagrams = bad_datagrams();
+    for port in [net.status_port, net.transaction_port] {
+        for (bytes, _) in &datagrams {
+            sender
+                .send_to(bytes, (Ipv4Addr::new(127, 255, 255, 255), port))
+                .unwrap();
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    let server = ("127.0.0.1", miner.block_port);
+    // A frame that declares 4 GiB.
+    let mut huge = TcpStream::connect(server).unwrap();
+    huge.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    // A frame of garbage.
+    let mut garbage = TcpStream::connect(server).unwrap();
+    garbage.write_all(&[0, 0, 0, 4, 1, 2, 3, 4]).unwrap();
+    // Half a frame, then gone.
+    let mut half = TcpStream::connect(server).unwrap();
+    half.write_all(&[0, 0, 0, 100, 1, 2]).unwrap();
+    drop(half);
+    // Two bytes, then silence: it must not hold up anyone else.
+    let mut slow = TcpStream::connect(server).unwrap();
+    slow.write_all(&[0, 0]).unwrap();
+
+    // Still serving, still mining.
+    let (height, _) = miner.tip();
+    assert_eq!(height, 1);
+    sync_once(m.path(), &net);
+    wallet_ok(
+        m.path(),
+        &net,
+        &["send", "mining_rewards", "1", "mining_rewards"],
+    );
+    miner.wait_height(2);
+
+    for (_, reason) in &datagrams {
+        assert!(
+            !miner.log_lines(|l| l.contains(reason)).is_empty(),
+            "no log line says {reason:?}\n{}",
+            miner.log()
+        );
+    }
+    for reason in [
+        "frame declares 4294967295 bytes",
+        "dropped request: bad magic",
+    ] {
+        assert!(
+            !miner.log_lines(|l| l.contains(reason)).is_empty(),
+            "no log line says {reason:?}\n{}",
+            miner.log()
+        );
+    }
+    drop((huge, garbage, slow));
+    let (code, log) = miner.stop();
+    assert_eq!(code, Some(0), "{log}");
+    let dropped: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("Shutting down: "))
+        .and_then(|l| l.split("; ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of dropped messages\n{log}"));
+    // Every bad datagram on both ports, and the two bad frames; the half frame counts too.
+    assert!(
+        dropped >= 2 * datagrams.len() + 2,
+        "{dropped} dropped, {} sent\n{log}",
+        2 * datagrams.len() + 2
+    );
+}
