@@ -5,12 +5,18 @@
 mod procs;
 
 use std::io::Write;
-use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
-use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES};
-use mvbc_protocol::{Amount, KeyPair, Payment};
+use mvbc_protocol::block::merkle_root;
+use mvbc_protocol::header::HEADER_VERSION;
+use mvbc_protocol::net::{read_frame, write_frame};
+use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES, Reply, Status};
+use mvbc_protocol::{
+    Address, Amount, Block, BlockHeader, Hash256, KeyPair, Payment, Reward, Transaction,
+    genesis_block, unix_now,
+};
 use procs::*;
 use tempfile::tempdir;
 
@@ -145,4 +151,140 @@ fn garbage_on_every_port_is_dropped_and_the_node_keeps_mining_and_serving() {
         "{dropped} dropped, {} sent\n{log}",
         2 * datagrams.len() + 2
     );
+}
+
+/// Block 1 of a would-be rival chain, valid but for what `spoil` does to it.
+fn rival_block(net: &Net, spoil: impl FnOnce(&mut Block)) -> Block {
+    let genesis = genesis_block().header;
+    let reward = Transaction::Reward(Reward {
+        to: Address(Hash256([9; 32])),
+        amount: Amount::from_coins(10).unwrap(),
+        height: 1,
+    });
+    let mut block = Block {
+        header: BlockHeader {
+            version: HEADER_VERSION,
+            prev_hash: genesis.hash(),
+            merkle_root: merkle_root(&[reward.id()]),
+            timestamp: unix_now(),
+            height: 1,
+            difficulty: net.difficulty,
+            nonce: 0,
+        },
+        transactions: vec![reward],
+    };
+    spoil(&mut block);
+    while !block.header.meets_own_difficulty() {
+        block.header.nonce += 1;
+    }
+    block
+}
+
+/// A block server that answers every request with `blocks`, whatever was asked.
+fn serve_forever(blocks: Vec<Block>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let blocks = blocks.clone();
+            thread::spawn(move || {
+                while read_frame(&mut stream, 4096, Duration::from_secs(5)).is_ok() {
+                    let reply = Reply::Blocks {
+                        tip_height: 1_000,
+                        tip: Hash256([7; 32]),
+                        blocks: blocks.clone(),
+                    };
+                    if write_frame(&mut stream, &reply.encode()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn invalid_blocks_from_a_peer_are_refused_with_their_reason_never_stored_and_the_peer_passed_over()
+{
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let mut miner = Miner::start(m.path(), &net);
+    let own = miner.wait_height(1);
+    let future = unix_now() + 3 * 60 * 60;
+    let cases: Vec<(Block, &str)> = vec![
+        (
+            rival_block(&net, |b| b.header.merkle_root = Hash256::ZERO),
+            "merkle root",
+        ),
+        (
+            rival_block(&net, |b| b.header.difficulty = net.difficulty - 1),
+            "is not the network's",
+        ),
+        (
+            rival_block(&net, |b| b.header.timestamp = future),
+            "after now",
+        ),
+        (
+            rival_block(&net, |b| {
+                if let Transaction::Reward(r) = &mut b.transactions[0] {
+                    r.amount = Amount::from_coins(11).unwrap();
+                }
+                b.header.merkle_root = merkle_root(&[b.transactions[0].id()]);
+            }),
+            "reward of 11.000000",
+        ),
+        (
+            {
+                // Solved, then changed: the proof of work no longer holds.
+                let mut b = rival_block(&net, |_| {});
+                while b.header.meets_own_difficulty() {
+                    b.header.nonce += 1;
+                }
+                b
+            },
+            "proof of work fails",
+        ),
+    ];
+    let out = UdpSocket::bind("0.0.0.0:0").unwrap();
+    out.set_broadcast(true).unwrap();
+    for (i, (block, reason)) in cases.iter().enumerate() {
+        let port = serve_forever(vec![block.clone()]);
+        let lie = Datagram::Status(Status {
+            node_id: 1_000 + i as u64,
+            height: 1_000,
+            tip: Hash256([7; 32]),
+            chain_work: u128::MAX / 2,
+            block_server_port: port,
+        });
+        // Said again and again: the node asks once, then passes the peer over.
+        for _ in 0..5 {
+            out.send_to(
+                &lie.encode(),
+                (Ipv4Addr::new(127, 255, 255, 255), net.status_port),
+            )
+            .unwrap();
+            thread::sleep(Duration::from_millis(50));
+        }
+        let refusal = miner.wait_for(reason, |l| {
+            l.starts_with("Download from") && l.contains(reason)
+        });
+        assert!(refusal.contains("passing it over"), "{refusal}");
+        let hash = block.hash().to_string();
+        assert_eq!(
+            miner
+                .lines(|l| l.starts_with("Download from") && l.contains(&hash))
+                .len(),
+            1,
+            "asked once\n{}",
+            miner.log()
+        );
+    }
+    assert_eq!(miner.tip(), (1, own));
+    let (code, log) = miner.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // Nothing refused was stored: the store holds the miner's own block alone.
+    let restarted = Miner::start(m.path(), &net);
+    let loaded = restarted.lines(|l| l.starts_with("Chain loaded:"));
+    assert!(loaded[0].contains("1 blocks stored"), "{loaded:?}");
 }
