@@ -40,6 +40,8 @@ pub struct Net {
     pub status_port: u16,
     pub transaction_port: u16,
     pub difficulty: u32,
+    /// Transactions per block, the reward included.
+    pub block_size: usize,
 }
 
 impl Net {
@@ -59,6 +61,7 @@ impl Net {
             status_port: free(),
             transaction_port: free(),
             difficulty,
+            block_size: 2,
         }
     }
 
@@ -67,6 +70,7 @@ impl Net {
     pub fn settings(&self) -> Vec<String> {
         [
             format!("difficulty={}", self.difficulty),
+            format!("block_size={}", self.block_size),
             "key_size=1024".into(),
             format!("status_broadcast_port={}", self.status_port),
             format!("transaction_port={}", self.transaction_port),

@@ -32,6 +32,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// longest, or is closed at once if all are busy.
 pub const MAX_CONNECTIONS: usize = 32;
 
+/// Receive buffer asked for on UDP listeners: about 4,000 payment datagrams.
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
 /// Messages dropped because they did not decode, over the life of the process.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -53,6 +56,9 @@ pub fn udp_listener(port: u16) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    // Room for a burst of payments while the node is busy: the kernel caps this at
+    // net.core.rmem_max, and a smaller buffer is no error.
+    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
     let address = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     socket.bind(&address.into())?;
     let socket: UdpSocket = socket.into();
