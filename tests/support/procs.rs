@@ -184,6 +184,24 @@ impl Miner {
         self.proc.stop_with("TERM")
     }
 
+    /// Waits for it to end on its own; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                thread::sleep(Duration::from_millis(50));
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{} did not stop\n{}",
+                self.name,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops it with `signal`; see [`Proc::stop_with`].
     pub fn stop_with(self, signal: &str) -> (Option<i32>, String) {
         self.proc.stop_with(signal)

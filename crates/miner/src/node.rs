@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select, tick, unbounded};
 use mvbc_miner::engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
 use mvbc_miner::work::WorkUnit;
 use mvbc_protocol::block::merkle_root;
-use mvbc_protocol::chain::ChainUpdate;
+use mvbc_protocol::chain::{AddBlockError, ChainUpdate};
 use mvbc_protocol::header::HEADER_VERSION;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
 use mvbc_protocol::peers::PeerBook;
@@ -181,6 +181,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         syncing: None,
         better_heard_at: None,
         listening: true,
+        fatal: None,
         job: None,
         jobs,
         sync_jobs,
@@ -192,9 +193,9 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         tracing::warn!("asking peers for their status failed: {e}");
     }
     let listen = STARTUP_LISTEN.min(interval);
-    node.event_loop(inbox, crossbeam_channel::after(listen));
+    let result = node.event_loop(inbox, crossbeam_channel::after(listen));
     drop(server);
-    Ok(())
+    result
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
@@ -346,6 +347,8 @@ struct Node {
     better_heard_at: Option<Instant>,
     /// Still listening for peers after start: not mining yet.
     listening: bool,
+    /// Why the node must stop (the store failed); the event loop ends with it.
+    fatal: Option<anyhow::Error>,
     /// The search running now, and the tip it builds on.
     job: Option<(Hash256, Arc<SearchControl>)>,
     jobs: Sender<Job>,
@@ -370,14 +373,14 @@ enum Source {
 impl Node {
     /// Handles events until shutdown. Mining starts once `listened` fires (or a first download
     /// ends), so a new node hears its peers before it builds on its own chain.
-    fn event_loop(&mut self, inbox: Receiver<Event>, listened: Receiver<Instant>) {
+    fn event_loop(&mut self, inbox: Receiver<Event>, listened: Receiver<Instant>) -> Result<()> {
         let report = tick(REPORT_INTERVAL);
         let mut last_report = (Instant::now(), self.hashes());
         loop {
             let event = select! {
                 recv(inbox) -> e => match e {
                     Ok(e) => e,
-                    Err(_) => return,
+                    Err(_) => return Ok(()),
                 },
                 recv(listened) -> _ => {
                     self.listening = false;
@@ -423,8 +426,12 @@ impl Node {
                         self.store.path().display(),
                         net::dropped_messages()
                     );
-                    return;
+                    return Ok(());
                 }
+            }
+            if let Some(e) = self.fatal.take() {
+                self.stop_mining();
+                return Err(e);
             }
         }
     }
@@ -592,20 +599,36 @@ impl Node {
         let height = block.header.height;
         match self.accept(block) {
             Ok(Some(update)) => self.on_tip_changed(update, Source::Mined { took, hashes }),
+            Ok(None) if self.fatal.is_some() => {}
             Ok(None) => println!("Block mined at height {height} ({hash}) but the chain moved on"),
             Err(e) => tracing::error!("our own block {hash} was refused: {e}"),
+        }
+        if self.fatal.is_some() {
+            return;
         }
         self.maybe_mine();
     }
 
-    /// Adds and stores one block. `Some` with what moved when the tip changed.
-    fn accept(&mut self, block: Block) -> Result<Option<TipMove>> {
+    /// Adds and stores one block. `Some` with what moved when the tip changed. A block the
+    /// store cannot take (a full disk) stops the node: it must not announce or build on what
+    /// it could lose.
+    fn accept(&mut self, block: Block) -> Result<Option<TipMove>, AddBlockError> {
         let stored = block.clone();
         let update = self.write_chain().add_block(block, unix_now())?;
         if update == ChainUpdate::AlreadyKnown {
             return Ok(None);
         }
-        self.store.append(&stored)?;
+        if let Err(e) = self.store.append(&stored) {
+            let height = stored.header.height.saturating_sub(1);
+            self.fatal.get_or_insert_with(|| {
+                anyhow::anyhow!(
+                    "cannot write the chain store: {e}. Stopping: the store is intact, with \
+                     every block stored before this one (up to height {height} at most); free \
+                     space or fix the data directory and start again"
+                )
+            });
+            return Ok(None);
+        }
         Ok(match update {
             ChainUpdate::TipChanged {
                 disconnected,
@@ -635,6 +658,7 @@ impl Node {
                     }
                     all.connected.extend(moved.connected);
                 }
+                Ok(None) if self.fatal.is_some() => return Err("the node is stopping".into()),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(%peer, "refused a downloaded block: {e}");

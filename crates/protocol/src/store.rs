@@ -76,6 +76,10 @@ pub struct Opened {
 pub struct BlockStore {
     file: File,
     path: PathBuf,
+    /// Bytes of intact records: where the next append starts.
+    len: u64,
+    /// Set when a failed append could not be undone: no further append is made.
+    broken: bool,
 }
 
 impl BlockStore {
@@ -113,19 +117,29 @@ impl BlockStore {
             file.set_len(kept).map_err(io_err)?;
         }
         file.sync_all().map_err(io_err)?;
-        file.seek(SeekFrom::End(0)).map_err(io_err)?;
+        let len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
         Ok(Opened {
             store: BlockStore {
                 file,
                 path: path.to_owned(),
+                len,
+                broken: false,
             },
             blocks,
             recovery,
         })
     }
 
-    /// Appends one block and syncs it to disk before returning.
+    /// Appends one block and syncs it to disk before returning. If the write fails (a full
+    /// disk), the partial record is cut off again, so the store stays a run of intact records
+    /// that later appends can follow; if even that fails, the store refuses further appends.
     pub fn append(&mut self, block: &Block) -> Result<(), StoreError> {
+        if self.broken {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: io::Error::other("an earlier failed append could not be undone"),
+            });
+        }
         let payload = block.encode();
         let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -135,8 +149,21 @@ impl BlockStore {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(&record).map_err(io_err)?;
-        self.file.sync_data().map_err(io_err)
+        let written = self
+            .file
+            .write_all(&record)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let undone = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()))
+                .and_then(|()| self.file.sync_data());
+            self.broken = undone.is_err();
+            return Err(io_err(e));
+        }
+        self.len += record.len() as u64;
+        Ok(())
     }
 
     /// The store's path.

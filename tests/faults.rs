@@ -1,0 +1,189 @@
+//! Faults at the edges: a disk that fills up under a running miner, a data directory that
+//! turns read-only. Each gives a clear error and leaves the chain store whole.
+//!
+//! These mount small tmpfs filesystems, which needs root (CI runs as root and sets
+//! `MVBC_REQUIRE_ROOT=1`, which turns "not root" into a failure).
+
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use mvbc_protocol::net::Broadcaster;
+use mvbc_protocol::store::{BlockStore, rebuild_chain};
+use mvbc_protocol::wire::Datagram;
+use mvbc_protocol::{Amount, ConsensusParams, Payment, keyfile, unix_now};
+use procs::*;
+use tempfile::tempdir;
+
+/// Whether this test can mount filesystems; says why not, or fails under MVBC_REQUIRE_ROOT.
+fn can_mount(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("MVBC_REQUIRE_ROOT").is_none(),
+        "{test}: needs root to mount a tmpfs, and MVBC_REQUIRE_ROOT is set"
+    );
+    eprintln!("{test}: NOT RUN: needs root to mount a tmpfs");
+    false
+}
+
+fn c_path(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// A tmpfs of `bytes` mounted on `path`, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, bytes: usize) -> Tmpfs {
+        let options = CString::new(format!("size={bytes}")).unwrap();
+        let fstype = CString::new("tmpfs").unwrap();
+        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                c_path(path).as_ptr(),
+                fstype.as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        Tmpfs(path.to_owned())
+    }
+
+    fn remount_read_only(&self) {
+        // SAFETY: as above; source and type are ignored on a remount.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c_path(&self.0).as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "remount: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // SAFETY: a valid path; MNT_DETACH unmounts even if something still holds a file.
+        unsafe { libc::umount2(c_path(&self.0).as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Fills the filesystem holding `dir`, then frees one page: room for a few more blocks.
+fn fill_but_a_page(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&filler)
+        .unwrap();
+    while f.write_all(&[0xaa; 4096]).is_ok() {}
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(4096)).unwrap();
+    filler
+}
+
+#[test]
+fn a_full_disk_stops_the_miner_with_a_clear_error_and_leaves_its_store_whole() {
+    if !can_mount("a_full_disk_stops_the_miner") {
+        return;
+    }
+    let top = tempdir().unwrap();
+    let data = top.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let _disk = Tmpfs::mount(&data, 64 * 1024);
+    let net = Net::new();
+    let mut miner = Miner::start(&data, &net);
+    miner.wait_height(1);
+    let filler = fill_but_a_page(&data);
+
+    // Far more payments than the disk has room for blocks.
+    let key = keyfile::load_key(&data.join("mining_rewards.pem")).unwrap();
+    let out = Broadcaster::new(Ipv4Addr::new(127, 255, 255, 255), net.transaction_port).unwrap();
+    for i in 0..60 {
+        let p = Payment::new_signed(&key, key.address(), Amount::from_units(1), unix_now() + i);
+        out.send(&Datagram::Payment(p)).unwrap();
+    }
+    assert_eq!(miner.wait_exit(), Some(1), "{}", miner.log());
+    let log = miner.log();
+    assert!(log.contains("cannot write the chain store"), "{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+
+    // The store holds whole records only, and they make a valid chain.
+    let opened = BlockStore::open(&data.join("blocks.dat")).unwrap();
+    assert!(opened.recovery.is_none(), "{:?}", opened.recovery);
+    let stored = opened.blocks.len();
+    assert!(stored >= 2, "it mined on until the disk was full");
+    let params = ConsensusParams {
+        difficulty: net.difficulty,
+        block_size: net.block_size,
+        block_reward: Amount::from_coins(10).unwrap(),
+    };
+    let (chain, refused) = rebuild_chain(params, opened.blocks, unix_now());
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(chain.height() as usize, stored);
+    drop(opened.store);
+
+    // With room again, it starts from there.
+    fs::remove_file(filler).unwrap();
+    let miner = Miner::start(&data, &net);
+    let (code, log) = miner.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains(&format!("Chain loaded: height {stored},")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_read_only_data_directory_is_a_clear_error_and_the_wallet_still_reads_it() {
+    if !can_mount("a_read_only_data_directory") {
+        return;
+    }
+    let top = tempdir().unwrap();
+    let data = top.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let disk = Tmpfs::mount(&data, 1024 * 1024);
+    let net = Net::new();
+    let mut miner = Miner::start(&data, &net);
+    miner.wait_height(1);
+    let (code, log) = miner.stop();
+    assert_eq!(code, Some(0), "{log}");
+    disk.remount_read_only();
+
+    let out = std::process::Command::new(miner_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(net.settings())
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(err.contains("blocks.dat"), "names the file: {err}");
+
+    // Looking needs no writing: the wallet lists the directory's keys.
+    let rows = balances(&data, &net);
+    assert_eq!(rows[0].name, "mining_rewards");
+    let refused = wallet(&data, &net, &["new-address", "bob"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
