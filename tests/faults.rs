@@ -21,20 +21,6 @@ use mvbc_protocol::{Amount, ConsensusParams, Payment, keyfile, unix_now};
 use procs::*;
 use tempfile::tempdir;
 
-/// Whether this test can mount filesystems; says why not, or fails under MVBC_REQUIRE_ROOT.
-fn can_mount(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("MVBC_REQUIRE_ROOT").is_none(),
-        "{test}: needs root to mount a tmpfs, and MVBC_REQUIRE_ROOT is set"
-    );
-    eprintln!("{test}: NOT RUN: needs root to mount a tmpfs");
-    false
-}
-
 fn c_path(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
 }
@@ -98,7 +84,7 @@ fn fill_but_a_page(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_full_disk_stops_the_miner_with_a_clear_error_and_leaves_its_store_whole() {
-    if !can_mount("a_full_disk_stops_the_miner") {
+    if !is_root("a_full_disk_stops_the_miner", "mounting a tmpfs") {
         return;
     }
     let top = tempdir().unwrap();
@@ -150,7 +136,7 @@ fn a_full_disk_stops_the_miner_with_a_clear_error_and_leaves_its_store_whole() {
 
 #[test]
 fn a_read_only_data_directory_is_a_clear_error_and_the_wallet_still_reads_it() {
-    if !can_mount("a_read_only_data_directory") {
+    if !is_root("a_read_only_data_directory", "mounting a tmpfs") {
         return;
     }
     let top = tempdir().unwrap();

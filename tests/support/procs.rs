@@ -34,14 +34,34 @@ pub fn wallet_bin() -> PathBuf {
     path
 }
 
+/// Whether this process runs as root, which `test` needs for `what`. When not, it says so
+/// (NOT RUN) and the test returns early, unless `MVBC_REQUIRE_ROOT` is set (CI sets it): then
+/// it fails.
+pub fn is_root(test: &str, what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("MVBC_REQUIRE_ROOT").is_none(),
+        "{test}: needs root for {what}, and MVBC_REQUIRE_ROOT is set"
+    );
+    eprintln!("{test}: NOT RUN: needs root for {what}");
+    false
+}
+
 /// The UDP ports one test's network uses: its own, so tests run side by side.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Net {
     pub status_port: u16,
     pub transaction_port: u16,
     pub difficulty: u32,
     /// Transactions per block, the reward included.
     pub block_size: usize,
+    /// Where broadcasts go: loopback, or a test subnet's broadcast address.
+    pub broadcast: std::net::Ipv4Addr,
+    /// The network namespace programs run in (`ip netns exec`); `None`: this one.
+    pub host: Option<String>,
 }
 
 impl Net {
@@ -62,6 +82,28 @@ impl Net {
             transaction_port: free(),
             difficulty,
             block_size: 2,
+            broadcast: std::net::Ipv4Addr::new(127, 255, 255, 255),
+            host: None,
+        }
+    }
+
+    /// The same network, for programs run in network namespace `host`.
+    pub fn on(&self, host: &str) -> Net {
+        Net {
+            host: Some(host.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// A command for `bin`, inside this network's namespace if it has one.
+    pub fn command(&self, bin: &Path) -> Command {
+        match &self.host {
+            None => Command::new(bin),
+            Some(host) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", host]).arg(bin);
+                c
+            }
         }
     }
 
@@ -77,7 +119,7 @@ impl Net {
             "block_server_port=0".into(),
             "status_broadcast_interval_seconds=0.5".into(),
             "transaction_broadcast_interval_seconds=0.5".into(),
-            "broadcast_address=127.255.255.255".into(),
+            format!("broadcast_address={}", self.broadcast),
         ]
         .into_iter()
         .flat_map(|s| ["-s".to_string(), s])
@@ -226,7 +268,8 @@ impl Proc {
 
     /// [`Proc::spawn`] with `RUST_LOG` set to `log`.
     pub fn spawn_logging(bin: &Path, dir: &Path, net: &Net, args: &[&str], log: &str) -> Proc {
-        let mut child = Command::new(bin)
+        let mut child = net
+            .command(bin)
             .arg("--data-dir")
             .arg(dir)
             .args(net.settings())
@@ -259,6 +302,44 @@ impl Proc {
             self.stdout.lock().unwrap().join("\n"),
             self.stderr.lock().unwrap().join("\n")
         )
+    }
+
+    /// The tip its last `Block mined` or `Block adopted` line names, with its height.
+    pub fn tip_from_log(&self) -> Option<(u64, String)> {
+        let lines = self.stdout.lock().unwrap();
+        lines.iter().rev().find_map(|l| {
+            let rest = l
+                .strip_prefix("Block mined: height ")
+                .or_else(|| l.strip_prefix("Block adopted: height "))
+                .or_else(|| l.strip_prefix("Block adopted: heights "))?;
+            let (heights, rest) = rest.split_once(", ")?;
+            let height = heights.rsplit('=').next()?.parse().ok()?;
+            let tip = rest
+                .strip_prefix("hash ")
+                .or_else(|| rest.strip_prefix("tip "))?
+                .split(',')
+                .next()?;
+            Some((height, tip.to_string()))
+        })
+    }
+
+    /// Waits until [`Proc::tip_from_log`] is at least `height`; returns the tip.
+    pub fn wait_log_height(&mut self, height: u64) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some((h, tip)) = self.tip_from_log()
+                && h >= height
+            {
+                return tip;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{} never reached height {height}\n{}",
+                self.name,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Lines printed to stderr (the log) so far that `pred` accepts.
@@ -345,7 +426,7 @@ impl Drop for Proc {
 
 /// Runs `mvbc-wallet` in `dir` on `net` to completion.
 pub fn wallet(dir: &Path, net: &Net, args: &[&str]) -> Output {
-    Command::new(wallet_bin())
+    net.command(&wallet_bin())
         .arg("--data-dir")
         .arg(dir)
         .args(net.settings())
