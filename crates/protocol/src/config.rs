@@ -376,4 +376,25 @@ mod tests {
         ));
         assert_eq!(c, Config::default(), "refused settings change nothing");
     }
+
+    proptest::proptest! {
+        /// Any config text and any `-s` argument is applied or refused with a message, never
+        /// a panic.
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "\\PC{0,200}", setting in "\\PC{0,60}") {
+            let mut c = Config::default();
+            let _ = c.apply_toml(&text);
+            let _ = c.apply_setting(&setting);
+        }
+
+        #[test]
+        fn arbitrary_key_value_lines_never_panic(
+            key in proptest::sample::select(KEYS.to_vec()),
+            value in "[-+0-9a-z.\"\\[\\]{}= ]{0,30}",
+        ) {
+            let mut c = Config::default();
+            let _ = c.apply_toml(&format!("{key} = {value}"));
+            let _ = c.apply_setting(&format!("{key}={value}"));
+        }
+    }
 }

@@ -151,4 +151,28 @@ mod tests {
             Err(KeyFileError::Key { .. })
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever a key file holds, loading it is a clear error or a key, never a panic.
+        #[test]
+        fn any_key_file_loads_or_is_refused(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            armoured: bool,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = key_path(dir.path(), "k");
+            let mut bytes = Vec::new();
+            if armoured {
+                bytes.extend_from_slice(b"-----BEGIN PRIVATE KEY-----\n");
+            }
+            bytes.extend_from_slice(&body);
+            if armoured {
+                bytes.extend_from_slice(b"\n-----END PRIVATE KEY-----\n");
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = load_key(&path);
+        }
+    }
 }

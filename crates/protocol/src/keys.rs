@@ -246,4 +246,21 @@ pub(crate) mod tests {
     fn refuses_small_keys() {
         assert!(matches!(KeyPair::generate(512), Err(KeyError::Size(512))));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// A public key and signature off the network are arbitrary bytes: checking them is an
+        /// error, never a panic.
+        #[test]
+        fn arbitrary_keys_and_signatures_are_refused_without_panic(
+            der in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            sig in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            proptest::prop_assert!(verify_signature(&der, b"message", &sig).is_err());
+            // A real key with a random signature, too.
+            let real = test_key(0).public_key_der();
+            proptest::prop_assert!(verify_signature(real, b"message", &sig).is_err());
+        }
+    }
 }

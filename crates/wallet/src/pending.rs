@@ -133,4 +133,22 @@ mod tests {
         let err = Pending::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("is damaged"), "{err}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the pending file holds, reading it gives payments or a clear error.
+        #[test]
+        fn any_pending_file_reads_or_is_refused(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&body);
+            std::fs::write(dir.path().join(PENDING_FILE), &bytes).unwrap();
+            if let Ok(payments) = Pending::read(dir.path()) {
+                proptest::prop_assert!(payments.len() <= MAX_PENDING);
+            }
+        }
+    }
 }
