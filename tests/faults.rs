@@ -13,11 +13,13 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
 
 use mvbc_protocol::net::Broadcaster;
 use mvbc_protocol::store::{BlockStore, rebuild_chain};
 use mvbc_protocol::wire::Datagram;
-use mvbc_protocol::{Amount, ConsensusParams, Payment, keyfile, unix_now};
+use mvbc_protocol::{Amount, Payment, keyfile, unix_now};
 use procs::*;
 use tempfile::tempdir;
 
@@ -113,12 +115,7 @@ fn a_full_disk_stops_the_miner_with_a_clear_error_and_leaves_its_store_whole() {
     assert!(opened.recovery.is_none(), "{:?}", opened.recovery);
     let stored = opened.blocks.len();
     assert!(stored >= 2, "it mined on until the disk was full");
-    let params = ConsensusParams {
-        difficulty: net.difficulty,
-        block_size: net.block_size,
-        block_reward: Amount::from_coins(10).unwrap(),
-    };
-    let (chain, refused) = rebuild_chain(params, opened.blocks, unix_now());
+    let (chain, refused) = rebuild_chain(net.params(), opened.blocks, unix_now());
     assert!(refused.is_empty(), "{refused:?}");
     assert_eq!(chain.height() as usize, stored);
     drop(opened.store);
@@ -171,5 +168,88 @@ fn a_read_only_data_directory_is_a_clear_error_and_the_wallet_still_reads_it() {
         String::from_utf8_lossy(&refused.stderr).contains("Read-only file system"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_stored_block_and_no_pending_payment() {
+    let seed = 0x00c0_ffee;
+    let mut rng = Lcg(seed);
+    let net = Net::with_difficulty(16);
+    let (a, b) = (tempdir().unwrap(), tempdir().unwrap());
+    let mut miner_a = Miner::start(a.path(), &net);
+    miner_a.wait_height(1);
+    let mut miner_b = Miner::start(b.path(), &net);
+    miner_b.wait_height(1);
+    sync_once(a.path(), &net);
+    let mut sent = Vec::new();
+    let mut kills = (0, 0);
+    for _ in 0..12 {
+        // A payment, and one send in three killed part-way.
+        let args = ["send", "mining_rewards", "0.000001", "mining_rewards"];
+        let mut send = Proc::spawn(&wallet_bin(), a.path(), &net, &args);
+        if rng.next().is_multiple_of(3) {
+            thread::sleep(Duration::from_millis(rng.next() % 40));
+            send.signal("KILL");
+            kills.0 += 1;
+        }
+        if send.wait_exit() == Some(0) {
+            let line = send.lines(|l| l.starts_with("Payment "));
+            sent.push(
+                line[0]
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .trim_end_matches(':')
+                    .to_string(),
+            );
+        }
+        // A miner killed at a random moment: mining, storing, announcing, downloading or
+        // switching branches, whatever it was doing.
+        thread::sleep(Duration::from_millis(rng.next() % 30));
+        let (dir, miner) = if rng.next().is_multiple_of(2) {
+            (a.path(), &mut miner_a)
+        } else {
+            (b.path(), &mut miner_b)
+        };
+        let before = stored_chain(dir, &net).height();
+        miner.kill9_and_restart(&net);
+        kills.1 += 1;
+        let loaded = miner.lines(|l| l.starts_with("Chain loaded:"));
+        assert_eq!(loaded.len(), 1, "it starts again");
+        assert!(
+            stored_chain(dir, &net).height() >= before,
+            "seed {seed:#x}: a stored block was lost\n{}",
+            miner.log()
+        );
+    }
+    // Every payment `send` finished is still pending or confirmed: the wallet's re-broadcasts
+    // get each one mined, once.
+    let report = sync_until_confirmed(a.path(), &net);
+    assert!(report.pending.is_empty());
+    let mut nudge = || {
+        sync_once(a.path(), &net);
+        wallet_ok(
+            a.path(),
+            &net,
+            &["send", "mining_rewards", "0.000001", "mining_rewards"],
+        );
+    };
+    converge(&mut [&mut miner_a, &mut miner_b], &mut nudge);
+    sync_until_confirmed(a.path(), &net);
+    let history = wallet_ok(a.path(), &net, &["history", "mining_rewards", "--json"]);
+    let history: Vec<serde_json::Value> = serde_json::from_str(history.trim()).unwrap();
+    for id in &sent {
+        let times = history.iter().filter(|h| h["id"] == id.as_str()).count();
+        assert_eq!(
+            times, 1,
+            "seed {seed:#x}: payment {id} confirmed {times} times"
+        );
+    }
+    eprintln!(
+        "chaos: {} sends killed, {} miners killed, {} payments confirmed once each",
+        kills.0,
+        kills.1,
+        sent.len()
     );
 }

@@ -20,23 +20,6 @@ use mvbc_protocol::{
 use procs::*;
 use tempfile::tempdir;
 
-/// A small deterministic generator, so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// Every kind of bad datagram, each with the reason the node's log must give for it.
 fn bad_datagrams() -> Vec<(Vec<u8>, &'static str)> {
     let mut rng = Lcg(0x5eed);

@@ -7,16 +7,12 @@ mod procs;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use mvbc_protocol::net::Broadcaster;
-use mvbc_protocol::store::read_only_chain;
 use mvbc_protocol::wire::Datagram;
-use mvbc_protocol::{
-    Address, Amount, Chain, ConsensusParams, Hash256, KeyPair, Payment, keyfile, unix_now,
-};
+use mvbc_protocol::{Address, Amount, Chain, Hash256, KeyPair, Payment, keyfile, unix_now};
 use procs::*;
 use tempfile::tempdir;
 
@@ -26,18 +22,6 @@ const PER_BLOCK: usize = 50;
 const BURSTS: usize = 8;
 /// Each burst: every payer pays this many times.
 const PER_PAYER_PER_BURST: usize = 100;
-
-/// The chain a miner has stored, read beside the running miner.
-fn stored_chain(dir: &Path, net: &Net) -> Chain {
-    let params = ConsensusParams {
-        difficulty: net.difficulty,
-        block_size: net.block_size,
-        block_reward: Amount::from_coins(10).unwrap(),
-    };
-    let (chain, refused) = read_only_chain(&dir.join("blocks.dat"), params, unix_now()).unwrap();
-    assert!(refused.is_empty(), "{refused:?}");
-    chain
-}
 
 /// How many times each transaction id appears on the best chain.
 fn confirmations(chain: &Chain) -> HashMap<Hash256, usize> {

@@ -6,7 +6,7 @@ mod procs;
 
 use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use procs::*;
 use tempfile::tempdir;
@@ -18,35 +18,6 @@ fn send(dir: &Path, net: &Net, from: &str, amount: &str, to: &str) -> String {
         .nth(1)
         .map(|id| id.trim_end_matches(':').to_string())
         .unwrap_or_else(|| panic!("no payment id in {out:?}"))
-}
-
-/// Waits until every miner has the same tip. Two miners that find a block at the same moment
-/// each keep their own until the next block decides; `nudge` makes one (a payment).
-fn converge(miners: &mut [&mut Miner], mut nudge: impl FnMut()) -> (u64, String) {
-    let start = Instant::now();
-    let mut same_height_since: Option<Instant> = None;
-    loop {
-        let tips: Vec<_> = miners.iter().map(|m| m.tip()).collect();
-        if tips.iter().all(|t| *t == tips[0]) {
-            return (tips[0].0, tips[0].1.to_string());
-        }
-        if tips.iter().all(|t| t.0 == tips[0].0) {
-            let since = *same_height_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_secs(2) {
-                nudge();
-                same_height_since = None;
-            }
-        } else {
-            same_height_since = None;
-        }
-        let logs: Vec<String> = miners.iter().map(|m| m.log()).collect();
-        assert!(
-            start.elapsed() < PATIENCE,
-            "miners never agreed: {tips:?}\n{}",
-            logs.join("\n")
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -34,6 +34,61 @@ pub fn wallet_bin() -> PathBuf {
     path
 }
 
+/// A small deterministic generator, so a failing run can be replayed from its seed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Waits until every miner has the same tip. Two miners that find a block at the same moment
+/// each keep their own until the next block decides; `nudge` makes one (a payment).
+pub fn converge(miners: &mut [&mut Miner], mut nudge: impl FnMut()) -> (u64, String) {
+    let start = Instant::now();
+    let mut same_height_since: Option<Instant> = None;
+    loop {
+        let tips: Vec<_> = miners.iter().map(|m| m.tip()).collect();
+        if tips.iter().all(|t| *t == tips[0]) {
+            return (tips[0].0, tips[0].1.to_string());
+        }
+        if tips.iter().all(|t| t.0 == tips[0].0) {
+            let since = *same_height_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(2) {
+                nudge();
+                same_height_since = None;
+            }
+        } else {
+            same_height_since = None;
+        }
+        let logs: Vec<String> = miners.iter().map(|m| m.log()).collect();
+        assert!(
+            start.elapsed() < PATIENCE,
+            "miners never agreed: {tips:?}\n{}",
+            logs.join("\n")
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The chain a miner stored in `dir`, read beside the running miner; every block must load.
+pub fn stored_chain(dir: &Path, net: &Net) -> mvbc_protocol::Chain {
+    let path = dir.join("blocks.dat");
+    let now = mvbc_protocol::unix_now();
+    let (chain, refused) = mvbc_protocol::store::read_only_chain(&path, net.params(), now).unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    chain
+}
+
 /// Whether this process runs as root, which `test` needs for `what`. When not, it says so
 /// (NOT RUN) and the test returns early, unless `MVBC_REQUIRE_ROOT` is set (CI sets it): then
 /// it fails.
@@ -84,6 +139,15 @@ impl Net {
             block_size: 2,
             broadcast: std::net::Ipv4Addr::new(127, 255, 255, 255),
             host: None,
+        }
+    }
+
+    /// The consensus parameters these settings give (the reward is the default 10 coins).
+    pub fn params(&self) -> mvbc_protocol::ConsensusParams {
+        mvbc_protocol::ConsensusParams {
+            difficulty: self.difficulty,
+            block_size: self.block_size,
+            block_reward: mvbc_protocol::Amount::from_coins(10).unwrap(),
         }
     }
 
@@ -226,24 +290,6 @@ impl Miner {
         self.proc.stop_with("TERM")
     }
 
-    /// Waits for it to end on its own; returns its exit code.
-    pub fn wait_exit(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(50));
-                return status.code();
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "{} did not stop\n{}",
-                self.name,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// Stops it with `signal`; see [`Proc::stop_with`].
     pub fn stop_with(self, signal: &str) -> (Option<i32>, String) {
         self.proc.stop_with(signal)
@@ -252,6 +298,14 @@ impl Miner {
     /// SIGKILL: no chance to clean up.
     pub fn kill9(self) {
         self.proc.kill9()
+    }
+
+    /// SIGKILL, then a fresh start on the same directory.
+    pub fn kill9_and_restart(&mut self, net: &Net) {
+        self.proc.signal("KILL");
+        let _ = self.proc.child.wait();
+        let dir = self.proc.dir.clone();
+        *self = Miner::start(&dir, net);
     }
 }
 
@@ -387,6 +441,24 @@ impl Proc {
         // SAFETY: kill(2) takes plain integers; the pid is our own child, not yet reaped.
         let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(rc, 0, "kill -{name} failed");
+    }
+
+    /// Waits for it to end on its own; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                thread::sleep(Duration::from_millis(50));
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{} did not stop\n{}",
+                self.name,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops it with `signal` ("TERM" or "INT", as Ctrl-C sends) and returns its exit code and
