@@ -271,3 +271,79 @@ fn invalid_blocks_from_a_peer_are_refused_with_their_reason_never_stored_and_the
     let loaded = restarted.lines(|l| l.starts_with("Chain loaded:"));
     assert!(loaded[0].contains("1 blocks stored"), "{loaded:?}");
 }
+
+#[test]
+fn a_block_server_that_stalls_mid_frame_is_timed_out_and_an_honest_peer_takes_over() {
+    let net = Net::new();
+    let (a, n) = (tempdir().unwrap(), tempdir().unwrap());
+    let mut honest = Miner::start(a.path(), &net);
+    honest.wait_height(1);
+    sync_once(a.path(), &net);
+    for _ in 0..2 {
+        wallet_ok(
+            a.path(),
+            &net,
+            &["send", "mining_rewards", "1", "mining_rewards"],
+        );
+    }
+    let tip = honest.wait_height(3);
+    let (code, log) = honest.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // A server that answers with the start of a frame and then nothing, for a minute.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stall_port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let _ = read_frame(&mut stream, 4096, Duration::from_secs(5));
+                let _ = stream.write_all(&[0, 0, 4, 0, 1, 2, 3]);
+                thread::sleep(Duration::from_secs(60));
+            });
+        }
+    });
+    let lie = Datagram::Status(Status {
+        node_id: 77,
+        height: 1_000,
+        tip: Hash256([7; 32]),
+        chain_work: u128::MAX / 2,
+        block_server_port: stall_port,
+    })
+    .encode();
+    let status_port = net.status_port;
+    thread::spawn(move || {
+        let out = UdpSocket::bind("0.0.0.0:0").unwrap();
+        out.set_broadcast(true).unwrap();
+        for _ in 0..300 {
+            let _ = out.send_to(&lie, (Ipv4Addr::new(127, 255, 255, 255), status_port));
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+
+    // A newcomer hears only the liar, and its download hangs on it...
+    let mut newcomer = Miner::start(n.path(), &net);
+    // ...but the node goes on: it mines on its own chain meanwhile, and serves it.
+    newcomer.wait_for("its own block", |l| l.starts_with("Block mined: height 1"));
+    assert_eq!(newcomer.tip().0, 1);
+    // The honest miner comes back: once the hung download times out, the newcomer takes the
+    // honest chain, which has more work than its own.
+    let honest = Miner::start(a.path(), &net);
+    let started = std::time::Instant::now();
+    let failed = newcomer.wait_for("the stalled download to fail", |l| {
+        l.starts_with(&format!("Download from 127.0.0.1:{stall_port} failed"))
+    });
+    assert!(failed.contains("timed out"), "{failed}");
+    assert_eq!(newcomer.wait_height(3), tip, "the honest peer's chain");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded by the frame timeout"
+    );
+    assert!(
+        !newcomer
+            .lines(|l| l.starts_with("Reorg: depth 1"))
+            .is_empty(),
+        "{}",
+        newcomer.log()
+    );
+    drop(honest);
+}

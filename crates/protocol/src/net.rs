@@ -151,8 +151,9 @@ pub fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
 }
 
 /// Reads one frame of at most `cap` bytes. The length is checked against the cap before any
-/// buffer is allocated, and the whole frame must arrive within `first_byte + FRAME_TIMEOUT`:
-/// `first_byte` is how long to wait for the frame to begin.
+/// buffer is allocated. The frame must begin within `first_byte` and arrive whole within
+/// [`FRAME_TIMEOUT`] of its first byte, so a peer that trickles bytes cannot hold a thread
+/// for longer.
 pub fn read_frame(
     stream: &mut TcpStream,
     cap: usize,
@@ -160,20 +161,20 @@ pub fn read_frame(
 ) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
-    let start = Instant::now();
-    let deadline = start + first_byte + FRAME_TIMEOUT;
+    let mut limit = Instant::now() + first_byte;
     while got < len.len() {
-        let limit = if got == 0 {
-            start + first_byte
-        } else {
-            deadline
-        };
         match read_some(stream, &mut len[got..], limit)? {
             0 if got == 0 => return Err(FrameError::Closed),
             0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            n if got == 0 => {
+                got = n;
+                // From its first byte, the whole frame has FRAME_TIMEOUT to arrive.
+                limit = Instant::now() + FRAME_TIMEOUT;
+            }
             n => got += n,
         }
     }
+    let deadline = limit;
     let len = u32::from_be_bytes(len) as usize;
     if len > cap {
         return Err(FrameError::TooLong { len, cap });
