@@ -347,3 +347,67 @@ fn a_block_server_that_stalls_mid_frame_is_timed_out_and_an_honest_peer_takes_ov
     );
     drop(honest);
 }
+
+#[test]
+fn invalid_payments_are_refused_with_their_reason_and_never_mined() {
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    let rich = mvbc_protocol::keyfile::load_key(&m.path().join("mining_rewards.pem")).unwrap();
+    let poor = KeyPair::generate(1024).unwrap();
+    let now = unix_now();
+    let pay = |key: &KeyPair, units: u64, stamp: u64| {
+        Payment::new_signed(key, poor.address(), Amount::from_units(units), stamp)
+    };
+    // One good payment, mined, then replayed.
+    let good = pay(&rich, 5, now);
+    let out = UdpSocket::bind("0.0.0.0:0").unwrap();
+    out.set_broadcast(true).unwrap();
+    let send = |p: &Payment| {
+        let bytes = Datagram::Payment(p.clone()).encode();
+        out.send_to(
+            &bytes,
+            (Ipv4Addr::new(127, 255, 255, 255), net.transaction_port),
+        )
+        .unwrap();
+        thread::sleep(Duration::from_millis(20));
+    };
+    send(&good);
+    miner.wait_height(2);
+
+    let mut tampered = pay(&rich, 5, now + 1);
+    tampered.amount = Amount::from_units(6);
+    let mut stolen = pay(&poor, 5, now + 2);
+    stolen.from = rich.address();
+    let cases = [
+        (tampered, "bad signature"),
+        (stolen, "does not hash to the from-address"),
+        (pay(&rich, 0, now + 3), "amount is zero"),
+        (pay(&poor, 6, now + 4), "but has 0.000005 available"),
+        (good.clone(), "is already confirmed"),
+    ];
+    for (payment, reason) in &cases {
+        send(payment);
+        // Refusals are log lines (stderr, info level).
+        let start = std::time::Instant::now();
+        while miner
+            .log_lines(|l| l.contains("refused a payment") && l.contains(reason))
+            .is_empty()
+        {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "no refusal saying {reason:?}\n{}",
+                miner.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(
+        miner.lines(|l| l.starts_with("Payment pooled")).len(),
+        1,
+        "only the good payment was pooled\n{}",
+        miner.log()
+    );
+    assert_eq!(miner.tip().0, 2, "nothing else was mined");
+}

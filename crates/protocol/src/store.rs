@@ -172,19 +172,32 @@ impl BlockStore {
     }
 }
 
-/// Reads every intact record. Returns the blocks, the length of the intact prefix and, if the
-/// file goes on past it, why the rest was refused.
-fn read_records(
-    file: &mut File,
-    path: &Path,
-    file_len: u64,
-) -> Result<(Vec<Block>, u64, Option<String>), StoreError> {
+/// What a store's bytes hold: every intact block, the length of the intact prefix and, if the
+/// bytes go on past it, why the rest was refused.
+pub type Scan = (Vec<Block>, u64, Option<String>);
+
+/// Checks a whole store image held in memory exactly as opening a store file does. Nothing is
+/// written; for tools, tests and fuzzing.
+pub fn scan(bytes: &[u8]) -> Result<Scan, StoreError> {
+    scan_records(bytes, Path::new("<memory>"), bytes.len() as u64)
+}
+
+/// Reads every intact record of the file from its start.
+fn read_records(file: &mut File, path: &Path, file_len: u64) -> Result<Scan, StoreError> {
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    scan_records(BufReader::new(file), path, file_len)
+}
+
+/// Reads every intact record of `file_len` bytes from `reader`.
+fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Scan, StoreError> {
     let io_err = |source| StoreError::Io {
         path: path.to_owned(),
         source,
     };
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let mut reader = BufReader::new(file);
     let mut magic = [0u8; 8];
     if file_len < STORE_MAGIC.len() as u64 {
         let reason = (file_len > 0).then(|| "torn store header".to_owned());

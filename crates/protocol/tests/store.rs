@@ -171,6 +171,10 @@ proptest::proptest! {
         std::fs::write(&path, &bytes).unwrap();
         let first = BlockStore::open(&path).unwrap();
         let blocks = first.blocks.clone();
+        // The in-memory scan (what the fuzz target drives) sees exactly what opening saw.
+        let (scanned, kept, _) = mvbc_protocol::store::scan(&bytes).unwrap();
+        proptest::prop_assert_eq!(&scanned, &blocks);
+        proptest::prop_assert_eq!(kept, std::fs::metadata(&path).unwrap().len());
         drop(first);
         let again = BlockStore::open(&path).unwrap();
         proptest::prop_assert!(again.recovery.is_none());
