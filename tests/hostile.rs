@@ -269,7 +269,7 @@ fn invalid_blocks_from_a_peer_are_refused_with_their_reason_never_stored_and_the
     // Nothing refused was stored: the store holds the miner's own block alone.
     let restarted = Miner::start(m.path(), &net);
     let loaded = restarted.lines(|l| l.starts_with("Chain loaded:"));
-    assert!(loaded[0].contains("1 blocks stored"), "{loaded:?}");
+    assert!(loaded[0].contains("1 block stored"), "{loaded:?}");
 }
 
 #[test]

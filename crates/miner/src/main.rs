@@ -101,11 +101,14 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     };
     println!("Mining rewards go to {reward_to}");
     let chain = loaded.chain;
+    let stored = match chain.tree_len() - 1 {
+        1 => "1 block stored".to_string(),
+        n => format!("{n} blocks stored"),
+    };
     println!(
-        "Chain loaded: height {}, tip {}, {} blocks stored",
+        "Chain loaded: height {}, tip {}, {stored}",
         chain.height(),
         chain.tip_hash(),
-        chain.tree_len() - 1
     );
     let mut selection = select::mining_engine(cli.device, threads(cli))?;
     if let Some(note) = &selection.note {
