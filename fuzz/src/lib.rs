@@ -1,0 +1,109 @@
+//! What each fuzz target checks, and the stand-in `main` of a stable build.
+//!
+//! Every check holds for any input: a decoder either refuses the bytes with an error or
+//! returns a value whose encoding gives back exactly those bytes. A panic, an abort or a hang
+//! is a finding.
+
+use mvbc_protocol::block::Block;
+use mvbc_protocol::tx::Transaction;
+use mvbc_protocol::wire::{Datagram, Reply, Request};
+use mvbc_protocol::{Config, KeyPair, store};
+
+/// UDP datagrams and TCP frame bodies.
+pub fn wire(data: &[u8]) {
+    if let Ok(d) = Datagram::decode(data) {
+        assert_eq!(d.encode(), data);
+        if let Datagram::Payment(p) = d {
+            let _ = p.verify();
+        }
+    }
+    if let Ok(r) = Request::decode(data) {
+        assert_eq!(r.encode(), data);
+    }
+    if let Ok(r) = Reply::decode(data) {
+        assert_eq!(r.encode(), data);
+    }
+}
+
+/// Blocks as they arrive from a block server or a store record.
+pub fn block(data: &[u8]) {
+    if let Ok(b) = Block::decode(data) {
+        assert_eq!(b.encode(), data);
+        let _ = b.compute_merkle_root();
+    }
+}
+
+/// Transactions, with their signature checked as a node checks one off the wire.
+pub fn transaction(data: &[u8]) {
+    if let Ok(t) = Transaction::decode(data) {
+        assert_eq!(t.encode(), data);
+        if let Transaction::Payment(p) = &t {
+            let _ = p.verify();
+        }
+    }
+}
+
+/// A whole block store file.
+pub fn store(data: &[u8]) {
+    if let Ok((blocks, kept, reason)) = store::scan(data) {
+        assert!(kept <= data.len() as u64);
+        assert_eq!(
+            reason.is_none(),
+            kept == data.len() as u64 || data.is_empty()
+        );
+        drop(blocks);
+    }
+}
+
+/// A key file's text.
+pub fn key_file(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = KeyPair::from_pkcs8_pem(text);
+    }
+}
+
+/// A config file's text.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let mut c = Config::default();
+        let _ = c.apply_toml(text);
+    }
+}
+
+/// The stable build's `main`: runs `check` once over each file (or each file of each folder)
+/// named on the command line, and says how many it ran.
+pub fn run_files(check: fn(&[u8])) {
+    let mut ran = 0;
+    for arg in std::env::args_os().skip(1) {
+        let path = std::path::PathBuf::from(arg);
+        let files: Vec<_> = if path.is_dir() {
+            std::fs::read_dir(&path)
+                .expect("read the folder")
+                .map(|e| e.expect("a folder entry").path())
+                .collect()
+        } else {
+            vec![path]
+        };
+        for file in files {
+            let data = std::fs::read(&file).expect("read the input");
+            check(&data);
+            ran += 1;
+        }
+    }
+    println!("{ran} inputs checked");
+}
+
+/// The body of a target file: under `cargo fuzz` (`--cfg fuzzing`) a libFuzzer target over
+/// `$check`, otherwise a `main` that replays the files it is given.
+#[macro_export]
+macro_rules! target {
+    ($check:path) => {
+        #[cfg(fuzzing)]
+        libfuzzer_sys::fuzz_target!(|data: &[u8]| $check(data));
+
+        #[cfg(not(fuzzing))]
+        fn main() {
+            $crate::run_files($check);
+        }
+    };
+}
