@@ -127,16 +127,27 @@ fn two_miners_and_two_wallets_pay_both_ways_and_end_on_one_chain() {
     );
 }
 
-#[test]
-fn a_fork_resolves_to_the_heavier_chain_and_the_losers_payments_are_mined_again() {
-    let net1 = Net::new();
-    let net2 = Net::new();
+/// Where both fork tests start: on `net1`, A mines and pays alice (wallet `wa`) and bob
+/// (wallet `wb`) 3 coins each; B downloads that chain, then restarts on `net2`, cut off from A.
+/// Then alice pays bob 1 on A's side (`lost`, one block deep in A's branch, height 4) and bob
+/// pays alice 1 and 0.5 on B's side (a heavier branch, height 5).
+struct Split {
+    net2: Net,
+    /// The miners' data directories.
+    dirs: [tempfile::TempDir; 2],
+    wa: tempfile::TempDir,
+    wb: tempfile::TempDir,
+    miner_a: Miner,
+    miner_b: Miner,
+    lost: String,
+}
+
+fn split() -> Split {
+    let (net1, net2) = (Net::new(), Net::new());
     let (a, b) = (tempdir().unwrap(), tempdir().unwrap());
     let (wa, wb) = (tempdir().unwrap(), tempdir().unwrap());
     let alice = new_address(wa.path(), &net1, "alice");
     let bob = new_address(wb.path(), &net1, "bob");
-
-    // One network: A mines, alice and bob get 3 coins each, B joins and downloads.
     let mut miner_a = Miner::start(a.path(), &net1);
     miner_a.wait_height(1);
     sync_once(a.path(), &net1);
@@ -165,6 +176,29 @@ fn a_fork_resolves_to_the_heavier_chain_and_the_losers_payments_are_mined_again(
     sync_until_confirmed(wb.path(), &net2);
     let (_, a_branch) = miner_a.tip();
     assert_ne!(a_branch, miner_b.tip().1, "two branches");
+    Split {
+        net2,
+        dirs: [a, b],
+        wa,
+        wb,
+        miner_a,
+        miner_b,
+        lost,
+    }
+}
+
+#[test]
+fn a_fork_resolves_to_the_heavier_chain_and_the_losers_payments_are_mined_again() {
+    let Split {
+        net2,
+        dirs: [a, _b],
+        wa,
+        wb,
+        miner_a,
+        mut miner_b,
+        lost,
+        ..
+    } = split();
 
     // Heal: A joins B's network. B's branch has more work: A reorgs to it, and alice's payment,
     // which only A's lost block held, goes back to A's pool and into a block on B's chain.
@@ -308,4 +342,26 @@ fn a_peer_announcing_work_it_cannot_serve_is_passed_over() {
     sync_once(m.path(), &net);
     send(m.path(), &net, "mining_rewards", "1", "mining_rewards");
     miner.wait_height(2);
+}
+
+#[test]
+fn a_payment_a_reorg_takes_out_of_the_chain_is_broadcast_again_by_its_wallet() {
+    let Split {
+        net2,
+        wa,
+        miner_a,
+        mut miner_b,
+        lost,
+        ..
+    } = split();
+    // A dies for good, with its pool: only alice's wallet still has her payment.
+    miner_a.kill9();
+
+    // Alice's wallet follows the heavier chain: her payment is pending again, and the wallet
+    // broadcasts it, so the surviving miner mines it.
+    let report = sync_once(wa.path(), &net2);
+    assert_eq!(report.pending, vec![lost.clone()]);
+    miner_b.wait_height(6);
+    assert!(sync_until_confirmed(wa.path(), &net2).pending.is_empty());
+    assert_eq!(balance(wa.path(), &net2, "alice"), "3.500000");
 }

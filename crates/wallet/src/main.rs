@@ -373,18 +373,19 @@ fn send(dir: &Path, config: &Config, from: &str, amount: &str, to: &str) -> Resu
     };
     let ledger = load_ledger(dir, config)?;
     let mut pending = Pending::open(dir)?;
-    pending.payments.retain(|p| !ledger.is_confirmed(&p.id()));
     if pending.payments.len() >= MAX_PENDING {
         bail!(
-            "{MAX_PENDING} payments are already pending; run `mvbc-wallet sync` to confirm some first"
+            "{MAX_PENDING} payments are pending or newly confirmed; run `mvbc-wallet sync` \
+             until some are settled"
         );
     }
     let from_address = key.address();
     let balance = ledger.balance(&from_address);
+    // Confirmed payments are in the balance already; only the others are spoken for.
     let spent = pending
         .payments
         .iter()
-        .filter(|p| p.from == from_address)
+        .filter(|p| p.from == from_address && !ledger.is_confirmed(&p.id()))
         .try_fold(Amount::ZERO, |sum, p| sum.checked_add(p.amount))
         .context("pending payments overflow")?;
     let available = balance.checked_sub(spent).unwrap_or(Amount::ZERO);

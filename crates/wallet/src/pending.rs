@@ -6,6 +6,7 @@
 //! wallet-pending.dat = "MVBCPND1" | postcard Vec<Payment>
 //! ```
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -13,14 +14,16 @@ use anyhow::{Context, Result, bail};
 use mvbc_protocol::encode::{self, bounded_vec};
 use mvbc_protocol::fsutil;
 use mvbc_protocol::tx::MAX_TX_BYTES;
-use mvbc_protocol::{Hash256, Ledger, Payment};
+use mvbc_protocol::{Chain, Hash256, Payment};
 use serde::{Deserialize, Serialize};
 
 const PENDING_FILE: &str = "wallet-pending.dat";
 const LOCK_FILE: &str = "wallet.lock";
 const MAGIC: &[u8; 8] = b"MVBCPND1";
-/// Cap on pending payments; `send` refuses more until some are confirmed.
+/// Cap on the payments the file holds; `send` refuses more until some settle.
 pub const MAX_PENDING: usize = 1_000;
+/// Blocks deep a payment must be before the wallet forgets it: 6, as Bitcoin wallets count.
+pub const SETTLED_DEPTH: u64 = 6;
 const MAX_PENDING_BYTES: usize = MAGIC.len() + 8 + MAX_PENDING * MAX_TX_BYTES;
 
 #[derive(Serialize, Deserialize)]
@@ -74,21 +77,24 @@ impl Pending {
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Drops the payments `ledger` has confirmed, saving if any went; returns their ids.
-    pub fn drop_confirmed(&mut self, ledger: &Ledger) -> Result<Vec<Hash256>> {
-        let mut confirmed = Vec::new();
+    /// Drops the payments `chain` holds at least [`SETTLED_DEPTH`] blocks deep, saving if any
+    /// went. A payment confirmed less deep stays: if a reorg takes it out of the chain again,
+    /// the wallet sees it unconfirmed and broadcasts it again.
+    pub fn drop_settled(&mut self, chain: &Chain) -> Result<()> {
+        let top = chain.height();
+        let recent: HashSet<Hash256> = (top.saturating_sub(SETTLED_DEPTH - 2)..=top)
+            .filter_map(|h| chain.block_at(h))
+            .flat_map(|b| b.transactions.iter().map(|t| t.id()))
+            .collect();
+        let before = self.payments.len();
         self.payments.retain(|p| {
             let id = p.id();
-            let done = ledger.is_confirmed(&id);
-            if done {
-                confirmed.push(id);
-            }
-            !done
+            !chain.ledger().is_confirmed(&id) || recent.contains(&id)
         });
-        if !confirmed.is_empty() {
+        if self.payments.len() != before {
             self.save()?;
         }
-        Ok(confirmed)
+        Ok(())
     }
 }
 

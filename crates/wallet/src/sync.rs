@@ -1,5 +1,6 @@
 //! `mvbc-wallet sync`: follow the miners' best chain and re-broadcast pending payments.
 
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,7 +14,7 @@ use mvbc_protocol::net::{self, BlockClient, Broadcaster};
 use mvbc_protocol::peers::PeerBook;
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{Chain, Config, unix_now};
+use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
 
 use crate::WALLET_CHAIN_FILE;
 use crate::pending::Pending;
@@ -46,6 +47,8 @@ struct Syncer<'a> {
     peers: PeerBook,
     tx_out: Broadcaster,
     quiet: bool,
+    /// Pending payments seen confirmed in this run (to report each change once).
+    confirmed: HashSet<Hash256>,
 }
 
 #[derive(serde::Serialize)]
@@ -83,6 +86,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         peers: PeerBook::new(),
         tx_out,
         quiet: options.json,
+        confirmed: HashSet::new(),
     };
     s.say(format!(
         "Syncing from height {}: listening for miners on UDP {}",
@@ -244,34 +248,54 @@ impl Syncer<'_> {
                 self.chain.height(),
                 self.chain.tip_hash()
             ));
-            let mut pending = Pending::open(self.dir)?;
-            for id in pending.drop_confirmed(self.chain.ledger())? {
-                self.say(format!("Payment confirmed: {id}"));
+            let (_, reorged_out) = self.review_pending()?;
+            for p in &reorged_out {
+                self.tx_out.send(&Datagram::Payment(p.clone()))?;
             }
         }
         Ok(())
     }
 
-    /// Drops confirmed payments and broadcasts the rest; returns their ids.
-    fn rebroadcast(&mut self) -> Result<Vec<String>> {
+    /// Reads the pending file against the chain: says which payments are newly confirmed and
+    /// which a reorg took out of the chain again, and forgets those buried deep enough.
+    /// Returns the payments not confirmed, and those of them that were confirmed before.
+    fn review_pending(&mut self) -> Result<(Vec<Payment>, Vec<Payment>)> {
         let mut pending = Pending::open(self.dir)?;
-        for id in pending.drop_confirmed(self.chain.ledger())? {
-            self.say(format!("Payment confirmed: {id}"));
-        }
+        let mut unconfirmed = Vec::new();
+        let mut reorged_out = Vec::new();
         for p in &pending.payments {
+            let id = p.id();
+            if self.chain.ledger().is_confirmed(&id) {
+                if self.confirmed.insert(id) {
+                    self.say(format!("Payment confirmed: {id}"));
+                }
+            } else {
+                if self.confirmed.remove(&id) {
+                    self.say(format!(
+                        "Payment {id} left the chain in a reorg: pending again, broadcasting it"
+                    ));
+                    reorged_out.push(p.clone());
+                }
+                unconfirmed.push(p.clone());
+            }
+        }
+        pending.drop_settled(&self.chain)?;
+        Ok((unconfirmed, reorged_out))
+    }
+
+    /// Broadcasts the payments not confirmed yet; returns their ids.
+    fn rebroadcast(&mut self) -> Result<Vec<String>> {
+        let (unconfirmed, _) = self.review_pending()?;
+        for p in &unconfirmed {
             self.tx_out.send(&Datagram::Payment(p.clone()))?;
         }
-        if !pending.payments.is_empty() {
+        if !unconfirmed.is_empty() {
             self.say(format!(
                 "Broadcast {} pending payments to {}",
-                pending.payments.len(),
+                unconfirmed.len(),
                 self.tx_out.target()
             ));
         }
-        Ok(pending
-            .payments
-            .iter()
-            .map(|p| p.id().to_string())
-            .collect())
+        Ok(unconfirmed.iter().map(|p| p.id().to_string()).collect())
     }
 }
