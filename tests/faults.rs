@@ -70,6 +70,19 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A miner whose data directory is a fresh tmpfs of `bytes`, once it has mined block 1. The
+/// temporary folder holding the mount point is returned to be kept until the end.
+fn miner_on_tmpfs(bytes: usize) -> (tempfile::TempDir, PathBuf, Tmpfs, Net, Miner) {
+    let top = tempdir().unwrap();
+    let data = top.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let disk = Tmpfs::mount(&data, bytes);
+    let net = Net::new();
+    let mut miner = Miner::start(&data, &net);
+    miner.wait_height(1);
+    (top, data, disk, net, miner)
+}
+
 /// Fills the filesystem holding `dir`, then frees one page: room for a few more blocks.
 fn fill_but_a_page(dir: &Path) -> PathBuf {
     let filler = dir.join("filler");
@@ -89,13 +102,7 @@ fn a_full_disk_stops_the_miner_with_a_clear_error_and_leaves_its_store_whole() {
     if !is_root("a_full_disk_stops_the_miner", "mounting a tmpfs") {
         return;
     }
-    let top = tempdir().unwrap();
-    let data = top.path().join("data");
-    fs::create_dir(&data).unwrap();
-    let _disk = Tmpfs::mount(&data, 64 * 1024);
-    let net = Net::new();
-    let mut miner = Miner::start(&data, &net);
-    miner.wait_height(1);
+    let (_top, data, _disk, net, mut miner) = miner_on_tmpfs(64 * 1024);
     let filler = fill_but_a_page(&data);
 
     // Far more payments than the disk has room for blocks.
@@ -136,13 +143,7 @@ fn a_read_only_data_directory_is_a_clear_error_and_the_wallet_still_reads_it() {
     if !is_root("a_read_only_data_directory", "mounting a tmpfs") {
         return;
     }
-    let top = tempdir().unwrap();
-    let data = top.path().join("data");
-    fs::create_dir(&data).unwrap();
-    let disk = Tmpfs::mount(&data, 1024 * 1024);
-    let net = Net::new();
-    let mut miner = Miner::start(&data, &net);
-    miner.wait_height(1);
+    let (_top, data, disk, net, miner) = miner_on_tmpfs(1024 * 1024);
     let (code, log) = miner.stop();
     assert_eq!(code, Some(0), "{log}");
     disk.remount_read_only();

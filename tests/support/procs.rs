@@ -34,6 +34,23 @@ pub fn wallet_bin() -> PathBuf {
     path
 }
 
+/// Calls `check` on `state` every 20 ms until it gives a value; after [`PATIENCE`], fails with
+/// what `failure` says of `state` then. Every wait of these tests goes through it.
+pub fn poll_until<S, T>(
+    state: &mut S,
+    mut check: impl FnMut(&mut S) -> Option<T>,
+    failure: impl Fn(&S) -> String,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check(state) {
+            return value;
+        }
+        assert!(start.elapsed() < PATIENCE, "{}", failure(state));
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A small deterministic generator, so a failing run can be replayed from its seed.
 pub struct Lcg(pub u64);
 
@@ -270,19 +287,20 @@ impl Miner {
 
     /// Waits until its chain is at least `height` high.
     pub fn wait_height(&mut self, height: u64) -> Hash256 {
-        let start = Instant::now();
-        loop {
-            let (h, tip) = self.tip();
-            if h >= height {
-                return tip;
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "miner stuck at height {h}, waiting for {height}\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        poll_until(
+            self,
+            |m| {
+                let (h, tip) = m.tip();
+                (h >= height).then_some(tip)
+            },
+            |m| {
+                format!(
+                    "miner stuck at {:?}, waiting for height {height}\n{}",
+                    m.tip(),
+                    m.log()
+                )
+            },
+        )
     }
 
     /// Stops it with SIGTERM and returns its exit code and log.
@@ -379,21 +397,15 @@ impl Proc {
 
     /// Waits until [`Proc::tip_from_log`] is at least `height`; returns the tip.
     pub fn wait_log_height(&mut self, height: u64) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some((h, tip)) = self.tip_from_log()
-                && h >= height
-            {
-                return tip;
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "{} never reached height {height}\n{}",
-                self.name,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(
+            self,
+            |p| {
+                p.tip_from_log()
+                    .filter(|(h, _)| *h >= height)
+                    .map(|(_, tip)| tip)
+            },
+            |p| format!("{} never reached height {height}\n{}", p.name, p.log()),
+        )
     }
 
     /// Lines printed to stderr (the log) so far that `pred` accepts.
@@ -408,25 +420,24 @@ impl Proc {
 
     /// Waits for a stdout line `pred` accepts; fails with the log after [`PATIENCE`].
     pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(line) = self.stdout.lock().unwrap().iter().find(|l| pred(l)) {
-                return line.clone();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "miner exited ({status}) while waiting for {what}\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "timed out waiting for {what}\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(
+            self,
+            |p| {
+                if let Some(line) = p.stdout.lock().unwrap().iter().find(|l| pred(l)) {
+                    return Some(line.clone());
+                }
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    thread::sleep(Duration::from_millis(100));
+                    panic!(
+                        "{} exited ({status}) while waiting for {what}\n{}",
+                        p.name,
+                        p.log()
+                    );
+                }
+                None
+            },
+            |p| format!("timed out waiting for {what}\n{}", p.log()),
+        )
     }
 
     /// Sends a signal ("TERM", "INT" or "KILL").
@@ -445,39 +456,25 @@ impl Proc {
 
     /// Waits for it to end on its own; returns its exit code.
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(50));
-                return status.code();
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "{} did not stop\n{}",
-                self.name,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let status = poll_until(
+            self,
+            |p| p.child.try_wait().unwrap(),
+            |p| format!("{} did not stop\n{}", p.name, p.log()),
+        );
+        // Let the output threads take the last lines.
+        thread::sleep(Duration::from_millis(50));
+        status.code()
     }
 
     /// Stops it with `signal` ("TERM" or "INT", as Ctrl-C sends) and returns its exit code and
     /// log.
     pub fn stop_with(mut self, signal: &str) -> (Option<i32>, String) {
         self.signal(signal);
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "{} ignored SIG{signal}\n{}",
-                self.name,
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = poll_until(
+            &mut self,
+            |p| p.child.try_wait().unwrap(),
+            |p| format!("{} ignored SIG{signal}\n{}", p.name, p.log()),
+        );
         thread::sleep(Duration::from_millis(50));
         (status.code(), self.log())
     }
@@ -546,18 +543,17 @@ pub fn sync_once(dir: &Path, net: &Net) -> SyncReport {
 
 /// Syncs until nothing is pending (re-broadcasting each time), for at most [`PATIENCE`].
 pub fn sync_until_confirmed(dir: &Path, net: &Net) -> SyncReport {
-    let start = Instant::now();
-    loop {
-        let report = sync_once(dir, net);
-        if report.pending.is_empty() {
-            return report;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "payments still pending: {report:?}"
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    let mut last = None;
+    poll_until(
+        &mut last,
+        |last| {
+            let report = sync_once(dir, net);
+            let done = report.pending.is_empty();
+            *last = Some(report);
+            done.then(|| last.take().unwrap())
+        },
+        |last| format!("payments still pending: {last:?}"),
+    )
 }
 
 /// One row of `list-addresses --json`.

@@ -26,7 +26,7 @@ use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::chain::{AddBlockError, ChainUpdate};
 use mvbc_protocol::header::HEADER_VERSION;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
-use mvbc_protocol::peers::PeerBook;
+use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, judge_download};
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{
@@ -303,8 +303,7 @@ fn mine(
 fn download(jobs: Receiver<SyncJob>, events: Sender<Event>, chain: Arc<RwLock<Chain>>) {
     while let Ok(job) = jobs.recv() {
         let locator = read_chain(&chain).locator();
-        // A little over what the peer announced: it may mine more while we download.
-        let limit = job.announced_height.saturating_add(64);
+        let limit = job.announced_height.saturating_add(DOWNLOAD_SLACK);
         let result = BlockClient::connect(job.peer).and_then(|mut client| {
             client.download(&locator, limit, |blocks, _| {
                 let (ack, verdict) = bounded(1);
@@ -572,20 +571,12 @@ impl Node {
             self.maybe_mine();
         }
         let ours = read_chain(&self.chain).chain_work();
-        let failed = match result {
-            Err(e) => Some(e),
-            // It served what it had, but not the work it announced: it lied or lost blocks.
-            Ok(n) if ours < announced_work => {
-                Some(format!("{n} blocks served, short of the work it announced"))
+        match result.and_then(|n| judge_download(n, ours, announced_work)) {
+            Ok(n) => tracing::debug!(%peer, "download done: {n} blocks"),
+            Err(e) => {
+                println!("Download from {peer} failed: {e}; passing it over for {PEER_BACKOFF:?}");
+                self.peers.back_off(node_id, Instant::now() + PEER_BACKOFF);
             }
-            Ok(n) => {
-                tracing::debug!(%peer, "download done: {n} blocks");
-                None
-            }
-        };
-        if let Some(e) = failed {
-            println!("Download from {peer} failed: {e}; passing it over for {PEER_BACKOFF:?}");
-            self.peers.back_off(node_id, Instant::now() + PEER_BACKOFF);
         }
         // Still behind someone (another announcer, or this one mined on): go again.
         self.maybe_sync();

@@ -11,6 +11,23 @@ use crate::wire::Status;
 /// Peers remembered at once.
 pub const MAX_PEERS: usize = 256;
 
+/// How many blocks past a peer's announced height a download may fetch: the peer may mine
+/// more while we download, but a peer that keeps sending is cut off there.
+pub const DOWNLOAD_SLACK: u64 = 64;
+
+/// Judges a finished download from a peer that announced `announced_work`: `Ok` when our
+/// chain now has that much work, otherwise why the peer should be passed over (it served
+/// `blocks` and then nothing more: it lied, or lost blocks).
+pub fn judge_download(blocks: u64, ours: u128, announced_work: u128) -> Result<u64, String> {
+    if ours < announced_work {
+        Err(format!(
+            "{blocks} blocks served, short of the work it announced"
+        ))
+    } else {
+        Ok(blocks)
+    }
+}
+
 /// One miner heard on the status port.
 #[derive(Clone, Debug)]
 pub struct Peer {

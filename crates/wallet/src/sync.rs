@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mvbc_protocol::chain::ChainUpdate;
 use mvbc_protocol::net::{self, BlockClient, Broadcaster};
-use mvbc_protocol::peers::PeerBook;
+use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, judge_download};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
@@ -201,38 +201,39 @@ impl Syncer<'_> {
         let (chain, store) = (&mut self.chain, &mut self.store);
         let mut reorged = 0;
         let result = BlockClient::connect(peer).and_then(|mut client| {
-            client.download(&locator, height.saturating_add(64), |blocks, tip_height| {
-                for block in blocks {
-                    let copy = block.clone();
-                    match chain.add_block(block, unix_now()) {
-                        Ok(ChainUpdate::AlreadyKnown) => continue,
-                        Ok(ChainUpdate::TipChanged { disconnected, .. }) => {
-                            reorged += disconnected.len()
+            client.download(
+                &locator,
+                height.saturating_add(DOWNLOAD_SLACK),
+                |blocks, tip_height| {
+                    for block in blocks {
+                        let copy = block.clone();
+                        match chain.add_block(block, unix_now()) {
+                            Ok(ChainUpdate::AlreadyKnown) => continue,
+                            Ok(ChainUpdate::TipChanged { disconnected, .. }) => {
+                                reorged += disconnected.len()
+                            }
+                            Ok(ChainUpdate::SideBranch) => {}
+                            Err(e) => return Err(format!("refused a block: {e}")),
                         }
-                        Ok(ChainUpdate::SideBranch) => {}
-                        Err(e) => return Err(format!("refused a block: {e}")),
+                        store.append(&copy).map_err(|e| e.to_string())?;
                     }
-                    store.append(&copy).map_err(|e| e.to_string())?;
-                }
-                if progress {
-                    eprint!(
-                        "\r\x1b[KDownloading blocks: {}/{tip_height}",
-                        chain.height()
-                    );
-                    let _ = std::io::stderr().flush();
-                }
-                Ok(())
-            })
+                    if progress {
+                        eprint!(
+                            "\r\x1b[KDownloading blocks: {}/{tip_height}",
+                            chain.height()
+                        );
+                        let _ = std::io::stderr().flush();
+                    }
+                    Ok(())
+                },
+            )
         });
         if progress {
             eprint!("\r\x1b[K");
         }
-        let result = match result {
-            Ok(n) if self.chain.chain_work() < announced_work => {
-                Err(format!("{n} blocks served, short of the work it announced"))
-            }
-            other => other.map_err(|e| e.to_string()),
-        };
+        let result = result
+            .map_err(|e| e.to_string())
+            .and_then(|n| judge_download(n, self.chain.chain_work(), announced_work));
         if let Err(e) = result {
             self.say(format!("Download from {peer} failed: {e}"));
             self.peers.back_off(id, Instant::now() + PEER_BACKOFF);
