@@ -1,6 +1,8 @@
 //! A node under hostile input: whatever arrives on its UDP ports and its block server, it drops
 //! what does not decode (logged at debug level and counted), keeps serving and keeps mining.
 
+#[path = "support/fake.rs"]
+mod fake;
 #[path = "support/procs.rs"]
 mod procs;
 
@@ -9,10 +11,11 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
+use fake::*;
 use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::header::HEADER_VERSION;
-use mvbc_protocol::net::{read_frame, write_frame};
-use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES, Reply, Status};
+use mvbc_protocol::net::{Cancel, read_frame};
+use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES, Status};
 use mvbc_protocol::{
     Address, Amount, Block, BlockHeader, Hash256, KeyPair, Payment, Reward, Transaction,
     genesis_block, unix_now,
@@ -163,30 +166,6 @@ fn rival_block(net: &Net, spoil: impl FnOnce(&mut Block)) -> Block {
     block
 }
 
-/// A block server that answers every request with `blocks`, whatever was asked.
-fn serve_forever(blocks: Vec<Block>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let blocks = blocks.clone();
-            thread::spawn(move || {
-                while read_frame(&mut stream, 4096, Duration::from_secs(5)).is_ok() {
-                    let reply = Reply::Blocks {
-                        tip_height: 1_000,
-                        tip: Hash256([7; 32]),
-                        blocks: blocks.clone(),
-                    };
-                    if write_frame(&mut stream, &reply.encode()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn invalid_blocks_from_a_peer_are_refused_with_their_reason_never_stored_and_the_peer_passed_over()
 {
@@ -232,7 +211,7 @@ fn invalid_blocks_from_a_peer_are_refused_with_their_reason_never_stored_and_the
     let out = UdpSocket::bind("0.0.0.0:0").unwrap();
     out.set_broadcast(true).unwrap();
     for (i, (block, reason)) in cases.iter().enumerate() {
-        let port = serve_forever(vec![block.clone()]);
+        let port = serve_forever(vec![block.clone()], 1_000);
         let lie = Datagram::Status(Status {
             node_id: 1_000 + i as u64,
             height: 1_000,
@@ -296,7 +275,7 @@ fn a_block_server_that_stalls_mid_frame_is_timed_out_and_an_honest_peer_takes_ov
     thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             thread::spawn(move || {
-                let _ = read_frame(&mut stream, 4096, Duration::from_secs(5));
+                let _ = read_frame(&mut stream, 4096, Duration::from_secs(5), &Cancel::never());
                 let _ = stream.write_all(&[0, 0, 4, 0, 1, 2, 3]);
                 thread::sleep(Duration::from_secs(60));
             });

@@ -106,6 +106,68 @@ pub fn stored_chain(dir: &Path, net: &Net) -> mvbc_protocol::Chain {
     chain
 }
 
+/// A valid chain of `n` blocks on genesis for `net`, made in this process in moments: `key`
+/// earns every reward and, from block 2 on, fills each block with payments to itself of one
+/// unit. `salt` (added to the payments' timestamps and the headers') keeps two chains apart.
+pub fn build_chain(
+    net: &Net,
+    key: &mvbc_protocol::KeyPair,
+    n: u64,
+    salt: u64,
+) -> Vec<mvbc_protocol::Block> {
+    use mvbc_protocol::block::merkle_root;
+    use mvbc_protocol::{Amount, Block, BlockHeader, Payment, Reward, Transaction};
+    let params = net.params();
+    let now = mvbc_protocol::unix_now();
+    let mut parent = mvbc_protocol::genesis_block().header;
+    let mut blocks = Vec::new();
+    for height in 1..=n {
+        let mut txs = vec![Transaction::Reward(Reward {
+            to: key.address(),
+            amount: params.block_reward,
+            height,
+        })];
+        for i in 1..params.required_txs(height) {
+            let stamp = now + salt + height * 1_000 + i as u64;
+            let to = key.address();
+            txs.push(Transaction::Payment(Payment::new_signed(
+                key,
+                to,
+                Amount::from_units(1),
+                stamp,
+            )));
+        }
+        let ids: Vec<Hash256> = txs.iter().map(Transaction::id).collect();
+        let mut header = BlockHeader {
+            version: mvbc_protocol::header::HEADER_VERSION,
+            prev_hash: parent.hash(),
+            merkle_root: merkle_root(&ids),
+            timestamp: now.saturating_sub(n) + height + salt % 60,
+            height,
+            difficulty: params.difficulty,
+            nonce: 0,
+        };
+        while !header.meets_own_difficulty() {
+            header.nonce += 1;
+        }
+        parent = header;
+        blocks.push(Block {
+            header,
+            transactions: txs,
+        });
+    }
+    blocks
+}
+
+/// Writes `blocks` into the miner store of `dir`, as if a miner there had mined them.
+pub fn store_blocks(dir: &Path, blocks: &[mvbc_protocol::Block]) {
+    let opened = mvbc_protocol::store::BlockStore::open(&dir.join("blocks.dat")).unwrap();
+    let mut store = opened.store;
+    for block in blocks {
+        store.append(block).unwrap();
+    }
+}
+
 /// Whether this process runs as root, which `test` needs for `what`. When not, it says so
 /// (NOT RUN) and the test returns early, unless `MVBC_REQUIRE_ROOT` is set (CI sets it): then
 /// it fails.

@@ -71,7 +71,8 @@ enum Event {
     Downloaded {
         peer: SocketAddr,
         blocks: Vec<Block>,
-        ack: Sender<Result<(), String>>,
+        /// How many of the blocks were new, or why one was refused.
+        ack: Sender<Result<u64, String>>,
     },
     DownloadDone {
         node_id: u64,
@@ -363,6 +364,16 @@ struct TipMove {
     connected: Vec<Arc<Block>>,
 }
 
+/// What became of a block handed to [`Node::accept`].
+enum Accepted {
+    /// Already in the tree.
+    Known,
+    /// New and stored; `Some` with what moved when the tip changed.
+    New(Option<TipMove>),
+    /// The store failed: the node stops (see `Node::fatal`).
+    Failed,
+}
+
 /// Where a change of tip came from.
 enum Source {
     Mined { took: Duration, hashes: u64 },
@@ -589,9 +600,13 @@ impl Node {
         let hash = block.hash();
         let height = block.header.height;
         match self.accept(block) {
-            Ok(Some(update)) => self.on_tip_changed(update, Source::Mined { took, hashes }),
-            Ok(None) if self.fatal.is_some() => {}
-            Ok(None) => println!("Block mined at height {height} ({hash}) but the chain moved on"),
+            Ok(Accepted::New(Some(update))) => {
+                self.on_tip_changed(update, Source::Mined { took, hashes })
+            }
+            Ok(Accepted::Failed) => {}
+            Ok(Accepted::New(None) | Accepted::Known) => {
+                println!("Block mined at height {height} ({hash}) but the chain moved on")
+            }
             Err(e) => tracing::error!("our own block {hash} was refused: {e}"),
         }
         if self.fatal.is_some() {
@@ -600,14 +615,13 @@ impl Node {
         self.maybe_mine();
     }
 
-    /// Adds and stores one block. `Some` with what moved when the tip changed. A block the
-    /// store cannot take (a full disk) stops the node: it must not announce or build on what
-    /// it could lose.
-    fn accept(&mut self, block: Block) -> Result<Option<TipMove>, AddBlockError> {
+    /// Adds and stores one block. A block the store cannot take (a full disk) stops the node:
+    /// it must not announce or build on what it could lose.
+    fn accept(&mut self, block: Block) -> Result<Accepted, AddBlockError> {
         let stored = block.clone();
         let update = self.write_chain().add_block(block, unix_now())?;
         if update == ChainUpdate::AlreadyKnown {
-            return Ok(None);
+            return Ok(Accepted::Known);
         }
         if let Err(e) = self.store.append(&stored) {
             let height = stored.header.height.saturating_sub(1);
@@ -618,9 +632,9 @@ impl Node {
                      space or fix the data directory and start again"
                 )
             });
-            return Ok(None);
+            return Ok(Accepted::Failed);
         }
-        Ok(match update {
+        Ok(Accepted::New(match update {
             ChainUpdate::TipChanged {
                 disconnected,
                 connected,
@@ -629,15 +643,20 @@ impl Node {
                 connected,
             }),
             _ => None,
-        })
+        }))
     }
 
-    fn on_downloaded(&mut self, peer: SocketAddr, blocks: Vec<Block>) -> Result<(), String> {
+    /// Adds a downloaded batch; says how many of its blocks were new.
+    fn on_downloaded(&mut self, peer: SocketAddr, blocks: Vec<Block>) -> Result<u64, String> {
         let mut all = TipMove::default();
+        let mut new = 0;
         let mut outcome = Ok(());
         for block in blocks {
             match self.accept(block) {
-                Ok(Some(moved)) => {
+                Ok(Accepted::Known) => {}
+                Ok(Accepted::New(None)) => new += 1,
+                Ok(Accepted::New(Some(moved))) => {
+                    new += 1;
                     // Consecutive moves: a block connected earlier in this batch may leave again.
                     for gone in moved.disconnected {
                         match all.connected.iter().position(|b| b.hash() == gone.hash()) {
@@ -649,8 +668,7 @@ impl Node {
                     }
                     all.connected.extend(moved.connected);
                 }
-                Ok(None) if self.fatal.is_some() => return Err("the node is stopping".into()),
-                Ok(None) => {}
+                Ok(Accepted::Failed) => return Err("the node is stopping".into()),
                 Err(e) => {
                     tracing::warn!(%peer, "refused a downloaded block: {e}");
                     outcome = Err(format!("refused a block: {e}"));
@@ -662,7 +680,7 @@ impl Node {
             self.on_tip_changed(all, Source::Peer(peer));
             self.maybe_mine();
         }
-        outcome
+        outcome.map(|()| new)
     }
 
     fn on_tip_changed(

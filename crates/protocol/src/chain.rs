@@ -19,6 +19,8 @@ struct Entry {
     block: Arc<Block>,
     /// Work of the chain from genesis up to and including this block.
     chain_work: u128,
+    /// Bytes of its encoding, worked out once: a block server sizes its replies by it.
+    encoded_len: usize,
 }
 
 /// What adding a block did.
@@ -76,6 +78,7 @@ impl Chain {
         tree.insert(
             hash,
             Entry {
+                encoded_len: genesis.encode().len(),
                 block: Arc::new(genesis),
                 chain_work: 0,
             },
@@ -189,12 +192,12 @@ impl Chain {
         let mut out = Vec::new();
         let mut bytes = 0;
         for hash in self.best.iter().skip(fork + 1).take(max_blocks) {
-            let block = &self.tree[hash].block;
-            bytes += block.encode().len();
+            let entry = &self.tree[hash];
+            bytes += entry.encoded_len;
             if bytes > max_bytes && !out.is_empty() {
                 break;
             }
-            out.push(block.clone());
+            out.push(entry.block.clone());
         }
         out
     }
@@ -229,6 +232,7 @@ impl Chain {
         self.tree.insert(
             hash,
             Entry {
+                encoded_len: block.encode().len(),
                 block: Arc::new(block),
                 chain_work,
             },

@@ -9,6 +9,8 @@
 //! canonical (see [`crate::encode`]). Anything that fails to decode is the caller's to drop and
 //! count: a node never answers garbage.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, MAX_BLOCK_BYTES};
@@ -173,6 +175,25 @@ impl Reply {
         encode_message(self)
     }
 
+    /// The bytes of [`Reply::Blocks`] for blocks shared with a chain, without copying them into
+    /// a `Reply` first: a block server answers from its chain's blocks as they are.
+    pub fn encode_blocks(tip_height: u64, tip: Hash256, blocks: &[Arc<Block>]) -> Vec<u8> {
+        /// The same shape as [`Reply`], borrowing its blocks: the same bytes.
+        #[derive(Serialize)]
+        enum BorrowedReply<'a> {
+            Blocks {
+                tip_height: u64,
+                tip: Hash256,
+                blocks: Vec<&'a Block>,
+            },
+        }
+        encode_message(&BorrowedReply::Blocks {
+            tip_height,
+            tip,
+            blocks: blocks.iter().map(|b| &**b).collect(),
+        })
+    }
+
     /// Decodes one reply of at most [`MAX_REPLY_BYTES`].
     pub fn decode(bytes: &[u8]) -> Result<Reply, WireError> {
         decode_message(bytes, MAX_REPLY_BYTES)
@@ -221,7 +242,12 @@ mod tests {
             tip: genesis_block().hash(),
             blocks: vec![genesis_block()],
         };
-        assert_eq!(Reply::decode(&reply.encode()), Ok(reply));
+        assert_eq!(Reply::decode(&reply.encode()), Ok(reply.clone()));
+        assert_eq!(
+            Reply::encode_blocks(0, genesis_block().hash(), &[Arc::new(genesis_block())]),
+            reply.encode(),
+            "a reply of shared blocks is the same bytes"
+        );
     }
 
     #[test]

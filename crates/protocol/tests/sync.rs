@@ -102,15 +102,18 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
     let got = client
         .download(&locator, 1_000, |blocks, _| {
             batches += 1;
+            let mut new = 0;
             for block in blocks {
                 match b.add_block(block, NOW).map_err(|e| e.to_string())? {
                     ChainUpdate::TipChanged { disconnected, .. } => {
                         reorged |= !disconnected.is_empty()
                     }
-                    ChainUpdate::SideBranch | ChainUpdate::AlreadyKnown => {}
+                    ChainUpdate::SideBranch => {}
+                    ChainUpdate::AlreadyKnown => continue,
                 }
+                new += 1;
             }
-            Ok(())
+            Ok(new)
         })
         .unwrap();
     assert_eq!(got, 15);
@@ -120,31 +123,68 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
 }
 
 #[test]
-fn a_client_holding_every_connection_idle_does_not_lock_out_an_honest_one() {
+fn clients_holding_every_connection_idle_do_not_lock_out_an_honest_one() {
     use mvbc_protocol::net::{MAX_CONNECTIONS, MIN_IDLE_TO_EVICT};
-    use std::net::TcpStream;
+    use socket2::{Domain, Socket, Type};
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
     use std::time::Duration;
 
     let (a, _) = forked();
     let server = BlockServer::start(0, Arc::new(RwLock::new(a))).unwrap();
-    let addr = ([127, 0, 0, 1], server.port()).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], server.port()).into();
     let ask = |client: &mut BlockClient| {
         client.request(&Request::BlocksAfter {
             locator: vec![],
             max_blocks: 1,
         })
     };
-    let hogs: Vec<TcpStream> = (0..MAX_CONNECTIONS)
-        .map(|_| TcpStream::connect(addr).unwrap())
+    // One connection from each of 32 loopback addresses (every 127.x.y.z is this host), so
+    // the cap per address does not stop them: the server is full.
+    let hogs: Vec<TcpStream> = (0..MAX_CONNECTIONS as u8)
+        .map(|i| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.bind(&SocketAddrV4::new(Ipv4Addr::new(127, 0, 3, i + 1), 0).into())
+                .unwrap();
+            s.connect(&addr.into()).unwrap();
+            s.into()
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    // Every slot is taken and none has been idle long: the server has no room.
-    let mut early = BlockClient::connect(addr).unwrap();
-    assert!(ask(&mut early).is_err(), "the cap holds");
-    // Once they have idled, a newcomer takes the place of one of them.
-    std::thread::sleep(MIN_IDLE_TO_EVICT);
+    // Every slot is taken. One more from the first hog's address, which has held its slot
+    // longest of all, finds nobody heavier to replace: the cap holds.
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddrV4::new(Ipv4Addr::new(127, 0, 3, 1), 0).into())
+        .unwrap();
+    s.connect(&addr.into()).unwrap();
+    let mut again = TcpStream::from(s);
+    let request = Request::BlocksAfter {
+        locator: vec![],
+        max_blocks: 1,
+    };
+    mvbc_protocol::net::write_frame(&mut again, &request.encode()).unwrap();
+    let cancel = mvbc_protocol::net::Cancel::never();
+    assert!(
+        mvbc_protocol::net::read_frame(&mut again, 1 << 20, Duration::from_secs(5), &cancel)
+            .is_err(),
+        "the cap holds"
+    );
+    // A newcomer from an address that held nothing takes a hog's place at once...
     let mut honest = BlockClient::connect(addr).unwrap();
     let Reply::Blocks { tip_height, .. } = ask(&mut honest).unwrap();
     assert_eq!(tip_height, 40);
-    drop(hogs);
+    // ...and once the hogs have idled a second, even the heaviest takes the place of one of
+    // them (the server is still full: the honest client holds the slot it took).
+    std::thread::sleep(MIN_IDLE_TO_EVICT);
+    let mut late = TcpStream::from({
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::new(127, 0, 3, 1), 0).into())
+            .unwrap();
+        s.connect(&addr.into()).unwrap();
+        s
+    });
+    mvbc_protocol::net::write_frame(&mut late, &request.encode()).unwrap();
+    assert!(
+        mvbc_protocol::net::read_frame(&mut late, 1 << 20, Duration::from_secs(5), &cancel).is_ok()
+    );
+    drop((hogs, honest));
 }

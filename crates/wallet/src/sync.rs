@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mvbc_protocol::chain::ChainUpdate;
-use mvbc_protocol::net::{self, BlockClient, Broadcaster};
+use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel, FetchError};
 use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, judge_download};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
@@ -46,6 +46,8 @@ struct Syncer<'a> {
     dir: &'a Path,
     peers: PeerBook,
     tx_out: Broadcaster,
+    /// When a download gives up: the `--once` deadline, Ctrl-C.
+    cancel: Cancel,
     quiet: bool,
     /// Pending payments seen confirmed in this run (to report each change once).
     confirmed: HashSet<Hash256>,
@@ -79,12 +81,18 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
 
+    let started = Instant::now();
+    let mut cancel = Cancel::never().on(stop.clone());
+    if options.once {
+        cancel = cancel.until(started + options.timeout);
+    }
     let mut s = Syncer {
         chain: loaded.chain,
         store: loaded.store,
         dir,
         peers: PeerBook::new(),
         tx_out,
+        cancel,
         quiet: options.json,
         confirmed: HashSet::new(),
     };
@@ -93,7 +101,6 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         s.chain.height(),
         config.status_broadcast_port
     ));
-    let started = Instant::now();
     let interval = Duration::from_secs_f64(config.transaction_broadcast_interval_seconds);
     let mut next_ask = started;
     let mut next_rebroadcast = started;
@@ -174,8 +181,12 @@ impl Syncer<'_> {
     }
 
     /// Whether some miner announced more work than our chain has.
+    /// (One that was passed over after a failed download does not count: a peer that announces
+    /// work it cannot serve must not keep `--once` from settling.)
     fn behind(&self) -> bool {
-        self.peers.best_work() > self.chain.chain_work()
+        self.peers
+            .best_ahead(self.chain.chain_work(), Instant::now())
+            .is_some()
     }
 
     /// Downloads from the best miner ahead of us, if any; a failure passes it over a while.
@@ -200,41 +211,49 @@ impl Syncer<'_> {
         let locator = self.chain.locator();
         let (chain, store) = (&mut self.chain, &mut self.store);
         let mut reorged = 0;
-        let result = BlockClient::connect(peer).and_then(|mut client| {
-            client.download(
-                &locator,
-                height.saturating_add(DOWNLOAD_SLACK),
-                |blocks, tip_height| {
-                    for block in blocks {
-                        let copy = block.clone();
-                        match chain.add_block(block, unix_now()) {
-                            Ok(ChainUpdate::AlreadyKnown) => continue,
-                            Ok(ChainUpdate::TipChanged { disconnected, .. }) => {
-                                reorged += disconnected.len()
+        let result =
+            BlockClient::connect_until(peer, self.cancel.clone()).and_then(|mut client| {
+                client.download(
+                    &locator,
+                    height.saturating_add(DOWNLOAD_SLACK),
+                    |blocks, tip_height| {
+                        let mut new = 0;
+                        for block in blocks {
+                            let copy = block.clone();
+                            match chain.add_block(block, unix_now()) {
+                                Ok(ChainUpdate::AlreadyKnown) => continue,
+                                Ok(ChainUpdate::TipChanged { disconnected, .. }) => {
+                                    reorged += disconnected.len()
+                                }
+                                Ok(ChainUpdate::SideBranch) => {}
+                                Err(e) => return Err(format!("refused a block: {e}")),
                             }
-                            Ok(ChainUpdate::SideBranch) => {}
-                            Err(e) => return Err(format!("refused a block: {e}")),
+                            store.append(&copy).map_err(|e| e.to_string())?;
+                            new += 1;
                         }
-                        store.append(&copy).map_err(|e| e.to_string())?;
-                    }
-                    if progress {
-                        eprint!(
-                            "\r\x1b[KDownloading blocks: {}/{tip_height}",
-                            chain.height()
-                        );
-                        let _ = std::io::stderr().flush();
-                    }
-                    Ok(())
-                },
-            )
-        });
+                        if progress {
+                            eprint!(
+                                "\r\x1b[KDownloading blocks: {}/{tip_height}",
+                                chain.height()
+                            );
+                            let _ = std::io::stderr().flush();
+                        }
+                        Ok(new)
+                    },
+                )
+            });
         if progress {
             eprint!("\r\x1b[K");
         }
+        // Ctrl-C or the deadline ends a download without judging the peer: the caller's loop
+        // says why it stops, and what was stored stays.
+        let cancelled = matches!(result, Err(FetchError::Cancelled(_)));
         let result = result
             .map_err(|e| e.to_string())
             .and_then(|n| judge_download(n, self.chain.chain_work(), announced_work));
-        if let Err(e) = result {
+        if let Err(e) = result
+            && !cancelled
+        {
             self.say(format!("Download from {peer} failed: {e}"));
             self.peers.back_off(id, Instant::now() + PEER_BACKOFF);
         }

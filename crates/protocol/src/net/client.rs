@@ -1,0 +1,225 @@
+//! The client side of the block service: one connection to a peer's block server, and the
+//! download of its best chain batch after batch.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use super::{
+    CONNECT_TIMEOUT, Cancel, Cancelled, FRAME_TIMEOUT, FrameError, read_frame, write_frame,
+};
+use crate::block::Block;
+use crate::hash::Hash256;
+use crate::wire::{
+    MAX_BLOCKS_PER_REPLY, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Reply, Request, WireError,
+};
+
+/// Why a download from a block server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No connection.
+    #[error("cannot connect to {peer}: {source}")]
+    Connect {
+        /// The server.
+        peer: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A frame failed.
+    #[error("{0}")]
+    Frame(FrameError),
+    /// The reply did not decode.
+    #[error("bad reply: {0}")]
+    Wire(#[from] WireError),
+    /// More blocks than were asked for.
+    #[error("bad reply: {got} blocks where at most {asked} were asked for")]
+    TooManyBlocks {
+        /// Blocks in the reply.
+        got: usize,
+        /// Blocks asked for.
+        asked: u32,
+    },
+    /// A block that does not follow the one before it, or, first in a reply, none of the
+    /// blocks the request named: a server that replays what it has instead of what was asked.
+    #[error("bad reply: block {block} at height {height} does not follow {after}")]
+    Unlinked {
+        /// The block.
+        block: Hash256,
+        /// Its height.
+        height: u64,
+        /// What it should have followed.
+        after: String,
+    },
+    /// The caller refused a block.
+    #[error("{0}")]
+    Refused(String),
+    /// The caller gave up waiting.
+    #[error("gave up waiting: {0}")]
+    Cancelled(#[from] Cancelled),
+}
+
+impl From<FrameError> for FetchError {
+    fn from(e: FrameError) -> FetchError {
+        match e {
+            // One way to say it, wherever the wait was.
+            FrameError::Cancelled(c) => FetchError::Cancelled(c),
+            e => FetchError::Frame(e),
+        }
+    }
+}
+
+/// A connection to one peer's block server.
+pub struct BlockClient {
+    stream: TcpStream,
+    peer: SocketAddr,
+    batch: u32,
+    cancel: Cancel,
+}
+
+impl BlockClient {
+    /// Connects within [`CONNECT_TIMEOUT`].
+    pub fn connect(peer: SocketAddr) -> Result<BlockClient, FetchError> {
+        BlockClient::connect_until(peer, Cancel::never())
+    }
+
+    /// Connects within [`CONNECT_TIMEOUT`], giving up sooner when `cancel` says so; every later
+    /// wait on this connection gives up then too.
+    pub fn connect_until(peer: SocketAddr, cancel: Cancel) -> Result<BlockClient, FetchError> {
+        let stream = connect_cancellable(peer, &cancel)?;
+        stream
+            .set_nodelay(true)
+            .map_err(|source| FetchError::Connect { peer, source })?;
+        Ok(BlockClient {
+            stream,
+            peer,
+            batch: MAX_BLOCKS_PER_REPLY as u32,
+            cancel,
+        })
+    }
+
+    /// Asks for at most `blocks` blocks per request in [`BlockClient::download`] (at least
+    /// one; the server caps it at [`MAX_BLOCKS_PER_REPLY`] whatever is asked).
+    pub fn set_batch(&mut self, blocks: u32) {
+        self.batch = blocks.max(1);
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// One request, one reply.
+    pub fn request(&mut self, request: &Request) -> Result<Reply, FetchError> {
+        self.cancel.check()?;
+        write_frame(&mut self.stream, &request.encode()).map_err(FrameError::from)?;
+        let body = read_frame(
+            &mut self.stream,
+            MAX_REPLY_BYTES,
+            FRAME_TIMEOUT,
+            &self.cancel,
+        )?;
+        Ok(Reply::decode(&body)?)
+    }
+
+    /// Downloads the server's best chain beyond `locator`, batch after batch, handing each
+    /// batch (consecutive blocks, lowest first) and the server's tip height to `deliver`,
+    /// which says how many of them were new.
+    ///
+    /// Only new blocks are progress: the download ends when a batch brings nothing new (the
+    /// caller judges whether it got what the peer announced), when the server has nothing
+    /// more, after `limit` new blocks, or when `deliver` refuses a batch. A batch must follow
+    /// the request: its first block must follow a hash the request named and every block the
+    /// one before it, so a server replaying blocks it was not asked for fails at once.
+    /// Returns how many new blocks were delivered.
+    pub fn download(
+        &mut self,
+        locator: &[Hash256],
+        limit: u64,
+        mut deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, String>,
+    ) -> Result<u64, FetchError> {
+        let mut delivered = 0u64;
+        let mut next: Vec<Hash256> = locator.iter().take(MAX_LOCATOR_LEN).copied().collect();
+        while delivered < limit {
+            let want = (limit - delivered).min(u64::from(self.batch)) as u32;
+            let Reply::Blocks {
+                tip_height, blocks, ..
+            } = self.request(&Request::BlocksAfter {
+                locator: next.clone(),
+                max_blocks: want,
+            })?;
+            let Some(last) = blocks.last().map(|b| (b.hash(), b.header.height)) else {
+                break;
+            };
+            if blocks.len() > want as usize {
+                return Err(FetchError::TooManyBlocks {
+                    got: blocks.len(),
+                    asked: want,
+                });
+            }
+            check_linked(&blocks, &next)?;
+            let new = deliver(blocks, tip_height).map_err(FetchError::Refused)?;
+            delivered += new;
+            if new == 0 || last.1 >= tip_height {
+                break;
+            }
+            // Go on after the last block received, whatever our own chain did meanwhile.
+            next = std::iter::once(last.0)
+                .chain(locator.iter().take(MAX_LOCATOR_LEN - 1).copied())
+                .collect();
+        }
+        Ok(delivered)
+    }
+}
+
+/// Checks that `blocks` start after one of the `asked` hashes and each follows the one before.
+fn check_linked(blocks: &[Block], asked: &[Hash256]) -> Result<(), FetchError> {
+    let unlinked = |block: &Block, after: String| FetchError::Unlinked {
+        block: block.hash(),
+        height: block.header.height,
+        after,
+    };
+    if let Some(first) = blocks.first()
+        && !asked.contains(&first.header.prev_hash)
+    {
+        return Err(unlinked(first, "any block the request named".into()));
+    }
+    match blocks
+        .windows(2)
+        .find(|w| w[1].header.prev_hash != w[0].hash())
+    {
+        Some(w) => Err(unlinked(&w[1], w[0].hash().to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Connects within [`CONNECT_TIMEOUT`]. With a stop flag or a deadline, the connect runs on a
+/// helper thread so the wait can end sooner (the thread ends by itself within the timeout).
+fn connect_cancellable(peer: SocketAddr, cancel: &Cancel) -> Result<TcpStream, FetchError> {
+    let connect_err = |source| FetchError::Connect { peer, source };
+    cancel.check()?;
+    if cancel.slice(CONNECT_TIMEOUT) == CONNECT_TIMEOUT {
+        return TcpStream::connect_timeout(&peer, CONNECT_TIMEOUT).map_err(connect_err);
+    }
+    let (done, result) = mpsc::sync_channel(1);
+    thread::Builder::new()
+        .name("connect".into())
+        .spawn(move || {
+            let _ = done.send(TcpStream::connect_timeout(&peer, CONNECT_TIMEOUT));
+        })
+        .map_err(connect_err)?;
+    let give_up = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        cancel.check()?;
+        let wait = cancel.slice(give_up.saturating_duration_since(Instant::now()));
+        match result.recv_timeout(wait) {
+            Ok(connected) => return connected.map_err(connect_err),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(connect_err(std::io::Error::other(
+                    "the connect thread ended",
+                )));
+            }
+        }
+    }
+}

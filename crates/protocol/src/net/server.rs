@@ -1,0 +1,761 @@
+//! The block server: answers `BlocksAfter` from the node's best chain, a thread per connection,
+//! with an admission policy so that no client, busy or idle, one address or many, can lock the
+//! others out or take the machine.
+//!
+//! - At most [`MAX_CONNECTIONS`] connections, and [`MAX_CONNECTIONS_PER_ADDRESS`] from one
+//!   address.
+//! - Each connection, each address and the server as a whole has an [`Allowance`] of requests,
+//!   reply bytes and time spent building replies; a client over it is answered late, not
+//!   refused, so its use stays within the allowance whatever it asks, and clients on many
+//!   addresses together cannot take more than the server's.
+//! - When the server is full, a newcomer takes the place of the connection idle longest, if idle
+//!   for [`MIN_IDLE_TO_EVICT`]; otherwise of a connection of the heaviest address (the most
+//!   connection-seconds held lately, fading with a half-life of 10 s), if that address has been
+//!   heavier than the newcomer's. Honest clients connect, download and go; a client that keeps
+//!   slots busy grows heavy and loses them first, and cannot take an honest client's place.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Cancel, FrameError, POLL_INTERVAL, note_dropped, read_frame, write_frame};
+use crate::block::Block;
+use crate::chain::Chain;
+use crate::hash::Hash256;
+use crate::wire::{MAX_BLOCKS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES, Reply, Request};
+
+/// How long a block server keeps a connection with no request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections a block server serves at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Connections one address may hold at once: a quarter of the server.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = MAX_CONNECTIONS / 4;
+/// How long a connection must have been idle before a newcomer may take its place for that
+/// alone.
+pub const MIN_IDLE_TO_EVICT: Duration = Duration::from_secs(1);
+/// How fast the connection-seconds an address held fade when the heaviest one is looked for.
+const USAGE_HALF_LIFE: Duration = Duration::from_secs(10);
+/// Addresses remembered with their budgets and usage; beyond that, those with no open
+/// connection are forgotten.
+const MAX_REMEMBERED_ADDRESSES: usize = 1_024;
+/// A client whose debt would take longer than this to wait out is disconnected instead.
+const MAX_THROTTLE: Duration = Duration::from_secs(10);
+
+/// What one client may take from a block server, each as a sustained rate and a burst.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Allowance {
+    /// Requests answered per second.
+    pub requests_per_second: f64,
+    /// Requests answered at once after a quiet spell.
+    pub request_burst: f64,
+    /// Reply bytes per second.
+    pub bytes_per_second: f64,
+    /// Reply bytes at once after a quiet spell.
+    pub byte_burst: f64,
+    /// Share of one core spent building its replies, sustained.
+    pub busy_share: f64,
+    /// Seconds of reply building at once after a quiet spell.
+    pub busy_burst: f64,
+}
+
+/// What each connection may take: a full chain of 10,000 small blocks (about 14 MB) downloads
+/// in about a second, a client asking for the most it can costs at most a fifth of a core.
+pub const PER_CONNECTION: Allowance = Allowance {
+    requests_per_second: 50.0,
+    request_burst: 100.0,
+    bytes_per_second: 16.0 * 1024.0 * 1024.0,
+    byte_burst: 32.0 * 1024.0 * 1024.0,
+    busy_share: 0.2,
+    busy_burst: 0.5,
+};
+
+/// What all the connections of one address may take together.
+pub const PER_ADDRESS: Allowance = Allowance {
+    requests_per_second: 100.0,
+    request_burst: 200.0,
+    bytes_per_second: 32.0 * 1024.0 * 1024.0,
+    byte_burst: 64.0 * 1024.0 * 1024.0,
+    busy_share: 0.25,
+    busy_burst: 1.0,
+};
+
+/// What all clients together may take: about an eighth of a core for encoding and sending at
+/// full rate, so a server under attack from many addresses leaves the node its CPU.
+pub const PER_SERVER: Allowance = Allowance {
+    requests_per_second: 1_000.0,
+    request_burst: 2_000.0,
+    bytes_per_second: 64.0 * 1024.0 * 1024.0,
+    byte_burst: 128.0 * 1024.0 * 1024.0,
+    busy_share: 0.5,
+    busy_burst: 1.0,
+};
+
+/// Reads the chain even if a writer panicked while holding the lock: the chain's own methods
+/// leave it consistent, and serving blocks must not take the node down with it.
+pub fn read_chain(chain: &RwLock<Chain>) -> std::sync::RwLockReadGuard<'_, Chain> {
+    chain.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running block server.
+pub struct BlockServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl BlockServer {
+    /// Listens on `port` of every interface (0: any free port) and serves `chain`'s best chain
+    /// from a thread per connection, at most [`MAX_CONNECTIONS`] at once.
+    pub fn start(port: u16, chain: Arc<RwLock<Chain>>) -> io::Result<BlockServer> {
+        let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::Builder::new()
+            .name("block-server".into())
+            .spawn(move || accept_loop(listener, chain, flag))?;
+        Ok(BlockServer {
+            port,
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for BlockServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A token bucket: `level` grows at `rate` a second up to `burst`; spending may take it below
+/// zero, a debt the next request waits out.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    level: f64,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn full(rate: f64, burst: f64) -> Bucket {
+        Bucket {
+            level: burst,
+            rate,
+            burst,
+        }
+    }
+
+    fn refill(&mut self, seconds: f64) {
+        self.level = (self.level + self.rate * seconds).min(self.burst);
+    }
+
+    /// Seconds until the level reaches `need`.
+    fn wait(&self, need: f64) -> f64 {
+        if self.level >= need {
+            0.0
+        } else {
+            (need - self.level) / self.rate
+        }
+    }
+}
+
+/// One client's [`Allowance`] as it stands.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    requests: Bucket,
+    bytes: Bucket,
+    busy: Bucket,
+    at: Instant,
+}
+
+impl Budget {
+    fn new(a: &Allowance, now: Instant) -> Budget {
+        Budget {
+            requests: Bucket::full(a.requests_per_second, a.request_burst),
+            bytes: Bucket::full(a.bytes_per_second, a.byte_burst),
+            busy: Bucket::full(a.busy_share, a.busy_burst),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let seconds = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = self.at.max(now);
+        for b in [&mut self.requests, &mut self.bytes, &mut self.busy] {
+            b.refill(seconds);
+        }
+    }
+
+    /// How long before another request may be answered: one request in hand, no debt of
+    /// bytes or building time.
+    fn wait(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        let seconds = self
+            .requests
+            .wait(1.0)
+            .max(self.bytes.wait(0.0))
+            .max(self.busy.wait(0.0));
+        Duration::from_secs_f64(seconds)
+    }
+
+    fn spend(&mut self, requests: f64, bytes: usize, busy: Duration) {
+        self.requests.level -= requests;
+        self.bytes.level -= bytes as f64;
+        self.busy.level -= busy.as_secs_f64();
+    }
+
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        [self.requests, self.bytes, self.busy]
+            .iter()
+            .all(|b| b.level >= b.burst)
+    }
+}
+
+/// The connection-seconds an address has held, each second fading with a half-life of
+/// [`USAGE_HALF_LIFE`]: about the number of connections it held over the last 14 s.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    value: f64,
+    at: Instant,
+}
+
+impl Held {
+    fn new(now: Instant) -> Held {
+        Held {
+            value: 0.0,
+            at: now,
+        }
+    }
+
+    /// The value at `now`, `connections` having been held since it was last settled.
+    fn at(&self, connections: usize, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        let rate = std::f64::consts::LN_2 / USAGE_HALF_LIFE.as_secs_f64();
+        let fade = (-rate * elapsed).exp();
+        self.value * fade + connections as f64 * (1.0 - fade) / rate
+    }
+
+    /// Brings the value up to `now`; to be called before the number of connections changes.
+    fn settle(&mut self, connections: usize, now: Instant) {
+        self.value = self.at(connections, now);
+        self.at = self.at.max(now);
+    }
+}
+
+/// One address's connections, budget and the connection-seconds it held lately.
+struct Client {
+    connections: usize,
+    budget: Budget,
+    held: Held,
+}
+
+impl Client {
+    fn usage(&self, now: Instant) -> f64 {
+        self.held.at(self.connections, now)
+    }
+}
+
+struct Slot {
+    ip: IpAddr,
+    last_active: Instant,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    #[error("its address holds {MAX_CONNECTIONS_PER_ADDRESS} busy connections")]
+    AddressFull,
+    #[error("{MAX_CONNECTIONS} connections busy, none of a heavier client")]
+    Busy,
+}
+
+/// The admission policy, apart from the sockets so it can be tested alone.
+struct Admission {
+    next_id: u64,
+    open: HashMap<u64, Slot>,
+    clients: HashMap<IpAddr, Client>,
+    /// What every client together may still take.
+    server: Budget,
+}
+
+impl Admission {
+    fn new(now: Instant) -> Admission {
+        Admission {
+            next_id: 0,
+            open: HashMap::new(),
+            clients: HashMap::new(),
+            server: Budget::new(&PER_SERVER, now),
+        }
+    }
+
+    /// Admits a connection from `ip`, making room if needed: returns its id, and the id of
+    /// the connection it replaces (to be closed), if any.
+    fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(u64, Option<u64>), Refusal> {
+        self.forget_quiet_clients(now);
+        let client = self.clients.entry(ip).or_insert_with(|| Client {
+            connections: 0,
+            budget: Budget::new(&PER_ADDRESS, now),
+            held: Held::new(now),
+        });
+        let newcomer_usage = client.usage(now);
+        let evict = if client.connections >= MAX_CONNECTIONS_PER_ADDRESS {
+            // Room only among its own, and only in place of one that idles.
+            Some(
+                self.idle_longest(now, |slot| slot.ip == ip)
+                    .ok_or(Refusal::AddressFull)?,
+            )
+        } else if self.open.len() >= MAX_CONNECTIONS {
+            Some(
+                self.idle_longest(now, |_| true)
+                    .or_else(|| self.heaviest_above(newcomer_usage, now))
+                    .ok_or(Refusal::Busy)?,
+            )
+        } else {
+            None
+        };
+        if let Some(victim) = evict {
+            self.close(victim);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.insert(
+            id,
+            Slot {
+                ip,
+                last_active: now,
+            },
+        );
+        let client = self.clients.get_mut(&ip).expect("entered above");
+        client.held.settle(client.connections, now);
+        client.connections += 1;
+        Ok((id, evict))
+    }
+
+    /// The connection idle longest among those `pick` accepts, if idle at least
+    /// [`MIN_IDLE_TO_EVICT`].
+    fn idle_longest(&self, now: Instant, pick: impl Fn(&Slot) -> bool) -> Option<u64> {
+        self.open
+            .iter()
+            .filter(|(_, s)| pick(s))
+            .min_by_key(|(_, s)| s.last_active)
+            .filter(|(_, s)| now.saturating_duration_since(s.last_active) >= MIN_IDLE_TO_EVICT)
+            .map(|(&id, _)| id)
+    }
+
+    /// The least recently active connection of the address with the most usage, if that is
+    /// more than `than`.
+    fn heaviest_above(&self, than: f64, now: Instant) -> Option<u64> {
+        let usage = |ip: &IpAddr| self.clients.get(ip).map_or(0.0, |c| c.usage(now));
+        self.open
+            .iter()
+            .map(|(&id, s)| (id, usage(&s.ip), s.last_active))
+            .filter(|&(_, u, _)| u > than)
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.2.cmp(&a.2)))
+            .map(|(id, _, _)| id)
+    }
+
+    /// Forgets addresses with no connection whose budget has refilled and whose usage has
+    /// faded, and, past [`MAX_REMEMBERED_ADDRESSES`], every address with no connection.
+    fn forget_quiet_clients(&mut self, now: Instant) {
+        if self.clients.len() < MAX_REMEMBERED_ADDRESSES {
+            return;
+        }
+        self.clients
+            .retain(|_, c| c.connections > 0 || !c.budget.is_full(now) || c.usage(now) >= 0.1);
+        if self.clients.len() >= MAX_REMEMBERED_ADDRESSES {
+            self.clients.retain(|_, c| c.connections > 0);
+        }
+    }
+
+    /// A request arrived on connection `id`.
+    fn started(&mut self, id: u64, now: Instant) {
+        if let Some(slot) = self.open.get_mut(&id) {
+            slot.last_active = now;
+        }
+    }
+
+    /// How long the address of `ip` must wait before its next request is answered, for its
+    /// own allowance and the server's.
+    fn wait(&mut self, ip: &IpAddr, now: Instant) -> Duration {
+        let own = self
+            .clients
+            .get_mut(ip)
+            .map_or(Duration::ZERO, |c| c.budget.wait(now));
+        own.max(self.server.wait(now))
+    }
+
+    /// Charges a reply to its connection's address and the server, and marks the connection
+    /// active.
+    fn answered(&mut self, id: u64, bytes: usize, busy: Duration, now: Instant) {
+        self.server.spend(1.0, bytes, busy);
+        if let Some(slot) = self.open.get_mut(&id) {
+            slot.last_active = now;
+            if let Some(c) = self.clients.get_mut(&slot.ip) {
+                c.budget.spend(1.0, bytes, busy);
+            }
+        }
+    }
+
+    fn close(&mut self, id: u64) {
+        if let Some(slot) = self.open.remove(&id)
+            && let Some(c) = self.clients.get_mut(&slot.ip)
+        {
+            c.held.settle(c.connections, Instant::now().max(c.held.at));
+            c.connections = c.connections.saturating_sub(1);
+        }
+    }
+}
+
+/// The admission policy and the handles to shut evicted connections down.
+struct Registry {
+    admission: Admission,
+    streams: HashMap<u64, TcpStream>,
+}
+
+impl Registry {
+    fn new(now: Instant) -> Registry {
+        Registry {
+            admission: Admission::new(now),
+            streams: HashMap::new(),
+        }
+    }
+
+    fn admit(&mut self, stream: &TcpStream, ip: IpAddr, now: Instant) -> Result<u64, Refusal> {
+        let handle = stream.try_clone().map_err(|_| Refusal::Busy)?;
+        let (id, evicted) = self.admission.admit(ip, now)?;
+        if let Some(victim) = evicted.and_then(|v| self.streams.remove(&v)) {
+            // Its thread's next read or write fails and it ends.
+            let _ = victim.shutdown(std::net::Shutdown::Both);
+        }
+        self.streams.insert(id, handle);
+        Ok(id)
+    }
+
+    fn close(&mut self, id: u64) {
+        self.admission.close(id);
+        self.streams.remove(&id);
+    }
+}
+
+fn lock(r: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn accept_loop(listener: TcpListener, chain: Arc<RwLock<Chain>>, stop: Arc<AtomicBool>) {
+    let registry = Arc::new(Mutex::new(Registry::new(Instant::now())));
+    while !stop.load(Ordering::Relaxed) {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        let id = match lock(&registry).admit(&stream, peer.ip(), Instant::now()) {
+            Ok(id) => id,
+            Err(refusal) => {
+                tracing::debug!(%peer, "refused a connection: {refusal}");
+                continue;
+            }
+        };
+        let (chain, shared, stop) = (chain.clone(), registry.clone(), stop.clone());
+        let spawned = thread::Builder::new()
+            .name("block-conn".into())
+            .spawn(move || {
+                let connection = Connection {
+                    id,
+                    peer,
+                    registry: &shared,
+                    cancel: Cancel::never().on(stop),
+                };
+                connection.serve(stream, &chain);
+                lock(&shared).close(id);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a connection thread: {e}");
+            lock(&registry).close(id);
+        }
+    }
+}
+
+/// One admitted connection, served on its own thread.
+struct Connection<'a> {
+    id: u64,
+    peer: SocketAddr,
+    registry: &'a Mutex<Registry>,
+    cancel: Cancel,
+}
+
+impl Connection<'_> {
+    fn serve(&self, mut stream: TcpStream, chain: &RwLock<Chain>) {
+        if stream.set_nonblocking(false).is_err() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let mut budget = Budget::new(&PER_CONNECTION, Instant::now());
+        loop {
+            let body = match read_frame(&mut stream, MAX_REQUEST_BYTES, IDLE_TIMEOUT, &self.cancel)
+            {
+                Ok(body) => body,
+                Err(FrameError::Closed | FrameError::Cancelled(_)) => return,
+                Err(e) => {
+                    note_dropped(self.peer, "request frame", &e);
+                    return;
+                }
+            };
+            let request = match Request::decode(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    note_dropped(self.peer, "request", &e);
+                    return;
+                }
+            };
+            lock(self.registry)
+                .admission
+                .started(self.id, Instant::now());
+            if !self.wait_for_allowance(&mut budget) {
+                return;
+            }
+            let started = Instant::now();
+            let reply = answer_bytes(chain, &request);
+            let busy = started.elapsed();
+            budget.spend(1.0, reply.len(), busy);
+            lock(self.registry)
+                .admission
+                .answered(self.id, reply.len(), busy, Instant::now());
+            if let Err(e) = write_frame(&mut stream, &reply) {
+                tracing::debug!(peer = %self.peer, "reply not sent: {e}");
+                return;
+            }
+        }
+    }
+
+    /// Waits until both this connection and its address may have another reply. `false` when
+    /// the server stops, or when the wait would be too long to be worth holding the slot.
+    fn wait_for_allowance(&self, budget: &mut Budget) -> bool {
+        loop {
+            let now = Instant::now();
+            let address = lock(self.registry).admission.wait(&self.peer.ip(), now);
+            let wait = budget.wait(now).max(address);
+            if wait.is_zero() {
+                return true;
+            }
+            if wait > MAX_THROTTLE {
+                tracing::debug!(peer = %self.peer, "closed a connection over its allowance");
+                return false;
+            }
+            if self.cancel.check().is_err() {
+                return false;
+            }
+            thread::sleep(wait.min(POLL_INTERVAL));
+        }
+    }
+}
+
+/// The best-chain blocks a request asks for, with the tip they were taken from. Only the
+/// pointers are taken under the chain's lock; encoding happens after.
+fn blocks_for(chain: &RwLock<Chain>, request: &Request) -> (u64, Hash256, Vec<Arc<Block>>) {
+    match request {
+        Request::BlocksAfter {
+            locator,
+            max_blocks,
+        } => {
+            let max = (*max_blocks as usize).min(MAX_BLOCKS_PER_REPLY);
+            let chain = read_chain(chain);
+            let blocks = chain.blocks_after(locator, max, REPLY_BLOCK_BYTES);
+            (chain.height(), chain.tip_hash(), blocks)
+        }
+    }
+}
+
+/// What a block server says to one request.
+pub fn answer(chain: &RwLock<Chain>, request: &Request) -> Reply {
+    let (tip_height, tip, blocks) = blocks_for(chain, request);
+    Reply::Blocks {
+        tip_height,
+        tip,
+        blocks: blocks.iter().map(|b| Block::clone(b)).collect(),
+    }
+}
+
+/// [`answer`], encoded, without copying the blocks first.
+fn answer_bytes(chain: &RwLock<Chain>, request: &Request) -> Vec<u8> {
+    let (tip_height, tip, blocks) = blocks_for(chain, request);
+    Reply::encode_blocks(tip_height, tip, &blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    const HONEST: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+
+    fn ip(i: usize) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250) as u8 + 1))
+    }
+
+    /// Every slot taken, by connections from `addresses(i)` opened at the returned instant.
+    fn full_server(addresses: impl Fn(usize) -> IpAddr) -> (Admission, Instant) {
+        let now = Instant::now();
+        let mut a = Admission::new(now);
+        for i in 0..MAX_CONNECTIONS {
+            let (_, evicted) = a.admit(addresses(i), now).unwrap();
+            assert_eq!(evicted, None);
+        }
+        (a, now)
+    }
+
+    /// Marks every connection active at `now`.
+    fn all_busy(a: &mut Admission, now: Instant) {
+        let ids: Vec<u64> = a.open.keys().copied().collect();
+        for id in ids {
+            a.started(id, now);
+        }
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share() {
+        let now = Instant::now();
+        let mut a = Admission::new(now);
+        for _ in 0..MAX_CONNECTIONS_PER_ADDRESS {
+            a.admit(A, now).unwrap();
+        }
+        assert_eq!(a.admit(A, now), Err(Refusal::AddressFull));
+        assert!(a.admit(HONEST, now).is_ok(), "others still get in");
+        // An address at its cap replaces its own idle connection.
+        let later = now + MIN_IDLE_TO_EVICT;
+        assert!(matches!(a.admit(A, later), Ok((_, Some(_)))));
+    }
+
+    #[test]
+    fn a_light_newcomer_takes_the_place_of_the_heaviest_busy_client() {
+        // 32 busy connections from 31 addresses: ip(7) holds two, so it is the heaviest.
+        let (mut a, start) = full_server(|i| ip(if i == 31 { 7 } else { i }));
+        let now = start + Duration::from_secs(5);
+        all_busy(&mut a, now);
+        let (_, evicted) = a.admit(HONEST, now).unwrap();
+        assert!(evicted.is_some());
+        assert_eq!(a.open.values().filter(|s| s.ip == ip(7)).count(), 1);
+        // Evicted clients, however often they come back, push out only clients heavier than
+        // themselves, never the honest newcomer: it held its slot for the shortest time.
+        for round in 0..100 {
+            let t = now + Duration::from_millis(50 * round);
+            all_busy(&mut a, t);
+            let _ = a.admit(ip(round as usize % 31), t);
+            assert!(a.open.values().any(|s| s.ip == HONEST), "round {round}");
+        }
+    }
+
+    #[test]
+    fn one_address_busy_on_every_slot_it_may_take_leaves_room_for_others() {
+        let (mut a, start) = full_server(|i| {
+            if i < MAX_CONNECTIONS_PER_ADDRESS {
+                A
+            } else {
+                ip(i)
+            }
+        });
+        let now = start + Duration::from_secs(1);
+        all_busy(&mut a, now);
+        let (_, evicted) = a.admit(HONEST, now).unwrap();
+        assert!(evicted.is_some());
+        assert_eq!(
+            a.open.values().filter(|s| s.ip == A).count(),
+            MAX_CONNECTIONS_PER_ADDRESS - 1,
+            "the address holding the most connections lost one"
+        );
+    }
+
+    #[test]
+    fn a_full_server_of_equals_refuses_a_newcomer_as_heavy_as_they_are() {
+        let (mut a, start) = full_server(ip);
+        let now = start + Duration::from_secs(1);
+        all_busy(&mut a, now);
+        // ip(0) already holds a slot as long as everyone else: nobody is heavier.
+        assert_eq!(a.admit(ip(0), now), Err(Refusal::Busy));
+    }
+
+    #[test]
+    fn an_idle_connection_makes_room_before_a_busy_one() {
+        let (mut a, now) = full_server(ip);
+        let later = now + MIN_IDLE_TO_EVICT;
+        let busy: Vec<u64> = a.open.keys().copied().filter(|id| id % 2 == 0).collect();
+        for id in &busy {
+            a.started(*id, later);
+        }
+        let (_, evicted) = a.admit(HONEST, later).unwrap();
+        assert!(evicted.is_some_and(|v| v % 2 == 1), "an idle one went");
+    }
+
+    #[test]
+    fn a_budget_spent_waits_for_its_refill() {
+        let now = Instant::now();
+        let mut b = Budget::new(&PER_CONNECTION, now);
+        assert_eq!(b.wait(now), Duration::ZERO);
+        // A reply twice the byte burst leaves a debt of one burst: two seconds at 16 MiB/s.
+        b.spend(
+            1.0,
+            (2.0 * PER_CONNECTION.byte_burst) as usize,
+            Duration::ZERO,
+        );
+        let wait = b.wait(now);
+        assert!((wait.as_secs_f64() - 2.0).abs() < 1e-6, "{wait:?}");
+        assert_eq!(b.wait(now + wait), Duration::ZERO);
+        // Requests: a burst, then the rate.
+        let mut b = Budget::new(&PER_CONNECTION, now);
+        for _ in 0..PER_CONNECTION.request_burst as usize {
+            assert_eq!(b.wait(now), Duration::ZERO);
+            b.spend(1.0, 0, Duration::ZERO);
+        }
+        assert!(b.wait(now) > Duration::ZERO);
+    }
+
+    #[test]
+    fn held_connection_seconds_grow_while_held_and_fade_after() {
+        let now = Instant::now();
+        let mut held = Held::new(now);
+        // Two connections for a second: about two connection-seconds.
+        let one = now + Duration::from_secs(1);
+        assert!((held.at(2, one) - 2.0).abs() < 0.1, "{}", held.at(2, one));
+        held.settle(2, one);
+        // Then none: half of it a half-life later.
+        let later = one + USAGE_HALF_LIFE;
+        assert!((held.at(0, later) - held.value / 2.0).abs() < 1e-9);
+        // Held for ever, it levels off at connections x the mean life of a second.
+        let mean_life = USAGE_HALF_LIFE.as_secs_f64() / std::f64::consts::LN_2;
+        let forever = now + 100 * USAGE_HALF_LIFE;
+        assert!((Held::new(now).at(1, forever) - mean_life).abs() < 1e-6);
+    }
+
+    #[test]
+    fn addresses_with_no_connection_are_forgotten_past_the_cap() {
+        let now = Instant::now();
+        let mut a = Admission::new(now);
+        for i in 0..MAX_REMEMBERED_ADDRESSES + 10 {
+            let (id, _) = a.admit(ip(i), now).unwrap();
+            a.close(id);
+        }
+        assert!(a.clients.len() <= MAX_REMEMBERED_ADDRESSES);
+    }
+}

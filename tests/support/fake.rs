@@ -1,0 +1,102 @@
+//! Fake peers for the hostile tests: block servers that lie, stall or replay, statuses that
+//! boast, and clients that pretend to be on other hosts (every 127.x.y.z is this host).
+#![allow(dead_code)]
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mvbc_protocol::net::{Cancel, read_frame, write_frame};
+use mvbc_protocol::wire::{Datagram, Reply, Status};
+use mvbc_protocol::{Block, Hash256};
+
+use crate::procs::Net;
+
+/// A block server that answers every request with `blocks` and a tip at `tip_height`, whatever
+/// was asked.
+pub fn serve_forever(blocks: Vec<Block>, tip_height: u64) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let blocks = blocks.clone();
+            thread::spawn(move || {
+                while read_frame(&mut stream, 4096, Duration::from_secs(5), &Cancel::never())
+                    .is_ok()
+                {
+                    let reply = Reply::Blocks {
+                        tip_height,
+                        tip: Hash256([7; 32]),
+                        blocks: blocks.clone(),
+                    };
+                    if write_frame(&mut stream, &reply.encode()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A block server that takes each request and never answers (a frame would time out only
+/// after 10 s).
+pub fn serve_nothing() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let _ = read_frame(&mut stream, 4096, Duration::from_secs(60), &Cancel::never());
+                thread::sleep(Duration::from_secs(60));
+            });
+        }
+    });
+    port
+}
+
+/// A status claiming far more work than any chain, for a block server on `port`.
+pub fn boast(node_id: u64, port: u16) -> Status {
+    Status {
+        node_id,
+        height: u64::MAX,
+        tip: Hash256([7; 32]),
+        chain_work: u128::MAX / 2,
+        block_server_port: port,
+    }
+}
+
+/// Broadcasts `status` on `net`'s status port every `period`, for a minute.
+pub fn announce_forever(net: &Net, status: Status, period: Duration) {
+    let port = net.status_port;
+    thread::spawn(move || {
+        let out = UdpSocket::bind("0.0.0.0:0").unwrap();
+        out.set_broadcast(true).unwrap();
+        let bytes = Datagram::Status(status).encode();
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            let _ = out.send_to(&bytes, (Ipv4Addr::new(127, 255, 255, 255), port));
+            thread::sleep(period);
+        }
+    });
+}
+
+/// A TCP connection to `server` from the loopback address `source`: a stand-in for a client on
+/// another host.
+pub fn connect_from(source: Ipv4Addr, server: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&SocketAddrV4::new(source, 0).into())?;
+    socket.connect_timeout(&server.into(), Duration::from_secs(3))?;
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A UDP socket sending from the loopback address `source`, broadcasts allowed.
+pub fn udp_from(source: Ipv4Addr) -> UdpSocket {
+    let socket = UdpSocket::bind((source, 0)).unwrap();
+    socket.set_broadcast(true).unwrap();
+    socket
+}
