@@ -15,8 +15,13 @@ use crate::hash::{Hash256, ParseHashError, sha256};
 
 /// Smallest RSA key size accepted for new keys and in transactions.
 pub const MIN_KEY_BITS: usize = 1024;
-/// Largest RSA key size accepted (rsa's own limit).
+/// Largest RSA key size accepted (rsa's own limit; the largest `key_size`).
 pub const MAX_KEY_BITS: usize = 8192;
+/// The one public exponent accepted, in keys and in transactions: 65537, what every RSA
+/// library makes. A consensus rule: verifying with it takes 17 modular multiplications, where
+/// a made-up exponent of 2^33 - 1 takes 65, so with the cap on the modulus the cost of checking
+/// any signature off the network is bounded (about 0.3 ms at 8192 bits).
+pub const PUBLIC_EXPONENT: u32 = 65_537;
 /// Cap on a DER-encoded public key in a transaction: an 8192-bit key is about 1,070 bytes.
 pub const MAX_PUBLIC_KEY_DER_LEN: usize = 1_100;
 /// Cap on a signature in a transaction: one modulus length at [`MAX_KEY_BITS`].
@@ -62,6 +67,9 @@ pub enum KeyError {
     /// RSA key generation failed.
     #[error("key generation failed: {0}")]
     Generate(rsa::Error),
+    /// The key's public exponent is not [`PUBLIC_EXPONENT`]: its payments would be refused.
+    #[error("public exponent is not {PUBLIC_EXPONENT}")]
+    Exponent,
     /// Not a PKCS#8 PEM RSA private key.
     #[error("not a PKCS#8 PEM RSA private key: {0}")]
     Pem(String),
@@ -99,6 +107,9 @@ impl KeyPair {
         let bits = key.as_public_key().size() * 8;
         if !(MIN_KEY_BITS..=MAX_KEY_BITS).contains(&bits) {
             return Err(KeyError::Size(bits));
+        }
+        if !has_standard_exponent(key.as_public_key()) {
+            return Err(KeyError::Exponent);
         }
         let public_der = key
             .to_public_key()
@@ -145,7 +156,14 @@ impl KeyPair {
     }
 }
 
-/// Checks an RSASSA-PSS (SHA-256) signature of `msg` by the DER-encoded public key.
+/// Whether the key's public exponent is [`PUBLIC_EXPONENT`].
+fn has_standard_exponent(key: &impl PublicKeyParts) -> bool {
+    *key.e_bytes() == PUBLIC_EXPONENT.to_be_bytes()[1..]
+}
+
+/// Checks an RSASSA-PSS (SHA-256) signature of `msg` by the DER-encoded public key: a key of
+/// [`MIN_KEY_BITS`] to [`MAX_KEY_BITS`] with exponent [`PUBLIC_EXPONENT`], or it is refused
+/// before any arithmetic.
 pub fn verify_signature(public_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), SignatureError> {
     if public_der.len() > MAX_PUBLIC_KEY_DER_LEN {
         return Err(SignatureError::PublicKey(format!(
@@ -155,10 +173,15 @@ pub fn verify_signature(public_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<(),
     }
     let key = PublicKey::from_public_key_der(public_der)
         .map_err(|e| SignatureError::PublicKey(e.to_string()))?;
-    if key.size() * 8 < MIN_KEY_BITS {
+    let bits = key.size() * 8;
+    if !(MIN_KEY_BITS..=MAX_KEY_BITS).contains(&bits) {
         return Err(SignatureError::PublicKey(format!(
-            "{} bits is too small",
-            key.size() * 8
+            "{bits} bits is outside {MIN_KEY_BITS}..={MAX_KEY_BITS}"
+        )));
+    }
+    if !has_standard_exponent(&key) {
+        return Err(SignatureError::PublicKey(format!(
+            "public exponent is not {PUBLIC_EXPONENT}"
         )));
     }
     let sig = Signature::try_from(sig).map_err(|_| SignatureError::Mismatch)?;
@@ -214,6 +237,42 @@ pub(crate) mod tests {
             verify_signature(b"not a key", b"pay 10", &sig),
             Err(SignatureError::PublicKey(_))
         ));
+    }
+
+    /// The DER of a public key with modulus `n` (big-endian) and exponent `e`, built by hand
+    /// as an attacker would.
+    pub(crate) fn made_up_key_der(n: &[u8], e: u64) -> Vec<u8> {
+        use rsa::BoxedUint;
+        let n = BoxedUint::from_be_slice_vartime(n);
+        let e = BoxedUint::from(e);
+        PublicKey::new(n, e)
+            .unwrap()
+            .to_public_key_der()
+            .unwrap()
+            .into_vec()
+    }
+
+    #[test]
+    fn only_the_standard_exponent_is_accepted() {
+        // An odd 1024-bit modulus: the key is well formed, its exponent is what is refused.
+        let mut n = vec![0xc5u8; 128];
+        n[127] |= 1;
+        for e in [3, (1 << 33) - 1] {
+            let der = made_up_key_der(&n, e);
+            assert_eq!(
+                verify_signature(&der, b"m", &[1; 128]),
+                Err(SignatureError::PublicKey(
+                    "public exponent is not 65537".into()
+                )),
+                "e = {e}"
+            );
+        }
+        let der = made_up_key_der(&n, 65_537);
+        assert_eq!(
+            verify_signature(&der, b"m", &[1; 128]),
+            Err(SignatureError::Mismatch),
+            "the standard exponent gets as far as the arithmetic"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use common::*;
 use mvbc_protocol::chain::{AddBlockError, Chain, ChainUpdate};
 use mvbc_protocol::pool::{Pool, PoolError};
 use mvbc_protocol::rules::{BlockError, MAX_FUTURE_BLOCK_SECS, check_block};
-use mvbc_protocol::{Amount, Block, Hash256, Transaction, genesis_block};
+use mvbc_protocol::{Block, Hash256, Transaction, genesis_block};
 
 /// A chain where key 0 mined block 1 (10 coins) and block 2 (10 more, paying 3 to key 1).
 /// The same two blocks every time (signatures are randomized, so they are made once).
@@ -34,6 +34,14 @@ fn next_block(chain: &Chain, payments: Vec<Transaction>) -> Block {
     let mut txs = vec![reward(0, height)];
     txs.extend(payments);
     mine_on(chain.tip_header(), txs, 0)
+}
+
+/// A signed payment of `c` coins from key `from` to key `to`, as the pool takes it.
+fn payment(from: usize, to: usize, c: u64, stamp: u64) -> mvbc_protocol::Payment {
+    match pay(from, to, c, stamp) {
+        Transaction::Payment(p) => p,
+        _ => unreachable!(),
+    }
 }
 
 fn refused(chain: &mut Chain, block: Block) -> BlockError {
@@ -383,40 +391,117 @@ fn pool_checks_signature_balance_pending_and_duplicates() {
         Err(PoolError::Confirmed(confirmed.id()))
     );
     let mut forged = p(pay(2, 0, 1, 63));
-    forged.amount = Amount::from_units(2);
-    assert!(matches!(pool.add(forged, l), Err(PoolError::Invalid(_))));
+    forged.to = addr(1);
+    assert!(matches!(
+        pool.add(forged.clone(), l),
+        Err(PoolError::Invalid(_))
+    ));
+    // Its id is remembered: a replay is refused without checking the signature again.
+    assert_eq!(
+        pool.add(forged.clone(), l),
+        Err(PoolError::KnownInvalid(forged.id()))
+    );
 }
 
 #[test]
-fn a_full_pool_drops_its_oldest_payment_and_releases_what_it_spent() {
+fn cheap_checks_come_before_the_signature() {
     let chain = funded_chain();
     let l = chain.ledger();
-    let p = |t: Transaction| match t {
+    let mut pool = Pool::default();
+    // A key nobody funded, with a signature that would not verify: the balance refuses it,
+    // so no signature is checked (the reason says so) and nothing is remembered.
+    let mut broke = match pay(1, 0, 50, 90) {
         Transaction::Payment(p) => p,
         _ => unreachable!(),
     };
-    let mut small = Pool::with_capacity(2);
-    let first = small.add(p(pay(0, 1, 1, 64)), l).unwrap();
-    assert_eq!(first.evicted, None);
-    small.add(p(pay(0, 1, 1, 65)), l).unwrap();
-    let third = small.add(p(pay(0, 1, 1, 66)), l).unwrap();
-    assert_eq!(third.evicted, Some(first.id));
-    assert_eq!(small.len(), 2);
-    assert!(!small.contains(&first.id));
+    broke.signature = mvbc_protocol::encode::Bytes::new(vec![0; 128]).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            pool.add(broke.clone(), l),
+            Err(PoolError::Insufficient { .. })
+        ));
+    }
+}
+
+#[test]
+fn one_sender_holds_at_most_its_share_of_the_pool() {
+    let chain = funded_chain();
+    let l = chain.ledger();
+    let mut pool = Pool::with_limits(100, 3);
+    for stamp in 0..3 {
+        pool.add(payment(0, 1, 1, 100 + stamp), l).unwrap();
+    }
     assert_eq!(
-        small.pending_spend(&addr(0)),
-        coins(2),
-        "the dropped coin is free again"
+        pool.add(payment(0, 1, 1, 103), l),
+        Err(PoolError::SenderFull(addr(0), 3))
     );
+    assert!(
+        pool.add(payment(1, 0, 1, 104), l).is_ok(),
+        "others still get in"
+    );
+}
+
+#[test]
+fn one_payer_with_many_queued_delays_another_by_one_block() {
+    let mut chain = funded_chain();
+    let mut pool = Pool::default();
+    // Key 0 queues 10 payments (each block holds two payments here)...
+    for stamp in 0..10 {
+        pool.add(payment(0, 2, 1, 200 + stamp), chain.ledger())
+            .unwrap();
+    }
+    // ...then key 1 pays once, then key 2.
+    let honest = payment(1, 2, 1, 300);
+    let other = payment(2, 1, 1, 301);
+    pool.add(honest.clone(), chain.ledger()).unwrap();
+    pool.add(other.clone(), chain.ledger()).unwrap();
+    // Every payer's first payment is in round one: the next block takes key 0's oldest and
+    // key 1's, the one after key 2's, ahead of key 0's second.
+    let first = pool.select(2);
+    assert_eq!(first[0].from, addr(0));
+    assert_eq!(first[1].id(), honest.id());
+    let block = next_block(
+        &chain,
+        first.into_iter().map(Transaction::Payment).collect(),
+    );
+    chain.add_block(block, NOW).unwrap();
+    assert!(pool.reconcile(&[], chain.ledger()).is_empty());
+    let second = pool.select(2);
+    assert_eq!(second[0].id(), other.id());
+    assert_eq!(second[1].from, addr(0));
+    // A payer with nothing pending joins the round being served: key 1, paying again, comes
+    // before key 0's third and later payments.
+    let again = payment(1, 0, 1, 302);
+    pool.add(again.clone(), chain.ledger()).unwrap();
+    let order: Vec<_> = pool.select(4).iter().map(|p| p.from).collect();
+    assert_eq!(order, [addr(2), addr(1), addr(0), addr(0)]);
+}
+
+#[test]
+fn a_full_pool_drops_the_newest_payment_of_the_sender_holding_the_most() {
+    let chain = funded_chain();
+    let l = chain.ledger();
+    let mut small = Pool::with_capacity(3);
+    small.add(payment(0, 1, 1, 64), l).unwrap();
+    let newest = small.add(payment(0, 1, 1, 65), l).unwrap();
+    small.add(payment(1, 0, 1, 66), l).unwrap();
+    // Full: key 2 takes the place of key 0's newest payment, and the coin it spent is free.
+    let third = small.add(payment(2, 0, 1, 67), l).unwrap();
+    assert_eq!(third.evicted, Some(newest.id));
+    assert_eq!(small.len(), 3);
+    assert!(!small.contains(&newest.id));
+    assert_eq!(small.pending_spend(&addr(0)), coins(1));
+    // Now everyone holds one: nobody holds more than the newcomer would, so it is refused.
+    assert_eq!(small.add(payment(0, 1, 1, 68), l), Err(PoolError::Full(3)));
     // A payment the sender cannot afford evicts nothing.
-    let before: Vec<_> = small.select(2);
+    let before: Vec<_> = small.select(3);
     assert!(matches!(
-        small.add(p(pay(2, 0, 50, 67)), l),
+        small.add(payment(2, 0, 50, 69), l),
         Err(PoolError::Insufficient { .. })
     ));
-    assert_eq!(small.select(2), before);
+    assert_eq!(small.select(3), before);
     assert_eq!(
-        Pool::with_capacity(0).add(p(pay(0, 1, 1, 68)), l),
+        Pool::with_capacity(0).add(payment(0, 1, 1, 70), l),
         Err(PoolError::Full(0))
     );
 }
