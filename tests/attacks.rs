@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use fake::*;
 use mvbc_protocol::net::{BlockClient, Cancel, PER_SERVER, read_frame, write_frame};
-use mvbc_protocol::wire::{MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Request};
-use mvbc_protocol::{Hash256, KeyPair, genesis_block};
+use mvbc_protocol::peers::{DIAL_BURST, DIAL_RATE};
+use mvbc_protocol::wire::{Datagram, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Request};
+use mvbc_protocol::{
+    Address, Amount, Hash256, KeyPair, Payment, Transaction, genesis_block, keyfile, unix_now,
+};
 use procs::*;
 use tempfile::tempdir;
 
@@ -256,4 +259,276 @@ fn clients_asking_for_everything_get_no_more_than_their_allowance_and_honest_one
     assert_eq!(served, 10, "honest requests served");
     // And the node kept working: it still answers, at the same height.
     assert_eq!(miner.tip().0, 600);
+}
+
+/// A public key nobody holds the private half of: a random odd 8192-bit modulus with exponent
+/// `e`, as an attacker makes them by the thousand.
+fn made_up_key(e: u64, rng: &mut Lcg) -> Vec<u8> {
+    use pkcs8::EncodePublicKey;
+    let mut n = rng.bytes(1024);
+    n[0] |= 0x80;
+    n[1023] |= 1;
+    rsa::PublicKey::new(
+        rsa::BoxedUint::from_be_slice_vartime(&n),
+        rsa::BoxedUint::from(e),
+    )
+    .unwrap()
+    .to_public_key_der()
+    .unwrap()
+    .into_vec()
+}
+
+/// `n` payments "from" the address of `key`, each with its own timestamp (so its own id) and a
+/// random signature: a datagram each.
+fn forged_payments(key: &[u8], n: u64, rng: &mut Lcg) -> Vec<Vec<u8>> {
+    use mvbc_protocol::encode::Bytes;
+    (0..n)
+        .map(|stamp| {
+            Datagram::Payment(Payment {
+                from: Address::of_public_key_der(key),
+                to: Address(Hash256([5; 32])),
+                amount: Amount::from_units(1),
+                timestamp: stamp,
+                public_key: Bytes::new(key.to_vec()).unwrap(),
+                signature: Bytes::new(rng.bytes(1024)).unwrap(),
+            })
+            .encode()
+        })
+        .collect()
+}
+
+/// Broadcasts `payment` once on `net`'s payment port.
+fn send_once(net: &Net, payment: &Payment) {
+    let out = udp_from(Ipv4Addr::LOCALHOST);
+    out.send_to(
+        &Datagram::Payment(payment.clone()).encode(),
+        (Ipv4Addr::new(127, 255, 255, 255), net.transaction_port),
+    )
+    .unwrap();
+}
+
+/// Waits until every payment in `ids` is on `dir`'s stored chain; returns the height of the
+/// highest block holding one.
+fn wait_confirmed(dir: &std::path::Path, net: &Net, ids: &[Hash256]) -> u64 {
+    poll_until(
+        &mut (),
+        |_| {
+            let chain = stored_chain(dir, net);
+            if !ids.iter().all(|id| chain.ledger().is_confirmed(id)) {
+                return None;
+            }
+            (1..=chain.height()).rev().find(|&h| {
+                chain
+                    .block_at(h)
+                    .unwrap()
+                    .transactions
+                    .iter()
+                    .any(|t| ids.contains(&t.id()))
+            })
+        },
+        |_| format!("payments not confirmed: {ids:?}"),
+    )
+}
+
+#[test]
+fn honest_payments_are_confirmed_while_forged_8192_bit_payments_flood_in() {
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    let rich = keyfile::load_key(&m.path().join("mining_rewards.pem")).unwrap();
+    let mut rng = Lcg(0xf00d);
+    // The review's key: exponent 2^33 - 1, from an address with no coins. And the worst case
+    // the rules still allow: exponent 65537, from an address someone funded (anyone may pay
+    // any address), so its payments get as far as the signature.
+    let wild = made_up_key((1 << 33) - 1, &mut rng);
+    let tame = made_up_key(65_537, &mut rng);
+    let funding = Payment::new_signed(
+        &rich,
+        Address::of_public_key_der(&tame),
+        Amount::from_units(1_000),
+        unix_now(),
+    );
+    send_once(&net, &funding);
+    wait_confirmed(m.path(), &net, &[funding.id()]);
+
+    let mut forged = forged_payments(&wild, 5_000, &mut rng);
+    forged.extend(forged_payments(&tame, 5_000, &mut rng));
+    let flooding = flood(
+        Ipv4Addr::new(127, 0, 0, 2),
+        net.transaction_port,
+        forged,
+        1_000,
+    );
+    thread::sleep(Duration::from_secs(1));
+
+    // 20 honest payments, each sent once, 100 ms apart, during the flood.
+    let payee = Address(Hash256([9; 32]));
+    let honest: Vec<Payment> = (0..20)
+        .map(|i| Payment::new_signed(&rich, payee, Amount::from_units(1), unix_now() + i))
+        .collect();
+    for p in &honest {
+        send_once(&net, p);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let sent = Instant::now();
+    let ids: Vec<Hash256> = honest.iter().map(Payment::id).collect();
+    wait_confirmed(m.path(), &net, &ids);
+    let took = sent.elapsed();
+
+    // A SIGTERM, still during the flood, stops it at once.
+    let stopping = Instant::now();
+    let (code, log) = miner.stop();
+    let stop_took = stopping.elapsed();
+    flooding.store(true, Ordering::Relaxed);
+    assert_eq!(code, Some(0), "{log}");
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("refused a payment"))
+        .count();
+    let shutdown = log
+        .lines()
+        .find(|l| l.starts_with("Shutting down"))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!(
+        "flood: 20 of 20 honest payments confirmed {took:?} after the last was sent; \
+         stopped in {stop_took:?}; {refusals} refusal lines; {shutdown}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}\n{log}");
+    assert!(stop_took < Duration::from_secs(2), "{stop_took:?}");
+    // Thousands refused, a few lines logged: 20 per 10 s, and one line summing up the rest.
+    assert!(refusals <= 40, "{refusals} refusal lines\n{log}");
+}
+
+#[test]
+fn a_status_flood_does_not_make_the_node_dial_everywhere_and_an_honest_chain_is_adopted() {
+    let net = Net::new();
+    let (n, h) = (tempdir().unwrap(), tempdir().unwrap());
+    let key = KeyPair::generate(1024).unwrap();
+    let honest_chain = build_chain(&net, &key, 30, 0);
+    store_blocks(h.path(), &honest_chain);
+    let mut node = Miner::start(n.path(), &net);
+    node.wait_height(1);
+
+    // 20 ports on "another host" (127.0.0.2) that count the connections made to them and
+    // close each at once.
+    let dials = Arc::new(AtomicU64::new(0));
+    let ports: Vec<u16> = (0..20)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let dials = dials.clone();
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    dials.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                }
+            });
+            port
+        })
+        .collect();
+    // Statuses from fresh node ids, each boasting, naming those ports, 2,000 a second, sent
+    // from 127.0.0.2: a status names the port, its source address the host to dial.
+    let statuses: Vec<Vec<u8>> = (0..20_000u64)
+        .map(|i| Datagram::Status(boast(1_000 + i, ports[i as usize % ports.len()])).encode())
+        .collect();
+    let flooding = flood(
+        Ipv4Addr::new(127, 0, 0, 2),
+        net.status_port,
+        statuses,
+        2_000,
+    );
+    let started = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    let honest = Miner::start(h.path(), &net);
+    assert_eq!(node.wait_height(30), honest_chain.last().unwrap().hash());
+    let adopted = started.elapsed() - Duration::from_secs(2);
+    thread::sleep(Duration::from_secs(2));
+    let seconds = started.elapsed().as_secs_f64();
+    flooding.store(true, Ordering::Relaxed);
+    drop(honest);
+    let (_, log) = node.stop();
+    let failed = log
+        .lines()
+        .filter(|l| l.starts_with("Download from"))
+        .count();
+    eprintln!(
+        "status flood: {seconds:.1} s, honest chain adopted {adopted:?} after it started, \
+         {failed} failed-download lines"
+    );
+    // 40,000 statuses named 20 addresses: the node dialled within its budget (and that host
+    // at most once a second).
+    let dialled = dials.load(Ordering::Relaxed) as usize;
+    let budget = (DIAL_BURST + DIAL_RATE * seconds) as usize;
+    eprintln!("status flood: {dialled} dials (budget {budget})");
+    assert!(dialled <= budget, "{dialled} dials, budget {budget}\n{log}");
+    assert!(
+        adopted < Duration::from_secs(5),
+        "adopted after {adopted:?}\n{log}"
+    );
+}
+
+#[test]
+fn an_honest_payment_is_confirmed_within_two_blocks_behind_5000_of_one_payer() {
+    // Blocks slow enough that payments queue: difficulty 20, about 25 ms a block here.
+    let net = Net::with_difficulty(20);
+    let m = tempdir().unwrap();
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    let rich = keyfile::load_key(&m.path().join("mining_rewards.pem")).unwrap();
+    let greedy = KeyPair::generate(1024).unwrap();
+    let funding = Payment::new_signed(
+        &rich,
+        greedy.address(),
+        Amount::from_units(5_000),
+        unix_now(),
+    );
+    send_once(&net, &funding);
+    wait_confirmed(m.path(), &net, &[funding.id()]);
+
+    // The greedy payer queues 5,000 payments of one unit to itself, as fast as it can send.
+    let queued: Vec<Vec<u8>> = (0..5_000u64)
+        .map(|i| {
+            let p = Payment::new_signed(&greedy, greedy.address(), Amount::from_units(1), i);
+            Datagram::Payment(p).encode()
+        })
+        .collect();
+    let out = udp_from(Ipv4Addr::LOCALHOST);
+    for bytes in &queued {
+        out.send_to(
+            bytes,
+            (Ipv4Addr::new(127, 255, 255, 255), net.transaction_port),
+        )
+        .unwrap();
+    }
+    thread::sleep(Duration::from_millis(500));
+    let (before, _) = miner.tip();
+    let honest = Payment::new_signed(
+        &rich,
+        Address(Hash256([9; 32])),
+        Amount::from_units(1),
+        unix_now(),
+    );
+    send_once(&net, &honest);
+    let height = wait_confirmed(m.path(), &net, &[honest.id()]);
+    let chain = stored_chain(m.path(), &net);
+    let greedy_confirmed = (1..=chain.height())
+        .flat_map(|h| chain.block_at(h).unwrap().transactions.clone())
+        .filter(|t| matches!(t, Transaction::Payment(p) if p.from == greedy.address()))
+        .count();
+    eprintln!(
+        "fairness: honest payment sent at height {before}, confirmed at {height}; \
+         {greedy_confirmed} of the greedy payer's confirmed by then"
+    );
+    // The block being mined when it arrived did not hold it; the next one did (and, if that
+    // block was found as it arrived, the one after).
+    assert!(
+        height <= before + 3,
+        "sent at {before}, confirmed at {height}"
+    );
+    assert!(
+        greedy_confirmed < 1_000,
+        "the greedy payer had queued more than it was served"
+    );
 }

@@ -100,3 +100,34 @@ pub fn udp_from(source: Ipv4Addr) -> UdpSocket {
     socket.set_broadcast(true).unwrap();
     socket
 }
+
+/// Sends `datagrams` round and round to `port` on the loopback broadcast address from
+/// `source`, `per_second` of them a second, until the returned flag is raised.
+pub fn flood(
+    source: Ipv4Addr,
+    port: u16,
+    datagrams: Vec<Vec<u8>>,
+    per_second: u32,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    thread::spawn(move || {
+        let out = udp_from(source);
+        let started = Instant::now();
+        let mut sent: u64 = 0;
+        for bytes in datagrams.iter().cycle() {
+            if flag.load(Ordering::Relaxed) {
+                return;
+            }
+            let _ = out.send_to(bytes, (Ipv4Addr::new(127, 255, 255, 255), port));
+            sent += 1;
+            // Keep to the rate: sleep whenever ahead of it.
+            let due = Duration::from_secs_f64(sent as f64 / f64::from(per_second));
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                thread::sleep(ahead);
+            }
+        }
+    });
+    stop
+}

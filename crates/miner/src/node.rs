@@ -1,16 +1,18 @@
-//! The mining node: threads for the network and the engine, joined by one channel of events
-//! into a single loop that owns the chain, the store and the pool.
+//! The mining node: threads for the network and the engine, joined by channels of events into
+//! a single loop that owns the chain, the store and the pool.
 //!
 //! ```text
-//! tx listener ─────┐                         ┌──> status broadcaster (UDP)
-//! status listener ─┤                         ├──> mining thread (engine)
-//! mining thread ───┼──> events ──> node loop ┼──> downloader (TCP client)
-//! downloader ──────┤                         └──  block server reads the chain (TCP)
+//! tx listener ─────┬──> payments ─┐                ┌──> status broadcaster (UDP)
+//! status listener ─┴──> statuses ─┤                ├──> mining thread (engine)
+//! mining thread ───┐              ├──> node loop ──┼──> downloader (TCP client)
+//! downloader ──────┼──> urgent ───┘                └──  block server reads the chain (TCP)
 //! Ctrl-C/SIGTERM ──┘
 //! ```
 //!
 //! Only the node loop writes the chain, so every change is appended to the store and reflected
-//! in the pool in one place, in order.
+//! in the pool in one place, in order. Blocks, downloads and shutdown travel on their own
+//! channel and are handled before anything else waiting, so no flood of payments or statuses
+//! (each bounded, dropped when full) can delay a block or a Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +28,8 @@ use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::chain::{AddBlockError, ChainUpdate};
 use mvbc_protocol::header::HEADER_VERSION;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
-use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, judge_download};
+use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick, judge_download};
+use mvbc_protocol::pool::PoolError;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{
@@ -34,8 +37,12 @@ use mvbc_protocol::{
     unix_now,
 };
 
-/// Pending events a listener may queue before it drops datagrams (a flood must not grow memory).
+/// Pending payments, and pending statuses, a listener may queue before it drops datagrams (a
+/// flood must not grow memory).
 const EVENT_QUEUE: usize = 10_000;
+/// Lines of one kind of refusal (a payment refused, a download failed) shown per report
+/// interval; the rest are counted and summed up once per interval.
+const LOG_BURST: u32 = 20;
 /// How often the node prints its periodic status line.
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a peer whose download failed is passed over.
@@ -60,7 +67,8 @@ pub struct NodeSetup {
 
 enum Event {
     Payment(Box<Payment>, SocketAddr),
-    Status(Status, SocketAddr),
+    /// A status, where from, and when it arrived (before any queue).
+    Status(Status, SocketAddr, Instant),
     StatusRequest,
     Mined {
         block: Box<Block>,
@@ -81,6 +89,21 @@ enum Event {
         result: Result<u64, String>,
     },
     Shutdown,
+}
+
+/// The three ways into the node loop.
+#[derive(Clone)]
+struct Senders {
+    /// Blocks, downloads, mining results and shutdown: never dropped, handled first.
+    urgent: Sender<Event>,
+    statuses: Sender<Event>,
+    payments: Sender<Event>,
+}
+
+struct Inbox {
+    urgent: Receiver<Event>,
+    statuses: Receiver<Event>,
+    payments: Receiver<Event>,
 }
 
 struct Job {
@@ -106,7 +129,19 @@ pub fn run(setup: NodeSetup) -> Result<()> {
     } = setup;
     let node_id = rand_node_id();
     let chain = Arc::new(RwLock::new(chain));
-    let (events, inbox) = bounded::<Event>(EVENT_QUEUE);
+    let (urgent, urgent_inbox) = unbounded::<Event>();
+    let (statuses, status_inbox) = bounded::<Event>(EVENT_QUEUE);
+    let (payments, payment_inbox) = bounded::<Event>(EVENT_QUEUE);
+    let events = Senders {
+        urgent,
+        statuses,
+        payments,
+    };
+    let inbox = Inbox {
+        urgent: urgent_inbox,
+        statuses: status_inbox,
+        payments: payment_inbox,
+    };
 
     let tx_socket = net::udp_listener(config.transaction_port).with_context(|| {
         format!(
@@ -155,16 +190,16 @@ pub fn run(setup: NodeSetup) -> Result<()> {
     let (jobs, job_inbox) = unbounded::<Job>();
     let hashes_done = Arc::new(AtomicU64::new(0));
     spawn("miner", {
-        let events = events.clone();
+        let events = events.urgent.clone();
         let hashes_done = hashes_done.clone();
         move || mine(engine, job_inbox, events, hashes_done)
     })?;
     let (sync_jobs, sync_inbox) = unbounded::<SyncJob>();
     spawn("downloader", {
-        let (events, chain) = (events.clone(), chain.clone());
+        let (events, chain) = (events.urgent.clone(), chain.clone());
         move || download(sync_inbox, events, chain)
     })?;
-    let shutdown = events.clone();
+    let shutdown = events.urgent.clone();
     ctrlc::set_handler(move || {
         let _ = shutdown.send(Event::Shutdown);
     })
@@ -180,7 +215,10 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         config,
         peers: PeerBook::new(),
         syncing: None,
+        retry_sync_at: None,
         better_heard_at: None,
+        refused_payments: Quota::default(),
+        failed_downloads: Quota::default(),
         listening: true,
         fatal: None,
         job: None,
@@ -216,23 +254,24 @@ fn rand_node_id() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 40) ^ 0x9e37_79b9_7f4a_7c15
 }
 
-/// Receives datagrams and forwards the ones that decode; a full queue drops them.
-fn listen(socket: std::net::UdpSocket, events: Sender<Event>, own_id: u64, port: &str) {
+/// Receives datagrams and forwards the ones that decode, payments and statuses each to their
+/// own queue; a full queue drops them.
+fn listen(socket: std::net::UdpSocket, events: Senders, own_id: u64, port: &str) {
     loop {
         let Some((from, datagram)) = net::recv_datagram(&socket) else {
             continue;
         };
-        let event = match datagram {
-            Ok(Datagram::Payment(p)) => Event::Payment(Box::new(p), from),
+        let (queue, event) = match datagram {
+            Ok(Datagram::Payment(p)) => (&events.payments, Event::Payment(Box::new(p), from)),
             Ok(Datagram::Status(s)) if s.node_id == own_id => continue,
-            Ok(Datagram::Status(s)) => Event::Status(s, from),
-            Ok(Datagram::StatusRequest) => Event::StatusRequest,
+            Ok(Datagram::Status(s)) => (&events.statuses, Event::Status(s, from, Instant::now())),
+            Ok(Datagram::StatusRequest) => (&events.statuses, Event::StatusRequest),
             Err(e) => {
                 net::note_dropped(from, port, &e);
                 continue;
             }
         };
-        if events.try_send(event).is_err() {
+        if queue.try_send(event).is_err() {
             tracing::debug!(%from, "event queue full: dropped a datagram");
         }
     }
@@ -343,8 +382,13 @@ struct Node {
     peers: PeerBook,
     /// The peer being downloaded from.
     syncing: Option<u64>,
-    /// When we first heard of a chain with more work than ours (cleared once we have it).
+    /// A peer is ahead but may be dialled only then (see `PeerBook::pick`).
+    retry_sync_at: Option<Instant>,
+    /// When a status first told us of a chain with more work than ours (cleared once we have
+    /// it): when the datagram arrived, not when the loop got to it.
     better_heard_at: Option<Instant>,
+    refused_payments: Quota,
+    failed_downloads: Quota,
     /// Still listening for peers after start: not mining yet.
     listening: bool,
     /// Why the node must stop (the store failed); the event loop ends with it.
@@ -383,28 +427,51 @@ enum Source {
 impl Node {
     /// Handles events until shutdown. Mining starts once `listened` fires (or a first download
     /// ends), so a new node hears its peers before it builds on its own chain.
-    fn event_loop(&mut self, inbox: Receiver<Event>, listened: Receiver<Instant>) -> Result<()> {
+    fn event_loop(&mut self, inbox: Inbox, listened: Receiver<Instant>) -> Result<()> {
         let report = tick(REPORT_INTERVAL);
         let mut last_report = (Instant::now(), self.hashes());
         loop {
-            let event = select! {
-                recv(inbox) -> e => match e {
-                    Ok(e) => e,
-                    Err(_) => return Ok(()),
-                },
-                recv(listened) -> _ => {
-                    self.listening = false;
-                    self.maybe_mine();
-                    continue;
-                }
-                recv(report) -> _ => {
-                    last_report = self.report(last_report);
-                    continue;
+            // Urgent events first, whatever else waits; among the rest, select picks at random,
+            // so a flood on one queue does not starve the other.
+            let event = match inbox.urgent.try_recv() {
+                Ok(e) => e,
+                Err(_) => {
+                    let retry = self
+                        .retry_sync_at
+                        .map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+                    select! {
+                        recv(inbox.urgent) -> e => match e {
+                            Ok(e) => e,
+                            Err(_) => return Ok(()),
+                        },
+                        recv(inbox.statuses) -> e => match e {
+                            Ok(e) => e,
+                            Err(_) => return Ok(()),
+                        },
+                        recv(inbox.payments) -> e => match e {
+                            Ok(e) => e,
+                            Err(_) => return Ok(()),
+                        },
+                        recv(listened) -> _ => {
+                            self.listening = false;
+                            self.maybe_mine();
+                            continue;
+                        }
+                        recv(retry) -> _ => {
+                            self.retry_sync_at = None;
+                            self.maybe_sync();
+                            continue;
+                        }
+                        recv(report) -> _ => {
+                            last_report = self.report(last_report);
+                            continue;
+                        }
+                    }
                 }
             };
             match event {
                 Event::Payment(p, from) => self.on_payment(*p, from),
-                Event::Status(s, from) => self.on_status(s, from),
+                Event::Status(s, from, received) => self.on_status(s, from, received),
                 Event::StatusRequest => self.announce(),
                 Event::Mined {
                     block,
@@ -430,11 +497,12 @@ impl Node {
                     self.stop_mining();
                     let chain = read_chain(&self.chain);
                     println!(
-                        "Shutting down: height {}, tip {}, chain stored in {}; {} malformed messages dropped",
+                        "Shutting down: height {}, tip {}, chain stored in {}; {} malformed messages dropped, {} payments refused",
                         chain.height(),
                         chain.tip_hash(),
                         self.store.path().display(),
-                        net::dropped_messages()
+                        net::dropped_messages(),
+                        self.refused_payments.total,
                     );
                     return Ok(());
                 }
@@ -489,10 +557,22 @@ impl Node {
             n => format!("{n} peers"),
         };
         println!(
-            "Status: height {height}, tip {tip}, {state}, {} pending, {peers}, {} malformed messages dropped",
+            "Status: height {height}, tip {tip}, {state}, {} pending, {peers}, {} malformed messages dropped, {} payments refused",
             self.pool.len(),
             net::dropped_messages(),
+            self.refused_payments.total,
         );
+        let secs = REPORT_INTERVAL.as_secs();
+        let held = self.refused_payments.new_window();
+        if held > 0 {
+            tracing::info!(
+                "{held} more payments refused in the last {secs} s, not logged one by one"
+            );
+        }
+        let held = self.failed_downloads.new_window();
+        if held > 0 {
+            println!("Downloads failed: {held} more in the last {secs} s, not shown one by one");
+        }
         (now, hashes)
     }
 
@@ -518,8 +598,13 @@ impl Node {
                 );
                 self.maybe_mine();
             }
-            Err(mvbc_protocol::pool::PoolError::Duplicate(_)) => {}
-            Err(e) => tracing::info!(%from, "refused a payment: {e}"),
+            // Seen before: nothing new to say.
+            Err(PoolError::Duplicate(_) | PoolError::KnownInvalid(_)) => {}
+            Err(e) => {
+                if self.refused_payments.allow() {
+                    tracing::info!(%from, "refused a payment: {e}");
+                }
+            }
         }
     }
 
@@ -529,7 +614,7 @@ impl Node {
             + Duration::from_secs(1)
     }
 
-    fn on_status(&mut self, status: Status, from: SocketAddr) {
+    fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant) {
         let now = Instant::now();
         if !self.peers.heard(status, from, now, self.quiet()) {
             tracing::debug!(%from, "ignored a status: the peer book is full");
@@ -537,20 +622,25 @@ impl Node {
         }
         let ours = read_chain(&self.chain).chain_work();
         if status.chain_work > ours {
-            self.better_heard_at.get_or_insert(now);
+            self.better_heard_at.get_or_insert(received);
             self.maybe_sync();
         }
     }
 
-    /// Starts a download from the peer announcing the most work, if it has more than us and
-    /// no download runs.
+    /// Starts a download from the peer the book picks among those ahead of us, if no download
+    /// runs; when the dial budget says not yet, tries again then.
     fn maybe_sync(&mut self) {
         if self.syncing.is_some() {
             return;
         }
         let ours = read_chain(&self.chain).chain_work();
-        let Some(peer) = self.peers.best_ahead(ours, Instant::now()) else {
-            return;
+        let peer = match self.peers.pick(ours, Instant::now()) {
+            Pick::Dial(peer) => peer,
+            Pick::Wait(at) => {
+                self.retry_sync_at = Some(at);
+                return;
+            }
+            Pick::Nothing => return,
         };
         tracing::debug!(
             peer = %peer.block_server,
@@ -582,11 +672,21 @@ impl Node {
             self.maybe_mine();
         }
         let ours = read_chain(&self.chain).chain_work();
+        let now = Instant::now();
         match result.and_then(|n| judge_download(n, ours, announced_work)) {
-            Ok(n) => tracing::debug!(%peer, "download done: {n} blocks"),
+            Ok(n) => {
+                tracing::debug!(%peer, "download done: {n} blocks");
+                if n > 0 {
+                    self.peers.served(peer, now);
+                }
+            }
             Err(e) => {
-                println!("Download from {peer} failed: {e}; passing it over for {PEER_BACKOFF:?}");
-                self.peers.back_off(node_id, Instant::now() + PEER_BACKOFF);
+                if self.failed_downloads.allow() {
+                    println!(
+                        "Download from {peer} failed: {e}; passing it over for {PEER_BACKOFF:?}"
+                    );
+                }
+                self.peers.failed(node_id, peer, now + PEER_BACKOFF);
             }
         }
         // Still behind someone (another announcer, or this one mined on): go again.
@@ -806,5 +906,35 @@ impl Node {
             tracing::debug!(height, "mining");
             self.job = Some((tip, control));
         }
+    }
+}
+
+/// Counts lines of one kind and lets at most [`LOG_BURST`] of them through per report interval,
+/// so a flood of refusals cannot flood the log: the rest are summed up once per interval.
+#[derive(Default)]
+struct Quota {
+    /// Every line, shown or not, since start.
+    total: u64,
+    shown: u32,
+    held: u64,
+}
+
+impl Quota {
+    /// Counts one line; whether to show it.
+    fn allow(&mut self) -> bool {
+        self.total += 1;
+        if self.shown < LOG_BURST {
+            self.shown += 1;
+            true
+        } else {
+            self.held += 1;
+            false
+        }
+    }
+
+    /// Starts the next interval; returns how many lines the last one held back.
+    fn new_window(&mut self) -> u64 {
+        self.shown = 0;
+        std::mem::take(&mut self.held)
     }
 }

@@ -1,9 +1,17 @@
 //! The miners a node or wallet has heard: their last status, where their block server is, and
 //! whether a failed download put them aside for a while. Bounded, so a flood of made-up node
-//! ids cannot grow memory.
+//! ids cannot grow memory, and careful whom it dials: a status names any address and port (a
+//! source address on a LAN can be spoofed), so a flood of statuses must not turn a node into a
+//! reflector that connects wherever it is told.
+//!
+//! - A failed download passes over the block server's address, whatever node id announces it
+//!   next, as well as the node.
+//! - An address that served new blocks lately is "proven" and comes first; the others are
+//!   dialled at most [`DIAL_RATE`] a second in all (after a burst of [`DIAL_BURST`]), at most
+//!   once per [`IP_DIAL_INTERVAL`] per host, hosts with fewer recent failures first.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::wire::Status;
@@ -14,6 +22,15 @@ pub const MAX_PEERS: usize = 256;
 /// How many blocks past a peer's announced height a download may fetch: the peer may mine
 /// more while we download, but a peer that keeps sending is cut off there.
 pub const DOWNLOAD_SLACK: u64 = 64;
+
+/// Dials a second of block servers not proven lately, sustained.
+pub const DIAL_RATE: f64 = 2.0;
+/// Dials of block servers not proven lately at once, after a quiet spell.
+pub const DIAL_BURST: f64 = 4.0;
+/// How soon the same host may be dialled again, unless the address dialled is proven.
+pub const IP_DIAL_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an address that served new blocks stays proven.
+pub const PROVEN_FOR: Duration = Duration::from_secs(600);
 
 /// Judges a finished download from a peer that announced `announced_work`: `Ok` when our
 /// chain now has that much work, otherwise why the peer should be passed over (it served
@@ -43,10 +60,43 @@ pub struct Peer {
     pub backoff_until: Option<Instant>,
 }
 
-/// The peers heard lately, by node id.
-#[derive(Debug, Default)]
+/// What to download from next.
+#[derive(Clone, Debug)]
+pub enum Pick {
+    /// This peer: dial it now (the dial is counted).
+    Dial(Peer),
+    /// Someone is ahead, but may be dialled only from then on.
+    Wait(Instant),
+    /// Nobody we may dial is ahead.
+    Nothing,
+}
+
+/// The peers heard lately, by node id, and what their addresses did.
+#[derive(Debug)]
 pub struct PeerBook {
     peers: HashMap<u64, Peer>,
+    /// Block servers passed over after a failed download, until when.
+    failed: HashMap<SocketAddr, Instant>,
+    /// Block servers that served new blocks, and when they last did.
+    proven: HashMap<SocketAddr, Instant>,
+    /// When each host was last dialled for an address not proven.
+    dialled: HashMap<IpAddr, Instant>,
+    /// Dials of addresses not proven that may start now (a token bucket).
+    dial_tokens: f64,
+    tokens_at: Option<Instant>,
+}
+
+impl Default for PeerBook {
+    fn default() -> Self {
+        PeerBook {
+            peers: HashMap::new(),
+            failed: HashMap::new(),
+            proven: HashMap::new(),
+            dialled: HashMap::new(),
+            dial_tokens: DIAL_BURST,
+            tokens_at: None,
+        }
+    }
 }
 
 impl PeerBook {
@@ -94,20 +144,94 @@ impl PeerBook {
         true
     }
 
-    /// Forgets peers not heard for `quiet`.
+    /// Forgets peers not heard for `quiet`, and what expired about addresses.
     pub fn forget_quiet(&mut self, now: Instant, quiet: Duration) {
         self.peers
             .retain(|_, p| now.saturating_duration_since(p.last_seen) < quiet);
+        self.failed.retain(|_, until| *until > now);
+        self.proven
+            .retain(|_, at| now.saturating_duration_since(*at) < PROVEN_FOR);
+        self.dialled
+            .retain(|_, at| now.saturating_duration_since(*at) < IP_DIAL_INTERVAL);
     }
 
-    /// The peer announcing the most work, if that is more than `ours` and it is not passed
-    /// over at `now`.
+    /// Whether this peer may be downloaded from at `now`: neither it nor its address passed
+    /// over.
+    fn eligible(&self, p: &Peer, now: Instant) -> bool {
+        p.backoff_until.is_none_or(|t| t <= now)
+            && self.failed.get(&p.block_server).is_none_or(|t| *t <= now)
+    }
+
+    /// The peer announcing the most work, if that is more than `ours` and neither it nor its
+    /// address is passed over at `now`.
     pub fn best_ahead(&self, ours: u128, now: Instant) -> Option<&Peer> {
         self.peers
             .values()
-            .filter(|p| p.status.chain_work > ours)
-            .filter(|p| p.backoff_until.is_none_or(|t| t <= now))
+            .filter(|p| p.status.chain_work > ours && self.eligible(p, now))
             .max_by_key(|p| p.status.chain_work)
+    }
+
+    /// Whom to download from, of the peers ahead of `ours`: a proven address first, then the
+    /// others by how few of their host's addresses failed lately and by the work announced,
+    /// within the dial budget. A `Dial` is counted against the budget.
+    pub fn pick(&mut self, ours: u128, now: Instant) -> Pick {
+        self.refill(now);
+        let mut failures: HashMap<IpAddr, usize> = HashMap::new();
+        for (addr, until) in &self.failed {
+            if *until > now {
+                *failures.entry(addr.ip()).or_default() += 1;
+            }
+        }
+        let mut ahead: Vec<&Peer> = self
+            .peers
+            .values()
+            .filter(|p| p.status.chain_work > ours && self.eligible(p, now))
+            .collect();
+        ahead.sort_by_key(|p| {
+            (
+                !self.is_proven(&p.block_server, now),
+                failures.get(&p.block_server.ip()).copied().unwrap_or(0),
+                std::cmp::Reverse(p.status.chain_work),
+            )
+        });
+        let mut soonest: Option<Instant> = None;
+        for p in ahead {
+            if self.is_proven(&p.block_server, now) {
+                return Pick::Dial(p.clone());
+            }
+            let ip_free = self
+                .dialled
+                .get(&p.block_server.ip())
+                .map_or(now, |t| *t + IP_DIAL_INTERVAL);
+            let token_free = if self.dial_tokens >= 1.0 {
+                now
+            } else {
+                now + Duration::from_secs_f64((1.0 - self.dial_tokens) / DIAL_RATE)
+            };
+            let free = ip_free.max(token_free);
+            if free <= now {
+                let peer = p.clone();
+                self.dial_tokens -= 1.0;
+                self.dialled.insert(peer.block_server.ip(), now);
+                return Pick::Dial(peer);
+            }
+            soonest = Some(soonest.map_or(free, |s| s.min(free)));
+        }
+        soonest.map_or(Pick::Nothing, Pick::Wait)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let since = self
+            .tokens_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.dial_tokens = (self.dial_tokens + since.as_secs_f64() * DIAL_RATE).min(DIAL_BURST);
+        self.tokens_at = Some(self.tokens_at.map_or(now, |t| t.max(now)));
+    }
+
+    fn is_proven(&self, addr: &SocketAddr, now: Instant) -> bool {
+        self.proven
+            .get(addr)
+            .is_some_and(|at| now.saturating_duration_since(*at) < PROVEN_FOR)
     }
 
     /// The most work any peer announced (0 with none).
@@ -119,12 +243,33 @@ impl PeerBook {
             .unwrap_or(0)
     }
 
-    /// Passes `node_id` over until `until`.
-    pub fn back_off(&mut self, node_id: u64, until: Instant) {
+    /// A download from `node_id` at `block_server` failed: both are passed over until
+    /// `until`, the address whatever node id names it next.
+    pub fn failed(&mut self, node_id: u64, block_server: SocketAddr, until: Instant) {
         if let Some(p) = self.peers.get_mut(&node_id) {
             p.backoff_until = Some(until);
         }
+        bounded_insert(&mut self.failed, block_server, until);
+        self.proven.remove(&block_server);
     }
+
+    /// `block_server` served new blocks at `now`: it is dialled first, and freely, for
+    /// [`PROVEN_FOR`].
+    pub fn served(&mut self, block_server: SocketAddr, now: Instant) {
+        bounded_insert(&mut self.proven, block_server, now);
+    }
+}
+
+/// Inserts into a map of at most [`MAX_PEERS`] entries, dropping the one with the earliest
+/// time to make room.
+fn bounded_insert(map: &mut HashMap<SocketAddr, Instant>, key: SocketAddr, at: Instant) {
+    if map.len() >= MAX_PEERS
+        && !map.contains_key(&key)
+        && let Some(oldest) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k)
+    {
+        map.remove(&oldest);
+    }
+    map.insert(key, at);
 }
 
 #[cfg(test)]
@@ -132,13 +277,26 @@ mod tests {
     use super::*;
     use crate::hash::Hash256;
 
+    /// A status of `node_id`, whose block server listens on port 2600 + `node_id` (cut to 16
+    /// bits).
     fn status(node_id: u64, chain_work: u128) -> Status {
         Status {
             node_id,
             height: 1,
             tip: Hash256::ZERO,
             chain_work,
-            block_server_port: 2607,
+            block_server_port: 2600u16.wrapping_add(node_id as u16),
+        }
+    }
+
+    fn from_host(host: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, host], 40000))
+    }
+
+    fn dial(book: &mut PeerBook, ours: u128, now: Instant) -> Option<u64> {
+        match book.pick(ours, now) {
+            Pick::Dial(p) => Some(p.node_id),
+            _ => None,
         }
     }
 
@@ -155,12 +313,13 @@ mod tests {
         book.heard(status(1, 10), FROM, now, QUIET);
         book.heard(status(2, 20), FROM, now, QUIET);
         assert_eq!(book.best_ahead(5, now).unwrap().node_id, 2);
+        let server = book.best_ahead(5, now).unwrap().block_server;
         assert_eq!(
-            book.best_ahead(5, now).unwrap().block_server.port(),
-            2607,
+            server,
+            SocketAddr::new(FROM.ip(), 2602),
             "the announced port, at the sender's address"
         );
-        book.back_off(2, now + QUIET);
+        book.failed(2, server, now + QUIET);
         assert_eq!(book.best_ahead(5, now).unwrap().node_id, 1);
         assert_eq!(book.best_ahead(5, now + QUIET).unwrap().node_id, 2);
         assert!(
@@ -186,5 +345,79 @@ mod tests {
         book.heard(status(1, 1), FROM, later, QUIET);
         assert!(book.heard(status(9999, 1), FROM, later, QUIET));
         assert_eq!(book.len(), 2, "the quiet ones made room");
+    }
+
+    #[test]
+    fn a_failed_address_is_passed_over_whatever_node_id_names_it() {
+        let now = Instant::now();
+        let mut book = PeerBook::new();
+        book.heard(status(1, 10), FROM, now, QUIET);
+        let server = book.best_ahead(0, now).unwrap().block_server;
+        book.failed(1, server, now + QUIET);
+        // Fresh node ids naming the same block server: still passed over.
+        for id in [1 + 65_536, 1 + 2 * 65_536] {
+            book.heard(status(id, 10 + id as u128), FROM, now, QUIET);
+            assert_eq!(SocketAddr::new(FROM.ip(), 2601), server);
+        }
+        assert!(book.best_ahead(0, now).is_none());
+        assert!(matches!(book.pick(0, now), Pick::Nothing));
+        assert!(
+            book.best_ahead(0, now + QUIET).is_some(),
+            "until the back-off ends"
+        );
+    }
+
+    #[test]
+    fn dials_of_addresses_not_proven_are_rate_limited_in_all_and_per_host() {
+        let start = Instant::now();
+        let mut book = PeerBook::new();
+        // 100 made-up peers on 100 hosts, each announcing more work than us.
+        for id in 0..100u64 {
+            book.heard(status(id, 10), from_host(id as u8 + 1), start, QUIET);
+        }
+        let mut dials = 0;
+        let mut now = start;
+        while now < start + Duration::from_secs(10) {
+            while let Some(id) = dial(&mut book, 0, now) {
+                dials += 1;
+                let server = book.peers[&id].block_server;
+                book.failed(id, server, now + QUIET);
+            }
+            now += Duration::from_millis(10);
+        }
+        // A burst, then the rate: 4 + 2 a second over (just under) 10 s.
+        let most = (DIAL_BURST + DIAL_RATE * 10.0) as usize;
+        assert!((most - 1..=most).contains(&dials), "{dials} dials");
+        // One host with many ports: once a second.
+        let mut book = PeerBook::new();
+        for id in 0..10u64 {
+            book.heard(status(id, 10), FROM, start, QUIET);
+        }
+        assert!(dial(&mut book, 0, start).is_some());
+        assert!(matches!(book.pick(0, start), Pick::Wait(t) if t == start + IP_DIAL_INTERVAL));
+        assert!(dial(&mut book, 0, start + IP_DIAL_INTERVAL).is_some());
+    }
+
+    #[test]
+    fn a_proven_address_comes_first_and_freely_then_hosts_that_failed_least() {
+        let now = Instant::now();
+        let mut book = PeerBook::new();
+        book.heard(status(1, 100), from_host(1), now, QUIET);
+        book.heard(status(2, 100), from_host(1), now, QUIET);
+        book.heard(status(3, 50), from_host(2), now, QUIET);
+        book.heard(status(4, 20), from_host(3), now, QUIET);
+        let host1 = book.peers[&1].block_server;
+        book.failed(1, host1, now + QUIET);
+        // Host 1 failed once: host 2 comes before it, though node 2 announces more work.
+        assert_eq!(dial(&mut book, 0, now), Some(3));
+        // Node 4 served us before: it comes first, and as often as needed.
+        let host3 = book.peers[&4].block_server;
+        book.served(host3, now);
+        for _ in 0..10 {
+            assert_eq!(dial(&mut book, 0, now), Some(4));
+        }
+        // Once it fails, it is no longer proven.
+        book.failed(4, host3, now + QUIET);
+        assert_ne!(dial(&mut book, 0, now), Some(4));
     }
 }

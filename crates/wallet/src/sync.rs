@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mvbc_protocol::chain::ChainUpdate;
 use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel, FetchError};
-use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, judge_download};
+use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick, judge_download};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
@@ -189,12 +189,10 @@ impl Syncer<'_> {
             .is_some()
     }
 
-    /// Downloads from the best miner ahead of us, if any; a failure passes it over a while.
+    /// Downloads from the miner the peer book picks among those ahead of us, if any; a failure
+    /// passes it over a while.
     fn catch_up(&mut self) -> Result<()> {
-        let Some(best) = self
-            .peers
-            .best_ahead(self.chain.chain_work(), Instant::now())
-        else {
+        let Pick::Dial(best) = self.peers.pick(self.chain.chain_work(), Instant::now()) else {
             return Ok(());
         };
         let (id, peer, height, announced_work) = (
@@ -251,11 +249,14 @@ impl Syncer<'_> {
         let result = result
             .map_err(|e| e.to_string())
             .and_then(|n| judge_download(n, self.chain.chain_work(), announced_work));
-        if let Err(e) = result
-            && !cancelled
-        {
-            self.say(format!("Download from {peer} failed: {e}"));
-            self.peers.back_off(id, Instant::now() + PEER_BACKOFF);
+        match result {
+            Ok(n) if n > 0 => self.peers.served(peer, Instant::now()),
+            Ok(_) => {}
+            Err(_) if cancelled => {}
+            Err(e) => {
+                self.say(format!("Download from {peer} failed: {e}"));
+                self.peers.failed(id, peer, Instant::now() + PEER_BACKOFF);
+            }
         }
         if self.chain.tip_hash() != tip {
             let reorg = if reorged > 0 {
