@@ -532,3 +532,33 @@ fn an_honest_payment_is_confirmed_within_two_blocks_behind_5000_of_one_payer() {
         "the greedy payer had queued more than it was served"
     );
 }
+
+#[test]
+fn a_side_branch_a_peer_feeds_is_kept_in_memory_only_and_not_replayed_at_start() {
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let key = KeyPair::generate(1024).unwrap();
+    store_blocks(m.path(), &build_chain(&net, &key, 40, 0));
+    // A peer announcing more work than it has: its 30 blocks fork at genesis, a lighter
+    // branch, and each block is valid.
+    let side = build_chain(&net, &key, 30, 7_000);
+    let port = serve_forever(side.clone(), 30);
+    announce_forever(&net, boast(68, port), Duration::from_millis(200));
+
+    let mut miner = Miner::start(m.path(), &net);
+    let failed = miner.wait_for("the side branch download", |l| {
+        l.starts_with(&format!("Download from 127.0.0.1:{port} failed"))
+    });
+    assert!(
+        failed.contains("30 blocks served, short of the work"),
+        "{failed}"
+    );
+    assert_eq!(miner.tip().0, 40);
+    let (code, log) = miner.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // Nothing of the branch was stored: a restart loads the best chain alone.
+    let restarted = Miner::start(m.path(), &net);
+    let loaded = restarted.lines(|l| l.starts_with("Chain loaded:"));
+    assert!(loaded[0].contains("40 blocks stored"), "{loaded:?}");
+}

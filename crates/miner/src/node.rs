@@ -715,35 +715,38 @@ impl Node {
         self.maybe_mine();
     }
 
-    /// Adds and stores one block. A block the store cannot take (a full disk) stops the node:
-    /// it must not announce or build on what it could lose.
+    /// Adds one block, and stores what joined the best chain (a side block is kept in memory
+    /// only: a restart never replays a branch that lost). A block the store cannot take (a full
+    /// disk) stops the node: it must not announce or build on what it could lose.
     fn accept(&mut self, block: Block) -> Result<Accepted, AddBlockError> {
-        let stored = block.clone();
         let update = self.write_chain().add_block(block, unix_now())?;
-        if update == ChainUpdate::AlreadyKnown {
-            return Ok(Accepted::Known);
-        }
-        if let Err(e) = self.store.append(&stored) {
-            let height = stored.header.height.saturating_sub(1);
-            self.fatal.get_or_insert_with(|| {
-                anyhow::anyhow!(
-                    "cannot write the chain store: {e}. Stopping: the store is intact, with \
-                     every block stored before this one (up to height {height} at most); free \
-                     space or fix the data directory and start again"
-                )
+        let ChainUpdate::TipChanged {
+            disconnected,
+            connected,
+        } = update
+        else {
+            return Ok(match update {
+                ChainUpdate::AlreadyKnown => Accepted::Known,
+                _ => Accepted::New(None),
             });
-            return Ok(Accepted::Failed);
+        };
+        for block in &connected {
+            if let Err(e) = self.store.append(block) {
+                let height = block.header.height.saturating_sub(1);
+                self.fatal.get_or_insert_with(|| {
+                    anyhow::anyhow!(
+                        "cannot write the chain store: {e}. Stopping: the store is intact, with \
+                         every block stored before this one (up to height {height} at most); \
+                         free space or fix the data directory and start again"
+                    )
+                });
+                return Ok(Accepted::Failed);
+            }
         }
-        Ok(Accepted::New(match update {
-            ChainUpdate::TipChanged {
-                disconnected,
-                connected,
-            } => Some(TipMove {
-                disconnected,
-                connected,
-            }),
-            _ => None,
-        }))
+        Ok(Accepted::New(Some(TipMove {
+            disconnected,
+            connected,
+        })))
     }
 
     /// Adds a downloaded batch; says how many of its blocks were new.

@@ -1,8 +1,15 @@
-//! The block tree and fork choice: every valid block seen, the most-work chain as the tip, and
-//! the ledger of that chain. A pure state machine: it takes blocks and says what changed; the
-//! caller persists blocks and tells the pool.
+//! The block tree and fork choice: the most-work chain as the tip with the ledger of that
+//! chain, and side branches that might overtake it. A pure state machine: it takes blocks and
+//! says what changed; the caller persists blocks and tells the pool.
+//!
+//! A block on a side branch is checked on its own (proof of work, merkle root, signatures, its
+//! parent's header) and kept; it is checked against its branch's ledger only when the branch
+//! becomes heavier than the best chain and the tip moves there. So a side block costs the same
+//! however long the chain and however deep the fork, and a branch found invalid on the way is
+//! dropped with everything built on it while the tip stays. Side blocks are bounded in number
+//! and bytes: past the bound, the side branch tips with the least work go first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::block::{Block, genesis_block};
@@ -14,6 +21,11 @@ use crate::wire::MAX_LOCATOR_LEN;
 
 /// Cap on remembered invalid block hashes (so a flood of bad blocks cannot grow memory).
 const MAX_REMEMBERED_INVALID: usize = 10_000;
+/// Side blocks kept at most: a reorg deeper than this cannot be followed (headers-first sync
+/// will lift it).
+pub const MAX_SIDE_BLOCKS: usize = 10_000;
+/// Bytes of side blocks kept at most.
+pub const MAX_SIDE_BYTES: usize = 256 << 20;
 
 struct Entry {
     block: Arc<Block>,
@@ -28,7 +40,8 @@ struct Entry {
 pub enum ChainUpdate {
     /// Already in the tree; nothing changed.
     AlreadyKnown,
-    /// Stored on a branch with no more work than the tip; the tip is unchanged.
+    /// Kept on a side branch with no more work than the tip; the tip is unchanged. (It may be
+    /// dropped later to keep side branches within their bounds.)
     SideBranch,
     /// The tip moved. `disconnected` (old tip first) left the best chain and `connected`
     /// (lowest first) joined it; a plain extension disconnects nothing.
@@ -59,7 +72,7 @@ pub enum AddBlockError {
     },
 }
 
-/// Every valid block seen, the best (most-work) chain and its ledger.
+/// The best (most-work) chain and its ledger, and the side branches kept beside it.
 pub struct Chain {
     params: ConsensusParams,
     tree: HashMap<Hash256, Entry>,
@@ -67,6 +80,11 @@ pub struct Chain {
     best: Vec<Hash256>,
     ledger: Ledger,
     invalid: HashSet<Hash256>,
+    /// Blocks in the tree that are not on the best chain, and their encoded bytes in all.
+    side: HashSet<Hash256>,
+    side_bytes: usize,
+    /// Blocks applied to or undone from the ledger since the chain was made.
+    ledger_moves: u64,
 }
 
 impl Chain {
@@ -89,6 +107,9 @@ impl Chain {
             best: vec![hash],
             ledger: Ledger::default(),
             invalid: HashSet::new(),
+            side: HashSet::new(),
+            side_bytes: 0,
+            ledger_moves: 0,
         }
     }
 
@@ -144,6 +165,17 @@ impl Chain {
     /// Number of blocks in the tree, side branches included.
     pub fn tree_len(&self) -> usize {
         self.tree.len()
+    }
+
+    /// Number of blocks kept on side branches.
+    pub fn side_len(&self) -> usize {
+        self.side.len()
+    }
+
+    /// How many times a block was applied to or undone from the ledger since this chain was
+    /// made: the work that grows with the depth of a fork, for tests and benchmarks.
+    pub fn ledger_moves(&self) -> u64 {
+        self.ledger_moves
     }
 
     /// Whether `hash` is on the best chain.
@@ -204,10 +236,12 @@ impl Chain {
 
     /// Adds a block received from anywhere. `now` is our clock in Unix seconds.
     ///
-    /// Every block kept in the tree is fully valid on its own branch: a block on a side branch
-    /// is checked against that branch's ledger (by moving the ledger there and back), so a later
-    /// switch to that branch cannot fail. The tip moves only to strictly more work, so of two
-    /// equal chains the first seen stays.
+    /// A block extending the tip is checked against the ledger and applied. A block elsewhere
+    /// is checked on its own and kept on its side branch; when that branch has strictly more
+    /// work than the best chain, the tip moves there, checking each of its blocks against the
+    /// ledger on the way. If one fails, the tip stays where it was, and that block and every
+    /// block built on it are dropped and remembered as invalid. Of two equal chains the first
+    /// seen stays.
     pub fn add_block(&mut self, block: Block, now: u64) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
         if self.tree.contains_key(&hash) {
@@ -224,36 +258,59 @@ impl Chain {
         if let Err(error) = check_block(&block, &parent.block.header, &self.params, now) {
             return Err(self.reject(hash, error));
         }
-
-        // Extending the tip is a branch of one block with nothing to undo; a block elsewhere is
-        // judged against its own branch's ledger. Either way: move there, then keep the move
-        // only if the new chain has strictly more work.
-        let old_tip = self.tip_hash();
+        let extends_tip = parent_hash == self.tip_hash();
+        let encoded_len = block.encode().len();
+        let block = Arc::new(block);
+        if extends_tip {
+            if let Err(error) = self.ledger.apply_block(&block) {
+                return Err(self.reject(hash, error));
+            }
+            self.ledger_moves += 1;
+        }
         self.tree.insert(
             hash,
             Entry {
-                encoded_len: block.encode().len(),
-                block: Arc::new(block),
+                block: block.clone(),
                 chain_work,
+                encoded_len,
             },
         );
-        let (disconnected, connected) = match self.move_tip_to(hash) {
-            Ok(moved) => moved,
-            Err(error) => {
-                self.tree.remove(&hash);
-                return Err(self.reject(hash, error));
-            }
-        };
-        if chain_work > self.tree[&old_tip].chain_work {
+        if extends_tip {
+            self.best.push(hash);
             return Ok(ChainUpdate::TipChanged {
-                disconnected,
-                connected,
+                disconnected: Vec::new(),
+                connected: vec![block],
             });
         }
-        // Not more work: go back. Every block on the old chain was valid there, so this holds.
-        self.move_tip_to(old_tip)
-            .expect("blocks of the previous best chain re-apply");
-        Ok(ChainUpdate::SideBranch)
+        self.side.insert(hash);
+        self.side_bytes += encoded_len;
+        if chain_work <= self.chain_work() {
+            self.prune_side();
+            return Ok(ChainUpdate::SideBranch);
+        }
+        match self.move_tip_to(hash) {
+            Ok((disconnected, connected)) => {
+                for b in &disconnected {
+                    let h = b.hash();
+                    self.side.insert(h);
+                    self.side_bytes += self.tree[&h].encoded_len;
+                }
+                for b in &connected {
+                    if self.side.remove(&b.hash()) {
+                        self.side_bytes -= self.tree[&b.hash()].encoded_len;
+                    }
+                }
+                self.prune_side();
+                Ok(ChainUpdate::TipChanged {
+                    disconnected,
+                    connected,
+                })
+            }
+            Err((bad, error)) => {
+                self.drop_side_subtree(bad);
+                Err(self.reject(bad, error))
+            }
+        }
     }
 
     fn reject(&mut self, hash: Hash256, error: BlockError) -> AddBlockError {
@@ -269,12 +326,13 @@ impl Chain {
     }
 
     /// Makes `target` (already in the tree) the tip: undoes the best chain back to the fork
-    /// point and applies `target`'s branch. On failure the chain is as before.
+    /// point and applies `target`'s branch. On failure the chain is as before, and the block
+    /// that failed is named.
     #[allow(clippy::type_complexity)]
     fn move_tip_to(
         &mut self,
         target: Hash256,
-    ) -> Result<(Vec<Arc<Block>>, Vec<Arc<Block>>), BlockError> {
+    ) -> Result<(Vec<Arc<Block>>, Vec<Arc<Block>>), (Hash256, BlockError)> {
         // The branch from the fork point (exclusive) up to target, lowest first.
         let mut branch = Vec::new();
         let mut cursor = target;
@@ -295,9 +353,11 @@ impl Chain {
             let hash = self.best.pop().expect("above the fork point");
             let block = self.tree[&hash].block.clone();
             self.ledger.undo_block(&block);
+            self.ledger_moves += 1;
             disconnected.push(block);
         }
         for (applied, block) in branch.iter().enumerate() {
+            self.ledger_moves += 1;
             if let Err(error) = self.ledger.apply_block(block) {
                 for done in branch[..applied].iter().rev() {
                     self.ledger.undo_block(done);
@@ -309,10 +369,78 @@ impl Chain {
                         .expect("blocks of the previous best chain re-apply");
                     self.best.push(back.hash());
                 }
-                return Err(error);
+                self.ledger_moves += (applied + disconnected.len()) as u64;
+                return Err((block.hash(), error));
             }
             self.best.push(block.hash());
         }
         Ok((disconnected, branch))
+    }
+
+    /// Takes side block `root` and every side block built on it out of the tree (they will
+    /// be refused as invalid if they come again).
+    fn drop_side_subtree(&mut self, root: Hash256) {
+        let mut doomed: HashSet<Hash256> = HashSet::from([root]);
+        let mut by_height: Vec<(u64, Hash256)> = self
+            .side
+            .iter()
+            .map(|h| (self.tree[h].block.header.height, *h))
+            .collect();
+        by_height.sort_unstable();
+        for (_, h) in by_height {
+            if doomed.contains(&self.tree[&h].block.header.prev_hash) {
+                doomed.insert(h);
+            }
+        }
+        for h in doomed {
+            self.remove_side(&h);
+            if h != root {
+                self.reject(h, BlockError::InvalidAncestor(root));
+            }
+        }
+    }
+
+    fn remove_side(&mut self, hash: &Hash256) {
+        if self.side.remove(hash)
+            && let Some(entry) = self.tree.remove(hash)
+        {
+            self.side_bytes -= entry.encoded_len;
+        }
+    }
+
+    /// Keeps side branches within [`MAX_SIDE_BLOCKS`] and [`MAX_SIDE_BYTES`]: past either, drops
+    /// side branch tips with the least work first (a branch shortens from its tip as its blocks
+    /// go), down to nine tenths of the bound so the cost is paid once in a while.
+    fn prune_side(&mut self) {
+        if self.side.len() <= MAX_SIDE_BLOCKS && self.side_bytes <= MAX_SIDE_BYTES {
+            return;
+        }
+        let (blocks, bytes) = (MAX_SIDE_BLOCKS * 9 / 10, MAX_SIDE_BYTES / 10 * 9);
+        let mut children: HashMap<Hash256, usize> = HashMap::new();
+        for h in &self.side {
+            *children
+                .entry(self.tree[h].block.header.prev_hash)
+                .or_default() += 1;
+        }
+        // Lightest tip first.
+        let mut tips: BinaryHeap<std::cmp::Reverse<(u128, Hash256)>> = self
+            .side
+            .iter()
+            .filter(|h| !children.contains_key(h))
+            .map(|h| std::cmp::Reverse((self.tree[h].chain_work, *h)))
+            .collect();
+        while self.side.len() > blocks || self.side_bytes > bytes {
+            let Some(std::cmp::Reverse((_, tip))) = tips.pop() else {
+                break;
+            };
+            let parent = self.tree[&tip].block.header.prev_hash;
+            self.remove_side(&tip);
+            if let Some(n) = children.get_mut(&parent) {
+                *n -= 1;
+                if *n == 0 && self.side.contains(&parent) {
+                    tips.push(std::cmp::Reverse((self.tree[&parent].chain_work, parent)));
+                }
+            }
+        }
     }
 }

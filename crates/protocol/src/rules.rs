@@ -146,6 +146,9 @@ pub enum BlockError {
     /// Crediting an address would overflow.
     #[error("transaction {0} overflows a balance")]
     Overflow(Hash256),
+    /// A block further down its branch broke a rule.
+    #[error("it builds on invalid block {0}")]
+    InvalidAncestor(Hash256),
 }
 
 /// Checks every rule that needs no ledger. `now` is our clock in Unix seconds.

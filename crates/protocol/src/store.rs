@@ -10,12 +10,14 @@
 //! corrupt, saying so: an earlier block is never lost and the store always loads. The open
 //! store holds an exclusive lock on the file, so a second process is refused.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::chain::{AddBlockError, Chain};
+use crate::hash::Hash256;
 use crate::rules::ConsensusParams;
 
 /// The first bytes of every store file.
@@ -80,6 +82,8 @@ pub struct BlockStore {
     len: u64,
     /// Set when a failed append could not be undone: no further append is made.
     broken: bool,
+    /// Every block in the file, so appending one again writes nothing.
+    stored: HashSet<Hash256>,
 }
 
 impl BlockStore {
@@ -118,22 +122,29 @@ impl BlockStore {
         }
         file.sync_all().map_err(io_err)?;
         let len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
+        let stored = blocks.iter().map(Block::hash).collect();
         Ok(Opened {
             store: BlockStore {
                 file,
                 path: path.to_owned(),
                 len,
                 broken: false,
+                stored,
             },
             blocks,
             recovery,
         })
     }
 
-    /// Appends one block and syncs it to disk before returning. If the write fails (a full
-    /// disk), the partial record is cut off again, so the store stays a run of intact records
-    /// that later appends can follow; if even that fails, the store refuses further appends.
+    /// Appends one block and syncs it to disk before returning; a block already in the store
+    /// is not written again. If the write fails (a full disk), the partial record is cut off
+    /// again, so the store stays a run of intact records that later appends can follow; if
+    /// even that fails, the store refuses further appends.
     pub fn append(&mut self, block: &Block) -> Result<(), StoreError> {
+        let hash = block.hash();
+        if self.stored.contains(&hash) {
+            return Ok(());
+        }
         if self.broken {
             return Err(StoreError::Io {
                 path: self.path.clone(),
@@ -163,6 +174,7 @@ impl BlockStore {
             return Err(io_err(e));
         }
         self.len += record.len() as u64;
+        self.stored.insert(hash);
         Ok(())
     }
 

@@ -341,7 +341,7 @@ fn abandoned_payments_that_are_still_valid_return_to_the_pool() {
 }
 
 #[test]
-fn a_side_branch_block_invalid_on_its_own_branch_is_refused() {
+fn a_side_branch_invalid_on_its_own_ledger_is_refused_when_it_would_take_over() {
     let mut chain = funded_chain();
     let fork = chain.block_at(2).unwrap().header;
     chain
@@ -351,16 +351,120 @@ fn a_side_branch_block_invalid_on_its_own_branch_is_refused() {
         )
         .unwrap();
     let tip = chain.tip_hash();
-    // On the side branch key 1 only has its 3 coins: paying 3 then 1 overspends there.
+    // On the side branch key 1 only has its 3 coins: paying 3 then 1 overspends there. As a
+    // side block of no more work than the tip it is only checked on its own, and kept.
     let bad = mine_on(
         &fork,
         vec![reward(2, 3), pay(1, 0, 3, 50), pay(1, 2, 1, 51)],
         9,
     );
-    let error = refused(&mut chain, bad);
-    assert!(matches!(error, BlockError::Overspend { .. }), "{error}");
+    let moves = chain.ledger_moves();
+    assert_eq!(
+        chain.add_block(bad.clone(), NOW),
+        Ok(ChainUpdate::SideBranch)
+    );
+    assert_eq!(
+        chain.ledger_moves(),
+        moves,
+        "a side block does not move the ledger"
+    );
+    // A block on it makes the branch heavier: the switch finds the overspend, and the tip,
+    // the ledger and the tree stay as they were but for the bad branch, which is gone.
+    let child = mine_on(
+        &bad.header,
+        vec![reward(2, 4), pay(2, 0, 1, 52), pay(0, 2, 1, 53)],
+        0,
+    );
+    match chain.add_block(child.clone(), NOW) {
+        Err(AddBlockError::Invalid { hash, error }) => {
+            assert_eq!(hash, bad.hash());
+            assert!(matches!(error, BlockError::Overspend { .. }), "{error}");
+        }
+        other => panic!("expected the switch to fail, got {other:?}"),
+    }
     assert_eq!(chain.tip_hash(), tip);
     assert_eq!(chain.ledger().balance(&addr(1)), coins(2));
+    assert!(!chain.contains(&bad.hash()) && !chain.contains(&child.hash()));
+    assert_eq!(chain.side_len(), 0);
+    // Both are remembered: neither is checked again.
+    assert_eq!(
+        chain.add_block(bad.clone(), NOW),
+        Err(AddBlockError::KnownInvalid(bad.hash()))
+    );
+    assert_eq!(
+        chain.add_block(child.clone(), NOW),
+        Err(AddBlockError::KnownInvalid(child.hash()))
+    );
+}
+
+/// A chain of `n` blocks holding rewards alone (one transaction a block), cheap to make.
+fn reward_only_chain(n: u64, salt: u64) -> (Chain, Vec<Block>) {
+    let params = mvbc_protocol::ConsensusParams {
+        block_size: 1,
+        ..PARAMS
+    };
+    let mut chain = Chain::new(params);
+    let mut blocks = Vec::new();
+    for height in 1..=n {
+        let block = mine_on(chain.tip_header(), vec![reward(0, height)], salt);
+        chain.add_block(block.clone(), NOW).unwrap();
+        blocks.push(block);
+    }
+    (chain, blocks)
+}
+
+#[test]
+fn a_side_block_costs_the_same_however_long_the_chain_and_deep_the_fork() {
+    for length in [20, 400] {
+        let (mut chain, _) = reward_only_chain(length, 0);
+        let genesis = genesis_block().header;
+        // A one-block fork at height 1, then a branch of ten on it.
+        let mut parent = genesis;
+        let moves = chain.ledger_moves();
+        for height in 1..=10 {
+            let block = mine_on(&parent, vec![reward(1, height)], 1);
+            parent = block.header;
+            assert_eq!(chain.add_block(block, NOW), Ok(ChainUpdate::SideBranch));
+        }
+        assert_eq!(
+            chain.ledger_moves(),
+            moves,
+            "on a chain of {length}: side blocks moved the ledger"
+        );
+        assert_eq!(chain.side_len(), 10);
+    }
+}
+
+#[test]
+fn side_blocks_are_bounded_and_the_lightest_tips_go_first() {
+    use mvbc_protocol::chain::MAX_SIDE_BLOCKS;
+    let (mut chain, _) = reward_only_chain(3, 0);
+    let genesis = genesis_block().header;
+    // A side branch two blocks long: its tip has more work than any single block at height 1.
+    let deep1 = mine_on(&genesis, vec![reward(2, 1)], 7);
+    let deep2 = mine_on(&deep1.header, vec![reward(2, 2)], 7);
+    chain.add_block(deep1.clone(), NOW).unwrap();
+    chain.add_block(deep2.clone(), NOW).unwrap();
+    // Then more one-block forks at height 1 than the bound: each paid to a different address.
+    for i in 0..MAX_SIDE_BLOCKS as u64 + 10 {
+        let to = mvbc_protocol::Address(Hash256({
+            let mut a = [0u8; 32];
+            a[..8].copy_from_slice(&i.to_le_bytes());
+            a
+        }));
+        let reward = Transaction::Reward(mvbc_protocol::Reward {
+            to,
+            amount: PARAMS.block_reward,
+            height: 1,
+        });
+        let block = mine_on(&genesis, vec![reward], 0);
+        assert_eq!(chain.add_block(block, NOW), Ok(ChainUpdate::SideBranch));
+        assert!(chain.side_len() <= MAX_SIDE_BLOCKS);
+    }
+    assert!(chain.side_len() >= MAX_SIDE_BLOCKS * 9 / 10);
+    assert!(chain.contains(&deep2.hash()), "the heaviest side tip stays");
+    assert!(chain.contains(&deep1.hash()), "and what it builds on");
+    assert_eq!(chain.height(), 3);
 }
 
 #[test]

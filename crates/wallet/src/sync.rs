@@ -217,16 +217,21 @@ impl Syncer<'_> {
                     |blocks, tip_height| {
                         let mut new = 0;
                         for block in blocks {
-                            let copy = block.clone();
                             match chain.add_block(block, unix_now()) {
                                 Ok(ChainUpdate::AlreadyKnown) => continue,
-                                Ok(ChainUpdate::TipChanged { disconnected, .. }) => {
-                                    reorged += disconnected.len()
+                                Ok(ChainUpdate::TipChanged {
+                                    disconnected,
+                                    connected,
+                                }) => {
+                                    reorged += disconnected.len();
+                                    // Only what joins the best chain is stored.
+                                    for b in &connected {
+                                        store.append(b).map_err(|e| e.to_string())?;
+                                    }
                                 }
                                 Ok(ChainUpdate::SideBranch) => {}
                                 Err(e) => return Err(format!("refused a block: {e}")),
                             }
-                            store.append(&copy).map_err(|e| e.to_string())?;
                             new += 1;
                         }
                         if progress {
