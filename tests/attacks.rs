@@ -54,12 +54,12 @@ fn a_peer_replaying_known_blocks_is_found_out_and_the_honest_chain_adopted_besid
     // A wallet hears both, finds the replayer out, and syncs from the honest miner.
     let started = Instant::now();
     let report = sync_once(w.path(), &net);
+    let synced = started.elapsed();
     assert_eq!(report.tip, honest_tip.to_string());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
+    eprintln!(
+        "replay: honest chain adopted {adopted:?} after it started; wallet synced in {synced:?}"
     );
+    assert!(synced < Duration::from_secs(5), "{synced:?}");
 }
 
 #[test]
@@ -80,6 +80,7 @@ fn sync_once_ends_within_its_timeout_and_ctrl_c_stops_a_sync_within_a_second() {
         stderr.contains("could not download the best chain within 3 s"),
         "{stderr}"
     );
+    eprintln!("stall: sync --once --timeout 3 ended after {took:?}");
     assert!(took < Duration::from_millis(4_500), "took {took:?}");
 
     // A running sync, stuck in the same download, stops on Ctrl-C.
@@ -92,6 +93,7 @@ fn sync_once_ends_within_its_timeout_and_ctrl_c_stops_a_sync_within_a_second() {
     let (code, log) = sync.stop_with("INT");
     let took = started.elapsed();
     assert_eq!(code, Some(0), "{log}");
+    eprintln!("stall: a running sync stopped {took:?} after Ctrl-C");
     assert!(took < Duration::from_millis(1_500), "took {took:?}\n{log}");
     assert!(log.contains("Synced: height 0"), "{log}");
 }
