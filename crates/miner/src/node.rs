@@ -412,7 +412,8 @@ struct TipMove {
 enum Accepted {
     /// Already in the tree.
     Known,
-    /// New and stored; `Some` with what moved when the tip changed.
+    /// New: `Some` with what moved (and was stored) when the tip changed, `None` for a side
+    /// block (kept in memory only).
     New(Option<TipMove>),
     /// The store failed: the node stops (see `Node::fatal`).
     Failed,
