@@ -617,10 +617,7 @@ impl Node {
 
     fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant) {
         let now = Instant::now();
-        if !self.peers.heard(status, from, now, self.quiet()) {
-            tracing::debug!(%from, "ignored a status: the peer book is full");
-            return;
-        }
+        self.peers.heard(status, from, now, self.quiet());
         let ours = read_chain(&self.chain).chain_work();
         if status.chain_work > ours {
             self.better_heard_at.get_or_insert(received);

@@ -4,6 +4,10 @@
 //! source address on a LAN can be spoofed), so a flood of statuses must not turn a node into a
 //! reflector that connects wherever it is told.
 //!
+//! - One host holds at most [`MAX_PEERS_PER_HOST`] entries, and a full book makes room by
+//!   forgetting a peer heard only once (the least recently heard first) before one heard again
+//!   and again: a flood of statuses from fresh node ids can neither fill the book nor push out
+//!   the peers that keep announcing, and a newcomer always gets in.
 //! - A failed download passes over the block server's address, whatever node id announces it
 //!   next, as well as the node.
 //! - An address that served new blocks lately is "proven" and comes first; the others are
@@ -18,6 +22,8 @@ use crate::wire::Status;
 
 /// Peers remembered at once.
 pub const MAX_PEERS: usize = 256;
+/// Peers remembered at once from one host (the source address of their statuses).
+pub const MAX_PEERS_PER_HOST: usize = 32;
 
 /// How many blocks past a peer's announced height a download may fetch: the peer may mine
 /// more while we download, but a peer that keeps sending is cut off there.
@@ -56,6 +62,8 @@ pub struct Peer {
     pub status: Status,
     /// When it was last heard.
     pub last_seen: Instant,
+    /// How many statuses it has sent (up to `u32::MAX`).
+    pub times_heard: u32,
     /// Passed over until then, after a failed download.
     pub backoff_until: Option<Instant>,
 }
@@ -115,19 +123,25 @@ impl PeerBook {
         self.peers.is_empty()
     }
 
-    /// Records a status heard from `from` at `now`. When the book is full, peers quiet for
-    /// `quiet` make room; if none is, a new node is not recorded and `false` is returned.
-    pub fn heard(
-        &mut self,
-        status: Status,
-        from: SocketAddr,
-        now: Instant,
-        quiet: Duration,
-    ) -> bool {
-        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&status.node_id) {
-            self.forget_quiet(now, quiet);
-            if self.peers.len() >= MAX_PEERS {
-                return false;
+    /// Records a status heard from `from` at `now`. A new node makes room if needed: in place
+    /// of its host's least recently heard peer when the host has [`MAX_PEERS_PER_HOST`]; when
+    /// the book is full, of peers quiet for `quiet`, or else of the peer heard only once least
+    /// recently, or else of the peer heard least recently.
+    pub fn heard(&mut self, status: Status, from: SocketAddr, now: Instant, quiet: Duration) {
+        if !self.peers.contains_key(&status.node_id) {
+            let host = from.ip();
+            let same_host = self
+                .peers
+                .values()
+                .filter(|p| p.block_server.ip() == host)
+                .count();
+            if same_host >= MAX_PEERS_PER_HOST {
+                self.forget_one(|p| p.block_server.ip() == host);
+            } else if self.peers.len() >= MAX_PEERS {
+                self.forget_quiet(now, quiet);
+                if self.peers.len() >= MAX_PEERS && !self.forget_one(|p| p.times_heard <= 1) {
+                    self.forget_one(|_| true);
+                }
             }
         }
         let block_server = SocketAddr::new(from.ip(), status.block_server_port);
@@ -136,12 +150,24 @@ impl PeerBook {
             block_server,
             status,
             last_seen: now,
+            times_heard: 0,
             backoff_until: None,
         });
         peer.block_server = block_server;
         peer.status = status;
         peer.last_seen = now;
-        true
+        peer.times_heard = peer.times_heard.saturating_add(1);
+    }
+
+    /// Forgets the least recently heard peer that `pick` accepts; whether there was one.
+    fn forget_one(&mut self, pick: impl Fn(&Peer) -> bool) -> bool {
+        let oldest = self
+            .peers
+            .values()
+            .filter(|p| pick(p))
+            .min_by_key(|p| p.last_seen)
+            .map(|p| p.node_id);
+        oldest.is_some_and(|id| self.peers.remove(&id).is_some())
     }
 
     /// Forgets peers not heard for `quiet`, and what expired about addresses.
@@ -330,21 +356,38 @@ mod tests {
     }
 
     #[test]
-    fn a_full_book_takes_new_peers_only_in_place_of_quiet_ones() {
+    fn a_full_book_makes_room_from_peers_heard_once_and_never_fills_from_one_host() {
         let start = Instant::now();
         let mut book = PeerBook::new();
-        for id in 0..MAX_PEERS as u64 {
-            assert!(book.heard(status(id, 1), FROM, start, QUIET));
+        // Ten honest peers on their own hosts, each heard twice.
+        for id in 0..10u64 {
+            for _ in 0..2 {
+                book.heard(status(id, 1), from_host(id as u8 + 1), start, QUIET);
+            }
         }
-        assert!(!book.heard(status(9999, 1), FROM, start, QUIET));
-        assert!(
-            book.heard(status(0, 2), FROM, start, QUIET),
-            "known peers update"
-        );
-        let later = start + QUIET;
-        book.heard(status(1, 1), FROM, later, QUIET);
-        assert!(book.heard(status(9999, 1), FROM, later, QUIET));
-        assert_eq!(book.len(), 2, "the quiet ones made room");
+        // A flood of fresh node ids from one host: it holds its share, no more.
+        for id in 1_000..2_000u64 {
+            book.heard(status(id, 9), from_host(200), start, QUIET);
+        }
+        assert_eq!(book.len(), 10 + MAX_PEERS_PER_HOST);
+        // The same flood from many hosts (spoofed sources) fills the book, but pushes out
+        // only peers heard once, never the ten that keep announcing.
+        for id in 2_000..4_000u64 {
+            let later = start + Duration::from_millis(id);
+            book.heard(
+                status(id, 9),
+                from_host((id % 150) as u8 + 20),
+                later,
+                QUIET,
+            );
+        }
+        assert_eq!(book.len(), MAX_PEERS);
+        assert!((0..10).all(|id| book.peers.contains_key(&id)));
+        // A newcomer still gets in, in place of the flood's oldest.
+        let now = start + Duration::from_secs(5);
+        book.heard(status(9_999, 1), from_host(250), now, QUIET);
+        assert!(book.peers.contains_key(&9_999));
+        assert_eq!(book.len(), MAX_PEERS);
     }
 
     #[test]
