@@ -3,8 +3,10 @@
 //! Criterion's throughput is in nonces ("elem/s"), so each line reads as a hash rate:
 //! - `naive`: a full `sha2::Sha256` of the 96-byte header per nonce (two compressions), what a
 //!   miner without a midstate does;
-//! - `cpu-portable/1`: `sha2`'s `compress256` from the midstate, one thread;
-//! - `cpu/1` and `cpu/N`: the CPU engine (SHA-NI where the CPU has it) on one and all threads;
+//! - `cpu-avx512/1`, `cpu-avx2/1`, `cpu-sha-ni/1`, `cpu-portable/1`: each kernel this CPU runs,
+//!   one thread (portable is `sha2`'s `compress256` from the midstate);
+//! - `cpu/1` and `cpu/N`: the CPU engine with the kernel it measured fastest, on one and all
+//!   threads;
 //! - `gpu`: the GPU engine, when wgpu finds an adapter (a software one such as lavapipe too:
 //!   its figure then measures the CPU running the shader, not a GPU).
 
@@ -87,11 +89,14 @@ fn naive(c: &mut Criterion) {
 
 fn engines(c: &mut Criterion) {
     let all = CpuEngine::default_threads();
-    bench_engine(
-        c,
-        "cpu-portable/1",
-        Box::new(CpuEngine::with_kernel(1, Kernel::Portable)),
-    );
+    for kernel in Kernel::ALL {
+        if kernel.is_available() {
+            let name = format!("cpu-{}/1", kernel.key());
+            bench_engine(c, &name, Box::new(CpuEngine::with_kernel(1, kernel)));
+        } else {
+            eprintln!("cpu-{}: skipped, this CPU cannot run it", kernel.key());
+        }
+    }
     bench_engine(c, "cpu/1", Box::new(CpuEngine::new(1)));
     bench_engine(c, &format!("cpu/{all}"), Box::new(CpuEngine::new(all)));
     match GpuDevice::acquire() {

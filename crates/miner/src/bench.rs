@@ -33,6 +33,10 @@ pub struct BenchReport {
     pub hashes_per_second: f64,
     /// Whether the engine solved a block that a full `sha2::Sha256` of its header confirmed.
     pub verified: bool,
+    /// For the CPU: each kernel this CPU runs, by `--cpu-kernel` name, with its hash rate on
+    /// one thread as measured at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 fn display<S: serde::Serializer>(d: &DeviceKind, s: S) -> Result<S::Ok, S::Error> {
@@ -90,6 +94,12 @@ pub fn measure(
         seconds,
         hashes_per_second: hashes as f64 / seconds,
         verified,
+        kernels: (info.device == DeviceKind::Cpu).then(|| {
+            crate::cpu::Kernel::measured()
+                .iter()
+                .map(|(k, rate)| (k.key().to_string(), *rate))
+                .collect()
+        }),
     })
 }
 
@@ -127,6 +137,12 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["device"], "cpu");
         assert_eq!(json["threads"], 1);
+        // Every kernel this CPU runs, with its measured rate.
+        let kernels = json["kernels"].as_object().unwrap();
+        assert!(kernels["portable"].as_f64().unwrap() > 0.0);
+        for k in crate::cpu::Kernel::ALL {
+            assert_eq!(kernels.contains_key(k.key()), k.is_available(), "{k:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The CPU engine: every core, each thread on its own chunks of the range.
+//! The CPU engine: every core, each thread on its own chunks of the range, with the kernel
+//! that measured fastest on this CPU.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use mvbc_protocol::header::{HEADER_LEN, NONCE_OFFSET};
 use sha2::block_api::compress256;
@@ -9,9 +12,9 @@ use sha2::block_api::compress256;
 use crate::engine::{
     DeviceKind, EngineError, EngineInfo, MiningEngine, NonceRange, Search, SearchControl,
 };
-#[cfg(target_arch = "x86_64")]
-use crate::shani;
 use crate::work::{WorkUnit, meets_difficulty};
+#[cfg(target_arch = "x86_64")]
+use crate::{shani, simd};
 
 /// Nonces a thread takes at a time. A thread checks the stop flag between chunks, so this
 /// bounds how long an abort takes: 2^16 nonces are a few milliseconds on one core.
@@ -21,8 +24,12 @@ pub const CHUNK: u64 = 1 << 16;
 const NONCE_BYTES: std::ops::Range<usize> = NONCE_OFFSET - 64..HEADER_LEN - 64;
 
 /// How a thread computes hashes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
+    /// AVX-512: 16 nonces a vector, native rotates and three-input logic.
+    Avx512,
+    /// AVX2: 8 nonces a vector.
+    Avx2,
     /// x86-64 SHA instructions, several nonces interleaved, nonce-free rounds precomputed.
     ShaNi,
     /// `sha2`'s `compress256` from the midstate, one nonce at a time (it picks the best backend
@@ -30,23 +37,74 @@ pub enum Kernel {
     Portable,
 }
 
+/// How long each kernel runs when they are measured at start: all four within 300 ms.
+pub const MEASURE_WINDOW: Duration = Duration::from_millis(60);
+
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// Every kernel, those this CPU lacks included.
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Avx512,
+        Kernel::Avx2,
+        Kernel::ShaNi,
+        Kernel::Portable,
+    ];
+
+    /// The kernel that measured fastest on this CPU ([`Kernel::measured`]).
     pub fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if shani::available() {
-            return Kernel::ShaNi;
+        Kernel::measured()[0].0
+    }
+
+    /// Every kernel this CPU runs with its hash rate on one thread, fastest first: measured once
+    /// per process, [`MEASURE_WINDOW`] each (after as long again to warm up).
+    pub fn measured() -> &'static [(Kernel, f64)] {
+        static MEASURED: OnceLock<Vec<(Kernel, f64)>> = OnceLock::new();
+        MEASURED.get_or_init(|| {
+            rank(Kernel::ALL.into_iter().filter(|k| k.is_available()), |k| {
+                k.rate(MEASURE_WINDOW)
+            })
+        })
+    }
+
+    /// Hashes a second on one thread over about `window`, on a work unit no nonce solves.
+    pub fn rate(self, window: Duration) -> f64 {
+        let work = WorkUnit::new(&crate::work::synthetic_header(
+            crate::bench::UNREACHABLE_DIFFICULTY,
+        ));
+        let prepared = Prepared::new(self, &work);
+        let run = |until: Instant| {
+            let (mut nonces, started) = (0u64, Instant::now());
+            while Instant::now() < until {
+                let start = nonces;
+                std::hint::black_box(prepared.scan(&work, start, start + 4096));
+                nonces += 4096;
+            }
+            nonces as f64 / started.elapsed().as_secs_f64()
+        };
+        run(Instant::now() + window / 2);
+        run(Instant::now() + window)
+    }
+
+    /// The short name used in `--cpu-kernel` and in JSON reports.
+    pub fn key(self) -> &'static str {
+        match self {
+            Kernel::Avx512 => "avx512",
+            Kernel::Avx2 => "avx2",
+            Kernel::ShaNi => "sha-ni",
+            Kernel::Portable => "portable",
         }
-        Kernel::Portable
     }
 
     /// Whether this CPU can run the kernel.
     pub fn is_available(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => simd::avx512_available(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => simd::avx2_available(),
+            #[cfg(target_arch = "x86_64")]
             Kernel::ShaNi => shani::available(),
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::ShaNi => false,
+            Kernel::Avx512 | Kernel::Avx2 | Kernel::ShaNi => false,
             Kernel::Portable => true,
         }
     }
@@ -54,6 +112,8 @@ impl Kernel {
     /// How the kernel is named in reports.
     pub fn name(self) -> String {
         match self {
+            Kernel::Avx512 => "avx512 x16".to_string(),
+            Kernel::Avx2 => "avx2 x8".to_string(),
             #[cfg(target_arch = "x86_64")]
             Kernel::ShaNi => format!("sha-ni x{}", shani::LANES),
             #[cfg(not(target_arch = "x86_64"))]
@@ -63,8 +123,22 @@ impl Kernel {
     }
 }
 
+/// `kernels` with the rate `measure` gives each, fastest first.
+fn rank(
+    kernels: impl Iterator<Item = Kernel>,
+    measure: impl Fn(Kernel) -> f64,
+) -> Vec<(Kernel, f64)> {
+    let mut rated: Vec<(Kernel, f64)> = kernels.map(|k| (k, measure(k))).collect();
+    rated.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rated
+}
+
 /// The kernel's per-work-unit state.
 enum Prepared {
+    #[cfg(target_arch = "x86_64")]
+    Avx512(simd::Prepared),
+    #[cfg(target_arch = "x86_64")]
+    Avx2(simd::Prepared),
     #[cfg(target_arch = "x86_64")]
     ShaNi(shani::Prepared),
     Portable([u8; 64]),
@@ -74,6 +148,12 @@ impl Prepared {
     fn new(kernel: Kernel, work: &WorkUnit) -> Prepared {
         match kernel {
             #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if simd::avx512_available() => {
+                Prepared::Avx512(simd::Prepared::new(work))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if simd::avx2_available() => Prepared::Avx2(simd::Prepared::new(work)),
+            #[cfg(target_arch = "x86_64")]
             Kernel::ShaNi if shani::available() => Prepared::ShaNi(shani::Prepared::new(work)),
             _ => Prepared::Portable(work.block_bytes(0)),
         }
@@ -81,20 +161,34 @@ impl Prepared {
 
     /// The lowest winning nonce in `start..end`.
     fn scan(&self, work: &WorkUnit, start: u64, end: u64) -> Option<u64> {
+        // A candidate passes the first digest word's mask; the full difficulty decides.
+        let lowest = |next: &dyn Fn(u64) -> Option<u64>| {
+            let mut from = start;
+            while from < end {
+                let n = next(from)?;
+                if work.is_solution(n) {
+                    return Some(n);
+                }
+                from = n + 1;
+            }
+            None
+        };
         match self {
             #[cfg(target_arch = "x86_64")]
-            Prepared::ShaNi(p) => {
-                let mut from = start;
-                while from < end {
-                    // SAFETY: `Prepared::ShaNi` is only built after `shani::available()`.
-                    let n = unsafe { shani::first_candidate(p, from, end) }?;
-                    if work.is_solution(n) {
-                        return Some(n);
-                    }
-                    from = n + 1;
-                }
-                None
-            }
+            Prepared::Avx512(p) => lowest(&|from| {
+                // SAFETY: `Prepared::Avx512` is only built after `simd::avx512_available()`.
+                unsafe { simd::first_candidate_avx512(p, work, from, end) }
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Prepared::Avx2(p) => lowest(&|from| {
+                // SAFETY: `Prepared::Avx2` is only built after `simd::avx2_available()`.
+                unsafe { simd::first_candidate_avx2(p, work, from, end) }
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Prepared::ShaNi(p) => lowest(&|from| {
+                // SAFETY: `Prepared::ShaNi` is only built after `shani::available()`.
+                unsafe { shani::first_candidate(p, from, end) }
+            }),
             Prepared::Portable(block) => {
                 let mut block = *block;
                 (start..end).find(|&n| {
@@ -222,15 +316,54 @@ mod tests {
         let w = work(10);
         let range = NonceRange::new(0xffff_0000, 0xffff_0000 + 3 * CHUNK + 777);
         let expect = lowest(&w, range.start, range.end).expect("a hit in 200k nonces at d=10");
-        for kernel in [Kernel::ShaNi, Kernel::Portable] {
+        for kernel in Kernel::ALL {
+            if !kernel.is_available() {
+                eprintln!(
+                    "{}: not testable here (this CPU cannot run it)",
+                    kernel.key()
+                );
+                continue;
+            }
             for threads in [1, 2, 3] {
                 let control = SearchControl::new();
-                let found = CpuEngine::with_kernel(threads, kernel)
-                    .search(&w, range, &control)
-                    .unwrap();
+                let mut engine = CpuEngine::with_kernel(threads, kernel);
+                assert_eq!(engine.kernel(), kernel);
+                let found = engine.search(&w, range, &control).unwrap();
                 assert_eq!(found, Search::Found(expect), "{kernel:?} x{threads}");
                 assert!(control.hashes() > expect - range.start);
             }
+        }
+    }
+
+    #[test]
+    fn the_measured_pick_is_the_fastest_and_a_slow_kernel_is_never_chosen() {
+        // A stand-in measurement where the portable kernel is far slower than the others.
+        let rates = |k: Kernel| match k {
+            Kernel::Portable => 1.0,
+            Kernel::ShaNi => 50.0,
+            Kernel::Avx2 => 30.0,
+            Kernel::Avx512 => 60.0,
+        };
+        let ranked = rank(Kernel::ALL.into_iter(), rates);
+        assert_eq!(ranked[0], (Kernel::Avx512, 60.0));
+        assert_eq!(ranked.last().unwrap().0, Kernel::Portable);
+        let ranked = rank([Kernel::Portable, Kernel::ShaNi].into_iter(), rates);
+        assert_eq!(ranked[0].0, Kernel::ShaNi);
+        // On this CPU: every kernel it runs was measured, and the pick is the first of them.
+        let measured = Kernel::measured();
+        assert!(
+            measured
+                .iter()
+                .all(|(k, rate)| k.is_available() && *rate > 0.0)
+        );
+        assert!(measured.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert_eq!(Kernel::detect(), measured[0].0);
+        for k in Kernel::ALL {
+            assert_eq!(
+                measured.iter().any(|(m, _)| *m == k),
+                k.is_available(),
+                "{k:?}"
+            );
         }
     }
 

@@ -10,6 +10,8 @@ pub mod gpu;
 pub mod select;
 #[cfg(target_arch = "x86_64")]
 pub mod shani;
+#[cfg(target_arch = "x86_64")]
+pub mod simd;
 pub mod work;
 
 pub use cpu::CpuEngine;

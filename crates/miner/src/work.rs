@@ -143,11 +143,11 @@ impl WorkUnit {
     }
 }
 
-fn sigma0(x: u32) -> u32 {
+pub(crate) fn sigma0(x: u32) -> u32 {
     x.rotate_right(7) ^ x.rotate_right(18) ^ (x >> 3)
 }
 
-fn sigma1(x: u32) -> u32 {
+pub(crate) fn sigma1(x: u32) -> u32 {
     x.rotate_right(17) ^ x.rotate_right(19) ^ (x >> 10)
 }
 
