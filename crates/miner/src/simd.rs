@@ -261,12 +261,9 @@ fn first_words<V: Lanes>(p: &Prepared, batch: &Batch, lo: u32) -> V {
     let (mut a, mut e) = (w7.add(V::splat(batch.a7)), w7.add(V::splat(batch.e7)));
     let (mut b, mut c, mut d, mut f, mut g, mut h) = (b, c, d, f, g, h);
 
-    // The message schedule, words 0..=63; words 0..=4 are never read again, and the
-    // constant ones are filled in below.
-    let zero = V::splat(0);
-    let mut w = [zero; 64];
-    w[5] = V::splat(p.tail[5]);
-    w[6] = V::splat(batch.hi);
+    // Schedule words as vectors: only those that differ between lanes (7, the low word, and
+    // 22..=63) are read here; the shared ones reach the lanes summed in `batch.shared`.
+    let mut w = [V::splat(0); 64];
     w[7] = w7;
 
     macro_rules! round {
@@ -327,7 +324,6 @@ fn first_words<V: Lanes>(p: &Prepared, batch: &Batch, lo: u32) -> V {
     };
     macro_rules! constant_rounds {
         ($($t:literal)*) => {$(
-            w[$t] = V::splat(word($t));
             round!(V::splat(word($t).wrapping_add(K[$t])));
         )*};
     }
