@@ -142,6 +142,13 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         statuses: status_inbox,
         payments: payment_inbox,
     };
+    // Before anything is announced: a Ctrl-C or SIGTERM from then on waits on the urgent
+    // channel and stops the node cleanly, however early it comes.
+    let shutdown = events.urgent.clone();
+    ctrlc::set_handler(move || {
+        let _ = shutdown.send(Event::Shutdown);
+    })
+    .context("installing the Ctrl-C handler")?;
 
     let tx_socket = net::udp_listener(config.transaction_port).with_context(|| {
         format!(
@@ -199,11 +206,6 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         let (events, chain) = (events.urgent.clone(), chain.clone());
         move || download(sync_inbox, events, chain)
     })?;
-    let shutdown = events.urgent.clone();
-    ctrlc::set_handler(move || {
-        let _ = shutdown.send(Event::Shutdown);
-    })
-    .context("installing the Ctrl-C handler")?;
 
     let mut node = Node {
         node_id,

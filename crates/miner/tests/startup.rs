@@ -36,6 +36,12 @@ fn first_start_creates_the_reward_key_and_later_starts_reuse_it() {
         "{text}"
     );
     assert!(text.contains("Mining on cpu: "), "{text}");
+    // The kernel was picked by measurement, and every kernel this CPU runs was measured.
+    let measured = text
+        .lines()
+        .find(|l| l.starts_with("CPU kernels measured on one thread: "))
+        .unwrap_or_else(|| panic!("no kernel figures\n{text}"));
+    assert!(measured.contains("portable"), "{measured}");
     assert!(text.contains("Shutting down: height "), "{text}");
 
     let second = Miner::start(dir.path(), &net);
