@@ -16,7 +16,7 @@ use crate::block::{Block, genesis_block};
 use crate::hash::Hash256;
 use crate::header::BlockHeader;
 use crate::ledger::Ledger;
-use crate::rules::{BlockError, ConsensusParams, check_block};
+use crate::rules::{BlockError, ConsensusParams, checked_size};
 use crate::wire::MAX_LOCATOR_LEN;
 
 /// Cap on remembered invalid block hashes (so a flood of bad blocks cannot grow memory).
@@ -255,11 +255,11 @@ impl Chain {
             return Err(AddBlockError::UnknownParent(parent_hash));
         };
         let chain_work = parent.chain_work.saturating_add(block.header.work());
-        if let Err(error) = check_block(&block, &parent.block.header, &self.params, now) {
-            return Err(self.reject(hash, error));
-        }
+        let encoded_len = match checked_size(&block, &parent.block.header, &self.params, now) {
+            Ok(size) => size,
+            Err(error) => return Err(self.reject(hash, error)),
+        };
         let extends_tip = parent_hash == self.tip_hash();
-        let encoded_len = block.encode().len();
         let block = Arc::new(block);
         if extends_tip {
             if let Err(error) = self.ledger.apply_block(&block) {

@@ -158,6 +158,16 @@ pub fn check_block(
     params: &ConsensusParams,
     now: u64,
 ) -> Result<(), BlockError> {
+    checked_size(block, parent, params, now).map(|_| ())
+}
+
+/// [`check_block`], giving back the block's encoded size it measured on the way.
+pub(crate) fn checked_size(
+    block: &Block,
+    parent: &BlockHeader,
+    params: &ConsensusParams,
+    now: u64,
+) -> Result<usize, BlockError> {
     let h = &block.header;
     if h.version != HEADER_VERSION {
         return Err(BlockError::Version(h.version));
@@ -226,7 +236,7 @@ pub fn check_block(
                 .map_err(|error| BlockError::InvalidTx { id: *id, error })?;
         }
     }
-    Ok(())
+    Ok(size)
 }
 
 fn check_reward(block: &Block, params: &ConsensusParams) -> Result<(), BlockError> {
