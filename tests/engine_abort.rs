@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mvbc_miner::{CpuEngine, MiningEngine, NonceRange, Search, SearchControl};
-use support::{gpu_engine, work};
+use support::{every_device, gpu_engine, work};
 
 /// The designed bound is 100 ms (GPU: two dispatches of 25 ms in flight; CPU: one 64 Ki-nonce
 /// chunk, about 2 ms). The assertion allows 2.5 times that for a loaded two-core CI runner.
@@ -44,5 +44,11 @@ fn engines_stop_when_told() {
         let took = time_abort(Box::new(gpu));
         eprintln!("GPU engine returned {took:?} after the stop");
         assert!(took < ABORT_LIMIT, "GPU engine took {took:?}");
+    }
+
+    if let Some(all) = every_device("engines_stop_when_told") {
+        let took = time_abort(Box::new(all));
+        eprintln!("every device at once returned {took:?} after the stop");
+        assert!(took < ABORT_LIMIT, "every device at once took {took:?}");
     }
 }

@@ -6,7 +6,7 @@ use mvbc_miner::engine::refused_solutions;
 use mvbc_miner::{
     CpuEngine, MiningEngine, NonceRange, Search, SearchControl, WorkUnit, search_verified,
 };
-use support::{gpu_engine, work};
+use support::{every_device, gpu_engine, work};
 
 /// Every winning nonce in `range`, by repeated verified searches from just past the last hit.
 fn all_hits(engine: &mut dyn MiningEngine, work: &WorkUnit, range: NonceRange) -> Vec<u64> {
@@ -60,6 +60,35 @@ fn gpu_and_cpu_find_the_same_nonces() {
         refused_solutions(),
         refused_before,
         "no engine answered wrongly"
+    );
+}
+
+#[test]
+fn every_device_at_once_finds_exactly_the_nonces_the_cpu_alone_finds() {
+    let Some(mut all) = every_device("every_device_at_once") else {
+        return;
+    };
+    let mut cpu = CpuEngine::new(2);
+    let refused_before = refused_solutions();
+    for (i, range) in ranges().into_iter().enumerate() {
+        let w = work(i as u8 + 11, 11);
+        let alone = all_hits(&mut cpu, &w, range);
+        assert!(!alone.is_empty(), "hits in {range:?}");
+        assert_eq!(all_hits(&mut all, &w, range), alone, "range {range:?}");
+    }
+    let meters = all.meters();
+    let per_device: Vec<u64> = meters
+        .iter()
+        .map(|m| m.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert!(
+        per_device.iter().all(|&n| n > 0),
+        "every device took part: {per_device:?}"
+    );
+    assert_eq!(
+        refused_solutions(),
+        refused_before,
+        "no device answered wrongly"
     );
 }
 

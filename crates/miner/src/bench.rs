@@ -23,6 +23,8 @@ pub struct BenchReport {
     pub device: DeviceKind,
     /// GPU adapter and backend, or the CPU kernel.
     pub adapter: String,
+    /// The GPU's backend, or "cpu".
+    pub backend: String,
     /// Worker threads.
     pub threads: usize,
     /// Nonces tried in the measured window.
@@ -37,6 +39,24 @@ pub struct BenchReport {
     /// one thread as measured at start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernels: Option<std::collections::BTreeMap<String, f64>>,
+    /// For several devices measured together: each device's part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceReport>>,
+}
+
+/// One device's part of a run of several devices together.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DeviceReport {
+    /// "cpu" or "gpu".
+    pub device: String,
+    /// GPU adapter, or the CPU kernel.
+    pub adapter: String,
+    /// The GPU's backend, or "cpu".
+    pub backend: String,
+    /// Its share of the hashes of the run together, per second.
+    pub hashes_per_second: f64,
+    /// Whether it solved a block alone that the CPU confirmed.
+    pub verified: bool,
 }
 
 fn display<S: serde::Serializer>(d: &DeviceKind, s: S) -> Result<S::Ok, S::Error> {
@@ -89,6 +109,7 @@ pub fn measure(
     Ok(BenchReport {
         device: info.device,
         adapter: info.adapter,
+        backend: info.backend,
         threads: info.threads,
         hashes,
         seconds,
@@ -100,6 +121,7 @@ pub fn measure(
                 .map(|(k, rate)| (k.key().to_string(), *rate))
                 .collect()
         }),
+        devices: None,
     })
 }
 

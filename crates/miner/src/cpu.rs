@@ -244,6 +244,7 @@ impl MiningEngine for CpuEngine {
         EngineInfo {
             device: DeviceKind::Cpu,
             adapter: self.kernel.name(),
+            backend: "cpu".into(),
             threads: self.threads,
         }
     }

@@ -93,6 +93,8 @@ pub enum DeviceKind {
     Cpu,
     /// A GPU through wgpu.
     Gpu,
+    /// Several devices at once ([`crate::MultiEngine`]).
+    Several,
 }
 
 impl fmt::Display for DeviceKind {
@@ -100,6 +102,7 @@ impl fmt::Display for DeviceKind {
         f.write_str(match self {
             DeviceKind::Cpu => "cpu",
             DeviceKind::Gpu => "gpu",
+            DeviceKind::Several => "all",
         })
     }
 }
@@ -111,6 +114,8 @@ pub struct EngineInfo {
     pub device: DeviceKind,
     /// The GPU adapter and backend, or the CPU kernel ("sha-ni x2", "portable").
     pub adapter: String,
+    /// The GPU's backend ("Vulkan", "Gl", ...), or "cpu".
+    pub backend: String,
     /// Worker threads (1 for the GPU engine's host side).
     pub threads: usize,
 }
@@ -211,6 +216,7 @@ mod tests {
             EngineInfo {
                 device: DeviceKind::Gpu,
                 adapter: "liar".into(),
+                backend: "none".into(),
                 threads: 1,
             }
         }

@@ -64,17 +64,99 @@ pub struct GpuDevice {
     error: Arc<Mutex<Option<String>>>,
 }
 
+/// A GPU adapter wgpu sees, by its place in [`adapters`].
+pub struct Adapter {
+    /// Its place in the list: `--device gpu:N`.
+    pub index: usize,
+    adapter: wgpu::Adapter,
+    info: wgpu::AdapterInfo,
+}
+
+impl Adapter {
+    /// wgpu's description of the adapter.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Adapter name and backend.
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+
+    /// Whether it is a rasteriser running on the CPU (lavapipe, llvmpipe, WARP): slower than
+    /// the CPU engine on the same cores.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Opens a device on this adapter.
+    pub fn acquire(self) -> Result<GpuDevice, GpuError> {
+        GpuDevice::open(self.adapter)
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter on every backend wgpu has (`WGPU_BACKEND` narrows them): hardware first, a
+/// physical GPU seen through several backends once, under its best (Vulkan, Metal, DX12, GL).
+pub fn adapters() -> Vec<Adapter> {
+    let instance = instance();
+    let mut found: Vec<(wgpu::Adapter, wgpu::AdapterInfo)> =
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .into_iter()
+            .map(|a| {
+                let info = a.get_info();
+                (a, info)
+            })
+            .collect();
+    let backend_rank = |b: wgpu::Backend| match b {
+        wgpu::Backend::Vulkan => 0,
+        wgpu::Backend::Metal => 1,
+        wgpu::Backend::Dx12 => 2,
+        wgpu::Backend::Gl => 3,
+        _ => 4,
+    };
+    let type_rank = |t: wgpu::DeviceType| match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    found.sort_by_key(|(_, i)| (type_rank(i.device_type), backend_rank(i.backend)));
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|(_, i)| {
+        // Software rasterisers have no PCI identity: each backend's is its own adapter.
+        i.device_type == wgpu::DeviceType::Cpu || i.device == 0 || seen.insert((i.vendor, i.device))
+    });
+    found
+        .into_iter()
+        .enumerate()
+        .map(|(index, (adapter, info))| Adapter {
+            index,
+            adapter,
+            info,
+        })
+        .collect()
+}
+
 impl GpuDevice {
     /// Takes the high-performance adapter wgpu finds (`WGPU_BACKEND` and the other `WGPU_*`
     /// variables narrow the choice).
     pub fn acquire() -> Result<GpuDevice, GpuError> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        }))
-        .map_err(GpuError::NoAdapter)?;
+        let adapter =
+            pollster::block_on(instance().request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            }))
+            .map_err(GpuError::NoAdapter)?;
+        GpuDevice::open(adapter)
+    }
+
+    /// Opens a device on `adapter`.
+    fn open(adapter: wgpu::Adapter) -> Result<GpuDevice, GpuError> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -437,6 +519,7 @@ impl MiningEngine for GpuEngine {
         EngineInfo {
             device: DeviceKind::Gpu,
             adapter: self.gpu.describe(),
+            backend: format!("{:?}", self.gpu.info.backend),
             threads: 1,
         }
     }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cpu;
 pub mod engine;
 pub mod gpu;
+pub mod multi;
 pub mod select;
 #[cfg(target_arch = "x86_64")]
 pub mod shani;
@@ -17,4 +18,5 @@ pub mod work;
 pub use cpu::CpuEngine;
 pub use engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
 pub use gpu::{GpuDevice, GpuEngine};
+pub use multi::MultiEngine;
 pub use work::WorkUnit;

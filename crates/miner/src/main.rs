@@ -5,15 +5,16 @@ mod node;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use mvbc_miner::CpuEngine;
 use mvbc_miner::bench::{self, BenchReport};
 use mvbc_miner::cpu::Kernel;
 use mvbc_miner::engine::{DeviceKind, EngineInfo};
 use mvbc_miner::select::{self, DeviceChoice, KernelChoice};
+use mvbc_miner::{CpuEngine, MiningEngine};
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile;
 use mvbc_protocol::store::load_chain;
@@ -29,9 +30,15 @@ const REWARD_KEY_NAME: &str = "mining_rewards";
 struct Cli {
     #[command(flatten)]
     args: DataDirArgs,
-    /// Where to search nonces: `auto` takes a hardware GPU when wgpu finds one, else the CPU.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    /// Where to search nonces: `auto` (every hardware GPU together, else the CPU), `all` (every
+    /// GPU and the CPU together), `cpu`, `gpu` (the adapter wgpu prefers) or `gpu:N` (from
+    /// --list-devices). Software adapters join `auto` and `all` only with
+    /// MVBC_ALLOW_SOFTWARE_GPU=1.
+    #[arg(long, default_value = "auto", value_parser = DeviceChoice::from_str)]
     device: DeviceChoice,
+    /// List the GPU adapters wgpu sees (for --device gpu:N) and the CPU, then exit.
+    #[arg(long, conflicts_with = "benchmark")]
+    list_devices: bool,
     /// CPU engine threads [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
@@ -64,6 +71,14 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
+    // Probing adapters makes Mesa's EGL ask libwayland for a display, which prints "error:
+    // XDG_RUNTIME_DIR is invalid or not set" twice on a headless host: noise a newcomer reads
+    // as a failure. Where the variable is missing, the temporary directory stands in.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: this is the first thing main does: no other thread exists yet to read the
+        // environment while it changes.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -72,7 +87,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let result = if cli.benchmark {
+    let result = if cli.list_devices {
+        list_devices(&cli)
+    } else if cli.benchmark {
         benchmark(&cli)
     } else {
         run(&cli)
@@ -115,18 +132,19 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         chain.height(),
         chain.tip_hash(),
     );
-    let mut selection = select::mining_engine(cli.device, threads(cli), cli.cpu_kernel)?;
+    let selection = select_engines(cli)?;
     if let Some(note) = &selection.note {
-        println!("Device auto: {note}");
+        println!("Devices: {note}");
     }
-    let engine = selection
+    let uses_cpu = selection
         .engines
-        .pop()
-        .context("no mining engine available")?;
-    let info = engine.info();
-    if info.device == DeviceKind::Cpu && cli.cpu_kernel == KernelChoice::Auto {
+        .iter()
+        .any(|e| e.info().device == DeviceKind::Cpu);
+    if uses_cpu && cli.cpu_kernel == KernelChoice::Auto {
         println!("CPU kernels measured on one thread: {}", measured_kernels());
     }
+    let (engine, meters) = selection.combine();
+    let info = engine.info();
     println!("Mining on {}: {}", info.device, describe(&info));
     node::run(node::NodeSetup {
         config,
@@ -134,6 +152,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         store: loaded.store,
         reward_to,
         engine,
+        meters,
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -155,13 +174,52 @@ fn resolve_address(dir: &Path, name_or_address: &str) -> Result<Address> {
     Ok(key.address())
 }
 
-/// "sha-ni x3, 2 threads" for the CPU; the adapter and backend for a GPU.
+/// "sha-ni x3, 2 threads" for the CPU; the adapter and backend for a GPU; every device for
+/// several.
 fn describe(info: &EngineInfo) -> String {
     match info.device {
         DeviceKind::Cpu if info.threads == 1 => format!("{}, 1 thread", info.adapter),
         DeviceKind::Cpu => format!("{}, {} threads", info.adapter, info.threads),
-        DeviceKind::Gpu => info.adapter.clone(),
+        DeviceKind::Gpu | DeviceKind::Several => info.adapter.clone(),
     }
+}
+
+/// The engines `--device`, `--threads` and `--cpu-kernel` name.
+fn select_engines(cli: &Cli) -> Result<select::Selection> {
+    let allow_software = std::env::var("MVBC_ALLOW_SOFTWARE_GPU").is_ok_and(|v| v == "1");
+    Ok(select::engines(
+        cli.device,
+        threads(cli),
+        cli.cpu_kernel,
+        allow_software,
+    )?)
+}
+
+/// `--list-devices`: each GPU adapter with its `gpu:N`, then the CPU.
+fn list_devices(cli: &Cli) -> Result<ExitCode> {
+    for adapter in mvbc_miner::gpu::adapters() {
+        let info = adapter.info();
+        let software = if adapter.is_software() {
+            " (software: auto and all pass it over unless MVBC_ALLOW_SOFTWARE_GPU=1)"
+        } else {
+            ""
+        };
+        println!(
+            "gpu:{}  {}  backend {:?}, type {:?}{software}",
+            adapter.index, info.name, info.backend, info.device_type
+        );
+    }
+    let kernels: Vec<&str> = Kernel::ALL
+        .into_iter()
+        .filter(|k| k.is_available())
+        .map(Kernel::key)
+        .collect();
+    println!(
+        "cpu    {} threads; kernels this CPU runs: {}",
+        threads(cli),
+        kernels.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn threads(cli: &Cli) -> usize {
@@ -178,41 +236,78 @@ fn measured_kernels() -> String {
         .join(", ")
 }
 
-/// `--benchmark`: every engine `--device` names, one after the other.
+/// `--benchmark`: every device `--device` names, one after the other, then, when there are
+/// several, all of them together.
 fn benchmark(cli: &Cli) -> Result<ExitCode> {
-    let mut selection = select::engines(cli.device, threads(cli), cli.cpu_kernel)?;
+    let mut selection = select_engines(cli)?;
     if let Some(note) = &selection.note {
-        eprintln!("Device auto: {note}");
+        eprintln!("Devices: {note}");
     }
     let seconds = Duration::from_secs_f64(cli.seconds);
-    let live = std::io::stderr().is_terminal();
-    let mut all_verified = true;
+    let mut alone = Vec::new();
     for engine in &mut selection.engines {
-        let info = engine.info();
-        let name = format!("{} {}", info.device, describe(&info));
-        let report = bench::measure(
-            engine.as_mut(),
-            Duration::from_secs(1),
-            seconds,
-            |hashes, took| {
-                if live {
-                    let rate = bench::format_rate(hashes as f64 / took.as_secs_f64());
-                    eprint!("\r\x1b[K{name}: {rate} ({:.1} s)", took.as_secs_f64());
-                    let _ = std::io::stderr().flush();
-                }
-            },
-        )?;
-        if live {
-            eprint!("\r\x1b[K");
-        }
-        all_verified &= report.verified;
+        let report = measure_one(engine.as_mut(), seconds)?;
         print_report(&report, cli.json)?;
+        alone.push(report);
+    }
+    let mut all_verified = alone.iter().all(|r| r.verified);
+    if alone.len() > 1 {
+        let (mut engine, meters) = selection.combine();
+        let meters = meters.context("several devices have meters")?;
+        let counts = |m: &select::DeviceMeters| -> Vec<u64> {
+            m.counts
+                .iter()
+                .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                .collect()
+        };
+        let before = counts(&meters);
+        let mut total = measure_one(engine.as_mut(), seconds)?;
+        let done: Vec<u64> = counts(&meters)
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect();
+        let sum = done.iter().sum::<u64>().max(1) as f64;
+        total.devices = Some(
+            alone
+                .iter()
+                .zip(&done)
+                .map(|(r, &d)| bench::DeviceReport {
+                    device: r.device.to_string(),
+                    adapter: r.adapter.clone(),
+                    backend: r.backend.clone(),
+                    // Its share of the hashes of the run together.
+                    hashes_per_second: total.hashes_per_second * d as f64 / sum,
+                    verified: r.verified,
+                })
+                .collect(),
+        );
+        all_verified &= total.verified;
+        print_report(&total, cli.json)?;
     }
     Ok(if all_verified {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One engine's benchmark, with a live rate on a terminal.
+fn measure_one(engine: &mut dyn MiningEngine, seconds: Duration) -> Result<bench::BenchReport> {
+    let live = std::io::stderr().is_terminal();
+    let info = engine.info();
+    let name = format!("{} {}", info.device, describe(&info));
+    let report = bench::measure(engine, Duration::from_secs(1), seconds, |hashes, took| {
+        if live {
+            let rate = bench::format_rate(hashes as f64 / took.as_secs_f64());
+            eprint!("\r\x1b[K{name}: {rate} ({:.1} s)", took.as_secs_f64());
+            let _ = std::io::stderr().flush();
+        }
+    })?;
+    if live {
+        eprint!("\r\x1b[K");
+    }
+    Ok(report)
 }
 
 fn print_report(r: &BenchReport, json: bool) -> Result<()> {
@@ -222,6 +317,7 @@ fn print_report(r: &BenchReport, json: bool) -> Result<()> {
         let info = EngineInfo {
             device: r.device,
             adapter: r.adapter.clone(),
+            backend: r.backend.clone(),
             threads: r.threads,
         };
         println!(

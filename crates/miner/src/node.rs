@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick, unbounded};
 use mvbc_miner::engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
+use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
 use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::chain::{AddBlockError, ChainUpdate};
@@ -63,6 +64,8 @@ pub struct NodeSetup {
     pub reward_to: Address,
     /// The engine to mine with.
     pub engine: Box<dyn MiningEngine>,
+    /// Each device's nonces, when the engine is several devices at once.
+    pub meters: Option<DeviceMeters>,
 }
 
 enum Event {
@@ -126,6 +129,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         store,
         reward_to,
         engine,
+        meters,
     } = setup;
     let node_id = rand_node_id();
     let chain = Arc::new(RwLock::new(chain));
@@ -228,6 +232,10 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         sync_jobs,
         announce,
         hashes_done,
+        meters: meters.map(|m| {
+            let last = vec![0; m.devices.len()];
+            (m, last)
+        }),
     };
     node.announce();
     if let Err(e) = ask.send(&Datagram::StatusRequest) {
@@ -401,6 +409,8 @@ struct Node {
     sync_jobs: Sender<SyncJob>,
     announce: Sender<Status>,
     hashes_done: Arc<AtomicU64>,
+    /// Each device's meter and its reading at the last report, when mining on several.
+    meters: Option<(DeviceMeters, Vec<u64>)>,
 }
 
 /// Blocks that left the best chain (highest first) and joined it (lowest first).
@@ -551,8 +561,12 @@ impl Node {
             let chain = read_chain(&self.chain);
             (chain.height(), chain.tip_hash())
         };
+        let per_device = self.device_rates((now - since).as_secs_f64());
         let state = match &self.job {
-            Some(_) => format!("mining, {} average", mvbc_miner::bench::format_rate(rate)),
+            Some(_) => format!(
+                "mining, {} average{per_device}",
+                mvbc_miner::bench::format_rate(rate)
+            ),
             None => "idle, waiting for payments".into(),
         };
         let peers = match self.peers.len() {
@@ -577,6 +591,32 @@ impl Node {
             println!("Downloads failed: {held} more in the last {secs} s, not shown one by one");
         }
         (now, hashes)
+    }
+
+    /// " (cpu avx512 x16 70.1 MH/s, gpu NVIDIA ... 9.8 GH/s)" since the last report, when
+    /// mining on several devices; empty otherwise.
+    fn device_rates(&mut self, seconds: f64) -> String {
+        let Some((meters, last)) = &mut self.meters else {
+            return String::new();
+        };
+        let rates: Vec<String> = meters
+            .devices
+            .iter()
+            .zip(meters.counts.iter())
+            .zip(last.iter_mut())
+            .map(|((info, count), last)| {
+                let now = count.load(Ordering::Relaxed);
+                let rate = now.saturating_sub(*last) as f64 / seconds.max(1e-9);
+                *last = now;
+                format!(
+                    "{} {} {}",
+                    info.device,
+                    info.adapter,
+                    mvbc_miner::bench::format_rate(rate)
+                )
+            })
+            .collect();
+        format!(" ({})", rates.join(", "))
     }
 
     fn on_payment(&mut self, payment: Payment, from: SocketAddr) {

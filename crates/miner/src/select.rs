@@ -1,18 +1,62 @@
 //! Choosing engines from `--device`, `--threads` and `--cpu-kernel`.
 
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use crate::cpu::{CpuEngine, Kernel};
-use crate::engine::{EngineError, MiningEngine};
-use crate::gpu::{GpuDevice, GpuEngine, GpuError};
+use crate::engine::{EngineError, EngineInfo, MiningEngine};
+use crate::gpu::{self, GpuDevice, GpuEngine, GpuError};
+use crate::multi::MultiEngine;
 
 /// The `--device` choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
-    /// A hardware GPU when wgpu finds one, else the CPU.
+    /// Every hardware GPU, together; the CPU when there is none.
     Auto,
+    /// Every GPU adapter and the CPU, together.
+    All,
     /// The GPU adapter wgpu picks, even a software one such as lavapipe; fails if none.
     Gpu,
+    /// The adapter at this place in `--list-devices`, software ones too.
+    GpuIndex(usize),
     /// CPU threads only.
     Cpu,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<DeviceChoice, String> {
+        let choice = match s {
+            "auto" => DeviceChoice::Auto,
+            "all" => DeviceChoice::All,
+            "gpu" => DeviceChoice::Gpu,
+            "cpu" => DeviceChoice::Cpu,
+            other => match other.strip_prefix("gpu:").map(str::parse) {
+                Some(Ok(index)) => DeviceChoice::GpuIndex(index),
+                _ => {
+                    return Err(format!(
+                        "`{s}` is not a device: auto, all, cpu, gpu or gpu:N (N from --list-devices)"
+                    ));
+                }
+            },
+        };
+        Ok(choice)
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::All => f.write_str("all"),
+            DeviceChoice::Gpu => f.write_str("gpu"),
+            DeviceChoice::GpuIndex(i) => write!(f, "gpu:{i}"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+        }
+    }
 }
 
 /// The `--cpu-kernel` choice.
@@ -47,7 +91,7 @@ impl KernelChoice {
     }
 }
 
-/// Why `--device` could not be honoured.
+/// Why `--device` or `--cpu-kernel` could not be honoured.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
     /// `--cpu-kernel` names a kernel this CPU cannot run.
@@ -58,36 +102,59 @@ pub enum SelectError {
     /// `--device gpu` and no adapter, or no device from it.
     #[error(transparent)]
     NoGpu(#[from] GpuError),
+    /// `--device gpu:N` past the end of the list.
+    #[error("there is no gpu:{index}: wgpu sees {count} adapters (see --list-devices)")]
+    NoSuchAdapter {
+        /// The index asked for.
+        index: usize,
+        /// Adapters there are.
+        count: usize,
+    },
     /// The GPU was found but the engine could not be built on it.
     #[error("the GPU engine could not start: {0}")]
     Engine(#[from] EngineError),
 }
 
-/// The engines a run uses, and a line saying why when `auto` passed over a GPU.
+/// The engines a run uses, and a line saying what `auto` or `all` passed over and why.
 pub struct Selection {
-    /// Engines, the one to mine with first.
+    /// One engine per device, GPUs first.
     pub engines: Vec<Box<dyn MiningEngine>>,
-    /// Why `auto` chose what it chose, for the user.
+    /// What was passed over, for the user.
     pub note: Option<String>,
 }
 
-/// The engine to mine with: the first of [`engines`].
-pub fn mining_engine(
-    choice: DeviceChoice,
-    threads: usize,
-    kernel: KernelChoice,
-) -> Result<Selection, SelectError> {
-    let mut selection = engines(choice, threads, kernel)?;
-    selection.engines.truncate(1);
-    Ok(selection)
+/// Nonces each device has tried, for reporting rates while several mine together.
+#[derive(Clone)]
+pub struct DeviceMeters {
+    /// Each device's description.
+    pub devices: Vec<EngineInfo>,
+    /// Nonces each has tried so far, in the same order.
+    pub counts: Arc<Vec<AtomicU64>>,
 }
 
-/// The engines `choice` names, the one to mine with first: for `auto`, any hardware GPU, then
-/// the CPU engine, with `kernel` (measured when `auto`).
+impl Selection {
+    /// The engine to mine with: the one device, or every device at once (with their meters).
+    pub fn combine(mut self) -> (Box<dyn MiningEngine>, Option<DeviceMeters>) {
+        if self.engines.len() == 1 {
+            return (self.engines.remove(0), None);
+        }
+        let multi = MultiEngine::new(self.engines);
+        let meters = DeviceMeters {
+            devices: multi.devices(),
+            counts: multi.meters(),
+        };
+        (Box::new(multi), Some(meters))
+    }
+}
+
+/// The engines `choice` names. Software adapters (lavapipe, llvmpipe: a rasteriser on the CPU,
+/// slower than the CPU engine there) join `auto` and `all` only with `allow_software`; named
+/// ones (`gpu`, `gpu:N`) always run.
 pub fn engines(
     choice: DeviceChoice,
     threads: usize,
     kernel: KernelChoice,
+    allow_software: bool,
 ) -> Result<Selection, SelectError> {
     let kernel = kernel.kernel()?;
     let cpu = || {
@@ -97,35 +164,87 @@ pub fn engines(
         };
         Box::new(engine) as Box<dyn MiningEngine>
     };
+    let only = |engine: Box<dyn MiningEngine>| Selection {
+        engines: vec![engine],
+        note: None,
+    };
     match choice {
-        DeviceChoice::Cpu => Ok(Selection {
-            engines: vec![cpu()],
-            note: None,
-        }),
-        DeviceChoice::Gpu => {
-            let gpu = GpuEngine::new(GpuDevice::acquire()?)?;
-            Ok(Selection {
-                engines: vec![Box::new(gpu)],
-                note: None,
-            })
+        DeviceChoice::Cpu => Ok(only(cpu())),
+        DeviceChoice::Gpu => Ok(only(Box::new(GpuEngine::new(GpuDevice::acquire()?)?))),
+        DeviceChoice::GpuIndex(index) => {
+            let mut all = gpu::adapters();
+            let count = all.len();
+            if index >= count {
+                return Err(SelectError::NoSuchAdapter { index, count });
+            }
+            let device = all.swap_remove(index).acquire()?;
+            Ok(only(Box::new(GpuEngine::new(device)?)))
         }
-        DeviceChoice::Auto => {
-            let (gpu, note) = match GpuDevice::acquire() {
-                Ok(device) if device.info().device_type == wgpu::DeviceType::Cpu => (
-                    None,
-                    Some(format!(
-                        "the only GPU adapter, {}, is a software rasteriser slower than the \
-                         CPU engine; using the CPU (--device gpu forces it)",
-                        device.describe()
-                    )),
-                ),
-                Ok(device) => (Some(GpuEngine::new(device)?), None),
-                Err(e) => (None, Some(format!("{e}; using the CPU"))),
-            };
-            let mut engines: Vec<Box<dyn MiningEngine>> = Vec::new();
-            engines.extend(gpu.map(|g| Box::new(g) as Box<dyn MiningEngine>));
-            engines.push(cpu());
+        DeviceChoice::Auto | DeviceChoice::All => {
+            let (mut engines, mut software, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+            for adapter in gpu::adapters() {
+                let name = adapter.describe();
+                if adapter.is_software() && !allow_software {
+                    software.push(name);
+                    continue;
+                }
+                match adapter
+                    .acquire()
+                    .map_err(SelectError::from)
+                    .and_then(|device| GpuEngine::new(device).map_err(SelectError::from))
+                {
+                    Ok(engine) => engines.push(Box::new(engine) as Box<dyn MiningEngine>),
+                    Err(e) => failed.push(format!("{name}: {e}")),
+                }
+            }
+            let mut notes = Vec::new();
+            if engines.is_empty() && software.is_empty() && failed.is_empty() {
+                notes.push("no GPU adapter found".to_string());
+            }
+            if choice == DeviceChoice::Auto && engines.is_empty() {
+                notes.push("using the CPU".to_string());
+            }
+            if choice == DeviceChoice::All || engines.is_empty() {
+                engines.push(cpu());
+            }
+            if !software.is_empty() {
+                notes.push(format!(
+                    "passed over {} (software, slower than the CPU engine on the same cores; \
+                     MVBC_ALLOW_SOFTWARE_GPU=1 lets them in, --device gpu:N names one)",
+                    software.join(" and ")
+                ));
+            }
+            if !failed.is_empty() {
+                notes.push(format!("could not use {}", failed.join("; ")));
+            }
+            let note = (!notes.is_empty()).then(|| notes.join("; "));
             Ok(Selection { engines, note })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_choices_parse_and_print_back() {
+        for text in ["auto", "all", "cpu", "gpu", "gpu:0", "gpu:12"] {
+            let choice: DeviceChoice = text.parse().unwrap();
+            assert_eq!(choice.to_string(), text);
+        }
+        assert_eq!("gpu:3".parse(), Ok(DeviceChoice::GpuIndex(3)));
+        for bad in ["", "GPU", "gpu:", "gpu:-1", "gpu:x", "tpu"] {
+            let err = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(err.contains("is not a device"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_cpu_alone_is_one_engine_with_no_meters() {
+        let selection = engines(DeviceChoice::Cpu, 1, KernelChoice::Portable, false).unwrap();
+        let (engine, meters) = selection.combine();
+        assert_eq!(engine.info().adapter, Kernel::Portable.name());
+        assert!(meters.is_none());
     }
 }

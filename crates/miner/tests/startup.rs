@@ -108,3 +108,44 @@ fn a_bad_setting_names_the_key() {
         "nothing written on a config error"
     );
 }
+
+#[test]
+fn devices_are_listed_without_noise_and_bad_choices_are_named() {
+    // As on a headless host: no XDG_RUNTIME_DIR, where Mesa used to print errors.
+    let out = Command::new(env!("CARGO_BIN_EXE_mvbc-miner"))
+        .arg("--list-devices")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("run mvbc-miner");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+    let cpu = stdout.lines().last().unwrap_or_default();
+    assert!(
+        cpu.starts_with("cpu ") && cpu.contains("portable"),
+        "{stdout}"
+    );
+    for line in stdout.lines().filter(|l| l.starts_with("gpu:")) {
+        assert!(line.contains("backend"), "{line}");
+    }
+
+    let refused = |device: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mvbc-miner"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(Net::new().settings())
+            .args(["--device", device])
+            .output()
+            .expect("run mvbc-miner");
+        assert!(!out.status.success(), "--device {device} was taken");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("tpu");
+    assert!(err.contains("`tpu` is not a device"), "{err}");
+    let err = refused("gpu:99");
+    assert!(err.contains("there is no gpu:99"), "{err}");
+}
