@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::work::{K, WorkUnit, round, sigma0, sigma1, word_mask};
+use crate::work::{K, WorkUnit, round, schedule_word, sigma0, sigma1, word_mask};
 
 /// What one work unit lets a SIMD kernel compute once.
 #[derive(Clone, Copy, Debug)]
@@ -32,16 +32,15 @@ pub struct Prepared {
 impl Prepared {
     /// Runs what does not depend on the nonce.
     pub fn new(work: &WorkUnit) -> Prepared {
-        let x = work.schedule_before_nonce();
-        let tail = work.tail;
-        let x20 = sigma1(x[2])
-            .wrapping_add(tail[13])
-            .wrapping_add(sigma0(tail[5]))
-            .wrapping_add(tail[4]);
+        // Word 20 reads words 18, 13, 5 and 4: none is the nonce.
+        let mut x = [0u32; 21];
+        x[..16].copy_from_slice(&work.tail);
+        x[16..20].copy_from_slice(&work.schedule_before_nonce());
+        x[20] = schedule_word(&x, 20);
         Prepared {
             before_nonce: work.state_before_nonce(),
-            tail,
-            x16_20: [x[0], x[1], x[2], x[3], x20],
+            tail: work.tail,
+            x16_20: [x[16], x[17], x[18], x[19], x[20]],
             h0: work.midstate[0],
             mask: word_mask(work.difficulty),
         }
@@ -51,23 +50,16 @@ impl Prepared {
     fn batch(&self, hi: u32) -> Batch {
         let mut s = self.before_nonce;
         round(&mut s, K[6], hi);
-        // Round 7 with a zero low word: adding the low word to its T1 gives the real round.
-        let [a, b, c, d, e, f, g, h] = s;
-        let t1 = h
-            .wrapping_add(e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25))
-            .wrapping_add((e & f) ^ (!e & g))
-            .wrapping_add(K[7]);
-        let t2 = (a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22))
-            .wrapping_add((a & b) ^ (a & c) ^ (b & c));
+        // Round 7 with a zero low word: the low word only adds to its T1, so each lane adds
+        // its own to the new A and E, and the rest is the same in every lane.
+        round(&mut s, K[7], 0);
+        let [a7, b, c, d, e7, f, g, h] = s;
         // Word 21 reads words 19, 14, 6 and 5: the high word, not the low one.
         let mut x = [0u32; 22];
         x[..16].copy_from_slice(&self.tail);
         x[6] = hi;
         x[16..21].copy_from_slice(&self.x16_20);
-        x[21] = sigma1(x[19])
-            .wrapping_add(x[14])
-            .wrapping_add(sigma0(x[6]))
-            .wrapping_add(x[5]);
+        x[21] = schedule_word(&x, 21);
         // The terms of each later schedule word that every lane shares.
         let mut shared = [0u32; 64];
         for (t, sum) in shared.iter_mut().enumerate().skip(22) {
@@ -83,9 +75,9 @@ impl Prepared {
         }
         Batch {
             hi,
-            a7: t1.wrapping_add(t2),
-            e7: d.wrapping_add(t1),
-            after7: [a, b, c, e, f, g],
+            a7,
+            e7,
+            after7: [b, c, d, f, g, h],
             x21: x[21],
             shared,
         }
@@ -99,7 +91,7 @@ struct Batch {
     /// A and E after round 7, less the low word (each lane adds its own).
     a7: u32,
     e7: u32,
-    /// B, C, D, F, G and H after round 7: A, B, C, E, F and G after round 6.
+    /// B, C, D, F, G and H after round 7 (every lane's the same).
     after7: [u32; 6],
     x21: u32,
     /// For schedule word `t` (22..=63): the sum of its terms that read shared words.

@@ -121,10 +121,7 @@ impl WorkUnit {
         let mut x = [0u32; 20];
         x[..16].copy_from_slice(&self.tail);
         for t in 16..20 {
-            x[t] = sigma1(x[t - 2])
-                .wrapping_add(x[t - 7])
-                .wrapping_add(sigma0(x[t - 15]))
-                .wrapping_add(x[t - 16]);
+            x[t] = schedule_word(&x, t);
         }
         [x[16], x[17], x[18], x[19]]
     }
@@ -141,6 +138,14 @@ impl WorkUnit {
             ..self.header
         }
     }
+}
+
+/// Message schedule word `t` (16 or more) from the words before it in `x`.
+pub(crate) fn schedule_word(x: &[u32], t: usize) -> u32 {
+    sigma1(x[t - 2])
+        .wrapping_add(x[t - 7])
+        .wrapping_add(sigma0(x[t - 15]))
+        .wrapping_add(x[t - 16])
 }
 
 pub(crate) fn sigma0(x: u32) -> u32 {
