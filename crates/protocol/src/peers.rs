@@ -188,13 +188,17 @@ impl PeerBook {
             && self.failed.get(&p.block_server).is_none_or(|t| *t <= now)
     }
 
+    /// The peers announcing more work than `ours` that may be downloaded from at `now`.
+    fn ahead(&self, ours: u128, now: Instant) -> impl Iterator<Item = &Peer> {
+        self.peers
+            .values()
+            .filter(move |p| p.status.chain_work > ours && self.eligible(p, now))
+    }
+
     /// The peer announcing the most work, if that is more than `ours` and neither it nor its
     /// address is passed over at `now`.
     pub fn best_ahead(&self, ours: u128, now: Instant) -> Option<&Peer> {
-        self.peers
-            .values()
-            .filter(|p| p.status.chain_work > ours && self.eligible(p, now))
-            .max_by_key(|p| p.status.chain_work)
+        self.ahead(ours, now).max_by_key(|p| p.status.chain_work)
     }
 
     /// Whom to download from, of the peers ahead of `ours`: a proven address first, then the
@@ -208,11 +212,7 @@ impl PeerBook {
                 *failures.entry(addr.ip()).or_default() += 1;
             }
         }
-        let mut ahead: Vec<&Peer> = self
-            .peers
-            .values()
-            .filter(|p| p.status.chain_work > ours && self.eligible(p, now))
-            .collect();
+        let mut ahead: Vec<&Peer> = self.ahead(ours, now).collect();
         ahead.sort_by_key(|p| {
             (
                 !self.is_proven(&p.block_server, now),
@@ -220,6 +220,12 @@ impl PeerBook {
                 std::cmp::Reverse(p.status.chain_work),
             )
         });
+        // When the dial budget next has a dial for an address not proven.
+        let token_free = if self.dial_tokens >= 1.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64((1.0 - self.dial_tokens) / DIAL_RATE)
+        };
         let mut soonest: Option<Instant> = None;
         for p in ahead {
             if self.is_proven(&p.block_server, now) {
@@ -229,11 +235,6 @@ impl PeerBook {
                 .dialled
                 .get(&p.block_server.ip())
                 .map_or(now, |t| *t + IP_DIAL_INTERVAL);
-            let token_free = if self.dial_tokens >= 1.0 {
-                now
-            } else {
-                now + Duration::from_secs_f64((1.0 - self.dial_tokens) / DIAL_RATE)
-            };
             let free = ip_free.max(token_free);
             if free <= now {
                 let peer = p.clone();
