@@ -1,30 +1,34 @@
-// mvbc proof-of-work search: one nonce per invocation, one SHA-256 compression per nonce.
+// mvbc proof-of-work search: one nonce per invocation, one SHA-256 compression per nonce, cut
+// short where the proof of work allows.
 //
-// The host (crates/miner/src/gpu.rs) has already compressed the header's first 64 bytes (the
-// midstate) and run rounds 0..=5 of the second block, whose message words 0..=5 never change.
-// Message words 6 and 7 are the nonce's high and low halves, so each invocation starts at
-// round 6. Words 8..=15 are SHA-256 padding for a 96-byte message (fixed by the header
-// layout; the host checks them), and rounds 8..=19 and schedule words 16..=19 do not see the
-// nonce, so the host sums those words with their constants too.
+// The host (crates/miner/src/gpu.rs) compresses the header's first 64 bytes (the midstate)
+// once per work unit. Message words 6 and 7 of the second block are the nonce's high and low
+// halves, and no dispatch crosses a 2^32 boundary of the nonce, so the high word is the same
+// for every invocation: the host runs rounds 0..=7 less the low word (which only adds to round
+// 7's new A and E), the words and constants of rounds 8..=21, and every term of schedule words
+// 22..=37 that reads no word derived from the low one (`HighWord` in crates/miner/src/work.rs).
 //
-// The rounds are written out rather than looped: a loop over a 16-word array indexed at run
-// time kept the array in memory on lavapipe (5x slower), and straight-line code leaves no
-// doubt for any driver's compiler. An invocation whose first digest words pass the masks
-// records its offset with atomicMin, so the readback holds the lowest candidate of the
-// dispatch; the host checks every candidate on the CPU before it is used.
+// A hash is judged byte-reversed, from the digest's last word (crates/protocol/src/hash.rs).
+// That word is E after round 60 plus the midstate's, so rounds 61..=63 are never run; an
+// invocation whose word 7 passes its mask (one in 2^min(difficulty, 32)) runs round 61's E for
+// word 6, and records its offset with atomicMin when both pass, so the readback holds the
+// lowest candidate of the dispatch. The host checks every candidate on the CPU before use.
+//
+// The rounds are written out rather than looped: a loop over an array indexed at run time kept
+// the array in memory on lavapipe (5x slower), and straight-line code leaves no doubt for any
+// driver's compiler.
 
 struct Params {
-    // Working variables a, b, c, d and e, f, g, h after round 5.
+    // A, B, C, D and E, F, G, H after round 7, with A and E less the nonce's low word.
     state: array<vec4<u32>, 2>,
-    // Message word plus round constant for rounds 8..=19.
-    wk: array<vec4<u32>, 3>,
-    // Message words 16..=19.
-    w16: vec4<u32>,
-    // Message words 4 and 5, then two unused words.
-    w4: vec4<u32>,
-    // Midstate words 0 and 1, then the masks the digest words 0 and 1 must clear.
+    // Message word plus round constant for rounds 8..=21 (two unused).
+    kw: array<vec4<u32>, 4>,
+    // For schedule words 22..=37: the sum of their terms that read no word of the low one.
+    sums: array<vec4<u32>, 4>,
+    // Midstate words 7 and 6, then the masks digest words 7 and 6 must clear.
     check: vec4<u32>,
-    // Nonce of offset 0 (high, low), nonces in this dispatch, invocations per row of workgroups.
+    // Low word of offset 0's nonce, nonces in this dispatch, invocations per row of
+    // workgroups, unused.
     nonce: vec4<u32>,
 }
 
@@ -49,86 +53,73 @@ fn sigma1(x: u32) -> u32 {
     return rotr(x, 17u) ^ rotr(x, 19u) ^ (x >> 10u);
 }
 
-// One round; `kw` is the round constant plus the message word.
-fn round(s: State, kw: u32) -> State {
+// T1 of a round on `s`; `kw` is the round constant plus the message word.
+fn t1(s: State, kw: u32) -> u32 {
     let ch = s.g ^ (s.e & (s.f ^ s.g));
+    return s.h + (rotr(s.e, 6u) ^ rotr(s.e, 11u) ^ rotr(s.e, 25u)) + ch + kw;
+}
+
+fn round(s: State, kw: u32) -> State {
     let maj = (s.a & s.b) | (s.c & (s.a | s.b));
-    let t1 = s.h + (rotr(s.e, 6u) ^ rotr(s.e, 11u) ^ rotr(s.e, 25u)) + ch + kw;
-    let t2 = (rotr(s.a, 2u) ^ rotr(s.a, 13u) ^ rotr(s.a, 22u)) + maj;
-    return State(t1 + t2, s.a, s.b, s.c, s.d + t1, s.e, s.f, s.g);
+    let temp1 = t1(s, kw);
+    let temp2 = (rotr(s.a, 2u) ^ rotr(s.a, 13u) ^ rotr(s.a, 22u)) + maj;
+    return State(temp1 + temp2, s.a, s.b, s.c, s.d + temp1, s.e, s.f, s.g);
 }
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    let offset = id.y * params.nonce.w + id.x;
-    if (offset >= params.nonce.z) {
+    let offset = id.y * params.nonce.z + id.x;
+    if (offset >= params.nonce.y) {
         return;
     }
-    // 64-bit nonce = base + offset, with the carry into the high word.
-    let w7 = params.nonce.y + offset;
-    let w6 = params.nonce.x + select(0u, 1u, w7 < offset);
-
+    let w7 = params.nonce.x + offset;
     let p = params.state;
-    var s = State(p[0].x, p[0].y, p[0].z, p[0].w, p[1].x, p[1].y, p[1].z, p[1].w);
-    s = round(s, 0x923f82a4u + w6);
-    s = round(s, 0xab1c5ed5u + w7);
-    for (var i = 0u; i < 3u; i++) {
-        let wk = params.wk[i];
-        s = round(s, wk.x);
-        s = round(s, wk.y);
-        s = round(s, wk.z);
-        s = round(s, wk.w);
-    }
-
-    let w4 = params.w4.x;
-    let w5 = params.w4.y;
-    let w8 = 0x80000000u;
-    let w9 = 0u;
-    let w10 = 0u;
-    let w11 = 0u;
-    let w12 = 0u;
-    let w13 = 0u;
-    let w14 = 0u;
-    let w15 = 768u;
-    let w16 = params.w16.x;
-    let w17 = params.w16.y;
-    let w18 = params.w16.z;
-    let w19 = params.w16.w;
-    let w20 = sigma1(w18) + w13 + sigma0(w5) + w4;
-    s = round(s, 0x2de92c6fu + w20);
-    let w21 = sigma1(w19) + w14 + sigma0(w6) + w5;
-    s = round(s, 0x4a7484aau + w21);
-    let w22 = sigma1(w20) + w15 + sigma0(w7) + w6;
+    var s = State(p[0].x + w7, p[0].y, p[0].z, p[0].w, p[1].x + w7, p[1].y, p[1].z, p[1].w);
+    s = round(s, params.kw[0].x);
+    s = round(s, params.kw[0].y);
+    s = round(s, params.kw[0].z);
+    s = round(s, params.kw[0].w);
+    s = round(s, params.kw[1].x);
+    s = round(s, params.kw[1].y);
+    s = round(s, params.kw[1].z);
+    s = round(s, params.kw[1].w);
+    s = round(s, params.kw[2].x);
+    s = round(s, params.kw[2].y);
+    s = round(s, params.kw[2].z);
+    s = round(s, params.kw[2].w);
+    s = round(s, params.kw[3].x);
+    s = round(s, params.kw[3].y);
+    let w22 = params.sums[0].x + sigma0(w7);
     s = round(s, 0x5cb0a9dcu + w22);
-    let w23 = sigma1(w21) + w16 + sigma0(w8) + w7;
+    let w23 = params.sums[0].y + w7;
     s = round(s, 0x76f988dau + w23);
-    let w24 = sigma1(w22) + w17 + sigma0(w9) + w8;
+    let w24 = params.sums[0].z + sigma1(w22);
     s = round(s, 0x983e5152u + w24);
-    let w25 = sigma1(w23) + w18 + sigma0(w10) + w9;
+    let w25 = params.sums[0].w + sigma1(w23);
     s = round(s, 0xa831c66du + w25);
-    let w26 = sigma1(w24) + w19 + sigma0(w11) + w10;
+    let w26 = params.sums[1].x + sigma1(w24);
     s = round(s, 0xb00327c8u + w26);
-    let w27 = sigma1(w25) + w20 + sigma0(w12) + w11;
+    let w27 = params.sums[1].y + sigma1(w25);
     s = round(s, 0xbf597fc7u + w27);
-    let w28 = sigma1(w26) + w21 + sigma0(w13) + w12;
+    let w28 = params.sums[1].z + sigma1(w26);
     s = round(s, 0xc6e00bf3u + w28);
-    let w29 = sigma1(w27) + w22 + sigma0(w14) + w13;
+    let w29 = params.sums[1].w + sigma1(w27) + w22;
     s = round(s, 0xd5a79147u + w29);
-    let w30 = sigma1(w28) + w23 + sigma0(w15) + w14;
+    let w30 = params.sums[2].x + sigma1(w28) + w23;
     s = round(s, 0x06ca6351u + w30);
-    let w31 = sigma1(w29) + w24 + sigma0(w16) + w15;
+    let w31 = params.sums[2].y + sigma1(w29) + w24;
     s = round(s, 0x14292967u + w31);
-    let w32 = sigma1(w30) + w25 + sigma0(w17) + w16;
+    let w32 = params.sums[2].z + sigma1(w30) + w25;
     s = round(s, 0x27b70a85u + w32);
-    let w33 = sigma1(w31) + w26 + sigma0(w18) + w17;
+    let w33 = params.sums[2].w + sigma1(w31) + w26;
     s = round(s, 0x2e1b2138u + w33);
-    let w34 = sigma1(w32) + w27 + sigma0(w19) + w18;
+    let w34 = params.sums[3].x + sigma1(w32) + w27;
     s = round(s, 0x4d2c6dfcu + w34);
-    let w35 = sigma1(w33) + w28 + sigma0(w20) + w19;
+    let w35 = params.sums[3].y + sigma1(w33) + w28;
     s = round(s, 0x53380d13u + w35);
-    let w36 = sigma1(w34) + w29 + sigma0(w21) + w20;
+    let w36 = params.sums[3].z + sigma1(w34) + w29;
     s = round(s, 0x650a7354u + w36);
-    let w37 = sigma1(w35) + w30 + sigma0(w22) + w21;
+    let w37 = params.sums[3].w + sigma1(w35) + w30 + sigma0(w22);
     s = round(s, 0x766a0abbu + w37);
     let w38 = sigma1(w36) + w31 + sigma0(w23) + w22;
     s = round(s, 0x81c2c92eu + w38);
@@ -175,17 +166,17 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let w59 = sigma1(w57) + w52 + sigma0(w44) + w43;
     s = round(s, 0x8cc70208u + w59);
     let w60 = sigma1(w58) + w53 + sigma0(w45) + w44;
-    s = round(s, 0x90befffau + w60);
-    let w61 = sigma1(w59) + w54 + sigma0(w46) + w45;
-    s = round(s, 0xa4506cebu + w61);
-    let w62 = sigma1(w60) + w55 + sigma0(w47) + w46;
-    s = round(s, 0xbef9a3f7u + w62);
-    let w63 = sigma1(w61) + w56 + sigma0(w48) + w47;
-    s = round(s, 0xc67178f2u + w63);
+    let e60 = s.d + t1(s, 0x90befffau + w60);
 
-    let h0 = s.a + params.check.x;
-    let h1 = s.b + params.check.y;
-    if ((h0 & params.check.z) == 0u && (h1 & params.check.w) == 0u) {
+    let h7 = e60 + params.check.x;
+    if ((h7 & params.check.z) != 0u) {
+        return;
+    }
+    // A candidate (one nonce in 2^min(difficulty, 32)): the digest's word 6 is E after round 61.
+    let w61 = sigma1(w59) + w54 + sigma0(w46) + w45;
+    let e61 = s.c + s.g + (rotr(e60, 6u) ^ rotr(e60, 11u) ^ rotr(e60, 25u)) + (s.f ^ (e60 & (s.e ^ s.f))) + 0xa4506cebu + w61;
+    let h6 = e61 + params.check.y;
+    if ((h6 & params.check.w) == 0u) {
         atomicMin(&found, offset);
     }
 }

@@ -15,7 +15,7 @@ use fake::*;
 use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::header::HEADER_VERSION;
 use mvbc_protocol::net::{Cancel, read_frame};
-use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES, Status};
+use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES, Status, VERSION};
 use mvbc_protocol::{
     Address, Amount, Block, BlockHeader, Hash256, KeyPair, Payment, Reward, Transaction,
     genesis_block, unix_now,
@@ -24,12 +24,12 @@ use procs::*;
 use tempfile::tempdir;
 
 /// Every kind of bad datagram, each with the reason the node's log must give for it.
-fn bad_datagrams() -> Vec<(Vec<u8>, &'static str)> {
+fn bad_datagrams() -> Vec<(Vec<u8>, String)> {
     let mut rng = Lcg(0x5eed);
     let mut out = Vec::new();
     for _ in 0..40 {
         let len = (rng.next() % 300) as usize;
-        out.push((rng.bytes(len), "dropped"));
+        out.push((rng.bytes(len), "dropped".to_owned()));
     }
     let key = KeyPair::generate(1024).unwrap();
     let payment = Datagram::Payment(Payment::new_signed(
@@ -40,21 +40,25 @@ fn bad_datagrams() -> Vec<(Vec<u8>, &'static str)> {
     ))
     .encode();
     let mut wrong_version = payment.clone();
-    wrong_version[4] = 2;
+    wrong_version[4] = VERSION + 1;
     let mut oversized = payment.clone();
     oversized.resize(MAX_DATAGRAM_BYTES + 1, 0);
     // A payment whose public key declares a 2^40-byte length: refused before allocating.
-    let mut huge = b"MVBC\x01\x00".to_vec();
+    let mut huge = b"MVBC".to_vec();
+    huge.extend_from_slice(&[VERSION, 0]);
     huge.extend_from_slice(&[0; 64]);
     huge.extend_from_slice(&[1, 1]);
     huge.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
     out.extend([
-        (b"XXXX\x01\x02".to_vec(), "bad magic"),
-        (wrong_version, "protocol version 2"),
-        (oversized, "exceeds the cap"),
-        (payment[..payment.len() / 2].to_vec(), "malformed encoding"),
-        (huge, "malformed encoding"),
-        (Vec::new(), "bad magic"),
+        (b"XXXX\x01\x02".to_vec(), "bad magic".to_owned()),
+        (wrong_version, format!("protocol version {}", VERSION + 1)),
+        (oversized, "exceeds the cap".to_owned()),
+        (
+            payment[..payment.len() / 2].to_vec(),
+            "malformed encoding".to_owned(),
+        ),
+        (huge, "malformed encoding".to_owned()),
+        (Vec::new(), "bad magic".to_owned()),
     ]);
     out
 }

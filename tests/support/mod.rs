@@ -61,7 +61,7 @@ pub fn every_device(test: &str) -> Option<MultiEngine> {
 
 pub fn work(seed: u8, difficulty: u32) -> WorkUnit {
     WorkUnit::new(&BlockHeader {
-        version: 1,
+        version: mvbc_protocol::header::HEADER_VERSION,
         prev_hash: Hash256([seed; 32]),
         merkle_root: Hash256([seed.wrapping_mul(31).wrapping_add(7); 32]),
         timestamp: 1_800_000_000 + u64::from(seed),

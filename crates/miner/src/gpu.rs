@@ -17,7 +17,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::engine::{
     DeviceKind, EngineError, EngineInfo, MiningEngine, NonceRange, Search, SearchControl,
 };
-use crate::work::{K, WorkUnit, word_mask};
+use crate::work::{HighWord, WorkUnit, tail_masks};
 
 /// The WGSL source of the nonce search.
 pub const SHADER: &str = include_str!("../../../shaders/sha256_search.wgsl");
@@ -211,12 +211,40 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
     state: [u32; 8],
-    wk: [u32; 12],
-    w16: [u32; 4],
-    w4: [u32; 4],
+    kw: [u32; 16],
+    sums: [u32; 16],
     check: [u32; 4],
     nonce: [u32; 4],
 }
+
+impl Params {
+    /// The uniform for `count` nonces from `start`, all of `high`'s high word; `check` is the
+    /// midstate's words 7 and 6 and the masks the digest's words 7 and 6 must clear.
+    fn new(high: &HighWord, check: [u32; 4], start: u64, count: u64, row: u32) -> Params {
+        debug_assert_eq!(start >> 32, u64::from(high.hi));
+        debug_assert!(
+            (start & 0xffff_ffff) + count <= 1 << 32,
+            "crosses a 2^32 boundary"
+        );
+        let [b, c, d, f, g, h] = high.after7;
+        let mut kw = [0; 16];
+        kw[..14].copy_from_slice(&high.kw8_21);
+        let mut sums = [0; 16];
+        sums.copy_from_slice(&high.shared[22..38]);
+        Params {
+            state: [high.a7, b, c, d, high.e7, f, g, h],
+            kw,
+            sums,
+            check,
+            nonce: [start as u32, count as u32, row, 0],
+        }
+    }
+}
+
+// The shader reads the shared terms of schedule words 22..=37 and no others.
+const _: () = assert!(
+    crate::work::has_shared_terms(37) && !crate::work::has_shared_terms(38) && MAX_BATCH <= 1 << 32
+);
 
 /// One ring entry: the uniform, the result the shader writes, and its mappable copy.
 struct Slot {
@@ -318,22 +346,14 @@ impl GpuEngine {
         self.batch
     }
 
-    fn submit(&mut self, base: &Params, start: u64, count: u64) -> InFlight {
+    fn submit(&mut self, high: &HighWord, check: [u32; 4], start: u64, count: u64) -> InFlight {
         let slot = self.next_slot;
         self.next_slot = (slot + 1) % SLOTS;
         let s = &self.slots[slot];
         let groups = count.div_ceil(WORKGROUP) as u32;
         let x = groups.clamp(1, self.gpu.limits.max_compute_workgroups_per_dimension);
         let y = groups.div_ceil(x);
-        let params = Params {
-            nonce: [
-                (start >> 32) as u32,
-                start as u32,
-                count as u32,
-                x * WORKGROUP as u32,
-            ],
-            ..*base
-        };
+        let params = Params::new(high, check, start, count, x * WORKGROUP as u32);
         let queue = &self.gpu.queue;
         queue.write_buffer(&s.params, 0, bytemuck::bytes_of(&params));
         queue.write_buffer(&s.found, 0, &NONE_FOUND.to_le_bytes());
@@ -402,26 +422,23 @@ impl GpuEngine {
     }
 }
 
-/// The padding words the shader writes as constants: 0x80 after the 96 header bytes, zeros,
-/// and the message length in bits.
-const SHADER_PADDING: [u32; 8] = [0x8000_0000, 0, 0, 0, 0, 0, 0, 768];
 const _: () = assert!(crate::work::NONCE_LO_WORD == 7);
 
 impl GpuEngine {
-    /// The lowest nonce in `range` whose first two digest words, as the shader computes them,
-    /// have no bit of `masks[0]` and `masks[1]` set. Mining uses leading-bit masks; tests use
-    /// masks spread over all 64 bits, so that every output bit of the kernel is compared with
-    /// the CPU, not only the leading ones a difficulty looks at.
+    /// The lowest nonce in `range` whose last two digest words (7 and 6), as the shader
+    /// computes them, have no bit of `masks[0]` and `masks[1]` set. Mining uses the masks of a
+    /// difficulty ([`tail_masks`]); tests use masks spread over all 64 bits, so that every
+    /// output bit of the kernel is compared with the CPU, not only the ones a difficulty
+    /// looks at.
     pub fn lowest_clearing(
         &mut self,
         work: &WorkUnit,
         range: NonceRange,
         masks: [u32; 2],
     ) -> Result<Option<u64>, EngineError> {
-        let mut base = base_params(work);
-        base.check[2..].copy_from_slice(&masks);
+        let check = [work.midstate[7], work.midstate[6], masks[0], masks[1]];
         Ok(
-            match self.scan(&base, range, &SearchControl::new(), |_| true)? {
+            match self.scan(work, check, range, &SearchControl::new(), |_| true)? {
                 Search::Found(n) => Some(n),
                 _ => None,
             },
@@ -432,9 +449,13 @@ impl GpuEngine {
     /// lowest candidate, so the first candidate read back is the lowest in the range. A
     /// candidate `accept` refuses (the masks see only two digest words, so for difficulties
     /// above 64 some are not solutions) is skipped and the scan resumes after it.
+    ///
+    /// A dispatch never crosses a 2^32 boundary of the nonce, so its high word is uniform and
+    /// what derives from it is computed here ([`HighWord`]), once per high word.
     fn scan(
         &mut self,
-        base: &Params,
+        work: &WorkUnit,
+        check: [u32; 4],
         range: NonceRange,
         control: &SearchControl,
         accept: impl Fn(u64) -> bool,
@@ -442,10 +463,18 @@ impl GpuEngine {
         let mut queue: VecDeque<InFlight> = VecDeque::new();
         let mut next = range.start;
         let mut last = Instant::now();
+        let mut high: Option<HighWord> = None;
         let outcome = loop {
             while queue.len() < SLOTS && next < range.end && !control.is_stopped() {
-                let count = self.batch.min(range.end - next);
-                queue.push_back(self.submit(base, next, count));
+                let to_boundary = (1 << 32) - (next & 0xffff_ffff);
+                let count = self.batch.min(range.end - next).min(to_boundary);
+                let hi = (next >> 32) as u32;
+                let h = match &mut high {
+                    Some(h) if h.hi == hi => h,
+                    slot => slot.insert(HighWord::new(work, hi)),
+                };
+                let h = *h;
+                queue.push_back(self.submit(&h, check, next, count));
                 next += count;
             }
             let Some(job) = queue.pop_front() else {
@@ -486,32 +515,11 @@ impl GpuEngine {
     }
 }
 
-fn base_params(work: &WorkUnit) -> Params {
-    let w = work.tail;
-    assert_eq!(
-        w[8..],
-        SHADER_PADDING,
-        "the header layout and the shader disagree"
-    );
-    let w16 = work.schedule_before_nonce();
-    let mut wk = [0u32; 12];
-    for (t, slot) in (8..20).zip(&mut wk) {
-        let word = if t < 16 { w[t] } else { w16[t - 16] };
-        *slot = K[t].wrapping_add(word);
-    }
-    Params {
-        state: work.state_before_nonce(),
-        wk,
-        w16,
-        w4: [w[4], w[5], 0, 0],
-        check: [
-            work.midstate[0],
-            work.midstate[1],
-            word_mask(work.difficulty),
-            word_mask(work.difficulty.saturating_sub(32)),
-        ],
-        nonce: [0; 4],
-    }
+/// What the shader's check needs for mining `work`: midstate words 7 and 6 and the masks of
+/// its difficulty.
+fn mining_check(work: &WorkUnit) -> [u32; 4] {
+    let [m7, m6] = tail_masks(work.difficulty);
+    [work.midstate[7], work.midstate[6], m7, m6]
 }
 
 impl MiningEngine for GpuEngine {
@@ -531,7 +539,9 @@ impl MiningEngine for GpuEngine {
         range: NonceRange,
         control: &SearchControl,
     ) -> Result<Search, EngineError> {
-        self.scan(&base_params(work), range, control, |n| work.is_solution(n))
+        self.scan(work, mining_check(work), range, control, |n| {
+            work.is_solution(n)
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! constant, words 6 and 7 are the nonce's high and low halves, words 8..=15 are padding.
 //! Everything an engine precomputes further derives from [`WorkUnit`].
 
-use mvbc_protocol::header::{HEADER_LEN, NONCE_OFFSET};
+use mvbc_protocol::header::{HEADER_LEN, HEADER_VERSION, NONCE_OFFSET};
 use mvbc_protocol::{BlockHeader, Hash256};
 use sha2::block_api::compress256;
 
@@ -140,6 +140,74 @@ impl WorkUnit {
     }
 }
 
+/// What every nonce with one high word shares: everything but the low word (message word 7)
+/// and what derives from it. Round 6 and schedule word 21 read the high word, not the low
+/// one; the low word only adds to round 7's T1, so A and E after round 7 are kept less it
+/// (each nonce adds its own); and each later schedule word has terms that read only shared
+/// words, summed here once. The SIMD kernels build one per batch, the GPU engine one per
+/// dispatch (no dispatch crosses a 2^32 boundary).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HighWord {
+    /// The nonce's high word.
+    pub hi: u32,
+    /// A and E after round 7, less the low word.
+    pub a7: u32,
+    pub e7: u32,
+    /// B, C, D, F, G and H after round 7.
+    pub after7: [u32; 6],
+    /// Word plus round constant for rounds 8..=21, which read no word derived from the low one.
+    pub kw8_21: [u32; 14],
+    /// For schedule word `t` (22..=63): the sum of its terms that read shared words
+    /// ([`has_shared_terms`]; zero for the others).
+    pub shared: [u32; 64],
+}
+
+impl HighWord {
+    /// What the nonces `hi:0 ..= hi:u32::MAX` of `work` share.
+    pub fn new(work: &WorkUnit, hi: u32) -> HighWord {
+        let mut s = work.state_before_nonce();
+        round(&mut s, K[NONCE_HI_WORD], hi);
+        round(&mut s, K[NONCE_LO_WORD], 0);
+        let [a7, b, c, d, e7, f, g, h] = s;
+        let mut x = [0u32; 22];
+        x[..16].copy_from_slice(&work.block_words(u64::from(hi) << 32));
+        for t in 16..22 {
+            x[t] = schedule_word(&x, t);
+        }
+        let mut shared = [0u32; 64];
+        for (t, sum) in shared.iter_mut().enumerate().skip(22) {
+            let mut add = |i: usize, f: fn(u32) -> u32| {
+                if is_shared(i) {
+                    *sum = sum.wrapping_add(f(x[i]));
+                }
+            };
+            add(t - 2, sigma1);
+            add(t - 7, |v| v);
+            add(t - 15, sigma0);
+            add(t - 16, |v| v);
+        }
+        HighWord {
+            hi,
+            a7,
+            e7,
+            after7: [b, c, d, f, g, h],
+            kw8_21: std::array::from_fn(|i| x[i + 8].wrapping_add(K[i + 8])),
+            shared,
+        }
+    }
+}
+
+/// Whether schedule word `i` is the same for every nonce of one high word: words 0..=21 but
+/// the low word (7).
+pub(crate) const fn is_shared(i: usize) -> bool {
+    i <= 21 && i != NONCE_LO_WORD
+}
+
+/// Whether schedule word `t` (22 or more) has a term that reads a shared word.
+pub(crate) const fn has_shared_terms(t: usize) -> bool {
+    is_shared(t - 2) || is_shared(t - 7) || is_shared(t - 15) || is_shared(t - 16)
+}
+
 /// Message schedule word `t` (16 or more) from the words before it in `x`.
 pub(crate) fn schedule_word(x: &[u32], t: usize) -> u32 {
     sigma1(x[t - 2])
@@ -169,9 +237,8 @@ pub(crate) fn round(s: &mut [u32; 8], k: u32, w: u32) {
     *s = [t1.wrapping_add(t2), a, b, c, d.wrapping_add(t1), e, f, g];
 }
 
-/// The bits of a digest word that `difficulty` leading zero bits require to be zero: the first
-/// word's mask is `word_mask(d)`, the second's `word_mask(d.saturating_sub(32))`.
-pub fn word_mask(difficulty: u32) -> u32 {
+/// The bits of a byte-swapped digest word that `difficulty` zero bits require to be zero.
+fn swapped_mask(difficulty: u32) -> u32 {
     match difficulty {
         0 => 0,
         d if d >= 32 => u32::MAX,
@@ -179,10 +246,20 @@ pub fn word_mask(difficulty: u32) -> u32 {
     }
 }
 
+/// The bits of the digest's last two words, 7 and 6 as SHA-256's big-endian state words, that
+/// `difficulty` requires to be zero. A hash is shown byte-reversed and its zeros counted from
+/// the front, so the first 32 come from word 7 read byte-swapped, the next from word 6.
+pub fn tail_masks(difficulty: u32) -> [u32; 2] {
+    [
+        swapped_mask(difficulty).swap_bytes(),
+        swapped_mask(difficulty.saturating_sub(32)).swap_bytes(),
+    ]
+}
+
 /// A header no chain holds, for work that must not be mistaken for a real block.
 pub fn synthetic_header(difficulty: u32) -> BlockHeader {
     BlockHeader {
-        version: 1,
+        version: HEADER_VERSION,
         prev_hash: Hash256([0xbe; 32]),
         merkle_root: Hash256([0xef; 32]),
         timestamp: 1_795_478_400,
@@ -192,11 +269,12 @@ pub fn synthetic_header(difficulty: u32) -> BlockHeader {
     }
 }
 
-/// Whether a digest, as big-endian words, has at least `difficulty` leading zero bits.
+/// Whether a digest, as big-endian words, starts with at least `difficulty` zero bits when it
+/// is shown byte-reversed (`Hash256::leading_zero_bits`).
 pub fn meets_difficulty(digest: &[u32; 8], difficulty: u32) -> bool {
     let mut zeros = 0;
-    for &w in digest {
-        zeros += w.leading_zeros();
+    for &w in digest.iter().rev() {
+        zeros += w.swap_bytes().leading_zeros();
         if w != 0 {
             break;
         }
@@ -253,18 +331,23 @@ mod tests {
 
     #[test]
     fn masks() {
-        assert_eq!(word_mask(0), 0);
-        assert_eq!(word_mask(1), 0x8000_0000);
-        assert_eq!(word_mask(31), 0xffff_fffe);
-        assert_eq!(word_mask(32), u32::MAX);
-        assert_eq!(word_mask(200), u32::MAX);
+        // Word 7's last byte is shown first: its top bit is the first zero a difficulty needs.
+        assert_eq!(tail_masks(0), [0, 0]);
+        assert_eq!(tail_masks(1), [0x0000_0080, 0]);
+        assert_eq!(tail_masks(9), [0x0000_80ff, 0]);
+        assert_eq!(tail_masks(31), [0xfeff_ffff, 0]);
+        assert_eq!(tail_masks(32), [u32::MAX, 0]);
+        assert_eq!(tail_masks(33), [u32::MAX, 0x0000_0080]);
+        assert_eq!(tail_masks(200), [u32::MAX, u32::MAX]);
     }
 
     #[test]
     fn zero_digest_meets_every_difficulty() {
         assert!(meets_difficulty(&[0; 8], 256));
         assert!(!meets_difficulty(&[0; 8], 257));
-        assert!(meets_difficulty(&[0, 1, 0, 0, 0, 0, 0, 0], 63));
-        assert!(!meets_difficulty(&[0, 1, 0, 0, 0, 0, 0, 0], 64));
+        assert!(meets_difficulty(&[0, 0, 0, 0, 0, 0, 0x0100_0000, 0], 63));
+        assert!(!meets_difficulty(&[0, 0, 0, 0, 0, 0, 0x0100_0000, 0], 64));
+        assert!(meets_difficulty(&[0, 0, 0, 0, 0, 0, 0, 0x0000_8000], 8));
+        assert!(!meets_difficulty(&[0, 0, 0, 0, 0, 0, 0, 0x0000_8000], 9));
     }
 }

@@ -1,4 +1,9 @@
 //! SHA-256 digests and the proof-of-work comparison on them.
+//!
+//! A digest is kept as SHA-256 produced it, but shown, parsed and judged byte-reversed, as
+//! Bitcoin shows its block hashes: the zeros a block needs are at the end of the digest, in its
+//! last word, which SHA-256 fixes three rounds before the end, so miners skip those rounds
+//! (`docs/adr/0004-proof-of-work-at-the-digest-end.md`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,10 +19,11 @@ impl Hash256 {
     /// The all-zero hash: the genesis block's parent.
     pub const ZERO: Hash256 = Hash256([0; 32]);
 
-    /// Number of leading zero bits, counting from the most significant bit of byte 0.
+    /// Number of leading zero bits of the hash as it is shown: from the most significant bit of
+    /// the digest's last byte (byte 31) towards its first.
     pub fn leading_zero_bits(&self) -> u32 {
         let mut bits = 0;
-        for byte in self.0 {
+        for &byte in self.0.iter().rev() {
             if byte == 0 {
                 bits += 8;
             } else {
@@ -49,7 +55,9 @@ pub fn sha256_concat(parts: &[&[u8]]) -> Hash256 {
 
 impl fmt::Display for Hash256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        let mut shown = self.0;
+        shown.reverse();
+        f.write_str(&hex::encode(shown))
     }
 }
 
@@ -79,6 +87,7 @@ impl FromStr for Hash256 {
         }
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).map_err(|_| ParseHashError::NotHex(s.to_owned()))?;
+        out.reverse();
         Ok(Hash256(out))
     }
 }
@@ -89,18 +98,26 @@ mod tests {
 
     #[test]
     fn leading_zero_bits_of_hand_made_digests() {
+        // Counted from the last byte, as the hash is shown.
         let mut h = [0xffu8; 32];
         assert_eq!(Hash256(h).leading_zero_bits(), 0);
-        h[0] = 0x7f;
-        assert_eq!(Hash256(h).leading_zero_bits(), 1);
-        h[0] = 0x01;
-        assert_eq!(Hash256(h).leading_zero_bits(), 7);
         h[0] = 0x00;
-        h[1] = 0x80;
+        assert_eq!(
+            Hash256(h).leading_zero_bits(),
+            0,
+            "the first byte is shown last"
+        );
+        h[31] = 0x7f;
+        assert_eq!(Hash256(h).leading_zero_bits(), 1);
+        h[31] = 0x01;
+        assert_eq!(Hash256(h).leading_zero_bits(), 7);
+        h[31] = 0x00;
+        h[30] = 0x80;
         assert_eq!(Hash256(h).leading_zero_bits(), 8);
-        h[1] = 0x00;
-        h[2] = 0x0f;
+        h[30] = 0x00;
+        h[29] = 0x0f;
         assert_eq!(Hash256(h).leading_zero_bits(), 20);
+        assert!(Hash256(h).to_string().starts_with("00000f"));
         assert_eq!(Hash256::ZERO.leading_zero_bits(), 256);
         assert!(Hash256(h).meets_difficulty(20));
         assert!(!Hash256(h).meets_difficulty(21));
@@ -108,27 +125,28 @@ mod tests {
 
     #[test]
     fn leading_zero_bits_of_real_digests() {
-        // Digests computed independently (Python's hashlib); the counts read off the hex by hand:
-        // 0x05 = 0000_0101, 0x0007 f4 = 13 zero bits, 0x0000 4f = 17 zero bits.
+        // Digests computed independently (Python's hashlib, `digest()[::-1].hex()`): SHA-256
+        // of "abc" is ba7816bf...f20015ad, shown byte-reversed. The counts read off the hex by
+        // hand: 0x07 = 0000_0111, 0x0006 e1 = 13 zero bits, 0x0000 57 = 17 zero bits.
         let cases = [
             (
                 "abc",
-                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                "ad1500f261ff10b49c7a1796a36103b02322ae5dde404141eacf018fbf1678ba",
                 0,
             ),
             (
-                "mvbc-12",
-                "052cb234f2998b933d5c99ea124f0a03e8f4dfe4c11971869a703e3686bb6ac6",
+                "mvbc-59",
+                "07dbe07503382302ad0b3cbf3f4d11879b2f8bcc29e1b4699a48166a36e18da6",
                 5,
             ),
             (
-                "mvbc-31399",
-                "0007f49d4f6fa96dd6a158b945cb6b5842b7a422f1fb9d379198255a48b4b8f4",
+                "mvbc-7757",
+                "0006e18ef7673e9fe9f4e1f4330c86d95123145861f89dfa4d7c042e743eba6e",
                 13,
             ),
             (
-                "mvbc-219018",
-                "00004f9655b3c216426596ca6ce7db01e8e41c5d38a5e31bdf1104b0a0580c0e",
+                "mvbc-222896",
+                "000057c01d8dcb12cbe4a3c0a2a763d214ed468db00b6a6584993f3736bff06f",
                 17,
             ),
         ];
@@ -149,8 +167,9 @@ mod tests {
         let s = h.to_string();
         assert_eq!(
             s,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            "ad1500f261ff10b49c7a1796a36103b02322ae5dde404141eacf018fbf1678ba"
         );
+        assert_eq!(h.0[0], 0xba, "kept as SHA-256 wrote it");
         assert_eq!(s.parse::<Hash256>().unwrap(), h);
         assert_eq!(s.to_uppercase().parse::<Hash256>().unwrap(), h);
         assert_eq!("ab".parse::<Hash256>(), Err(ParseHashError::Length(2)));

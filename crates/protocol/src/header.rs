@@ -7,7 +7,7 @@
 //!     36    32  merkle_root   raw bytes
 //!     68     8  timestamp     u64 big-endian, seconds since the Unix epoch
 //!     76     8  height        u64 big-endian
-//!     84     4  difficulty    u32 big-endian, required leading zero bits
+//!     84     4  difficulty    u32 big-endian, zero bits the hash must start with
 //!     88     8  nonce         u64 big-endian
 //! ```
 //!
@@ -24,8 +24,9 @@ use crate::hash::{Hash256, sha256};
 pub const HEADER_LEN: usize = 96;
 /// Byte offset of the nonce in the encoded header.
 pub const NONCE_OFFSET: usize = 88;
-/// The header version this code writes and accepts.
-pub const HEADER_VERSION: u32 = 1;
+/// The header version this code writes and accepts. Version 2 counts the proof of work's zero
+/// bits from the digest's end (version 1, before 2026-11-25, counted from its start).
+pub const HEADER_VERSION: u32 = 2;
 
 // The layout promises, checked when the crate compiles: 96 bytes + 0x80 + an 8-byte length fit
 // two SHA-256 blocks; the nonce is the last field, in the second block, on a word boundary.
@@ -95,7 +96,7 @@ impl BlockHeader {
         sha256(&self.to_bytes())
     }
 
-    /// Whether the hash has at least `difficulty` leading zero bits.
+    /// Whether the hash, as shown (byte-reversed), starts with at least `difficulty` zero bits.
     pub fn meets_own_difficulty(&self) -> bool {
         self.hash().meets_difficulty(self.difficulty)
     }

@@ -20,8 +20,11 @@ use crate::chain::{AddBlockError, Chain};
 use crate::hash::Hash256;
 use crate::rules::ConsensusParams;
 
-/// The first bytes of every store file.
-pub const STORE_MAGIC: &[u8; 8] = b"MVBCBLK1";
+/// The first bytes of every store file. The digit is the rules generation: a store of another
+/// generation holds blocks these rules refuse, and is left as it is.
+pub const STORE_MAGIC: &[u8; 8] = b"MVBCBLK2";
+/// The magic of stores written under header version 1 (proof of work at the digest's start).
+const OLDER_STORE_MAGIC: &[u8; 8] = b"MVBCBLK1";
 const RECORD_HEADER_LEN: usize = 8;
 
 /// What went wrong with the store.
@@ -33,6 +36,12 @@ pub enum StoreError {
     /// The file is not a block store.
     #[error("{0} is not an mvbc block store (bad magic)")]
     NotAStore(PathBuf),
+    /// The file holds a chain under an older mvbc's rules, which these rules refuse.
+    #[error(
+        "{0} holds a chain of an older mvbc (proof of work counted from the digest's first byte); \
+         it was left as it is: move it away, or use another data directory, to start a new chain"
+    )]
+    OlderRules(PathBuf),
     /// An I/O error, with the file.
     #[error("{path}: {source}")]
     Io {
@@ -216,6 +225,9 @@ fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Sca
         return Ok((Vec::new(), 0, reason));
     }
     reader.read_exact(&mut magic).map_err(io_err)?;
+    if &magic == OLDER_STORE_MAGIC {
+        return Err(StoreError::OlderRules(path.to_owned()));
+    }
     if &magic != STORE_MAGIC {
         return Err(StoreError::NotAStore(path.to_owned()));
     }

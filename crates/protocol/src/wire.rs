@@ -21,7 +21,7 @@ use crate::tx::{MAX_TX_BYTES, Payment};
 /// The first bytes of every message.
 pub const MAGIC: [u8; 4] = *b"MVBC";
 /// The protocol version this build speaks; messages of any other version are dropped.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const PREFIX_LEN: usize = MAGIC.len() + 1;
 
 /// Cap on one UDP datagram: a payment with the largest key fits, with room to spare.

@@ -97,9 +97,9 @@ fn each_broken_rule_is_refused_with_its_reason() {
     type Case = (&'static str, Block, fn(&BlockError) -> bool);
     let mut cases: Vec<Case> = Vec::new();
     let mut b = good.clone();
-    b.header.version = 2;
+    b.header.version = 1;
     cases.push(("version", reseal(b), |e| {
-        matches!(e, BlockError::Version(2))
+        matches!(e, BlockError::Version(1))
     }));
     let mut b = good.clone();
     b.header.height += 1;

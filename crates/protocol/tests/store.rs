@@ -113,6 +113,17 @@ fn a_torn_store_header_and_a_foreign_file() {
         b"#!/bin/sh\necho hi\n",
         "left untouched"
     );
+    // A chain written under header version 1 is named as such and kept.
+    let older = dir.path().join("older.dat");
+    let mut bytes = b"MVBCBLK1".to_vec();
+    bytes.extend_from_slice(&[7; 100]);
+    std::fs::write(&older, &bytes).unwrap();
+    let Err(err) = BlockStore::open(&older) else {
+        panic!("a version-1 store was opened");
+    };
+    assert!(matches!(err, StoreError::OlderRules(_)), "{err}");
+    assert!(err.to_string().contains("older mvbc"), "{err}");
+    assert_eq!(std::fs::read(&older).unwrap(), bytes, "left untouched");
 }
 
 #[test]

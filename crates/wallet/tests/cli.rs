@@ -92,7 +92,7 @@ fn chain_paying(dir: &Path, key: &mvbc_protocol::KeyPair) {
     });
     let parent = genesis_block().header;
     let mut header = BlockHeader {
-        version: 1,
+        version: mvbc_protocol::header::HEADER_VERSION,
         prev_hash: parent.hash(),
         merkle_root: merkle_root(&[reward.id()]),
         timestamp: parent.timestamp + 1,

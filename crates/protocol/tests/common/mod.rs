@@ -55,7 +55,7 @@ pub fn solve(header: &mut BlockHeader) {
 pub fn mine_on(parent: &BlockHeader, txs: Vec<Transaction>, salt: u64) -> Block {
     let ids: Vec<_> = txs.iter().map(Transaction::id).collect();
     let mut header = BlockHeader {
-        version: 1,
+        version: mvbc_protocol::header::HEADER_VERSION,
         prev_hash: parent.hash(),
         merkle_root: merkle_root(&ids),
         timestamp: parent.timestamp + 1 + salt,
