@@ -66,13 +66,29 @@ fn round(s: State, kw: u32) -> State {
     return State(temp1 + temp2, s.a, s.b, s.c, s.d + temp1, s.e, s.f, s.g);
 }
 
-@compute @workgroup_size(256)
+// Invocations per workgroup and nonces per invocation: the engine measures which values are
+// fastest on each adapter and sets them when it builds the pipeline (crates/miner/src/gpu.rs).
+override WORKGROUP: u32 = 256u;
+override PER_INVOCATION: u32 = 1u;
+
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    let offset = id.y * params.nonce.z + id.x;
-    if (offset >= params.nonce.y) {
-        return;
+    let first = (id.y * params.nonce.z + id.x) * PER_INVOCATION;
+    for (var i = 0u; i < PER_INVOCATION; i++) {
+        let offset = first + i;
+        if (offset >= params.nonce.y) {
+            return;
+        }
+        // The first passing nonce of an invocation is its lowest.
+        if (passes(params.nonce.x + offset)) {
+            atomicMin(&found, offset);
+            return;
+        }
     }
-    let w7 = params.nonce.x + offset;
+}
+
+// Whether the nonce whose low word is `w7` passes the masks.
+fn passes(w7: u32) -> bool {
     let p = params.state;
     var s = State(p[0].x + w7, p[0].y, p[0].z, p[0].w, p[1].x + w7, p[1].y, p[1].z, p[1].w);
     s = round(s, params.kw[0].x);
@@ -170,13 +186,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 
     let h7 = e60 + params.check.x;
     if ((h7 & params.check.z) != 0u) {
-        return;
+        return false;
     }
     // A candidate (one nonce in 2^min(difficulty, 32)): the digest's word 6 is E after round 61.
     let w61 = sigma1(w59) + w54 + sigma0(w46) + w45;
     let e61 = s.c + s.g + (rotr(e60, 6u) ^ rotr(e60, 11u) ^ rotr(e60, 25u)) + (s.f ^ (e60 & (s.e ^ s.f))) + 0xa4506cebu + w61;
     let h6 = e61 + params.check.y;
-    if ((h6 & params.check.w) == 0u) {
-        atomicMin(&found, offset);
-    }
+    return (h6 & params.check.w) == 0u;
 }

@@ -3,6 +3,8 @@
 mod support;
 
 use mvbc_miner::engine::refused_solutions;
+use mvbc_miner::gpu::Tuning;
+use mvbc_miner::tune::{self, TuneCache};
 use mvbc_miner::{
     CpuEngine, MiningEngine, NonceRange, Search, SearchControl, WorkUnit, search_verified,
 };
@@ -30,7 +32,7 @@ fn ranges() -> [NonceRange; 4] {
     const LEN: u64 = 3 << 15;
     [
         NonceRange::new(0, LEN),
-        // The low word wraps and the high word carries in the middle of a dispatch.
+        // The low word wraps and the high word carries: a dispatch ends at the boundary.
         NonceRange::new((1 << 32) - LEN / 2, (1 << 32) + LEN / 2),
         NonceRange::new(0x7a3c_91d2_e5f0_1234, 0x7a3c_91d2_e5f0_1234 + LEN),
         NonceRange::new(u64::MAX - LEN, u64::MAX),
@@ -113,8 +115,20 @@ fn every_output_bit_of_the_shader_matches_the_cpu() {
         return;
     };
     let w = work(77, 0);
-    let range = NonceRange::new((5 << 32) - 5000, (5 << 32) + 15_000);
-    for masks in spread_masks() {
+    let range = NonceRange::new((5 << 32) - 5001, (5 << 32) + 15_003);
+    // The default, and the far corner of what tuning may pick: small workgroups, several
+    // nonces an invocation (the range's end falls inside one), no runtime checks.
+    let corner = Tuning {
+        workgroup: 64,
+        per_invocation: 8,
+        dispatch_ms: 10,
+        unchecked: true,
+    };
+    let cases = spread_masks()
+        .into_iter()
+        .flat_map(|m| [(Tuning::DEFAULT, m), (corner, m)]);
+    for (tuning, masks) in cases {
+        gpu.retune(tuning).unwrap();
         let clears = |n: u64| {
             let h = w.hash_words(n);
             h[7] & masks[0] == 0 && h[6] & masks[1] == 0
@@ -134,7 +148,7 @@ fn every_output_bit_of_the_shader_matches_the_cpu() {
             "{masks:x?} leaves {} nonces",
             expected.len()
         );
-        assert_eq!(on_gpu, expected, "masks {masks:x?}");
+        assert_eq!(on_gpu, expected, "masks {masks:x?}, {tuning}");
     }
 }
 
@@ -165,4 +179,40 @@ fn gpu_reports_its_adapter() {
         info.adapter
     );
     assert!(info.adapter.len() > 3, "{}", info.adapter);
+}
+
+#[test]
+fn a_corrupt_tuning_cache_is_ignored_and_rewritten() {
+    let Some(gpu) = gpu_engine("a_corrupt_tuning_cache_is_ignored_and_rewritten") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = TuneCache::in_dir(dir.path(), false);
+    let path = dir.path().join(tune::CACHE_FILE);
+    std::fs::write(&path, b"{\"adapters\": {\"x\": [1, 2").unwrap();
+
+    let (mut gpu, line) = tune::tune_engine(gpu, &cache).unwrap();
+    assert!(line.contains("ignored") && line.contains("saved"), "{line}");
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let adapters = written["adapters"].as_object().unwrap();
+    assert_eq!(adapters.len(), 1, "{written}");
+    let (_, entry) = adapters.iter().next().unwrap();
+    let tuning: Tuning = serde_json::from_value(entry["tuning"].clone()).unwrap();
+    assert!(tuning.is_valid(), "{tuning:?}");
+    assert_eq!(gpu.tuning(), tuning, "the engine runs what was saved");
+    assert!(tune::verifies(&mut gpu).unwrap());
+
+    // The next start reads it back; values out of range are ignored like corruption.
+    let (gpu, line) = tune::tune_engine(gpu, &cache).unwrap();
+    assert!(line.contains("cached"), "{line}");
+    assert_eq!(gpu.tuning(), tuning);
+    let bad = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("\"workgroup\": {}", tuning.workgroup),
+        "\"workgroup\": 4096",
+    );
+    std::fs::write(&path, bad).unwrap();
+    let (gpu, line) = tune::tune_engine(gpu, &cache).unwrap();
+    assert!(!line.contains("cached") && line.contains("saved"), "{line}");
+    assert!(gpu.tuning().is_valid());
 }

@@ -82,6 +82,35 @@ pub fn measure(
 ) -> Result<BenchReport, EngineError> {
     let verified = solves_a_block(engine)?;
     let info = engine.info();
+    let (hashes, elapsed) = count_hashes(engine, warm_up, seconds, &mut progress)?;
+    let seconds = elapsed.as_secs_f64();
+    Ok(BenchReport {
+        device: info.device,
+        adapter: info.adapter,
+        backend: info.backend,
+        threads: info.threads,
+        hashes,
+        seconds,
+        hashes_per_second: hashes as f64 / seconds,
+        verified,
+        kernels: (info.device == DeviceKind::Cpu).then(|| {
+            crate::cpu::Kernel::measured()
+                .iter()
+                .map(|(k, rate)| (k.key().to_string(), *rate))
+                .collect()
+        }),
+        devices: None,
+    })
+}
+
+/// Nonces `engine` tries in `seconds` after `warm_up` on a work unit no nonce solves, and the
+/// measured time; `progress` sees the window's hashes and time every quarter second.
+pub fn count_hashes(
+    engine: &mut dyn MiningEngine,
+    warm_up: Duration,
+    seconds: Duration,
+    mut progress: impl FnMut(u64, Duration),
+) -> Result<(u64, Duration), EngineError> {
     let work = WorkUnit::new(&synthetic_header(UNREACHABLE_DIFFICULTY));
     let control = SearchControl::new();
     let (hashes, elapsed, outcome) = thread::scope(|s| {
@@ -105,24 +134,7 @@ pub fn measure(
         Search::Aborted => {}
         other => return Err(EngineError::EndedEarly(other)),
     }
-    let seconds = elapsed.as_secs_f64();
-    Ok(BenchReport {
-        device: info.device,
-        adapter: info.adapter,
-        backend: info.backend,
-        threads: info.threads,
-        hashes,
-        seconds,
-        hashes_per_second: hashes as f64 / seconds,
-        verified,
-        kernels: (info.device == DeviceKind::Cpu).then(|| {
-            crate::cpu::Kernel::measured()
-                .iter()
-                .map(|(k, rate)| (k.key().to_string(), *rate))
-                .collect()
-        }),
-        devices: None,
-    })
+    Ok((hashes, elapsed))
 }
 
 /// A hash rate with an SI prefix: "94.1 MH/s".

@@ -4,7 +4,7 @@
 //! Acquiring a device ([`GpuDevice::acquire`]) is separate from running the kernel
 //! ([`GpuEngine::new`]) so tests and the benchmark can share one device. Dispatches go through
 //! a ring of [`SLOTS`] buffer sets, so the GPU runs the next dispatch while the host reads the
-//! last one back. The dispatch size adapts so that each takes about [`TARGET_DISPATCH`]:
+//! last one back. The dispatch size adapts so that each takes about the time [`Tuning`] sets:
 //! an abort waits for at most the dispatches in flight.
 
 use std::collections::VecDeque;
@@ -24,12 +24,9 @@ pub const SHADER: &str = include_str!("../../../shaders/sha256_search.wgsl");
 
 /// Buffer sets in the ring: one being read back while the other runs.
 pub const SLOTS: usize = 2;
-/// Wall time each dispatch should take. Two in flight keep an abort well under 100 ms.
-pub const TARGET_DISPATCH: Duration = Duration::from_millis(25);
-/// Invocations per workgroup; must match `@workgroup_size` in the shader.
-const WORKGROUP: u64 = 256;
-/// Smallest and largest dispatch, in nonces. The shader's offsets are `u32`.
-const MIN_BATCH: u64 = WORKGROUP * 16;
+/// Longest wall time a dispatch may be tuned to take: two in flight keep an abort under 100 ms.
+pub const MAX_DISPATCH_MS: u32 = 40;
+/// Largest dispatch, in nonces. The shader's offsets are `u32`.
 const MAX_BATCH: u64 = 1 << 31;
 /// First dispatch size: about 16 ms on a CPU rasteriser (lavapipe), well under 1 ms on a GPU.
 const FIRST_BATCH: u64 = 1 << 16;
@@ -263,33 +260,154 @@ struct InFlight {
     mapped: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
 }
 
+/// How the engine runs the shader on one adapter: what [`crate::tune`] measures and caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tuning {
+    /// Invocations per workgroup: 64, 128 or 256.
+    pub workgroup: u32,
+    /// Consecutive nonces each invocation tries: 1, 2, 4 or 8.
+    pub per_invocation: u32,
+    /// Wall time each dispatch is sized to take, in milliseconds (at most [`MAX_DISPATCH_MS`]).
+    pub dispatch_ms: u32,
+    /// Whether the shader module is built without wgpu's runtime checks (bounds checks and
+    /// loop bounding).
+    pub unchecked: bool,
+}
+
+impl Tuning {
+    /// What the engine runs before any measurement.
+    pub const DEFAULT: Tuning = Tuning {
+        workgroup: 256,
+        per_invocation: 1,
+        dispatch_ms: 25,
+        unchecked: false,
+    };
+
+    /// Whether every value is one the engine supports (a cache file is untrusted).
+    pub fn is_valid(&self) -> bool {
+        [64, 128, 256].contains(&self.workgroup)
+            && [1, 2, 4, 8].contains(&self.per_invocation)
+            && (5..=MAX_DISPATCH_MS).contains(&self.dispatch_ms)
+    }
+
+    /// Nonces one workgroup covers.
+    fn group_nonces(&self) -> u64 {
+        u64::from(self.workgroup) * u64::from(self.per_invocation)
+    }
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning::DEFAULT
+    }
+}
+
+impl std::fmt::Display for Tuning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "workgroups of {}, {} nonce{} an invocation, {} ms dispatches, {} shader",
+            self.workgroup,
+            self.per_invocation,
+            if self.per_invocation == 1 { "" } else { "s" },
+            self.dispatch_ms,
+            if self.unchecked {
+                "unchecked"
+            } else {
+                "checked"
+            }
+        )
+    }
+}
+
 /// Searches nonces with the WGSL kernel.
 pub struct GpuEngine {
     gpu: GpuDevice,
+    layout: wgpu::PipelineLayout,
     pipeline: wgpu::ComputePipeline,
+    tuning: Tuning,
     slots: Vec<Slot>,
     next_slot: usize,
-    /// Nonces per dispatch, adapted to [`TARGET_DISPATCH`] as dispatches complete.
+    /// Nonces per dispatch, adapted to the tuning's dispatch time as dispatches complete.
     batch: u64,
 }
 
+/// The shader's one bind group: the uniform and the result.
+fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("nonce search"),
+        entries: &[
+            entry(0, wgpu::BufferBindingType::Uniform),
+            entry(1, wgpu::BufferBindingType::Storage { read_only: false }),
+        ],
+    })
+}
+
+/// Compiles the shader with `tuning`'s workgroup size, nonces per invocation and checks.
+fn build_pipeline(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    tuning: &Tuning,
+) -> wgpu::ComputePipeline {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some("sha256_search.wgsl"),
+        source: wgpu::ShaderSource::Wgsl(SHADER.into()),
+    };
+    let module = if tuning.unchecked {
+        // SAFETY: wgpu's checks guard against out-of-bounds accesses and unbounded loops. The
+        // shader indexes only the uniform's arrays, with constant indices, and touches the
+        // storage buffer as one whole `atomic<u32>`; its one loop runs `PER_INVOCATION`
+        // (at most 8) times. Tuning keeps this module only where its results verify.
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    } else {
+        device.create_shader_module(desc)
+    };
+    let constants = [
+        ("WORKGROUP", f64::from(tuning.workgroup)),
+        ("PER_INVOCATION", f64::from(tuning.per_invocation)),
+    ];
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("nonce search"),
+        layout: Some(layout),
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &constants,
+            ..Default::default()
+        },
+        cache: None,
+    })
+}
+
 impl GpuEngine {
-    /// Compiles the shader on `gpu` and allocates the ring.
+    /// Compiles the shader on `gpu` with the default [`Tuning`] and allocates the ring.
     pub fn new(gpu: GpuDevice) -> Result<GpuEngine, EngineError> {
+        GpuEngine::with_tuning(gpu, Tuning::DEFAULT)
+    }
+
+    /// Compiles the shader on `gpu` with `tuning` and allocates the ring.
+    pub fn with_tuning(gpu: GpuDevice, tuning: Tuning) -> Result<GpuEngine, EngineError> {
+        if !tuning.is_valid() {
+            return Err(EngineError::Gpu(format!("unsupported tuning: {tuning}")));
+        }
         let device = &gpu.device;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("sha256_search.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        let group_layout = bind_group_layout(device);
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("nonce search"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
+            bind_group_layouts: &[Some(&group_layout)],
+            immediate_size: 0,
         });
-        let layout = pipeline.get_bind_group_layout(0);
+        let pipeline = build_pipeline(device, &layout, &tuning);
         let slots = (0..SLOTS)
             .map(|i| {
                 let buffer = |label: &str, size: usize, usage| {
@@ -306,7 +424,7 @@ impl GpuEngine {
                 let readback = buffer("readback", 4, U::MAP_READ | U::COPY_DST);
                 let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(&format!("slot {i}")),
-                    layout: &layout,
+                    layout: &group_layout,
                     entries: &[
                         wgpu::BindGroupEntry {
                             binding: 0,
@@ -329,11 +447,34 @@ impl GpuEngine {
         gpu.take_error()?;
         Ok(GpuEngine {
             gpu,
+            layout,
             pipeline,
+            tuning,
             slots,
             next_slot: 0,
             batch: FIRST_BATCH,
         })
+    }
+
+    /// Rebuilds the pipeline for `tuning` (the ring stays).
+    pub fn retune(&mut self, tuning: Tuning) -> Result<(), EngineError> {
+        if !tuning.is_valid() {
+            return Err(EngineError::Gpu(format!("unsupported tuning: {tuning}")));
+        }
+        self.pipeline = build_pipeline(&self.gpu.device, &self.layout, &tuning);
+        self.gpu.take_error()?;
+        self.tuning = tuning;
+        self.batch = self.batch.clamp(self.min_batch(), MAX_BATCH);
+        Ok(())
+    }
+
+    /// The tuning this engine runs with.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    fn min_batch(&self) -> u64 {
+        self.tuning.group_nonces() * 16
     }
 
     /// The device this engine runs on.
@@ -350,10 +491,10 @@ impl GpuEngine {
         let slot = self.next_slot;
         self.next_slot = (slot + 1) % SLOTS;
         let s = &self.slots[slot];
-        let groups = count.div_ceil(WORKGROUP) as u32;
+        let groups = count.div_ceil(self.tuning.group_nonces()) as u32;
         let x = groups.clamp(1, self.gpu.limits.max_compute_workgroups_per_dimension);
         let y = groups.div_ceil(x);
-        let params = Params::new(high, check, start, count, x * WORKGROUP as u32);
+        let params = Params::new(high, check, start, count, x * self.tuning.workgroup);
         let queue = &self.gpu.queue;
         queue.write_buffer(&s.params, 0, bytemuck::bytes_of(&params));
         queue.write_buffer(&s.found, 0, &NONE_FOUND.to_le_bytes());
@@ -411,14 +552,17 @@ impl GpuEngine {
         Ok((offset != NONE_FOUND).then_some(offset))
     }
 
-    /// Scales the dispatch towards [`TARGET_DISPATCH`], at most doubling or halving per step.
-    fn tune(&mut self, count: u64, took: Duration) {
+    /// Scales the dispatch towards the tuning's dispatch time, at most doubling or halving
+    /// per step.
+    fn adapt(&mut self, count: u64, took: Duration) {
         if count < self.batch {
             return; // a short tail of the range says little about speed
         }
-        let ratio = TARGET_DISPATCH.as_secs_f64() / took.as_secs_f64().max(1e-6);
+        let target = f64::from(self.tuning.dispatch_ms) / 1000.0;
+        let ratio = target / took.as_secs_f64().max(1e-6);
         let next = (self.batch as f64 * ratio.clamp(0.5, 2.0)) as u64;
-        self.batch = (next / WORKGROUP * WORKGROUP).clamp(MIN_BATCH, MAX_BATCH);
+        let group = self.tuning.group_nonces();
+        self.batch = (next / group * group).clamp(self.min_batch(), MAX_BATCH);
     }
 }
 
@@ -492,7 +636,7 @@ impl GpuEngine {
                     return Err(e);
                 }
             };
-            self.tune(count, last.elapsed());
+            self.adapt(count, last.elapsed());
             last = Instant::now();
             match found {
                 Some(offset) => {

@@ -13,6 +13,7 @@ pub mod select;
 pub mod shani;
 #[cfg(target_arch = "x86_64")]
 pub mod simd;
+pub mod tune;
 pub mod work;
 
 pub use cpu::CpuEngine;

@@ -14,6 +14,7 @@ use mvbc_miner::bench::{self, BenchReport};
 use mvbc_miner::cpu::Kernel;
 use mvbc_miner::engine::{DeviceKind, EngineInfo};
 use mvbc_miner::select::{self, DeviceChoice, KernelChoice};
+use mvbc_miner::tune::TuneCache;
 use mvbc_miner::{CpuEngine, MiningEngine};
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile;
@@ -50,10 +51,14 @@ struct Cli {
     /// `mining_rewards` key (created on first start).
     #[arg(long, value_name = "NAME|ADDRESS")]
     reward_address: Option<String>,
-    /// Measure each engine's hash rate on a synthetic block instead of mining (no network, no
-    /// data directory).
+    /// Measure each engine's hash rate on a synthetic block instead of mining (no network; only
+    /// the GPU tuning cache is read from and written to the data directory).
     #[arg(long)]
     benchmark: bool,
+    /// Measure the GPU engine's tuning again (workgroup size, nonces per invocation, dispatch
+    /// time, shader checks) instead of using `gpu-tuning.json` in the data directory.
+    #[arg(long)]
+    retune: bool,
     /// How long to measure each engine, after a one-second warm-up.
     #[arg(long, requires = "benchmark", default_value_t = 10.0, value_parser = parse_seconds)]
     seconds: f64,
@@ -187,12 +192,26 @@ fn describe(info: &EngineInfo) -> String {
 /// The engines `--device`, `--threads` and `--cpu-kernel` name.
 fn select_engines(cli: &Cli) -> Result<select::Selection> {
     let allow_software = std::env::var("MVBC_ALLOW_SOFTWARE_GPU").is_ok_and(|v| v == "1");
-    Ok(select::engines(
+    let dir = &cli.args.data_dir;
+    let cache = if dir.is_dir() {
+        TuneCache::in_dir(dir, cli.retune)
+    } else {
+        TuneCache {
+            path: None,
+            retune: cli.retune,
+        }
+    };
+    let selection = select::engines(
         cli.device,
         threads(cli),
         cli.cpu_kernel,
         allow_software,
-    )?)
+        &cache,
+    )?;
+    for line in &selection.tuning {
+        eprintln!("GPU tuning: {line}");
+    }
+    Ok(selection)
 }
 
 /// `--list-devices`: each GPU adapter with its `gpu:N`, then the CPU.

@@ -7,8 +7,9 @@ use std::sync::atomic::AtomicU64;
 
 use crate::cpu::{CpuEngine, Kernel};
 use crate::engine::{EngineError, EngineInfo, MiningEngine};
-use crate::gpu::{self, GpuDevice, GpuEngine, GpuError};
+use crate::gpu::{self, GpuDevice, GpuError};
 use crate::multi::MultiEngine;
+use crate::tune::{self, TuneCache};
 
 /// The `--device` choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +122,8 @@ pub struct Selection {
     pub engines: Vec<Box<dyn MiningEngine>>,
     /// What was passed over, for the user.
     pub note: Option<String>,
+    /// For each GPU engine: its adapter and how it is tuned, for the user.
+    pub tuning: Vec<String>,
 }
 
 /// Nonces each device has tried, for reporting rates while several mine together.
@@ -155,8 +158,16 @@ pub fn engines(
     threads: usize,
     kernel: KernelChoice,
     allow_software: bool,
+    cache: &TuneCache,
 ) -> Result<Selection, SelectError> {
     let kernel = kernel.kernel()?;
+    let mut tuning = Vec::new();
+    let mut gpu_engine = |device: GpuDevice| -> Result<Box<dyn MiningEngine>, SelectError> {
+        let name = device.describe();
+        let (engine, line) = tune::tuned_engine(device, cache)?;
+        tuning.push(format!("{name}: {line}"));
+        Ok(Box::new(engine))
+    };
     let cpu = || {
         let engine = match kernel {
             Some(k) => CpuEngine::with_kernel(threads, k),
@@ -164,13 +175,9 @@ pub fn engines(
         };
         Box::new(engine) as Box<dyn MiningEngine>
     };
-    let only = |engine: Box<dyn MiningEngine>| Selection {
-        engines: vec![engine],
-        note: None,
-    };
-    match choice {
-        DeviceChoice::Cpu => Ok(only(cpu())),
-        DeviceChoice::Gpu => Ok(only(Box::new(GpuEngine::new(GpuDevice::acquire()?)?))),
+    let (engines, note) = match choice {
+        DeviceChoice::Cpu => (vec![cpu()], None),
+        DeviceChoice::Gpu => (vec![gpu_engine(GpuDevice::acquire()?)?], None),
         DeviceChoice::GpuIndex(index) => {
             let mut all = gpu::adapters();
             let count = all.len();
@@ -178,7 +185,7 @@ pub fn engines(
                 return Err(SelectError::NoSuchAdapter { index, count });
             }
             let device = all.swap_remove(index).acquire()?;
-            Ok(only(Box::new(GpuEngine::new(device)?)))
+            (vec![gpu_engine(device)?], None)
         }
         DeviceChoice::Auto | DeviceChoice::All => {
             let (mut engines, mut software, mut failed) = (Vec::new(), Vec::new(), Vec::new());
@@ -191,9 +198,9 @@ pub fn engines(
                 match adapter
                     .acquire()
                     .map_err(SelectError::from)
-                    .and_then(|device| GpuEngine::new(device).map_err(SelectError::from))
+                    .and_then(&mut gpu_engine)
                 {
-                    Ok(engine) => engines.push(Box::new(engine) as Box<dyn MiningEngine>),
+                    Ok(engine) => engines.push(engine),
                     Err(e) => failed.push(format!("{name}: {e}")),
                 }
             }
@@ -218,9 +225,14 @@ pub fn engines(
                 notes.push(format!("could not use {}", failed.join("; ")));
             }
             let note = (!notes.is_empty()).then(|| notes.join("; "));
-            Ok(Selection { engines, note })
+            (engines, note)
         }
-    }
+    };
+    Ok(Selection {
+        engines,
+        note,
+        tuning,
+    })
 }
 
 #[cfg(test)]
@@ -242,7 +254,9 @@ mod tests {
 
     #[test]
     fn the_cpu_alone_is_one_engine_with_no_meters() {
-        let selection = engines(DeviceChoice::Cpu, 1, KernelChoice::Portable, false).unwrap();
+        let cache = TuneCache::default();
+        let selection =
+            engines(DeviceChoice::Cpu, 1, KernelChoice::Portable, false, &cache).unwrap();
         let (engine, meters) = selection.combine();
         assert_eq!(engine.info().adapter, Kernel::Portable.name());
         assert!(meters.is_none());
