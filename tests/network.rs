@@ -365,3 +365,13 @@ fn a_payment_a_reorg_takes_out_of_the_chain_is_broadcast_again_by_its_wallet() {
     assert!(sync_until_confirmed(wa.path(), &net2).pending.is_empty());
     assert_eq!(balance(wa.path(), &net2, "alice"), "3.500000");
 }
+
+#[test]
+fn block_size_one_mines_reward_only_blocks_continuously_and_bare_settings_work() {
+    // As the original: `difficulty=16`-style arguments, and blocks of the reward alone, mined
+    // with no payment waiting (with block_size 2 the miner would stop at height 1).
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let mut miner = Miner::start_with(m.path(), &net, &["block_size=1"]);
+    miner.wait_height(4);
+}

@@ -62,6 +62,10 @@ struct Cli {
     /// How long to measure each engine, after a one-second warm-up.
     #[arg(long, requires = "benchmark", default_value_t = 10.0, value_parser = parse_seconds)]
     seconds: f64,
+    /// Config overrides as the original took them (`difficulty=16`): the same as `-s KEY=VALUE`,
+    /// applied after those.
+    #[arg(value_name = "KEY=VALUE")]
+    bare_settings: Vec<String>,
     /// Print one JSON object per engine instead of a line of text.
     #[arg(long, requires = "benchmark")]
     json: bool,
@@ -69,10 +73,7 @@ struct Cli {
 
 /// A benchmark length: 0.5 s to one hour.
 fn parse_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.5..=3600.0).contains(&v) => Ok(v),
-        _ => Err(format!("`{s}` is not a number of seconds from 0.5 to 3600")),
-    }
+    mvbc_protocol::config::parse_seconds(s, 0.5..=3600.0)
 }
 
 fn main() -> ExitCode {
@@ -84,7 +85,9 @@ fn main() -> ExitCode {
         // environment while it changes.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let bare = std::mem::take(&mut cli.bare_settings);
+    cli.args.settings.extend(bare);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -194,7 +194,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         move || listen(status_socket, events, node_id, "status port")
     })?;
     let (announce, announcements) = unbounded::<Status>();
-    let interval = Duration::from_secs_f64(config.status_broadcast_interval_seconds);
+    let interval = config.status_broadcast_interval;
     spawn("status-broadcaster", move || {
         broadcast_status(broadcaster, announcements, interval)
     })?;
@@ -255,13 +255,10 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
     Ok(())
 }
 
+/// A node id nobody can predict: a peer that could guess it could send statuses in its name
+/// before it starts.
 fn rand_node_id() -> u64 {
-    // Process id and clock: distinct enough to tell nodes on one LAN apart, no RNG needed.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 40) ^ 0x9e37_79b9_7f4a_7c15
+    rand::random()
 }
 
 /// Receives datagrams and forwards the ones that decode, payments and statuses each to their
@@ -653,8 +650,7 @@ impl Node {
 
     /// A peer not heard for three status intervals has gone.
     fn quiet(&self) -> Duration {
-        Duration::from_secs_f64(3.0 * self.config.status_broadcast_interval_seconds)
-            + Duration::from_secs(1)
+        3 * self.config.status_broadcast_interval + Duration::from_secs(1)
     }
 
     fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant) {

@@ -66,6 +66,66 @@ impl fmt::Display for Amount {
     }
 }
 
+/// A net change of coins, credits less debits, in base units: what a wallet shows as pending
+/// or as a transaction's effect on an address. Any sum of `u64` amounts a program can hold fits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct SignedAmount(i128);
+
+impl SignedAmount {
+    /// No change.
+    pub const ZERO: SignedAmount = SignedAmount(0);
+
+    /// `amount` coming in.
+    pub fn credit(amount: Amount) -> SignedAmount {
+        SignedAmount(i128::from(amount.units()))
+    }
+
+    /// `amount` going out.
+    pub fn debit(amount: Amount) -> SignedAmount {
+        SignedAmount(-i128::from(amount.units()))
+    }
+
+    /// Whether more goes out than comes in.
+    pub fn is_negative(self) -> bool {
+        self.0 < 0
+    }
+}
+
+impl std::ops::Add for SignedAmount {
+    type Output = SignedAmount;
+
+    /// Saturates far beyond any sum of real amounts (2^127 base units).
+    fn add(self, rhs: SignedAmount) -> SignedAmount {
+        SignedAmount(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl std::iter::Sum for SignedAmount {
+    fn sum<I: Iterator<Item = SignedAmount>>(iter: I) -> SignedAmount {
+        iter.fold(SignedAmount::ZERO, |a, b| a + b)
+    }
+}
+
+/// Six decimal places and a minus sign when negative (`-1.500000`); `{:+}` shows `+` too.
+impl fmt::Display for SignedAmount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = u128::from(UNITS_PER_COIN);
+        let abs = self.0.unsigned_abs();
+        let sign = match (self.is_negative(), f.sign_plus()) {
+            (true, _) => "-",
+            (false, true) => "+",
+            (false, false) => "",
+        };
+        let text = format!(
+            "{sign}{}.{:0width$}",
+            abs / units,
+            abs % units,
+            width = DECIMALS
+        );
+        f.pad(&text)
+    }
+}
+
 impl fmt::Debug for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Amount({self})")
@@ -133,6 +193,32 @@ impl FromStr for Amount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_amounts_sum_and_show_their_sign() {
+        let a = |u| Amount::from_units(u);
+        let net: SignedAmount = [
+            SignedAmount::credit(a(2_500_000)),
+            SignedAmount::debit(a(4_000_000)),
+        ]
+        .into_iter()
+        .sum();
+        assert_eq!(net.to_string(), "-1.500000");
+        assert_eq!(format!("{:+}", SignedAmount::credit(a(1))), "+0.000001");
+        assert_eq!(format!("{:+}", SignedAmount::ZERO), "+0.000000");
+        assert_eq!(format!("{:>10}", SignedAmount::debit(a(1))), " -0.000001");
+        // Far past u64::MAX units without overflow.
+        let big: SignedAmount = std::iter::repeat_n(SignedAmount::credit(a(u64::MAX)), 3).sum();
+        assert!(!big.is_negative());
+        assert_eq!(
+            big.to_string(),
+            format!(
+                "{}.{:06}",
+                3 * u128::from(u64::MAX) / 1_000_000,
+                3 * u128::from(u64::MAX) % 1_000_000
+            )
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

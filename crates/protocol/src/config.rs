@@ -53,10 +53,11 @@ pub struct Config {
     pub block_reward: Amount,
     /// RSA key size for new addresses.
     pub key_size: usize,
-    /// Seconds between a miner's status broadcasts.
-    pub status_broadcast_interval_seconds: f64,
-    /// Seconds between a wallet's re-broadcasts of pending payments.
-    pub transaction_broadcast_interval_seconds: f64,
+    /// Time between a miner's status broadcasts (`status_broadcast_interval_seconds`).
+    pub status_broadcast_interval: Duration,
+    /// Time between a wallet's re-broadcasts of pending payments
+    /// (`transaction_broadcast_interval_seconds`).
+    pub transaction_broadcast_interval: Duration,
     /// UDP port of status broadcasts.
     pub status_broadcast_port: u16,
     /// TCP port of a miner's block server (0: any free port, announced in status broadcasts).
@@ -74,8 +75,8 @@ impl Default for Config {
             block_size: 2,
             block_reward: Amount::from_units(10_000_000),
             key_size: 2048,
-            status_broadcast_interval_seconds: 5.0,
-            transaction_broadcast_interval_seconds: 10.0,
+            status_broadcast_interval: Duration::from_secs(5),
+            transaction_broadcast_interval: Duration::from_secs(10),
             status_broadcast_port: 2606,
             block_server_port: 2607,
             transaction_port: 2608,
@@ -232,7 +233,7 @@ impl Config {
         };
         match key {
             "difficulty" => self.difficulty = int(1, MAX_DIFFICULTY.into())? as u32,
-            "block_size" => self.block_size = int(2, MAX_BLOCK_TXS as i64)? as usize,
+            "block_size" => self.block_size = int(1, MAX_BLOCK_TXS as i64)? as usize,
             "block_reward" => {
                 let amount = match value {
                     toml::Value::Integer(i) if *i >= 0 => Amount::from_coins(*i as u64)
@@ -251,10 +252,10 @@ impl Config {
             }
             "key_size" => self.key_size = int(MIN_KEY_BITS as i64, MAX_KEY_BITS as i64)? as usize,
             "status_broadcast_interval_seconds" => {
-                self.status_broadcast_interval_seconds = seconds()?
+                self.status_broadcast_interval = Duration::from_secs_f64(seconds()?)
             }
             "transaction_broadcast_interval_seconds" => {
-                self.transaction_broadcast_interval_seconds = seconds()?
+                self.transaction_broadcast_interval = Duration::from_secs_f64(seconds()?)
             }
             "status_broadcast_port" => self.status_broadcast_port = int(1, 65535)? as u16,
             "block_server_port" => self.block_server_port = int(0, 65535)? as u16,
@@ -283,15 +284,18 @@ impl Config {
             block_reward: self.block_reward,
         }
     }
+}
 
-    /// The status broadcast interval.
-    pub fn status_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.status_broadcast_interval_seconds)
-    }
-
-    /// The transaction re-broadcast interval.
-    pub fn transaction_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.transaction_broadcast_interval_seconds)
+/// A number of seconds from a command line, within `range` (both ends included), or a message
+/// naming the range.
+pub fn parse_seconds(s: &str, range: std::ops::RangeInclusive<f64>) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds from {} to {}",
+            range.start(),
+            range.end()
+        )),
     }
 }
 
@@ -343,8 +347,21 @@ mod tests {
         c.apply_setting("block_server_port=0").unwrap();
         assert_eq!(c.broadcast_address, Ipv4Addr::LOCALHOST);
         assert_eq!(c.block_reward, Amount::from_units(2_500_000));
-        assert_eq!(c.status_interval(), Duration::from_millis(500));
+        assert_eq!(c.status_broadcast_interval, Duration::from_millis(500));
         assert_eq!(c.block_server_port, 0);
+    }
+
+    #[test]
+    fn seconds_are_bounded_and_the_message_names_the_range() {
+        assert_eq!(parse_seconds("2.5", 0.5..=3600.0), Ok(2.5));
+        assert_eq!(parse_seconds("0.5", 0.5..=3600.0), Ok(0.5));
+        for bad in ["0.4", "3601", "NaN", "inf", "-1", "ten", ""] {
+            let err = parse_seconds(bad, 0.5..=3600.0).unwrap_err();
+            assert_eq!(
+                err,
+                format!("`{bad}` is not a number of seconds from 0.5 to 3600")
+            );
+        }
     }
 
     #[test]
@@ -365,6 +382,7 @@ mod tests {
         assert!(msg(c.apply_setting("transaction_port=0")).contains("`transaction_port`"));
         assert!(msg(c.apply_setting("broadcast_address=nowhere")).contains("`broadcast_address`"));
         assert!(msg(c.apply_toml("block_size = \"many\"")).contains("`block_size`"));
+        assert!(msg(c.apply_setting("block_size=0")).starts_with("bad value for `block_size`"));
         assert!(msg(c.apply_toml("colour = 1")).contains("`colour`"));
         assert!(matches!(
             c.apply_toml("= ="),
@@ -375,6 +393,9 @@ mod tests {
             Err(ConfigError::BadSetting(_))
         ));
         assert_eq!(c, Config::default(), "refused settings change nothing");
+        // As in the original: blocks of the reward alone.
+        c.apply_setting("block_size=1").unwrap();
+        assert_eq!(c.block_size, 1);
     }
 
     proptest::proptest! {

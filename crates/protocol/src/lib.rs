@@ -27,7 +27,7 @@ pub mod store;
 pub mod tx;
 pub mod wire;
 
-pub use amount::Amount;
+pub use amount::{Amount, SignedAmount};
 pub use block::{Block, genesis_block};
 pub use chain::{AddBlockError, Chain, ChainUpdate};
 pub use config::Config;

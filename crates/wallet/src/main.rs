@@ -15,7 +15,7 @@ use mvbc_protocol::net::Broadcaster;
 use mvbc_protocol::store::read_only_chain;
 use mvbc_protocol::wire::Datagram;
 use mvbc_protocol::{
-    Address, Amount, Chain, Config, KeyPair, Ledger, Payment, Transaction, unix_now,
+    Address, Amount, Chain, Config, KeyPair, Ledger, Payment, SignedAmount, Transaction, unix_now,
 };
 
 use pending::{MAX_PENDING, Pending};
@@ -84,12 +84,7 @@ enum Command {
 
 /// A timeout: 0.1 s to one day.
 fn parse_timeout(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.1..=86_400.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "`{s}` is not a number of seconds from 0.1 to 86400"
-        )),
-    }
+    mvbc_protocol::config::parse_seconds(s, 0.1..=86_400.0)
 }
 
 fn main() -> ExitCode {
@@ -177,14 +172,19 @@ struct Row {
     pending: String,
 }
 
-/// A signed net amount of base units as text with six decimal places: `-1.500000`.
-fn signed_amount(net_units: i128, plus: bool) -> String {
-    let abs = Amount::from_units(u64::try_from(net_units.unsigned_abs()).unwrap_or(u64::MAX));
-    match (net_units < 0, plus) {
-        (true, _) => format!("-{abs}"),
-        (false, true) => format!("+{abs}"),
-        (false, false) => abs.to_string(),
-    }
+/// What `payment` does to `address`'s coins.
+fn effect(payment: &Payment, address: &Address) -> SignedAmount {
+    let credit = if payment.to == *address {
+        SignedAmount::credit(payment.amount)
+    } else {
+        SignedAmount::ZERO
+    };
+    let debit = if payment.from == *address {
+        SignedAmount::debit(payment.amount)
+    } else {
+        SignedAmount::ZERO
+    };
+    credit + debit
 }
 
 fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
@@ -193,14 +193,7 @@ fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
     let mut rows = Vec::new();
     for (name, key) in local_keys(dir)? {
         let address = key.address();
-        let net: i128 = pending
-            .iter()
-            .map(|p| {
-                let units = i128::from(p.amount.units());
-                (if p.to == address { units } else { 0 })
-                    - (if p.from == address { units } else { 0 })
-            })
-            .sum();
+        let net: SignedAmount = pending.iter().map(|p| effect(p, &address)).sum();
         rows.push((name, address, ledger.balance(&address), net));
     }
     if json {
@@ -210,7 +203,7 @@ fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
                 name,
                 address: address.to_string(),
                 balance: balance.to_string(),
-                pending: signed_amount(pending, false),
+                pending: pending.to_string(),
             })
             .collect();
         println!("{}", serde_json::to_string(&items)?);
@@ -228,10 +221,7 @@ fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
         "-".repeat(64)
     );
     for (name, address, balance, pending) in rows {
-        println!(
-            "{name:<16} {balance:>16} {:>16} {address}",
-            signed_amount(pending, true)
-        );
+        println!("{name:<16} {balance:>16} {pending:>+16} {address}");
     }
     Ok(())
 }
@@ -279,20 +269,17 @@ fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
     let mut items = Vec::new();
     let mut note = |height, tx: &Transaction| {
         let (units, counterparty) = match tx {
-            Transaction::Reward(r) if r.to == address => (i128::from(r.amount.units()), None),
+            Transaction::Reward(r) if r.to == address => (SignedAmount::credit(r.amount), None),
             Transaction::Payment(p) if p.from == address || p.to == address => {
-                let units = i128::from(p.amount.units());
-                let net = (if p.to == address { units } else { 0 })
-                    - (if p.from == address { units } else { 0 });
                 let other = if p.from == address { p.to } else { p.from };
-                (net, Some(other.to_string()))
+                (effect(p, &address), Some(other.to_string()))
             }
             _ => return,
         };
         items.push(HistoryItem {
             height,
             id: tx.id().to_string(),
-            amount: signed_amount(units, true),
+            amount: format!("{units:+}"),
             counterparty,
         });
     };

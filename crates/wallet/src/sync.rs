@@ -101,7 +101,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         s.chain.height(),
         config.status_broadcast_port
     ));
-    let interval = Duration::from_secs_f64(config.transaction_broadcast_interval_seconds);
+    let interval = config.transaction_broadcast_interval;
     let mut next_ask = started;
     let mut next_rebroadcast = started;
     let mut first_heard: Option<Instant> = None;
