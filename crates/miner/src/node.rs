@@ -25,11 +25,13 @@ use crossbeam_channel::{Receiver, Sender, bounded, select, tick, unbounded};
 use mvbc_miner::engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
 use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
+use mvbc_node::apply::{self, Added, ApplyError, TipMove};
+use mvbc_node::sync::{DownloadError, Role, judge};
 use mvbc_protocol::block::merkle_root;
-use mvbc_protocol::chain::{AddBlockError, ChainUpdate};
 use mvbc_protocol::header::HEADER_VERSION;
+use mvbc_protocol::net::FetchError;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
-use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick, judge_download};
+use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick};
 use mvbc_protocol::pool::PoolError;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::{Datagram, Status};
@@ -46,8 +48,6 @@ const EVENT_QUEUE: usize = 10_000;
 const LOG_BURST: u32 = 20;
 /// How often the node prints its periodic status line.
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a peer whose download failed is passed over.
-const PEER_BACKOFF: Duration = Duration::from_secs(30);
 /// At start, how long the node listens for peers before it mines (at most one status
 /// interval): a node joining a network downloads its chain instead of forking it at block 1.
 const STARTUP_LISTEN: Duration = Duration::from_secs(1);
@@ -82,14 +82,14 @@ enum Event {
     Downloaded {
         peer: SocketAddr,
         blocks: Vec<Block>,
-        /// How many of the blocks were new, or why one was refused.
-        ack: Sender<Result<u64, String>>,
+        /// How many of the blocks were new, or why one could not be added.
+        ack: Sender<Result<u64, ApplyError>>,
     },
     DownloadDone {
         node_id: u64,
         peer: SocketAddr,
         announced_work: u128,
-        result: Result<u64, String>,
+        result: Result<u64, FetchError>,
     },
     Shutdown,
 }
@@ -352,25 +352,28 @@ fn download(jobs: Receiver<SyncJob>, events: Sender<Event>, chain: Arc<RwLock<Ch
         let locator = read_chain(&chain).locator();
         let limit = job.announced_height.saturating_add(DOWNLOAD_SLACK);
         let result = BlockClient::connect(job.peer).and_then(|mut client| {
-            client.download(&locator, limit, |blocks, _| {
-                let (ack, verdict) = bounded(1);
-                events
-                    .send(Event::Downloaded {
-                        peer: job.peer,
-                        blocks,
-                        ack,
-                    })
-                    .map_err(|_| "node stopped".to_string())?;
-                verdict
-                    .recv()
-                    .unwrap_or_else(|_| Err("node stopped".into()))
-            })
+            client.download(
+                &locator,
+                limit,
+                |blocks, _| -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+                    let (ack, verdict) = bounded(1);
+                    const STOPPED: &str = "the node stopped";
+                    events
+                        .send(Event::Downloaded {
+                            peer: job.peer,
+                            blocks,
+                            ack,
+                        })
+                        .map_err(|_| STOPPED)?;
+                    Ok(verdict.recv().map_err(|_| STOPPED)??)
+                },
+            )
         });
         let done = Event::DownloadDone {
             node_id: job.node_id,
             peer: job.peer,
             announced_work: job.announced_work,
-            result: result.map_err(|e| e.to_string()),
+            result,
         };
         if events.send(done).is_err() {
             return;
@@ -408,24 +411,6 @@ struct Node {
     hashes_done: Arc<AtomicU64>,
     /// Each device's meter and its reading at the last report, when mining on several.
     meters: Option<(DeviceMeters, Vec<u64>)>,
-}
-
-/// Blocks that left the best chain (highest first) and joined it (lowest first).
-#[derive(Default)]
-struct TipMove {
-    disconnected: Vec<Arc<Block>>,
-    connected: Vec<Arc<Block>>,
-}
-
-/// What became of a block handed to [`Node::accept`].
-enum Accepted {
-    /// Already in the tree.
-    Known,
-    /// New: `Some` with what moved (and was stored) when the tip changed, `None` for a side
-    /// block (kept in memory only).
-    New(Option<TipMove>),
-    /// The store failed: the node stops (see `Node::fatal`).
-    Failed,
 }
 
 /// Where a change of tip came from.
@@ -522,10 +507,6 @@ impl Node {
                 return Err(e);
             }
         }
-    }
-
-    fn write_chain(&self) -> std::sync::RwLockWriteGuard<'_, Chain> {
-        self.chain.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn status(&self) -> Status {
@@ -700,7 +681,7 @@ impl Node {
         node_id: u64,
         peer: SocketAddr,
         announced_work: u128,
-        result: Result<u64, String>,
+        result: Result<u64, FetchError>,
     ) {
         self.syncing = None;
         if self.listening {
@@ -709,20 +690,23 @@ impl Node {
         }
         let ours = read_chain(&self.chain).chain_work();
         let now = Instant::now();
-        match result.and_then(|n| judge_download(n, ours, announced_work)) {
+        let backoff = Role::MINER.peer_backoff;
+        match result
+            .map_err(DownloadError::from)
+            .and_then(|n| judge(n, ours, announced_work))
+        {
             Ok(n) => {
                 tracing::debug!(%peer, "download done: {n} blocks");
                 if n > 0 {
                     self.peers.served(peer, now);
                 }
             }
+            Err(e) if !e.blames_peer() => tracing::debug!(%peer, "download ended: {e}"),
             Err(e) => {
                 if self.failed_downloads.allow() {
-                    println!(
-                        "Download from {peer} failed: {e}; passing it over for {PEER_BACKOFF:?}"
-                    );
+                    println!("Download from {peer} failed: {e}; passing it over for {backoff:?}");
                 }
-                self.peers.failed(node_id, peer, now + PEER_BACKOFF);
+                self.peers.failed(node_id, peer, now + backoff);
             }
         }
         // Still behind someone (another announcer, or this one mined on): go again.
@@ -735,15 +719,14 @@ impl Node {
         }
         let hash = block.hash();
         let height = block.header.height;
-        match self.accept(block) {
-            Ok(Accepted::New(Some(update))) => {
-                self.on_tip_changed(update, Source::Mined { took, hashes })
-            }
-            Ok(Accepted::Failed) => {}
-            Ok(Accepted::New(None) | Accepted::Known) => {
+        let mut chain = &*self.chain;
+        match apply::add_block(&mut chain, &mut self.store, block, unix_now()) {
+            Ok(Added::Moved(update)) => self.on_tip_changed(update, Source::Mined { took, hashes }),
+            Ok(Added::Side | Added::Known) => {
                 println!("Block mined at height {height} ({hash}) but the chain moved on")
             }
-            Err(e) => tracing::error!("our own block {hash} was refused: {e}"),
+            Err(ApplyError::Refused(e)) => tracing::error!("our own block {hash} was refused: {e}"),
+            Err(e) => self.stop_with(&e),
         }
         if self.fatal.is_some() {
             return;
@@ -751,75 +734,32 @@ impl Node {
         self.maybe_mine();
     }
 
-    /// Adds one block, and stores what joined the best chain (a side block is kept in memory
-    /// only: a restart never replays a branch that lost). A block the store cannot take (a full
-    /// disk) stops the node: it must not announce or build on what it could lose.
-    fn accept(&mut self, block: Block) -> Result<Accepted, AddBlockError> {
-        let update = self.write_chain().add_block(block, unix_now())?;
-        let ChainUpdate::TipChanged {
-            disconnected,
-            connected,
-        } = update
-        else {
-            return Ok(match update {
-                ChainUpdate::AlreadyKnown => Accepted::Known,
-                _ => Accepted::New(None),
-            });
-        };
-        for block in &connected {
-            if let Err(e) = self.store.append(block) {
-                let height = block.header.height.saturating_sub(1);
-                self.fatal.get_or_insert_with(|| {
-                    anyhow::anyhow!(
-                        "cannot write the chain store: {e}. Stopping: the store is intact, with \
-                         every block stored before this one (up to height {height} at most); \
-                         free space or fix the data directory and start again"
-                    )
-                });
-                return Ok(Accepted::Failed);
-            }
-        }
-        Ok(Accepted::New(Some(TipMove {
-            disconnected,
-            connected,
-        })))
+    /// The store failed: the node must not announce or build on what it could lose. The event
+    /// loop ends with this error.
+    fn stop_with(&mut self, e: &ApplyError) {
+        self.fatal
+            .get_or_insert_with(|| anyhow::anyhow!("{e}. Stopping"));
     }
 
     /// Adds a downloaded batch; says how many of its blocks were new.
-    fn on_downloaded(&mut self, peer: SocketAddr, blocks: Vec<Block>) -> Result<u64, String> {
-        let mut all = TipMove::default();
-        let mut new = 0;
-        let mut outcome = Ok(());
-        for block in blocks {
-            match self.accept(block) {
-                Ok(Accepted::Known) => {}
-                Ok(Accepted::New(None)) => new += 1,
-                Ok(Accepted::New(Some(moved))) => {
-                    new += 1;
-                    // Consecutive moves: a block connected earlier in this batch may leave again.
-                    for gone in moved.disconnected {
-                        match all.connected.iter().position(|b| b.hash() == gone.hash()) {
-                            Some(i) => {
-                                all.connected.remove(i);
-                            }
-                            None => all.disconnected.push(gone),
-                        }
-                    }
-                    all.connected.extend(moved.connected);
-                }
-                Ok(Accepted::Failed) => return Err("the node is stopping".into()),
-                Err(e) => {
-                    tracing::warn!(%peer, "refused a downloaded block: {e}");
-                    outcome = Err(format!("refused a block: {e}"));
-                    break;
-                }
-            }
-        }
-        if !all.connected.is_empty() {
-            self.on_tip_changed(all, Source::Peer(peer));
+    fn on_downloaded(&mut self, peer: SocketAddr, blocks: Vec<Block>) -> Result<u64, ApplyError> {
+        let mut chain = &*self.chain;
+        let batch = apply::add_batch(&mut chain, &mut self.store, blocks, unix_now());
+        if !batch.moved.connected.is_empty() {
+            self.on_tip_changed(batch.moved, Source::Peer(peer));
             self.maybe_mine();
         }
-        outcome.map(|()| new)
+        match batch.error {
+            None => Ok(batch.new),
+            Some(e @ ApplyError::Refused(_)) => {
+                tracing::warn!(%peer, "{e}");
+                Err(e)
+            }
+            Some(e) => {
+                self.stop_with(&e);
+                Err(e)
+            }
+        }
     }
 
     fn on_tip_changed(

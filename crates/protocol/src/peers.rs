@@ -38,19 +38,6 @@ pub const IP_DIAL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an address that served new blocks stays proven.
 pub const PROVEN_FOR: Duration = Duration::from_secs(600);
 
-/// Judges a finished download from a peer that announced `announced_work`: `Ok` when our
-/// chain now has that much work, otherwise why the peer should be passed over (it served
-/// `blocks` and then nothing more: it lied, or lost blocks).
-pub fn judge_download(blocks: u64, ours: u128, announced_work: u128) -> Result<u64, String> {
-    if ours < announced_work {
-        Err(format!(
-            "{blocks} blocks served, short of the work it announced"
-        ))
-    } else {
-        Ok(blocks)
-    }
-}
-
 /// One miner heard on the status port.
 #[derive(Clone, Debug)]
 pub struct Peer {

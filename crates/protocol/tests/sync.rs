@@ -100,7 +100,7 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
     let mut reorged = false;
     let locator = b.locator();
     let got = client
-        .download(&locator, 1_000, |blocks, _| {
+        .download(&locator, 1_000, |blocks, _| -> Result<u64, String> {
             batches += 1;
             let mut new = 0;
             for block in blocks {

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use mvbc_protocol::chain::ChainUpdate;
-use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel, FetchError};
-use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick, judge_download};
+use mvbc_node::apply::{self, ApplyError};
+use mvbc_node::sync::{DownloadError, Role, judge};
+use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel};
+use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
@@ -23,8 +24,6 @@ use crate::pending::Pending;
 const SETTLE: Duration = Duration::from_millis(500);
 /// How often `--once` asks again while no miner has answered.
 const ASK_AGAIN: Duration = Duration::from_secs(1);
-/// How long a miner whose download failed is passed over.
-const PEER_BACKOFF: Duration = Duration::from_secs(2);
 /// A miner not heard for this long is forgotten when room is needed.
 const PEER_QUIET: Duration = Duration::from_secs(30);
 /// Downloads this long or longer get a progress line on a terminal.
@@ -215,24 +214,10 @@ impl Syncer<'_> {
                     &locator,
                     height.saturating_add(DOWNLOAD_SLACK),
                     |blocks, tip_height| {
-                        let mut new = 0;
-                        for block in blocks {
-                            match chain.add_block(block, unix_now()) {
-                                Ok(ChainUpdate::AlreadyKnown) => continue,
-                                Ok(ChainUpdate::TipChanged {
-                                    disconnected,
-                                    connected,
-                                }) => {
-                                    reorged += disconnected.len();
-                                    // Only what joins the best chain is stored.
-                                    for b in &connected {
-                                        store.append(b).map_err(|e| e.to_string())?;
-                                    }
-                                }
-                                Ok(ChainUpdate::SideBranch) => {}
-                                Err(e) => return Err(format!("refused a block: {e}")),
-                            }
-                            new += 1;
+                        let batch = apply::add_batch(chain, store, blocks, unix_now());
+                        reorged += batch.moved.disconnected.len();
+                        if let Some(e) = batch.error {
+                            return Err(e);
                         }
                         if progress {
                             eprint!(
@@ -241,26 +226,33 @@ impl Syncer<'_> {
                             );
                             let _ = std::io::stderr().flush();
                         }
-                        Ok(new)
+                        Ok(batch.new)
                     },
                 )
             });
         if progress {
             eprint!("\r\x1b[K");
         }
-        // Ctrl-C or the deadline ends a download without judging the peer: the caller's loop
-        // says why it stops, and what was stored stays.
-        let cancelled = matches!(result, Err(FetchError::Cancelled(_)));
         let result = result
-            .map_err(|e| e.to_string())
-            .and_then(|n| judge_download(n, self.chain.chain_work(), announced_work));
+            .map_err(DownloadError::from)
+            .and_then(|n| judge(n, self.chain.chain_work(), announced_work));
         match result {
             Ok(n) if n > 0 => self.peers.served(peer, Instant::now()),
             Ok(_) => {}
-            Err(_) if cancelled => {}
+            // The store failed: stop, as the miner does; what was stored stays.
+            Err(e)
+                if e.apply_error()
+                    .is_some_and(|a| matches!(a, ApplyError::Store { .. })) =>
+            {
+                return Err(e.into());
+            }
+            // Ctrl-C or the deadline ends a download without judging the peer: the caller's
+            // loop says why it stops, and what was stored stays.
+            Err(e) if !e.blames_peer() => {}
             Err(e) => {
                 self.say(format!("Download from {peer} failed: {e}"));
-                self.peers.failed(id, peer, Instant::now() + PEER_BACKOFF);
+                self.peers
+                    .failed(id, peer, Instant::now() + Role::WALLET.peer_backoff);
             }
         }
         if self.chain.tip_hash() != tip {

@@ -51,9 +51,10 @@ pub enum FetchError {
         /// What it should have followed.
         after: String,
     },
-    /// The caller refused a block.
+    /// The caller refused a block, or could not keep it: its error, to downcast where the
+    /// difference matters (a refused block blames the peer, a full disk does not).
     #[error("{0}")]
-    Refused(String),
+    Refused(Box<dyn std::error::Error + Send + Sync>),
     /// The caller gave up waiting.
     #[error("gave up waiting: {0}")]
     Cancelled(#[from] Cancelled),
@@ -132,11 +133,11 @@ impl BlockClient {
     /// the request: its first block must follow a hash the request named and every block the
     /// one before it, so a server replaying blocks it was not asked for fails at once.
     /// Returns how many new blocks were delivered.
-    pub fn download(
+    pub fn download<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         &mut self,
         locator: &[Hash256],
         limit: u64,
-        mut deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, String>,
+        mut deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, E>,
     ) -> Result<u64, FetchError> {
         let mut delivered = 0u64;
         let mut next: Vec<Hash256> = locator.iter().take(MAX_LOCATOR_LEN).copied().collect();
@@ -158,7 +159,7 @@ impl BlockClient {
                 });
             }
             check_linked(&blocks, &next)?;
-            let new = deliver(blocks, tip_height).map_err(FetchError::Refused)?;
+            let new = deliver(blocks, tip_height).map_err(|e| FetchError::Refused(e.into()))?;
             delivered += new;
             if new == 0 || last.1 >= tip_height {
                 break;

@@ -1,0 +1,163 @@
+//! Adding blocks to the chain and its store.
+//!
+//! A block that joins the best chain is appended to the store at once; a side block stays in
+//! memory only, so a restart never replays a branch that lost. When the store cannot take a
+//! block (a full disk, a read-only directory) the caller gets [`ApplyError::Store`] and must
+//! stop building on its chain: the store holds every block before that one, and the next start
+//! continues from there.
+
+use std::sync::{Arc, RwLock};
+
+use mvbc_protocol::store::{BlockStore, StoreError};
+use mvbc_protocol::{AddBlockError, Block, Chain, ChainUpdate};
+
+/// Blocks that left the best chain (highest first) and joined it (lowest first).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TipMove {
+    /// Left the best chain, highest first.
+    pub disconnected: Vec<Arc<Block>>,
+    /// Joined it, lowest first.
+    pub connected: Vec<Arc<Block>>,
+}
+
+impl TipMove {
+    /// Whether the tip moved at all.
+    pub fn is_empty(&self) -> bool {
+        self.disconnected.is_empty() && self.connected.is_empty()
+    }
+
+    /// Adds a later move: a block this one connected and `later` disconnects was never on the
+    /// best chain as far as the sum is concerned.
+    pub fn then(&mut self, later: TipMove) {
+        for gone in later.disconnected {
+            let hash = gone.hash();
+            match self.connected.iter().position(|b| b.hash() == hash) {
+                Some(i) => {
+                    self.connected.remove(i);
+                }
+                None => self.disconnected.push(gone),
+            }
+        }
+        self.connected.extend(later.connected);
+    }
+}
+
+/// What became of one block.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Added {
+    /// Already in the tree.
+    Known,
+    /// New, on a side branch: the tip did not move.
+    Side,
+    /// New, and the tip moved; every connected block is in the store.
+    Moved(TipMove),
+}
+
+/// Why a block could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The chain refused it.
+    #[error("refused a block: {0}")]
+    Refused(#[from] AddBlockError),
+    /// The store could not take a block that joined the best chain. The chain in memory is
+    /// ahead of the store from here on: stop building on it.
+    #[error(
+        "cannot write the chain store: {source}. The store is intact, with every block stored \
+         before this one (up to height {height} at most); free space or fix the data \
+         directory and start again"
+    )]
+    Store {
+        /// The last height the store may hold.
+        height: u64,
+        /// What the store said.
+        source: StoreError,
+    },
+}
+
+/// Somewhere a chain lives: owned by one thread (`Chain`) or shared behind a lock with readers
+/// such as a block server (`&RwLock<Chain>`, locked once per block).
+pub trait ChainAccess {
+    /// Runs `f` with the chain to change.
+    fn with<R>(&mut self, f: impl FnOnce(&mut Chain) -> R) -> R;
+}
+
+impl ChainAccess for Chain {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Chain) -> R) -> R {
+        f(self)
+    }
+}
+
+impl ChainAccess for &RwLock<Chain> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Chain) -> R) -> R {
+        // A panic while holding the lock leaves a chain in a consistent state (every change
+        // is one `add_block`), so a poisoned lock is used as it is.
+        let mut chain = self.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut chain)
+    }
+}
+
+/// Adds `block` (at Unix time `now`) and appends what joined the best chain to `store`.
+pub fn add_block(
+    chain: &mut impl ChainAccess,
+    store: &mut BlockStore,
+    block: Block,
+    now: u64,
+) -> Result<Added, ApplyError> {
+    let update = chain.with(|c| c.add_block(block, now))?;
+    let (disconnected, connected) = match update {
+        ChainUpdate::AlreadyKnown => return Ok(Added::Known),
+        ChainUpdate::SideBranch => return Ok(Added::Side),
+        ChainUpdate::TipChanged {
+            disconnected,
+            connected,
+        } => (disconnected, connected),
+    };
+    for block in &connected {
+        if let Err(source) = store.append(block) {
+            return Err(ApplyError::Store {
+                height: block.header.height.saturating_sub(1),
+                source,
+            });
+        }
+    }
+    Ok(Added::Moved(TipMove {
+        disconnected,
+        connected,
+    }))
+}
+
+/// What a batch of blocks did.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Blocks the chain did not know before.
+    pub new: u64,
+    /// The tip's move over the whole batch.
+    pub moved: TipMove,
+    /// Why the batch stopped early, if it did: the blocks before it stay added.
+    pub error: Option<ApplyError>,
+}
+
+/// Adds `blocks` in order with [`add_block`], stopping at the first that fails.
+pub fn add_batch(
+    chain: &mut impl ChainAccess,
+    store: &mut BlockStore,
+    blocks: impl IntoIterator<Item = Block>,
+    now: u64,
+) -> Batch {
+    let mut batch = Batch::default();
+    for block in blocks {
+        match add_block(chain, store, block, now) {
+            Ok(Added::Known) => {}
+            Ok(Added::Side) => batch.new += 1,
+            Ok(Added::Moved(moved)) => {
+                batch.new += 1;
+                batch.moved.then(moved);
+            }
+            Err(e) => {
+                batch.error = Some(e);
+                break;
+            }
+        }
+    }
+    batch
+}

@@ -1,0 +1,14 @@
+//! The mvbc node core: what the miner and the wallet's `sync` both do with a chain and its
+//! peers, written once. It does no I/O of its own and never depends on a GPU stack.
+//!
+//! This is the first part of the node as a library state machine (issue 11):
+//! - [`apply`]: one way to add blocks, mined or downloaded, to the chain and its store: what
+//!   joins the best chain is appended, a store that cannot take it stops the caller the same
+//!   way in both programs, and a batch reports its new blocks and one merged tip move;
+//! - [`sync`]: judging a finished download, with typed errors, and the sync values that differ
+//!   between the miner and the wallet, named in one place ([`sync::Role`]).
+
+#![warn(missing_docs)]
+
+pub mod apply;
+pub mod sync;

@@ -1,0 +1,161 @@
+//! Adding blocks to a chain and its store, as both programs do.
+
+use mvbc_node::apply::{self, Added, ApplyError, TipMove};
+use mvbc_protocol::block::{GENESIS_TIMESTAMP, merkle_root};
+use mvbc_protocol::header::HEADER_VERSION;
+use mvbc_protocol::store::BlockStore;
+use mvbc_protocol::{
+    Address, Amount, Block, BlockHeader, Chain, ConsensusParams, Hash256, Reward, Transaction,
+    genesis_block,
+};
+
+const PARAMS: ConsensusParams = ConsensusParams {
+    difficulty: 4,
+    block_size: 1,
+    block_reward: Amount::from_units(10_000_000),
+};
+const NOW: u64 = GENESIS_TIMESTAMP + 86_400;
+
+/// A reward-only block on `parent`, mined at the test difficulty; `salt` tells siblings apart.
+fn mine_on(parent: &BlockHeader, salt: u8) -> Block {
+    let height = parent.height + 1;
+    let reward = Transaction::Reward(Reward {
+        to: Address(Hash256([salt; 32])),
+        amount: PARAMS.block_reward,
+        height,
+    });
+    let mut header = BlockHeader {
+        version: HEADER_VERSION,
+        prev_hash: parent.hash(),
+        merkle_root: merkle_root(&[reward.id()]),
+        timestamp: parent.timestamp + 1,
+        height,
+        difficulty: PARAMS.difficulty,
+        nonce: 0,
+    };
+    while !header.meets_own_difficulty() {
+        header.nonce += 1;
+    }
+    Block {
+        header,
+        transactions: vec![reward],
+    }
+}
+
+/// `n` blocks on `parent`.
+fn branch(parent: &BlockHeader, n: usize, salt: u8) -> Vec<Block> {
+    let mut out: Vec<Block> = Vec::new();
+    for _ in 0..n {
+        let tip = out.last().map_or(*parent, |b| b.header);
+        out.push(mine_on(&tip, salt));
+    }
+    out
+}
+
+fn stored(path: &std::path::Path) -> Vec<Hash256> {
+    let opened = BlockStore::open(path).unwrap();
+    opened.blocks.iter().map(Block::hash).collect()
+}
+
+#[test]
+fn a_batch_counts_new_blocks_and_stores_what_joins_the_best_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    let mut store = BlockStore::open(&path).unwrap().store;
+    let mut chain = Chain::new(PARAMS);
+    let main = branch(&genesis_block().header, 3, 1);
+
+    // The first block twice: known the second time, not new.
+    let mut blocks = main.clone();
+    blocks.insert(1, main[0].clone());
+    let batch = apply::add_batch(&mut chain, &mut store, blocks, NOW);
+    assert!(batch.error.is_none());
+    assert_eq!(batch.new, 3);
+    assert!(batch.moved.disconnected.is_empty());
+    assert_eq!(batch.moved.connected.len(), 3);
+    assert_eq!(chain.height(), 3);
+
+    // A heavier rival from height 1: its first block is a side block (new, not stored), then
+    // the rival takes over and one merged move says so.
+    let rival = branch(&main[0].header, 3, 2);
+    let batch = apply::add_batch(&mut chain, &mut store, rival.clone(), NOW);
+    assert!(batch.error.is_none());
+    assert_eq!(batch.new, 3);
+    let hashes = |v: &[std::sync::Arc<Block>]| v.iter().map(|b| b.hash()).collect::<Vec<_>>();
+    assert_eq!(
+        hashes(&batch.moved.disconnected),
+        vec![main[2].hash(), main[1].hash()]
+    );
+    assert_eq!(
+        hashes(&batch.moved.connected),
+        rival.iter().map(Block::hash).collect::<Vec<_>>()
+    );
+    assert_eq!(chain.tip_hash(), rival[2].hash());
+    drop(store);
+    let on_disk = stored(&path);
+    assert_eq!(
+        on_disk.len(),
+        6,
+        "every block that joined the best chain, in order"
+    );
+    assert_eq!(&on_disk[3..], &hashes(&batch.moved.connected)[..]);
+}
+
+#[test]
+fn a_refused_block_ends_the_batch_and_what_came_before_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    let mut store = BlockStore::open(&path).unwrap().store;
+    let mut chain = Chain::new(PARAMS);
+    let mut blocks = branch(&genesis_block().header, 3, 1);
+    blocks[1].header.nonce ^= 1; // no longer meets its difficulty (or links on)
+    let batch = apply::add_batch(&mut chain, &mut store, blocks, NOW);
+    assert!(
+        matches!(batch.error, Some(ApplyError::Refused(_))),
+        "{batch:?}"
+    );
+    assert_eq!((batch.new, chain.height()), (1, 1));
+    drop(store);
+    assert_eq!(stored(&path).len(), 1);
+}
+
+#[test]
+fn a_lock_is_taken_per_block_and_gives_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = BlockStore::open(&dir.path().join("blocks.dat"))
+        .unwrap()
+        .store;
+    let shared = std::sync::RwLock::new(Chain::new(PARAMS));
+    let blocks = branch(&genesis_block().header, 2, 1);
+    let mut access = &shared;
+    let first = apply::add_block(&mut access, &mut store, blocks[0].clone(), NOW).unwrap();
+    assert!(matches!(first, Added::Moved(ref m) if m.connected.len() == 1));
+    let again = apply::add_block(&mut access, &mut store, blocks[0].clone(), NOW).unwrap();
+    assert_eq!(again, Added::Known);
+    assert_eq!(shared.read().unwrap().height(), 1);
+}
+
+#[test]
+fn consecutive_moves_merge_into_one() {
+    let blocks = branch(&genesis_block().header, 3, 1);
+    let arc = |i: usize| std::sync::Arc::new(blocks[i].clone());
+    let mut sum = TipMove {
+        disconnected: vec![],
+        connected: vec![arc(0), arc(1)],
+    };
+    // A later move takes block 1 out again and adds block 2: block 1 never counts.
+    sum.then(TipMove {
+        disconnected: vec![arc(1)],
+        connected: vec![arc(2)],
+    });
+    assert_eq!(sum.connected, vec![arc(0), arc(2)]);
+    assert!(sum.disconnected.is_empty());
+    // Taking back all it connected leaves nothing; a block from before the sum leaves for good.
+    let older = std::sync::Arc::new(genesis_block());
+    sum.then(TipMove {
+        disconnected: vec![arc(2), arc(0), older.clone()],
+        connected: vec![],
+    });
+    assert!(sum.connected.is_empty());
+    assert_eq!(sum.disconnected, vec![older]);
+}
