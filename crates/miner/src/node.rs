@@ -26,12 +26,11 @@ use mvbc_miner::engine::{MiningEngine, NonceRange, Search, SearchControl, search
 use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
 use mvbc_node::apply::{self, Added, ApplyError, TipMove};
-use mvbc_node::sync::{DownloadError, Role, judge};
+use mvbc_node::sync::{Download, Finished, Role, SyncManager};
 use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::header::HEADER_VERSION;
 use mvbc_protocol::net::FetchError;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
-use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick};
 use mvbc_protocol::pool::PoolError;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::{Datagram, Status};
@@ -86,9 +85,7 @@ enum Event {
         ack: Sender<Result<u64, ApplyError>>,
     },
     DownloadDone {
-        node_id: u64,
         peer: SocketAddr,
-        announced_work: u128,
         result: Result<u64, FetchError>,
     },
     Shutdown,
@@ -112,13 +109,6 @@ struct Inbox {
 struct Job {
     block: Block,
     control: Arc<SearchControl>,
-}
-
-struct SyncJob {
-    node_id: u64,
-    peer: SocketAddr,
-    announced_height: u64,
-    announced_work: u128,
 }
 
 /// Runs the node until Ctrl-C or SIGTERM.
@@ -205,7 +195,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         let hashes_done = hashes_done.clone();
         move || mine(engine, job_inbox, events, hashes_done)
     })?;
-    let (sync_jobs, sync_inbox) = unbounded::<SyncJob>();
+    let (sync_jobs, sync_inbox) = unbounded::<Download>();
     spawn("downloader", {
         let (events, chain) = (events.urgent.clone(), chain.clone());
         move || download(sync_inbox, events, chain)
@@ -218,10 +208,8 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         store,
         pool: Pool::default(),
         reward_to,
+        sync: SyncManager::new(Role::MINER, quiet(&config)),
         config,
-        peers: PeerBook::new(),
-        syncing: None,
-        retry_sync_at: None,
         better_heard_at: None,
         refused_payments: Quota::default(),
         failed_downloads: Quota::default(),
@@ -245,6 +233,11 @@ pub fn run(setup: NodeSetup) -> Result<()> {
     let result = node.event_loop(inbox, crossbeam_channel::after(listen));
     drop(server);
     result
+}
+
+/// A peer not heard for three status intervals has gone.
+fn quiet(config: &Config) -> Duration {
+    3 * config.status_broadcast_interval + Duration::from_secs(1)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
@@ -347,10 +340,10 @@ fn mine(
 
 /// The downloader thread: syncs from one peer at a time, handing batches to the node loop and
 /// waiting for its verdict before asking for more.
-fn download(jobs: Receiver<SyncJob>, events: Sender<Event>, chain: Arc<RwLock<Chain>>) {
+fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<Chain>>) {
     while let Ok(job) = jobs.recv() {
         let locator = read_chain(&chain).locator();
-        let limit = job.announced_height.saturating_add(DOWNLOAD_SLACK);
+        let limit = job.limit();
         let result = BlockClient::connect(job.peer).and_then(|mut client| {
             client.download(
                 &locator,
@@ -370,9 +363,7 @@ fn download(jobs: Receiver<SyncJob>, events: Sender<Event>, chain: Arc<RwLock<Ch
             )
         });
         let done = Event::DownloadDone {
-            node_id: job.node_id,
             peer: job.peer,
-            announced_work: job.announced_work,
             result,
         };
         if events.send(done).is_err() {
@@ -389,11 +380,8 @@ struct Node {
     pool: Pool,
     reward_to: Address,
     config: Config,
-    peers: PeerBook,
-    /// The peer being downloaded from.
-    syncing: Option<u64>,
-    /// A peer is ahead but may be dialled only then (see `PeerBook::pick`).
-    retry_sync_at: Option<Instant>,
+    /// The peers heard, and the download running.
+    sync: SyncManager,
     /// When a status first told us of a chain with more work than ours (cleared once we have
     /// it): when the datagram arrived, not when the loop got to it.
     better_heard_at: Option<Instant>,
@@ -406,7 +394,7 @@ struct Node {
     /// The search running now, and the tip it builds on.
     job: Option<(Hash256, Arc<SearchControl>)>,
     jobs: Sender<Job>,
-    sync_jobs: Sender<SyncJob>,
+    sync_jobs: Sender<Download>,
     announce: Sender<Status>,
     hashes_done: Arc<AtomicU64>,
     /// Each device's meter and its reading at the last report, when mining on several.
@@ -432,7 +420,8 @@ impl Node {
                 Ok(e) => e,
                 Err(_) => {
                     let retry = self
-                        .retry_sync_at
+                        .sync
+                        .retry_at()
                         .map_or_else(crossbeam_channel::never, crossbeam_channel::at);
                     select! {
                         recv(inbox.urgent) -> e => match e {
@@ -453,7 +442,6 @@ impl Node {
                             continue;
                         }
                         recv(retry) -> _ => {
-                            self.retry_sync_at = None;
                             self.maybe_sync();
                             continue;
                         }
@@ -482,12 +470,7 @@ impl Node {
                     let verdict = self.on_downloaded(peer, blocks);
                     let _ = ack.send(verdict);
                 }
-                Event::DownloadDone {
-                    node_id,
-                    peer,
-                    announced_work,
-                    result,
-                } => self.on_download_done(node_id, peer, announced_work, result),
+                Event::DownloadDone { peer, result } => self.on_download_done(peer, result),
                 Event::Shutdown => {
                     self.stop_mining();
                     let chain = read_chain(&self.chain);
@@ -534,7 +517,7 @@ impl Node {
         let now = Instant::now();
         let hashes = self.hashes();
         let rate = hashes.saturating_sub(hashes_then) as f64 / (now - since).as_secs_f64();
-        self.peers.forget_quiet(now, self.quiet());
+        self.sync.forget_quiet(now);
         let (height, tip) = {
             let chain = read_chain(&self.chain);
             (chain.height(), chain.tip_hash())
@@ -547,7 +530,7 @@ impl Node {
             ),
             None => "idle, waiting for payments".into(),
         };
-        let peers = match self.peers.len() {
+        let peers = match self.sync.peers().len() {
             1 => "1 peer".to_string(),
             n => format!("{n} peers"),
         };
@@ -629,14 +612,9 @@ impl Node {
         }
     }
 
-    /// A peer not heard for three status intervals has gone.
-    fn quiet(&self) -> Duration {
-        3 * self.config.status_broadcast_interval + Duration::from_secs(1)
-    }
-
     fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant) {
         let now = Instant::now();
-        self.peers.heard(status, from, now, self.quiet());
+        self.sync.heard(status, from, now);
         let ours = read_chain(&self.chain).chain_work();
         if status.chain_work > ours {
             self.better_heard_at.get_or_insert(received);
@@ -647,67 +625,37 @@ impl Node {
     /// Starts a download from the peer the book picks among those ahead of us, if no download
     /// runs; when the dial budget says not yet, tries again then.
     fn maybe_sync(&mut self) {
-        if self.syncing.is_some() {
-            return;
-        }
         let ours = read_chain(&self.chain).chain_work();
-        let peer = match self.peers.pick(ours, Instant::now()) {
-            Pick::Dial(peer) => peer,
-            Pick::Wait(at) => {
-                self.retry_sync_at = Some(at);
-                return;
-            }
-            Pick::Nothing => return,
+        let Some(download) = self.sync.next(ours, Instant::now()) else {
+            return;
         };
         tracing::debug!(
-            peer = %peer.block_server,
-            height = peer.status.height,
+            peer = %download.peer,
+            height = download.announced_height,
             "downloading a chain with more work"
         );
-        let node_id = peer.node_id;
-        let job = SyncJob {
-            node_id,
-            peer: peer.block_server,
-            announced_height: peer.status.height,
-            announced_work: peer.status.chain_work,
-        };
-        if self.sync_jobs.send(job).is_ok() {
-            self.syncing = Some(node_id);
+        if self.sync_jobs.send(download).is_err() {
+            self.sync.abandon(); // the downloader is gone: the node is stopping
         }
     }
 
-    fn on_download_done(
-        &mut self,
-        node_id: u64,
-        peer: SocketAddr,
-        announced_work: u128,
-        result: Result<u64, FetchError>,
-    ) {
-        self.syncing = None;
+    fn on_download_done(&mut self, peer: SocketAddr, result: Result<u64, FetchError>) {
         if self.listening {
             self.listening = false;
             self.maybe_mine();
         }
         let ours = read_chain(&self.chain).chain_work();
-        let now = Instant::now();
-        let backoff = Role::MINER.peer_backoff;
-        match result
-            .map_err(DownloadError::from)
-            .and_then(|n| judge(n, ours, announced_work))
-        {
-            Ok(n) => {
-                tracing::debug!(%peer, "download done: {n} blocks");
-                if n > 0 {
-                    self.peers.served(peer, now);
-                }
+        match self.sync.finished(result, ours, Instant::now()) {
+            Some(Finished::Served(n)) => tracing::debug!(%peer, "download done: {n} blocks"),
+            Some(Finished::Ended(e)) => tracing::debug!(%peer, "download ended: {e}"),
+            Some(Finished::Failed(e, until)) if self.failed_downloads.allow() => {
+                let backoff = until.saturating_duration_since(Instant::now());
+                println!(
+                    "Download from {peer} failed: {e}; passing it over for {:.0?}",
+                    backoff
+                );
             }
-            Err(e) if !e.blames_peer() => tracing::debug!(%peer, "download ended: {e}"),
-            Err(e) => {
-                if self.failed_downloads.allow() {
-                    println!("Download from {peer} failed: {e}; passing it over for {backoff:?}");
-                }
-                self.peers.failed(node_id, peer, now + backoff);
-            }
+            Some(Finished::Failed(..)) | None => {}
         }
         // Still behind someone (another announcer, or this one mined on): go again.
         self.maybe_sync();
@@ -820,7 +768,7 @@ impl Node {
                 println!("Block adopted: {blocks}, tip {tip}, from {peer}{since}");
             }
         }
-        if work >= self.peers.best_work() {
+        if work >= self.sync.peers().best_work() {
             self.better_heard_at = None;
         }
         self.announce();

@@ -1,8 +1,13 @@
-//! Judging downloads, and the sync values each role uses.
+//! Sync: whom to download from, and what a finished download says about that peer. One
+//! [`SyncManager`] serves both roles; the values that differ are named in [`Role`]. It does no
+//! I/O and reads no clock: the caller runs the download and passes the time in.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use mvbc_protocol::net::FetchError;
+use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick};
+use mvbc_protocol::wire::Status;
 
 use crate::apply::ApplyError;
 
@@ -71,6 +76,154 @@ pub fn judge(blocks: u64, ours: u128, announced_work: u128) -> Result<u64, Downl
     }
 }
 
+/// A download the caller should run: from `peer`, up to `limit` new blocks after the locator
+/// of its chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Download {
+    /// The announcer's node id.
+    pub node_id: u64,
+    /// Its block server.
+    pub peer: SocketAddr,
+    /// The height it announced.
+    pub announced_height: u64,
+    /// The work it announced.
+    pub announced_work: u128,
+}
+
+impl Download {
+    /// At most this many new blocks: the peer may mine more while we download, but one that
+    /// keeps sending is cut off.
+    pub fn limit(&self) -> u64 {
+        self.announced_height.saturating_add(DOWNLOAD_SLACK)
+    }
+}
+
+/// What a finished download came to.
+#[derive(Debug)]
+pub enum Finished {
+    /// Our chain has the work the peer announced; it served this many new blocks.
+    Served(u64),
+    /// The peer failed us and is passed over until the time given.
+    Failed(DownloadError, Instant),
+    /// It ended for a reason that is not the peer's (a cancel, our own store).
+    Ended(DownloadError),
+}
+
+/// The peers heard and the one download running, for either role.
+#[derive(Debug)]
+pub struct SyncManager {
+    role: Role,
+    /// How long a peer not heard from stays eligible.
+    quiet: Duration,
+    peers: PeerBook,
+    running: Option<Download>,
+    retry_at: Option<Instant>,
+}
+
+impl SyncManager {
+    /// No peers yet; peers not heard for `quiet` are forgotten when room is needed.
+    pub fn new(role: Role, quiet: Duration) -> SyncManager {
+        SyncManager {
+            role,
+            quiet,
+            peers: PeerBook::new(),
+            running: None,
+            retry_at: None,
+        }
+    }
+
+    /// The peers heard so far.
+    pub fn peers(&self) -> &PeerBook {
+        &self.peers
+    }
+
+    /// Forgets peers not heard for the quiet time.
+    pub fn forget_quiet(&mut self, now: Instant) {
+        self.peers.forget_quiet(now, self.quiet);
+    }
+
+    /// A status from `from` arrived at `now`.
+    pub fn heard(&mut self, status: Status, from: SocketAddr, now: Instant) {
+        self.peers.heard(status, from, now, self.quiet);
+    }
+
+    /// Whether some peer not passed over announced more work than `ours`.
+    pub fn behind(&self, ours: u128, now: Instant) -> bool {
+        self.peers.best_ahead(ours, now).is_some()
+    }
+
+    /// The download running, if any.
+    pub fn running(&self) -> Option<&Download> {
+        self.running.as_ref()
+    }
+
+    /// When to ask [`SyncManager::next`] again: a peer is ahead, but the dial budget said
+    /// not yet.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// The download to start now, if none runs and a peer ahead of `ours` may be dialled.
+    /// The caller runs it and reports with [`SyncManager::finished`].
+    pub fn next(&mut self, ours: u128, now: Instant) -> Option<Download> {
+        if self.running.is_some() {
+            return None;
+        }
+        self.retry_at = None;
+        match self.peers.pick(ours, now) {
+            Pick::Dial(peer) => {
+                let download = Download {
+                    node_id: peer.node_id,
+                    peer: peer.block_server,
+                    announced_height: peer.status.height,
+                    announced_work: peer.status.chain_work,
+                };
+                self.running = Some(download);
+                Some(download)
+            }
+            Pick::Wait(at) => {
+                self.retry_at = Some(at);
+                None
+            }
+            Pick::Nothing => None,
+        }
+    }
+
+    /// Forgets the running download without judging anyone (its runner is gone).
+    pub fn abandon(&mut self) {
+        self.running = None;
+    }
+
+    /// The running download ended with `result` (new blocks delivered, or why it stopped);
+    /// our chain now has `ours`. Judges the peer: served, or passed over for the role's
+    /// back-off unless it was not its fault.
+    pub fn finished(
+        &mut self,
+        result: Result<u64, FetchError>,
+        ours: u128,
+        now: Instant,
+    ) -> Option<Finished> {
+        let download = self.running.take()?;
+        let judged = result
+            .map_err(DownloadError::from)
+            .and_then(|n| judge(n, ours, download.announced_work));
+        Some(match judged {
+            Ok(n) => {
+                if n > 0 {
+                    self.peers.served(download.peer, now);
+                }
+                Finished::Served(n)
+            }
+            Err(e) if !e.blames_peer() => Finished::Ended(e),
+            Err(e) => {
+                let until = now + self.role.peer_backoff;
+                self.peers.failed(download.node_id, download.peer, until);
+                Finished::Failed(e, until)
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +243,81 @@ mod tests {
     #[test]
     fn the_roles_differ_only_where_named() {
         assert!(Role::MINER.peer_backoff > Role::WALLET.peer_backoff);
+    }
+
+    fn status(node_id: u64, height: u64, work: u128) -> Status {
+        Status {
+            node_id,
+            height,
+            tip: mvbc_protocol::Hash256([height as u8; 32]),
+            chain_work: work,
+            block_server_port: 2607,
+        }
+    }
+
+    fn host(last: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, last], 2606))
+    }
+
+    #[test]
+    fn one_download_at_a_time_from_a_peer_ahead() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(16));
+        assert_eq!(sync.next(10, t0), None, "nobody heard");
+        sync.heard(status(1, 5, 10), host(1), t0);
+        assert!(!sync.behind(10, t0), "equal work is not ahead");
+        sync.heard(status(2, 7, 14), host(2), t0);
+        assert!(sync.behind(10, t0));
+        let d = sync.next(10, t0).expect("a peer ahead");
+        assert_eq!((d.node_id, d.peer.port()), (2, 2607));
+        assert_eq!(d.limit(), 7 + DOWNLOAD_SLACK);
+        assert_eq!(sync.next(10, t0), None, "one download at a time");
+        assert!(matches!(
+            sync.finished(Ok(4), 14, t0),
+            Some(Finished::Served(4))
+        ));
+        assert!(sync.running().is_none());
+        assert!(
+            sync.finished(Ok(0), 14, t0).is_none(),
+            "nothing was running"
+        );
+    }
+
+    #[test]
+    fn a_peer_short_of_its_word_is_passed_over_for_the_role_back_off() {
+        for role in [Role::MINER, Role::WALLET] {
+            let t0 = Instant::now();
+            let mut sync = SyncManager::new(role, Duration::from_secs(600));
+            sync.heard(status(2, 7, 14), host(2), t0);
+            sync.next(10, t0).unwrap();
+            let Some(Finished::Failed(e, until)) = sync.finished(Ok(1), 11, t0) else {
+                panic!("{}: the liar is not blamed", role.name);
+            };
+            assert!(matches!(e, DownloadError::ShortOfWork { blocks: 1 }));
+            assert_eq!(until, t0 + role.peer_backoff);
+            assert!(
+                !sync.behind(11, t0),
+                "{}: still counted as ahead",
+                role.name
+            );
+            let later = until + Duration::from_millis(1);
+            assert!(sync.behind(11, later), "{}: never forgiven", role.name);
+        }
+    }
+
+    #[test]
+    fn a_cancelled_download_does_not_blame_the_peer() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::WALLET, Duration::from_secs(600));
+        sync.heard(status(2, 7, 14), host(2), t0);
+        sync.next(10, t0).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cancel = mvbc_protocol::net::Cancel::never().on(stop);
+        let cancelled = FetchError::Cancelled(cancel.check().unwrap_err());
+        assert!(matches!(
+            sync.finished(Err(cancelled), 10, t0),
+            Some(Finished::Ended(_))
+        ));
+        assert!(sync.behind(10, t0), "still a candidate");
     }
 }

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mvbc_node::apply::{self, ApplyError};
-use mvbc_node::sync::{DownloadError, Role, judge};
+use mvbc_node::sync::{Finished, Role, SyncManager};
 use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel};
-use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
@@ -43,7 +42,8 @@ struct Syncer<'a> {
     chain: Chain,
     store: BlockStore,
     dir: &'a Path,
-    peers: PeerBook,
+    /// The miners heard, and whom to download from.
+    sync: SyncManager,
     tx_out: Broadcaster,
     /// When a download gives up: the `--once` deadline, Ctrl-C.
     cancel: Cancel,
@@ -89,7 +89,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         chain: loaded.chain,
         store: loaded.store,
         dir,
-        peers: PeerBook::new(),
+        sync: SyncManager::new(Role::WALLET, PEER_QUIET),
         tx_out,
         cancel,
         quiet: options.json,
@@ -176,30 +176,23 @@ impl Syncer<'_> {
     }
 
     fn heard(&mut self, status: Status, from: SocketAddr) {
-        self.peers.heard(status, from, Instant::now(), PEER_QUIET);
+        self.sync.heard(status, from, Instant::now());
     }
 
     /// Whether some miner announced more work than our chain has.
     /// (One that was passed over after a failed download does not count: a peer that announces
     /// work it cannot serve must not keep `--once` from settling.)
     fn behind(&self) -> bool {
-        self.peers
-            .best_ahead(self.chain.chain_work(), Instant::now())
-            .is_some()
+        self.sync.behind(self.chain.chain_work(), Instant::now())
     }
 
     /// Downloads from the miner the peer book picks among those ahead of us, if any; a failure
     /// passes it over a while.
     fn catch_up(&mut self) -> Result<()> {
-        let Pick::Dial(best) = self.peers.pick(self.chain.chain_work(), Instant::now()) else {
+        let Some(download) = self.sync.next(self.chain.chain_work(), Instant::now()) else {
             return Ok(());
         };
-        let (id, peer, height, announced_work) = (
-            best.node_id,
-            best.block_server,
-            best.status.height,
-            best.status.chain_work,
-        );
+        let (peer, height) = (download.peer, download.announced_height);
         let start = self.chain.height();
         let tip = self.chain.tip_hash();
         let progress = std::io::stderr().is_terminal()
@@ -210,37 +203,31 @@ impl Syncer<'_> {
         let mut reorged = 0;
         let result =
             BlockClient::connect_until(peer, self.cancel.clone()).and_then(|mut client| {
-                client.download(
-                    &locator,
-                    height.saturating_add(DOWNLOAD_SLACK),
-                    |blocks, tip_height| {
-                        let batch = apply::add_batch(chain, store, blocks, unix_now());
-                        reorged += batch.moved.disconnected.len();
-                        if let Some(e) = batch.error {
-                            return Err(e);
-                        }
-                        if progress {
-                            eprint!(
-                                "\r\x1b[KDownloading blocks: {}/{tip_height}",
-                                chain.height()
-                            );
-                            let _ = std::io::stderr().flush();
-                        }
-                        Ok(batch.new)
-                    },
-                )
+                client.download(&locator, download.limit(), |blocks, tip_height| {
+                    let batch = apply::add_batch(chain, store, blocks, unix_now());
+                    reorged += batch.moved.disconnected.len();
+                    if let Some(e) = batch.error {
+                        return Err(e);
+                    }
+                    if progress {
+                        eprint!(
+                            "\r\x1b[KDownloading blocks: {}/{tip_height}",
+                            chain.height()
+                        );
+                        let _ = std::io::stderr().flush();
+                    }
+                    Ok(batch.new)
+                })
             });
         if progress {
             eprint!("\r\x1b[K");
         }
-        let result = result
-            .map_err(DownloadError::from)
-            .and_then(|n| judge(n, self.chain.chain_work(), announced_work));
-        match result {
-            Ok(n) if n > 0 => self.peers.served(peer, Instant::now()),
-            Ok(_) => {}
+        match self
+            .sync
+            .finished(result, self.chain.chain_work(), Instant::now())
+        {
             // The store failed: stop, as the miner does; what was stored stays.
-            Err(e)
+            Some(Finished::Ended(e))
                 if e.apply_error()
                     .is_some_and(|a| matches!(a, ApplyError::Store { .. })) =>
             {
@@ -248,11 +235,9 @@ impl Syncer<'_> {
             }
             // Ctrl-C or the deadline ends a download without judging the peer: the caller's
             // loop says why it stops, and what was stored stays.
-            Err(e) if !e.blames_peer() => {}
-            Err(e) => {
+            Some(Finished::Served(_) | Finished::Ended(_)) | None => {}
+            Some(Finished::Failed(e, _)) => {
                 self.say(format!("Download from {peer} failed: {e}"));
-                self.peers
-                    .failed(id, peer, Instant::now() + Role::WALLET.peer_backoff);
             }
         }
         if self.chain.tip_hash() != tip {
