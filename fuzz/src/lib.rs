@@ -45,13 +45,13 @@ pub fn transaction(data: &[u8]) {
 
 /// A whole block store file.
 pub fn store(data: &[u8]) {
-    if let Ok((blocks, kept, reason)) = store::scan(data) {
-        assert!(kept <= data.len() as u64);
+    if let Ok(scan) = store::scan(data) {
+        assert!(scan.kept <= data.len() as u64);
         assert_eq!(
-            reason.is_none(),
-            kept == data.len() as u64 || data.is_empty()
+            scan.damage.is_none(),
+            scan.kept == data.len() as u64 || data.is_empty()
         );
-        drop(blocks);
+        drop(scan.blocks);
     }
 }
 

@@ -47,11 +47,13 @@ pub enum Search {
     Aborted,
 }
 
-/// Shared between a search and whoever watches it: a stop flag and a hash counter.
+/// Shared between a search and whoever watches it: a stop flag, a hash counter, and a count
+/// of answers the CPU check refused.
 #[derive(Debug, Default)]
 pub struct SearchControl {
     stop: AtomicBool,
     hashes: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl SearchControl {
@@ -83,6 +85,12 @@ impl SearchControl {
     /// Engines call this as they finish batches of nonces.
     pub fn add_hashes(&self, n: u64) {
         self.hashes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// "Winning" nonces an engine returned that [`search_verified`] refused, across every
+    /// search that used this control: zero unless an engine is wrong.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -157,17 +165,9 @@ pub trait MiningEngine: Send {
     ) -> Result<Search, EngineError>;
 }
 
-/// Counts engine answers the CPU check refused, over the life of the process.
-static REFUSED_SOLUTIONS: AtomicU64 = AtomicU64::new(0);
-
-/// Number of "winning" nonces an engine returned that the CPU check refused.
-pub fn refused_solutions() -> u64 {
-    REFUSED_SOLUTIONS.load(Ordering::Relaxed)
-}
-
 /// Searches with `engine` and checks every nonce it finds with a full `sha2::Sha256` of the
 /// header before returning it. A nonce that fails the check is logged as an error, counted in
-/// [`refused_solutions`], and never returned: the search goes on after it.
+/// [`SearchControl::refused`], and never returned: the search goes on after it.
 pub fn search_verified(
     engine: &mut dyn MiningEngine,
     work: &WorkUnit,
@@ -185,7 +185,7 @@ pub fn search_verified(
                 {
                     return Ok(Search::Found(nonce));
                 }
-                REFUSED_SOLUTIONS.fetch_add(1, Ordering::Relaxed);
+                control.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     engine = %engine.info().adapter,
                     nonce,
@@ -242,12 +242,11 @@ mod tests {
             .find(|&n| w.header_with(n).meets_own_difficulty())
             .unwrap();
         let bad = good - 1; // `good` is the lowest winner, so the nonce before it loses
-        let before = refused_solutions();
-
         let mut liar = Liar(vec![good, bad]); // answers `bad` first
-        let r = search_verified(&mut liar, &w, NonceRange::all(), &SearchControl::new());
+        let control = SearchControl::new();
+        let r = search_verified(&mut liar, &w, NonceRange::all(), &control);
         assert_eq!(r.unwrap(), Search::Found(good));
-        assert!(refused_solutions() > before);
+        assert_eq!(control.refused(), 1);
 
         let mut liar = Liar(vec![bad]);
         let r = search_verified(&mut liar, &w, NonceRange::all(), &SearchControl::new());

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick, unbounded};
-use mvbc_miner::engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
+use mvbc_miner::engine::{
+    EngineError, MiningEngine, NonceRange, Search, SearchControl, search_verified,
+};
 use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
 use mvbc_node::apply::{self, Added, ApplyError, TipMove};
@@ -77,7 +79,7 @@ enum Event {
         took: Duration,
         hashes: u64,
     },
-    MiningFailed(String),
+    MiningFailed(EngineError),
     Downloaded {
         peer: SocketAddr,
         blocks: Vec<Block>,
@@ -156,7 +158,13 @@ pub fn run(setup: NodeSetup) -> Result<()> {
             config.status_broadcast_port
         )
     })?;
-    let server = BlockServer::start(config.block_server_port, chain.clone()).with_context(|| {
+    let dropped = net::Dropped::default();
+    let server = BlockServer::start_counting(
+        config.block_server_port,
+        chain.clone(),
+        dropped.clone(),
+    )
+    .with_context(|| {
         format!(
             "starting the block server on TCP port {} (another miner on this host? \
              set -s block_server_port=0 to take any free port; it is announced in status broadcasts)",
@@ -176,12 +184,12 @@ pub fn run(setup: NodeSetup) -> Result<()> {
     );
 
     spawn("tx-listener", {
-        let events = events.clone();
-        move || listen(tx_socket, events, node_id, "payment port")
+        let (events, dropped) = (events.clone(), dropped.clone());
+        move || listen(tx_socket, events, node_id, "payment port", dropped)
     })?;
     spawn("status-listener", {
-        let events = events.clone();
-        move || listen(status_socket, events, node_id, "status port")
+        let (events, dropped) = (events.clone(), dropped.clone());
+        move || listen(status_socket, events, node_id, "status port", dropped)
     })?;
     let (announce, announcements) = unbounded::<Status>();
     let interval = config.status_broadcast_interval;
@@ -209,6 +217,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         pool: Pool::default(),
         reward_to,
         sync: SyncManager::new(Role::MINER, quiet(&config)),
+        dropped,
         config,
         better_heard_at: None,
         refused_payments: Quota::default(),
@@ -256,7 +265,13 @@ fn rand_node_id() -> u64 {
 
 /// Receives datagrams and forwards the ones that decode, payments and statuses each to their
 /// own queue; a full queue drops them.
-fn listen(socket: std::net::UdpSocket, events: Senders, own_id: u64, port: &str) {
+fn listen(
+    socket: std::net::UdpSocket,
+    events: Senders,
+    own_id: u64,
+    port: &str,
+    dropped: net::Dropped,
+) {
     loop {
         let Some((from, datagram)) = net::recv_datagram(&socket) else {
             continue;
@@ -267,7 +282,7 @@ fn listen(socket: std::net::UdpSocket, events: Senders, own_id: u64, port: &str)
             Ok(Datagram::Status(s)) => (&events.statuses, Event::Status(s, from, Instant::now())),
             Ok(Datagram::StatusRequest) => (&events.statuses, Event::StatusRequest),
             Err(e) => {
-                net::note_dropped(from, port, &e);
+                dropped.note(from, port, &e);
                 continue;
             }
         };
@@ -328,9 +343,10 @@ fn mine(
             }
             Ok(Search::Aborted) => continue,
             Ok(Search::Exhausted) => {
-                Event::MiningFailed("every nonce tried without a solution".into())
+                // Every nonce of the header tried without a solution.
+                Event::MiningFailed(EngineError::EndedEarly(Search::Exhausted))
             }
-            Err(e) => Event::MiningFailed(e.to_string()),
+            Err(e) => Event::MiningFailed(e),
         };
         if events.send(event).is_err() {
             return;
@@ -382,6 +398,8 @@ struct Node {
     config: Config,
     /// The peers heard, and the download running.
     sync: SyncManager,
+    /// Datagrams and requests dropped as malformed.
+    dropped: net::Dropped,
     /// When a status first told us of a chain with more work than ours (cleared once we have
     /// it): when the datagram arrived, not when the loop got to it.
     better_heard_at: Option<Instant>,
@@ -479,7 +497,7 @@ impl Node {
                         chain.height(),
                         chain.tip_hash(),
                         self.store.path().display(),
-                        net::dropped_messages(),
+                        self.dropped.count(),
                         self.refused_payments.total,
                     );
                     return Ok(());
@@ -537,7 +555,7 @@ impl Node {
         println!(
             "Status: height {height}, tip {tip}, {state}, {} pending, {peers}, {} malformed messages dropped, {} payments refused",
             self.pool.len(),
-            net::dropped_messages(),
+            self.dropped.count(),
             self.refused_payments.total,
         );
         let secs = REPORT_INTERVAL.as_secs();

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::chain::{AddBlockError, Chain};
+use crate::encode::DecodeError;
 use crate::hash::Hash256;
 use crate::rules::ConsensusParams;
 
@@ -60,7 +61,7 @@ pub struct Recovery {
     /// Bytes cut off.
     pub dropped_bytes: u64,
     /// Why the first dropped record was refused.
-    pub reason: String,
+    pub reason: Damage,
 }
 
 impl std::fmt::Display for Recovery {
@@ -115,8 +116,12 @@ impl BlockStore {
             Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
         let file_len = file.metadata().map_err(io_err)?.len();
-        let (blocks, kept, reason) = read_records(&mut file, path, file_len)?;
-        let recovery = reason.map(|reason| Recovery {
+        let Scan {
+            blocks,
+            kept,
+            damage,
+        } = read_records(&mut file, path, file_len)?;
+        let recovery = damage.map(|reason| Recovery {
             kept_bytes: kept,
             dropped_bytes: file_len - kept,
             reason,
@@ -193,9 +198,59 @@ impl BlockStore {
     }
 }
 
-/// What a store's bytes hold: every intact block, the length of the intact prefix and, if the
-/// bytes go on past it, why the rest was refused.
-pub type Scan = (Vec<Block>, u64, Option<String>);
+/// Why a store's bytes stop being intact records at some point (a crash while appending, or
+/// damage): everything from there on is cut off when the store opens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    /// Fewer bytes than the magic.
+    #[error("torn store header")]
+    TornHeader,
+    /// Fewer bytes than a record header.
+    #[error("torn record header at byte {at}")]
+    TornRecordHeader {
+        /// Where the record starts.
+        at: u64,
+    },
+    /// A record longer than any block may be.
+    #[error("record at byte {at} declares {len} bytes")]
+    Oversized {
+        /// Where the record starts.
+        at: u64,
+        /// The length it declares.
+        len: usize,
+    },
+    /// Fewer bytes than the record declares.
+    #[error("torn record at byte {at}")]
+    TornRecord {
+        /// Where the record starts.
+        at: u64,
+    },
+    /// The bytes do not match the record's CRC-32.
+    #[error("checksum mismatch in record at byte {at}")]
+    Checksum {
+        /// Where the record starts.
+        at: u64,
+    },
+    /// The checksum matches but the bytes are not a block.
+    #[error("record at byte {at}: {error}")]
+    NotABlock {
+        /// Where the record starts.
+        at: u64,
+        /// What decoding said.
+        error: DecodeError,
+    },
+}
+
+/// What a store's bytes hold.
+#[derive(Debug)]
+pub struct Scan {
+    /// Every intact block, in order.
+    pub blocks: Vec<Block>,
+    /// Length of the intact prefix.
+    pub kept: u64,
+    /// If the bytes go on past it, why the rest was refused.
+    pub damage: Option<Damage>,
+}
 
 /// Checks a whole store image held in memory exactly as opening a store file does. Nothing is
 /// written; for tools, tests and fuzzing.
@@ -221,8 +276,12 @@ fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Sca
     };
     let mut magic = [0u8; 8];
     if file_len < STORE_MAGIC.len() as u64 {
-        let reason = (file_len > 0).then(|| "torn store header".to_owned());
-        return Ok((Vec::new(), 0, reason));
+        let damage = (file_len > 0).then_some(Damage::TornHeader);
+        return Ok(Scan {
+            blocks: Vec::new(),
+            kept: 0,
+            damage,
+        });
     }
     reader.read_exact(&mut magic).map_err(io_err)?;
     if &magic == OLDER_STORE_MAGIC {
@@ -233,45 +292,44 @@ fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Sca
     }
     let mut pos = STORE_MAGIC.len() as u64;
     let mut blocks = Vec::new();
+    let cut = |blocks, at, damage| {
+        Ok(Scan {
+            blocks,
+            kept: at,
+            damage: Some(damage),
+        })
+    };
     while pos < file_len {
         let remaining = file_len - pos;
         if remaining < RECORD_HEADER_LEN as u64 {
-            return Ok((
-                blocks,
-                pos,
-                Some(format!("torn record header at byte {pos}")),
-            ));
+            return cut(blocks, pos, Damage::TornRecordHeader { at: pos });
         }
         let mut head = [0u8; RECORD_HEADER_LEN];
         reader.read_exact(&mut head).map_err(io_err)?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if len > MAX_BLOCK_BYTES {
-            return Ok((
-                blocks,
-                pos,
-                Some(format!("record at byte {pos} declares {len} bytes")),
-            ));
+            return cut(blocks, pos, Damage::Oversized { at: pos, len });
         }
         if (len as u64) > remaining - RECORD_HEADER_LEN as u64 {
-            return Ok((blocks, pos, Some(format!("torn record at byte {pos}"))));
+            return cut(blocks, pos, Damage::TornRecord { at: pos });
         }
         let mut payload = vec![0u8; len];
         reader.read_exact(&mut payload).map_err(io_err)?;
         if crc32fast::hash(&payload) != crc {
-            return Ok((
-                blocks,
-                pos,
-                Some(format!("checksum mismatch in record at byte {pos}")),
-            ));
+            return cut(blocks, pos, Damage::Checksum { at: pos });
         }
         match Block::decode(&payload) {
             Ok(block) => blocks.push(block),
-            Err(e) => return Ok((blocks, pos, Some(format!("record at byte {pos}: {e}")))),
+            Err(error) => return cut(blocks, pos, Damage::NotABlock { at: pos, error }),
         }
         pos += (RECORD_HEADER_LEN + len) as u64;
     }
-    Ok((blocks, pos, None))
+    Ok(Scan {
+        blocks,
+        kept: pos,
+        damage: None,
+    })
 }
 
 /// A chain loaded from its store, with what loading found.
@@ -333,7 +391,7 @@ pub fn read_only_chain(
             source,
         })?
         .len();
-    let (blocks, _, _) = read_records(&mut file, path, file_len)?;
+    let blocks = read_records(&mut file, path, file_len)?.blocks;
     Ok(rebuild_chain(params, blocks, now))
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use mvbc_protocol::genesis_block;
-use mvbc_protocol::store::{BlockStore, StoreError, read_only_chain, rebuild_chain};
+use mvbc_protocol::store::{BlockStore, Damage, StoreError, read_only_chain, rebuild_chain};
 
 fn three_blocks() -> Vec<mvbc_protocol::Block> {
     let b1 = mine_on(&genesis_block().header, vec![reward(0, 1)], 0);
@@ -92,7 +92,8 @@ fn a_flipped_byte_cuts_the_store_at_that_record() {
     assert_eq!(opened.blocks, blocks[..1]);
     let r = opened.recovery.unwrap();
     assert_eq!(r.kept_bytes, one_len);
-    assert!(r.reason.contains("checksum"), "{}", r.reason);
+    assert_eq!(r.reason, Damage::Checksum { at: one_len });
+    assert!(r.to_string().contains("checksum mismatch"), "{r}");
 }
 
 #[test]
@@ -183,9 +184,9 @@ proptest::proptest! {
         let first = BlockStore::open(&path).unwrap();
         let blocks = first.blocks.clone();
         // The in-memory scan (what the fuzz target drives) sees exactly what opening saw.
-        let (scanned, kept, _) = mvbc_protocol::store::scan(&bytes).unwrap();
-        proptest::prop_assert_eq!(&scanned, &blocks);
-        proptest::prop_assert_eq!(kept, std::fs::metadata(&path).unwrap().len());
+        let scan = mvbc_protocol::store::scan(&bytes).unwrap();
+        proptest::prop_assert_eq!(&scan.blocks, &blocks);
+        proptest::prop_assert_eq!(scan.kept, std::fs::metadata(&path).unwrap().len());
         drop(first);
         let again = BlockStore::open(&path).unwrap();
         proptest::prop_assert!(again.recovery.is_none());

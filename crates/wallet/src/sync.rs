@@ -104,6 +104,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
     let mut next_ask = started;
     let mut next_rebroadcast = started;
     let mut first_heard: Option<Instant> = None;
+    let dropped = net::Dropped::default();
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -144,7 +145,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
                     s.heard(status, from);
                 }
                 Ok(_) => {}
-                Err(e) => net::note_dropped(from, "status port", &e),
+                Err(e) => dropped.note(from, "status port", &e),
             }
         }
         s.catch_up()?;

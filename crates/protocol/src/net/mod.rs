@@ -32,18 +32,22 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Receive buffer asked for on UDP listeners: about 4,000 payment datagrams.
 pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
-/// Messages dropped because they did not decode, over the life of the process.
-static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Datagrams and frames dropped because they did not decode: one counter per node (or wallet),
+/// shared by its listeners and its block server, so two nodes in one process count apart.
+#[derive(Clone, Debug, Default)]
+pub struct Dropped(Arc<AtomicU64>);
 
-/// Number of datagrams and frames dropped as malformed so far.
-pub fn dropped_messages() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
-}
+impl Dropped {
+    /// Counts and logs (at debug level) a message that did not decode.
+    pub fn note(&self, from: SocketAddr, what: &str, error: &dyn std::fmt::Display) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%from, "dropped {what}: {error}");
+    }
 
-/// Counts and logs (at debug level) a message that did not decode.
-pub fn note_dropped(from: SocketAddr, what: &str, error: &dyn std::fmt::Display) {
-    DROPPED.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%from, "dropped {what}: {error}");
+    /// Messages dropped so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// A UDP socket that receives every broadcast to `port`, beside any other process on this host

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Cancel, FrameError, POLL_INTERVAL, note_dropped, read_frame, write_frame};
+use super::{Cancel, Dropped, FrameError, POLL_INTERVAL, read_frame, write_frame};
 use crate::block::Block;
 use crate::chain::Chain;
 use crate::hash::Hash256;
@@ -111,6 +111,15 @@ impl BlockServer {
     /// Listens on `port` of every interface (0: any free port) and serves `chain`'s best chain
     /// from a thread per connection, at most [`MAX_CONNECTIONS`] at once.
     pub fn start(port: u16, chain: Arc<RwLock<Chain>>) -> io::Result<BlockServer> {
+        BlockServer::start_counting(port, chain, Dropped::default())
+    }
+
+    /// [`BlockServer::start`], counting malformed requests in `dropped`.
+    pub fn start_counting(
+        port: u16,
+        chain: Arc<RwLock<Chain>>,
+        dropped: Dropped,
+    ) -> io::Result<BlockServer> {
         let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
@@ -118,7 +127,7 @@ impl BlockServer {
         let flag = stop.clone();
         let handle = thread::Builder::new()
             .name("block-server".into())
-            .spawn(move || accept_loop(listener, chain, flag))?;
+            .spawn(move || accept_loop(listener, chain, flag, dropped))?;
         Ok(BlockServer {
             port,
             stop,
@@ -456,7 +465,12 @@ fn lock(r: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
     r.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn accept_loop(listener: TcpListener, chain: Arc<RwLock<Chain>>, stop: Arc<AtomicBool>) {
+fn accept_loop(
+    listener: TcpListener,
+    chain: Arc<RwLock<Chain>>,
+    stop: Arc<AtomicBool>,
+    dropped: Dropped,
+) {
     let registry = Arc::new(Mutex::new(Registry::new(Instant::now())));
     while !stop.load(Ordering::Relaxed) {
         let (stream, peer) = match listener.accept() {
@@ -479,6 +493,7 @@ fn accept_loop(listener: TcpListener, chain: Arc<RwLock<Chain>>, stop: Arc<Atomi
             }
         };
         let (chain, shared, stop) = (chain.clone(), registry.clone(), stop.clone());
+        let dropped = dropped.clone();
         let spawned = thread::Builder::new()
             .name("block-conn".into())
             .spawn(move || {
@@ -487,6 +502,7 @@ fn accept_loop(listener: TcpListener, chain: Arc<RwLock<Chain>>, stop: Arc<Atomi
                     peer,
                     registry: &shared,
                     cancel: Cancel::never().on(stop),
+                    dropped,
                 };
                 connection.serve(stream, &chain);
                 lock(&shared).close(id);
@@ -504,6 +520,7 @@ struct Connection<'a> {
     peer: SocketAddr,
     registry: &'a Mutex<Registry>,
     cancel: Cancel,
+    dropped: Dropped,
 }
 
 impl Connection<'_> {
@@ -519,14 +536,14 @@ impl Connection<'_> {
                 Ok(body) => body,
                 Err(FrameError::Closed | FrameError::Cancelled(_)) => return,
                 Err(e) => {
-                    note_dropped(self.peer, "request frame", &e);
+                    self.dropped.note(self.peer, "request frame", &e);
                     return;
                 }
             };
             let request = match Request::decode(&body) {
                 Ok(r) => r,
                 Err(e) => {
-                    note_dropped(self.peer, "request", &e);
+                    self.dropped.note(self.peer, "request", &e);
                     return;
                 }
             };
