@@ -204,10 +204,12 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         move || mine(engine, job_inbox, events, hashes_done)
     })?;
     let (sync_jobs, sync_inbox) = unbounded::<Download>();
-    spawn("downloader", {
-        let (events, chain) = (events.urgent.clone(), chain.clone());
-        move || download(sync_inbox, events, chain)
-    })?;
+    for _ in 0..Role::MINER.parallel {
+        spawn("downloader", {
+            let (events, chain, inbox) = (events.urgent.clone(), chain.clone(), sync_inbox.clone());
+            move || download(inbox, events, chain)
+        })?;
+    }
 
     let mut node = Node {
         node_id,
@@ -354,8 +356,9 @@ fn mine(
     }
 }
 
-/// The downloader thread: syncs from one peer at a time, handing batches to the node loop and
-/// waiting for its verdict before asking for more.
+/// A downloader thread (there are [`Role::parallel`] of them, so a peer that stalls holds only
+/// one): runs the downloads the node loop sends, handing each batch to the loop and waiting for
+/// its verdict before asking for more.
 fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<Chain>>) {
     while let Ok(job) = jobs.recv() {
         let locator = read_chain(&chain).locator();
@@ -644,16 +647,17 @@ impl Node {
     /// runs; when the dial budget says not yet, tries again then.
     fn maybe_sync(&mut self) {
         let ours = read_chain(&self.chain).chain_work();
-        let Some(download) = self.sync.next(ours, Instant::now()) else {
-            return;
-        };
-        tracing::debug!(
-            peer = %download.peer,
-            height = download.announced_height,
-            "downloading a chain with more work"
-        );
-        if self.sync_jobs.send(download).is_err() {
-            self.sync.abandon(); // the downloader is gone: the node is stopping
+        while let Some(download) = self.sync.next(ours, Instant::now()) {
+            tracing::debug!(
+                peer = %download.peer,
+                height = download.announced_height,
+                "downloading a chain with more work"
+            );
+            if self.sync_jobs.send(download).is_err() {
+                // The downloaders are gone: the node is stopping.
+                self.sync.abandon(download.peer);
+                return;
+            }
         }
     }
 
@@ -663,7 +667,7 @@ impl Node {
             self.maybe_mine();
         }
         let ours = read_chain(&self.chain).chain_work();
-        match self.sync.finished(result, ours, Instant::now()) {
+        match self.sync.finished(peer, result, ours, Instant::now()) {
             Some(Finished::Served(n)) => tracing::debug!(%peer, "download done: {n} blocks"),
             Some(Finished::Ended(e)) => tracing::debug!(%peer, "download ended: {e}"),
             Some(Finished::Failed(e, until)) if self.failed_downloads.allow() => {

@@ -18,6 +18,9 @@ pub struct Role {
     pub name: &'static str,
     /// How long a peer whose download failed is passed over.
     pub peer_backoff: Duration,
+    /// Downloads at once, each from another peer: a peer that stalls holds one of them, not
+    /// the node's sync.
+    pub parallel: usize,
 }
 
 impl Role {
@@ -26,11 +29,13 @@ impl Role {
     pub const MINER: Role = Role {
         name: "miner",
         peer_backoff: Duration::from_secs(30),
+        parallel: 3,
     };
     /// A wallet syncs for seconds (`sync --once`) and must try the next miner soon.
     pub const WALLET: Role = Role {
         name: "wallet",
         peer_backoff: Duration::from_secs(2),
+        parallel: 1,
     };
 }
 
@@ -109,14 +114,15 @@ pub enum Finished {
     Ended(DownloadError),
 }
 
-/// The peers heard and the one download running, for either role.
+/// The peers heard and the downloads running (at most [`Role::parallel`], each from another
+/// peer), for either role.
 #[derive(Debug)]
 pub struct SyncManager {
     role: Role,
     /// How long a peer not heard from stays eligible.
     quiet: Duration,
     peers: PeerBook,
-    running: Option<Download>,
+    running: Vec<Download>,
     retry_at: Option<Instant>,
 }
 
@@ -127,7 +133,7 @@ impl SyncManager {
             role,
             quiet,
             peers: PeerBook::new(),
-            running: None,
+            running: Vec::new(),
             retry_at: None,
         }
     }
@@ -152,9 +158,9 @@ impl SyncManager {
         self.peers.best_ahead(ours, now).is_some()
     }
 
-    /// The download running, if any.
-    pub fn running(&self) -> Option<&Download> {
-        self.running.as_ref()
+    /// The downloads running.
+    pub fn running(&self) -> &[Download] {
+        &self.running
     }
 
     /// When to ask [`SyncManager::next`] again: a peer is ahead, but the dial budget said
@@ -163,14 +169,16 @@ impl SyncManager {
         self.retry_at
     }
 
-    /// The download to start now, if none runs and a peer ahead of `ours` may be dialled.
-    /// The caller runs it and reports with [`SyncManager::finished`].
+    /// A download to start now, if fewer than the role's limit run and a peer ahead of `ours`
+    /// that none of them uses may be dialled. The caller runs it and reports with
+    /// [`SyncManager::finished`]; call again for more.
     pub fn next(&mut self, ours: u128, now: Instant) -> Option<Download> {
-        if self.running.is_some() {
+        if self.running.len() >= self.role.parallel {
             return None;
         }
         self.retry_at = None;
-        match self.peers.pick(ours, now) {
+        let busy: Vec<SocketAddr> = self.running.iter().map(|d| d.peer).collect();
+        match self.peers.pick_except(ours, now, &busy) {
             Pick::Dial(peer) => {
                 let download = Download {
                     node_id: peer.node_id,
@@ -178,7 +186,7 @@ impl SyncManager {
                     announced_height: peer.status.height,
                     announced_work: peer.status.chain_work,
                 };
-                self.running = Some(download);
+                self.running.push(download);
                 Some(download)
             }
             Pick::Wait(at) => {
@@ -189,24 +197,29 @@ impl SyncManager {
         }
     }
 
-    /// Forgets the running download without judging anyone (its runner is gone).
-    pub fn abandon(&mut self) {
-        self.running = None;
+    /// Forgets the download from `peer` without judging anyone (its runner is gone).
+    pub fn abandon(&mut self, peer: SocketAddr) {
+        self.running.retain(|d| d.peer != peer);
     }
 
-    /// The running download ended with `result` (new blocks delivered, or why it stopped);
-    /// our chain now has `ours`. Judges the peer: served, or passed over for the role's
-    /// back-off unless it was not its fault.
+    /// The download from `peer` ended with `result` (new blocks delivered, or why it
+    /// stopped); our chain now has `ours`. Judges the peer: served, or passed over for the
+    /// role's back-off unless it was not its fault. A download that ended short of the work
+    /// announced while others still run is not held against its peer: they may have brought
+    /// its blocks first, and the rest of its chain may still come.
     pub fn finished(
         &mut self,
+        peer: SocketAddr,
         result: Result<u64, FetchError>,
         ours: u128,
         now: Instant,
     ) -> Option<Finished> {
-        let download = self.running.take()?;
+        let i = self.running.iter().position(|d| d.peer == peer)?;
+        let download = self.running.remove(i);
         let judged = result
             .map_err(DownloadError::from)
             .and_then(|n| judge(n, ours, download.announced_work));
+        let others_running = !self.running.is_empty();
         Some(match judged {
             Ok(n) => {
                 if n > 0 {
@@ -215,6 +228,7 @@ impl SyncManager {
                 Finished::Served(n)
             }
             Err(e) if !e.blames_peer() => Finished::Ended(e),
+            Err(e @ DownloadError::ShortOfWork { .. }) if others_running => Finished::Ended(e),
             Err(e) => {
                 let until = now + self.role.peer_backoff;
                 self.peers.failed(download.node_id, download.peer, until);
@@ -260,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn one_download_at_a_time_from_a_peer_ahead() {
+    fn one_download_per_peer_ahead() {
         let t0 = Instant::now();
         let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(16));
         assert_eq!(sync.next(10, t0), None, "nobody heard");
@@ -271,16 +285,14 @@ mod tests {
         let d = sync.next(10, t0).expect("a peer ahead");
         assert_eq!((d.node_id, d.peer.port()), (2, 2607));
         assert_eq!(d.limit(), 7 + DOWNLOAD_SLACK);
-        assert_eq!(sync.next(10, t0), None, "one download at a time");
+        assert_eq!(sync.next(10, t0), None, "one download per peer");
         assert!(matches!(
-            sync.finished(Ok(4), 14, t0),
+            sync.finished(d.peer, Ok(4), 14, t0),
             Some(Finished::Served(4))
         ));
-        assert!(sync.running().is_none());
-        assert!(
-            sync.finished(Ok(0), 14, t0).is_none(),
-            "nothing was running"
-        );
+        assert!(sync.running().is_empty());
+        let nothing = sync.finished(d.peer, Ok(0), 14, t0);
+        assert!(nothing.is_none(), "nothing was running");
     }
 
     #[test]
@@ -289,8 +301,8 @@ mod tests {
             let t0 = Instant::now();
             let mut sync = SyncManager::new(role, Duration::from_secs(600));
             sync.heard(status(2, 7, 14), host(2), t0);
-            sync.next(10, t0).unwrap();
-            let Some(Finished::Failed(e, until)) = sync.finished(Ok(1), 11, t0) else {
+            let d = sync.next(10, t0).unwrap();
+            let Some(Finished::Failed(e, until)) = sync.finished(d.peer, Ok(1), 11, t0) else {
                 panic!("{}: the liar is not blamed", role.name);
             };
             assert!(matches!(e, DownloadError::ShortOfWork { blocks: 1 }));
@@ -310,14 +322,68 @@ mod tests {
         let t0 = Instant::now();
         let mut sync = SyncManager::new(Role::WALLET, Duration::from_secs(600));
         sync.heard(status(2, 7, 14), host(2), t0);
-        sync.next(10, t0).unwrap();
+        let d = sync.next(10, t0).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let cancel = mvbc_protocol::net::Cancel::never().on(stop);
         let cancelled = FetchError::Cancelled(cancel.check().unwrap_err());
         assert!(matches!(
-            sync.finished(Err(cancelled), 10, t0),
+            sync.finished(d.peer, Err(cancelled), 10, t0),
             Some(Finished::Ended(_))
         ));
         assert!(sync.behind(10, t0), "still a candidate");
+    }
+
+    #[test]
+    fn a_stalled_download_holds_one_slot_and_the_next_peer_is_dialled() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(600));
+        // The liar announces the most work and is dialled first...
+        sync.heard(status(9, 1_000, 1 << 40), host(9), t0);
+        let stalled = sync.next(10, t0).unwrap();
+        assert_eq!(stalled.node_id, 9);
+        // ...and while it stalls, an honest peer heard a second later is dialled beside it.
+        let t1 = t0 + Duration::from_secs(1);
+        sync.heard(status(2, 7, 14), host(2), t1);
+        let honest = sync.next(10, t1).expect("a second download");
+        assert_eq!(honest.node_id, 2);
+        assert_eq!(sync.running().len(), 2);
+        assert!(matches!(
+            sync.finished(honest.peer, Ok(5), 14, t1),
+            Some(Finished::Served(5))
+        ));
+        // The liar's short download, ended while nothing else runs, is held against it.
+        let timed_out = sync.finished(stalled.peer, Ok(0), 14, t1 + Duration::from_secs(9));
+        assert!(
+            matches!(timed_out, Some(Finished::Failed(..))),
+            "{timed_out:?}"
+        );
+    }
+
+    #[test]
+    fn short_of_work_while_another_download_runs_blames_nobody() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(600));
+        sync.heard(status(2, 7, 14), host(2), t0);
+        let a = sync.next(10, t0).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        sync.heard(status(3, 7, 14), host(3), t1);
+        let b = sync.next(10, t1).unwrap();
+        // `b` brought the blocks first; `a` ends with nothing new, the work not there yet.
+        let ended = sync.finished(a.peer, Ok(0), 12, t1);
+        assert!(matches!(ended, Some(Finished::Ended(_))), "{ended:?}");
+        assert!(matches!(
+            sync.finished(b.peer, Ok(4), 14, t1),
+            Some(Finished::Served(4))
+        ));
+    }
+
+    #[test]
+    fn a_wallet_downloads_one_at_a_time() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::WALLET, Duration::from_secs(600));
+        sync.heard(status(2, 7, 14), host(2), t0);
+        sync.heard(status(3, 7, 14), host(3), t0);
+        assert!(sync.next(10, t0).is_some());
+        assert!(sync.next(10, t0 + Duration::from_secs(2)).is_none());
     }
 }

@@ -192,6 +192,12 @@ impl PeerBook {
     /// others by how few of their host's addresses failed lately and by the work announced,
     /// within the dial budget. A `Dial` is counted against the budget.
     pub fn pick(&mut self, ours: u128, now: Instant) -> Pick {
+        self.pick_except(ours, now, &[])
+    }
+
+    /// [`PeerBook::pick`], passing over the block servers in `busy` (downloads already running
+    /// from them).
+    pub fn pick_except(&mut self, ours: u128, now: Instant, busy: &[SocketAddr]) -> Pick {
         self.refill(now);
         let mut failures: HashMap<IpAddr, usize> = HashMap::new();
         for (addr, until) in &self.failed {
@@ -199,7 +205,10 @@ impl PeerBook {
                 *failures.entry(addr.ip()).or_default() += 1;
             }
         }
-        let mut ahead: Vec<&Peer> = self.ahead(ours, now).collect();
+        let mut ahead: Vec<&Peer> = self
+            .ahead(ours, now)
+            .filter(|p| !busy.contains(&p.block_server))
+            .collect();
         ahead.sort_by_key(|p| {
             (
                 !self.is_proven(&p.block_server, now),

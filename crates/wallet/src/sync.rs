@@ -225,7 +225,7 @@ impl Syncer<'_> {
         }
         match self
             .sync
-            .finished(result, self.chain.chain_work(), Instant::now())
+            .finished(peer, result, self.chain.chain_work(), Instant::now())
         {
             // The store failed: stop, as the miner does; what was stored stays.
             Some(Finished::Ended(e))
