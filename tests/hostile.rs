@@ -143,25 +143,41 @@ fn garbage_on_every_port_is_dropped_and_the_node_keeps_mining_and_serving() {
     );
 }
 
-/// Block 1 of a would-be rival chain, valid but for what `spoil` does to it.
-fn rival_block(net: &Net, spoil: impl FnOnce(&mut Block)) -> Block {
-    let genesis = genesis_block().header;
-    let reward = Transaction::Reward(Reward {
-        to: Address(Hash256([9; 32])),
+/// A block of a would-be rival chain on `parent`, paying its reward to `key` and, after the
+/// first block, spending one coin of the reward before it (the test network's blocks hold two
+/// transactions): valid but for what `spoil` does to it.
+fn rival_block(
+    net: &Net,
+    parent: &BlockHeader,
+    key: &KeyPair,
+    spoil: impl FnOnce(&mut Block),
+) -> Block {
+    let height = parent.height + 1;
+    let mut transactions = vec![Transaction::Reward(Reward {
+        to: key.address(),
         amount: Amount::from_coins(10).unwrap(),
-        height: 1,
-    });
+        height,
+    })];
+    if height > 1 {
+        transactions.push(Transaction::Payment(Payment::new_signed(
+            key,
+            Address(Hash256([9; 32])),
+            Amount::from_coins(1).unwrap(),
+            height,
+        )));
+    }
+    let ids: Vec<Hash256> = transactions.iter().map(Transaction::id).collect();
     let mut block = Block {
         header: BlockHeader {
             version: HEADER_VERSION,
-            prev_hash: genesis.hash(),
-            merkle_root: merkle_root(&[reward.id()]),
+            prev_hash: parent.hash(),
+            merkle_root: merkle_root(&ids),
             timestamp: unix_now(),
-            height: 1,
+            height,
             difficulty: net.difficulty,
             nonce: 0,
         },
-        transactions: vec![reward],
+        transactions,
     };
     spoil(&mut block);
     while !block.header.meets_own_difficulty() {
@@ -178,32 +194,42 @@ fn invalid_blocks_from_a_peer_are_refused_with_their_reason_never_stored_and_the
     let mut miner = Miner::start(m.path(), &net);
     let own = miner.wait_height(1);
     let future = unix_now() + 3 * 60 * 60;
+    // Each rival branch is a valid block and then one that breaks a rule: two blocks, more
+    // work than the miner's one, so its headers back what it announces and the bad block is
+    // judged (by its header where a header shows the fault, else with its body).
+    let key = KeyPair::generate(1024).unwrap();
+    let base = rival_block(&net, &genesis_block().header, &key, |_| {});
     let cases: Vec<(Block, &str)> = vec![
         (
-            rival_block(&net, |b| b.header.merkle_root = Hash256::ZERO),
+            rival_block(&net, &base.header, &key, |b| {
+                b.header.merkle_root = Hash256::ZERO
+            }),
             "merkle root",
         ),
         (
-            rival_block(&net, |b| b.header.difficulty = net.difficulty - 1),
+            rival_block(&net, &base.header, &key, |b| {
+                b.header.difficulty = net.difficulty - 1
+            }),
             "is not the network's",
         ),
         (
-            rival_block(&net, |b| b.header.timestamp = future),
+            rival_block(&net, &base.header, &key, |b| b.header.timestamp = future),
             "after now",
         ),
         (
-            rival_block(&net, |b| {
+            rival_block(&net, &base.header, &key, |b| {
                 if let Transaction::Reward(r) = &mut b.transactions[0] {
                     r.amount = Amount::from_coins(11).unwrap();
                 }
-                b.header.merkle_root = merkle_root(&[b.transactions[0].id()]);
+                let ids: Vec<Hash256> = b.transactions.iter().map(Transaction::id).collect();
+                b.header.merkle_root = merkle_root(&ids);
             }),
             "reward of 11.000000",
         ),
         (
             {
                 // Solved, then changed: the proof of work no longer holds.
-                let mut b = rival_block(&net, |_| {});
+                let mut b = rival_block(&net, &base.header, &key, |_| {});
                 while b.header.meets_own_difficulty() {
                     b.header.nonce += 1;
                 }
@@ -215,12 +241,12 @@ fn invalid_blocks_from_a_peer_are_refused_with_their_reason_never_stored_and_the
     let out = UdpSocket::bind("0.0.0.0:0").unwrap();
     out.set_broadcast(true).unwrap();
     for (i, (block, reason)) in cases.iter().enumerate() {
-        let port = serve_forever(vec![block.clone()], 1_000);
+        let port = serve_forever(vec![base.clone(), block.clone()], 2);
         let lie = Datagram::Status(Status {
             node_id: 1_000 + i as u64,
-            height: 1_000,
-            tip: Hash256([7; 32]),
-            chain_work: u128::MAX / 2,
+            height: 2,
+            tip: block.hash(),
+            chain_work: 2 * mvbc_protocol::header::work_for_difficulty(net.difficulty),
             block_server_port: port,
         });
         // Said again and again: the node asks once, then passes the peer over.

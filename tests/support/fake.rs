@@ -8,13 +8,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mvbc_protocol::net::{Cancel, read_frame, write_frame};
-use mvbc_protocol::wire::{Datagram, Reply, Status};
+use mvbc_protocol::wire::{Datagram, Reply, Request, Status};
 use mvbc_protocol::{Block, Hash256};
 
 use crate::procs::Net;
 
-/// A block server that answers every request with `blocks` and a tip at `tip_height`, whatever
-/// was asked.
+/// A block server that answers every request for blocks with `blocks` and a tip at
+/// `tip_height`, whatever was asked (and requests for headers with theirs).
 pub fn serve_forever(blocks: Vec<Block>, tip_height: u64) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -22,13 +22,32 @@ pub fn serve_forever(blocks: Vec<Block>, tip_height: u64) -> u16 {
         for mut stream in listener.incoming().flatten() {
             let blocks = blocks.clone();
             thread::spawn(move || {
-                while read_frame(&mut stream, 4096, Duration::from_secs(5), &Cancel::never())
-                    .is_ok()
+                while let Ok(body) =
+                    read_frame(&mut stream, 4096, Duration::from_secs(5), &Cancel::never())
                 {
-                    let reply = Reply::Blocks {
-                        tip_height,
-                        tip: Hash256([7; 32]),
-                        blocks: blocks.clone(),
+                    let tip = Hash256([7; 32]);
+                    // Whatever blocks are asked for, the same blocks; headers as a real server
+                    // sends them, after the first hash of the locator it holds.
+                    let reply = match Request::decode(&body) {
+                        Ok(Request::HeadersAfter { locator, .. }) => Reply::Headers {
+                            tip_height,
+                            tip,
+                            headers: blocks
+                                .iter()
+                                .skip(
+                                    locator
+                                        .iter()
+                                        .find_map(|h| blocks.iter().position(|b| b.hash() == *h))
+                                        .map_or(0, |i| i + 1),
+                                )
+                                .map(|b| b.header)
+                                .collect(),
+                        },
+                        _ => Reply::Blocks {
+                            tip_height,
+                            tip,
+                            blocks: blocks.clone(),
+                        },
                     };
                     if write_frame(&mut stream, &reply.encode()).is_err() {
                         return;

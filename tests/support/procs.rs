@@ -343,7 +343,10 @@ impl Miner {
                 locator: vec![],
                 max_blocks: 0,
             })
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("blocks were asked for")
+        };
         (tip_height, tip)
     }
 

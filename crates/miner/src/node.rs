@@ -361,9 +361,21 @@ fn mine(
 /// its verdict before asking for more.
 fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<Chain>>) {
     while let Ok(job) = jobs.recv() {
-        let locator = read_chain(&chain).locator();
+        let (locator, params) = {
+            let chain = read_chain(&chain);
+            (chain.locator(), *chain.params())
+        };
         let limit = job.limit();
         let result = BlockClient::connect(job.peer).and_then(|mut client| {
+            // Headers first: a branch lighter than announced costs no block body.
+            client.check_branch(
+                &locator,
+                |h| read_chain(&chain).header_and_work(h),
+                &params,
+                unix_now(),
+                job.announced_work,
+                limit,
+            )?;
             client.download(
                 &locator,
                 limit,

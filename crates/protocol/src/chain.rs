@@ -208,6 +208,32 @@ impl Chain {
         out
     }
 
+    /// The height of the first `locator` hash on the best chain (genesis if none is).
+    fn fork_height(&self, locator: &[Hash256]) -> usize {
+        locator
+            .iter()
+            .find(|h| self.is_on_best_chain(h))
+            .map_or(0, |h| self.tree[h].block.header.height as usize)
+    }
+
+    /// The headers of the best-chain blocks after the first `locator` hash on the best chain
+    /// (after genesis if none is), lowest first, at most `max`.
+    pub fn headers_after(&self, locator: &[Hash256], max: usize) -> Vec<BlockHeader> {
+        let fork = self.fork_height(locator);
+        self.best
+            .iter()
+            .skip(fork + 1)
+            .take(max)
+            .map(|h| self.tree[h].block.header)
+            .collect()
+    }
+
+    /// The header of the block `hash` and the work of the chain from genesis up to and
+    /// including it, if the tree holds it: where a branch forks, for judging it by headers.
+    pub fn header_and_work(&self, hash: &Hash256) -> Option<(BlockHeader, u128)> {
+        self.tree.get(hash).map(|e| (e.block.header, e.chain_work))
+    }
+
     /// The best-chain blocks after the first `locator` hash that is on the best chain (after
     /// genesis if none is), lowest first: at most `max_blocks`, and no more once `max_bytes`
     /// of encoded blocks are taken (but at least one block when there is one).
@@ -217,10 +243,7 @@ impl Chain {
         max_blocks: usize,
         max_bytes: usize,
     ) -> Vec<Arc<Block>> {
-        let fork = locator
-            .iter()
-            .find(|h| self.is_on_best_chain(h))
-            .map_or(0, |h| self.tree[h].block.header.height as usize);
+        let fork = self.fork_height(locator);
         let mut out = Vec::new();
         let mut bytes = 0;
         for hash in self.best.iter().skip(fork + 1).take(max_blocks) {

@@ -161,14 +161,15 @@ pub fn check_block(
     checked_size(block, parent, params, now).map(|_| ())
 }
 
-/// [`check_block`], giving back the block's encoded size it measured on the way.
-pub(crate) fn checked_size(
-    block: &Block,
+/// Every rule a header alone can be held to, given its parent's: version, link, height,
+/// difficulty, proof of work and timestamp. What a client checks of a branch's headers before
+/// it fetches any block body.
+pub fn check_header(
+    h: &BlockHeader,
     parent: &BlockHeader,
     params: &ConsensusParams,
     now: u64,
-) -> Result<usize, BlockError> {
-    let h = &block.header;
+) -> Result<(), BlockError> {
     if h.version != HEADER_VERSION {
         return Err(BlockError::Version(h.version));
     }
@@ -206,6 +207,18 @@ pub(crate) fn checked_size(
             now,
         });
     }
+    Ok(())
+}
+
+/// [`check_block`], giving back the block's encoded size it measured on the way.
+pub(crate) fn checked_size(
+    block: &Block,
+    parent: &BlockHeader,
+    params: &ConsensusParams,
+    now: u64,
+) -> Result<usize, BlockError> {
+    let h = &block.header;
+    check_header(h, parent, params, now)?;
     let expected = params.required_txs(h.height);
     if block.transactions.len() != expected {
         return Err(BlockError::TxCount {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::encode::{self, DecodeError};
 use crate::hash::Hash256;
+use crate::header::BlockHeader;
 use crate::tx::{MAX_TX_BYTES, Payment};
 
 /// The first bytes of every message.
@@ -32,6 +33,8 @@ pub const MAX_LOCATOR_LEN: usize = 64;
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
 /// Cap on the blocks of one reply.
 pub const MAX_BLOCKS_PER_REPLY: usize = 500;
+/// Most headers in one reply: 2,000 headers are about 194 KB.
+pub const MAX_HEADERS_PER_REPLY: usize = 2_000;
 /// A server stops adding blocks to a reply once it holds this many bytes (it always sends at
 /// least one block when it has one).
 pub const REPLY_BLOCK_BYTES: usize = 4 << 20;
@@ -77,6 +80,15 @@ pub enum Request {
         /// How many blocks the client wants at most.
         max_blocks: u32,
     },
+    /// The headers of the same blocks [`Request::BlocksAfter`] would send: a branch's proof of
+    /// work and cumulative work can be judged before any block body is fetched.
+    HeadersAfter {
+        /// Hashes the client holds, most recent first.
+        #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_LOCATOR_LEN>")]
+        locator: Vec<Hash256>,
+        /// How many headers the client wants at most.
+        max_headers: u32,
+    },
 }
 
 /// A block server's answer.
@@ -91,6 +103,16 @@ pub enum Reply {
         /// Consecutive blocks of the server's best chain.
         #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_BLOCKS_PER_REPLY>")]
         blocks: Vec<Block>,
+    },
+    /// The headers asked for, lowest first, and the server's tip when it answered.
+    Headers {
+        /// The server's tip height.
+        tip_height: u64,
+        /// The server's tip hash.
+        tip: Hash256,
+        /// Headers of consecutive blocks of the server's best chain.
+        #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_HEADERS_PER_REPLY>")]
+        headers: Vec<BlockHeader>,
     },
 }
 
@@ -178,7 +200,8 @@ impl Reply {
     /// The bytes of [`Reply::Blocks`] for blocks shared with a chain, without copying them into
     /// a `Reply` first: a block server answers from its chain's blocks as they are.
     pub fn encode_blocks(tip_height: u64, tip: Hash256, blocks: &[Arc<Block>]) -> Vec<u8> {
-        /// The same shape as [`Reply`], borrowing its blocks: the same bytes.
+        /// The same shape as [`Reply`] (its first variant), borrowing its blocks: the same
+        /// bytes.
         #[derive(Serialize)]
         enum BorrowedReply<'a> {
             Blocks {

@@ -72,7 +72,10 @@ fn the_server_sends_only_the_blocks_after_the_fork_point() {
             locator: b.locator(),
             max_blocks: 100,
         },
-    );
+    )
+    else {
+        panic!("blocks were asked for")
+    };
     assert_eq!(tip_height, 40);
     let heights: Vec<u64> = blocks.iter().map(|b| b.header.height).collect();
     assert_eq!(heights, (26..=40).collect::<Vec<_>>());
@@ -83,7 +86,9 @@ fn the_server_sends_only_the_blocks_after_the_fork_point() {
             locator: vec![mvbc_protocol::Hash256::ZERO],
             max_blocks: 7,
         },
-    );
+    ) else {
+        panic!("blocks were asked for")
+    };
     assert_eq!(blocks.first().unwrap().header.height, 1);
     assert_eq!(blocks.len(), 7);
 }
@@ -120,6 +125,98 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
     assert_eq!(batches, 4, "15 blocks in batches of 4");
     assert!(reorged, "b left its own three blocks");
     assert_eq!(b.tip_hash(), a_tip);
+}
+
+#[test]
+fn a_branch_is_judged_by_its_headers_before_any_block_is_fetched() {
+    let (a, b) = forked();
+    let (a_work, a_tip) = (a.chain_work(), a.tip_hash());
+    // The server's headers answer the same request its blocks do.
+    let shared = RwLock::new(a);
+    let Reply::Headers {
+        tip_height,
+        headers,
+        ..
+    } = answer(
+        &shared,
+        &Request::HeadersAfter {
+            locator: b.locator(),
+            max_headers: 100,
+        },
+    )
+    else {
+        panic!("headers were asked for")
+    };
+    assert_eq!(tip_height, 40);
+    let heights: Vec<u64> = headers.iter().map(|h| h.height).collect();
+    assert_eq!(heights, (26..=40).collect::<Vec<_>>());
+    assert_eq!(headers.last().unwrap().hash(), a_tip);
+
+    let server = BlockServer::start(0, Arc::new(shared)).unwrap();
+    let mut client = BlockClient::connect(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let ours = |h: &mvbc_protocol::Hash256| b.header_and_work(h);
+    // Its 15 headers after the fork carry the work it announces: the branch is worth a download.
+    let work = client
+        .check_branch(&b.locator(), ours, &SMALL_BLOCKS, NOW, a_work, 1_000)
+        .unwrap();
+    assert_eq!(work, a_work);
+    // Announcing one more unit of work than its headers carry: refused by the headers alone.
+    let err = client
+        .check_branch(&b.locator(), ours, &SMALL_BLOCKS, NOW, a_work + 1, 1_000)
+        .unwrap_err();
+    assert!(
+        matches!(err, mvbc_protocol::net::FetchError::LightBranch { work, .. } if work == a_work),
+        "{err}"
+    );
+    // Under another network's difficulty every header breaks a rule.
+    let other = ConsensusParams {
+        difficulty: SMALL_BLOCKS.difficulty + 1,
+        ..SMALL_BLOCKS
+    };
+    let err = client
+        .check_branch(&b.locator(), ours, &other, NOW, a_work, 1_000)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            mvbc_protocol::net::FetchError::BadHeader { height: 26, .. }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_server_replaying_blocks_it_was_not_asked_for_fails_the_download_at_once() {
+    use mvbc_protocol::net::{Cancel, FetchError, read_frame, write_frame};
+    use std::net::TcpListener;
+    use std::time::Duration;
+    let (a, _) = forked();
+    // Answers every request with the genesis block, which follows nothing a locator names.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        while read_frame(&mut stream, 4096, Duration::from_secs(5), &Cancel::never()).is_ok() {
+            let reply = Reply::Blocks {
+                tip_height: u64::MAX,
+                tip: mvbc_protocol::Hash256([7; 32]),
+                blocks: vec![genesis_block()],
+            };
+            if write_frame(&mut stream, &reply.encode()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut client = BlockClient::connect(([127, 0, 0, 1], port).into()).unwrap();
+    let mut delivered = 0;
+    let err = client
+        .download(&a.locator(), 1_000, |blocks, _| -> Result<u64, String> {
+            delivered += blocks.len();
+            Ok(blocks.len() as u64)
+        })
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Unlinked { .. }), "{err}");
+    assert_eq!(delivered, 0, "nothing was handed over");
 }
 
 #[test]
@@ -170,7 +267,9 @@ fn clients_holding_every_connection_idle_do_not_lock_out_an_honest_one() {
     );
     // A newcomer from an address that held nothing takes a hog's place at once...
     let mut honest = BlockClient::connect(addr).unwrap();
-    let Reply::Blocks { tip_height, .. } = ask(&mut honest).unwrap();
+    let Reply::Blocks { tip_height, .. } = ask(&mut honest).unwrap() else {
+        panic!("blocks were asked for")
+    };
     assert_eq!(tip_height, 40);
     // ...and once the hogs have idled a second, even the heaviest takes the place of one of
     // them (the server is still full: the honest client holds the slot it took).

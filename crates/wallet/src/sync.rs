@@ -200,10 +200,20 @@ impl Syncer<'_> {
             && !self.quiet
             && height.saturating_sub(start) >= PROGRESS_FROM_BLOCKS;
         let locator = self.chain.locator();
+        let params = *self.chain.params();
         let (chain, store) = (&mut self.chain, &mut self.store);
         let mut reorged = 0;
         let result =
             BlockClient::connect_until(peer, self.cancel.clone()).and_then(|mut client| {
+                // Headers first: a branch lighter than announced costs no block body.
+                client.check_branch(
+                    &locator,
+                    |h| chain.header_and_work(h),
+                    &params,
+                    unix_now(),
+                    download.announced_work,
+                    download.limit(),
+                )?;
                 client.download(&locator, download.limit(), |blocks, tip_height| {
                     let batch = apply::add_batch(chain, store, blocks, unix_now());
                     reorged += batch.moved.disconnected.len();

@@ -11,8 +11,11 @@ use super::{
 };
 use crate::block::Block;
 use crate::hash::Hash256;
+use crate::header::BlockHeader;
+use crate::rules::{ConsensusParams, check_header};
 use crate::wire::{
-    MAX_BLOCKS_PER_REPLY, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Reply, Request, WireError,
+    MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Reply, Request,
+    WireError,
 };
 
 /// Why a download from a block server failed.
@@ -50,6 +53,33 @@ pub enum FetchError {
         height: u64,
         /// What it should have followed.
         after: String,
+    },
+    /// A reply of another kind than the request asked for.
+    #[error("bad reply: {got} where {asked} were asked for")]
+    WrongReply {
+        /// What came.
+        got: &'static str,
+        /// What was asked for.
+        asked: &'static str,
+    },
+    /// A header of the branch breaks a rule a header alone can be held to.
+    #[error("bad header of block {hash} at height {height}: {error}")]
+    BadHeader {
+        /// The block's hash.
+        hash: Hash256,
+        /// Its height.
+        height: u64,
+        /// The rule.
+        error: Box<crate::rules::BlockError>,
+    },
+    /// The branch's headers carry less work than the peer announced: it lied, or lost blocks,
+    /// and not one block body was fetched.
+    #[error("its headers carry {work} work, short of the {announced} it announced")]
+    LightBranch {
+        /// The work of the chain its headers describe.
+        work: u128,
+        /// The work it announced.
+        announced: u128,
     },
     /// The caller refused a block, or could not keep it: its error, to downcast where the
     /// difference matters (a refused block blames the peer, a full disk does not).
@@ -143,12 +173,20 @@ impl BlockClient {
         let mut next: Vec<Hash256> = locator.iter().take(MAX_LOCATOR_LEN).copied().collect();
         while delivered < limit {
             let want = (limit - delivered).min(u64::from(self.batch)) as u32;
-            let Reply::Blocks {
-                tip_height, blocks, ..
-            } = self.request(&Request::BlocksAfter {
+            let (tip_height, blocks) = match self.request(&Request::BlocksAfter {
                 locator: next.clone(),
                 max_blocks: want,
-            })?;
+            })? {
+                Reply::Blocks {
+                    tip_height, blocks, ..
+                } => (tip_height, blocks),
+                Reply::Headers { .. } => {
+                    return Err(FetchError::WrongReply {
+                        got: "headers",
+                        asked: "blocks",
+                    });
+                }
+            };
             let Some(last) = blocks.last().map(|b| (b.hash(), b.header.height)) else {
                 break;
             };
@@ -170,6 +208,82 @@ impl BlockClient {
                 .collect();
         }
         Ok(delivered)
+    }
+
+    /// Judges the server's branch by its headers before any block body is fetched: asks for
+    /// the headers after `locator` until they carry the `announced` work (at most `limit`
+    /// headers), checks that they link, each to its parent, with every rule a header alone can
+    /// be held to (`params`, our clock `now`), and adds up their work from the fork point.
+    /// `ours` gives our header and chain work at a hash of the locator. Returns the branch's
+    /// work, or [`FetchError::LightBranch`] when it is short of what the peer announced.
+    pub fn check_branch(
+        &mut self,
+        locator: &[Hash256],
+        ours: impl Fn(&Hash256) -> Option<(BlockHeader, u128)>,
+        params: &ConsensusParams,
+        now: u64,
+        announced: u128,
+        limit: u64,
+    ) -> Result<u128, FetchError> {
+        let mut asked: Vec<Hash256> = locator.iter().take(MAX_LOCATOR_LEN).copied().collect();
+        let mut parent: Option<BlockHeader> = None;
+        let mut work = 0u128;
+        let mut seen = 0u64;
+        while work < announced && seen < limit {
+            let want = (limit - seen).min(MAX_HEADERS_PER_REPLY as u64) as u32;
+            let headers = match self.request(&Request::HeadersAfter {
+                locator: asked.clone(),
+                max_headers: want,
+            })? {
+                Reply::Headers { headers, .. } => headers,
+                Reply::Blocks { .. } => {
+                    return Err(FetchError::WrongReply {
+                        got: "blocks",
+                        asked: "headers",
+                    });
+                }
+            };
+            if headers.len() > want as usize {
+                return Err(FetchError::TooManyBlocks {
+                    got: headers.len(),
+                    asked: want,
+                });
+            }
+            let Some(last) = headers.last().map(BlockHeader::hash) else {
+                break;
+            };
+            for h in &headers {
+                let p = match parent {
+                    Some(p) => p,
+                    // The first header must follow a block of ours the request named.
+                    None => {
+                        let known = asked.contains(&h.prev_hash).then(|| ours(&h.prev_hash));
+                        let Some((p, fork_work)) = known.flatten() else {
+                            return Err(FetchError::Unlinked {
+                                block: h.hash(),
+                                height: h.height,
+                                after: "any block the request named".into(),
+                            });
+                        };
+                        work = fork_work;
+                        p
+                    }
+                };
+                check_header(h, &p, params, now).map_err(|error| FetchError::BadHeader {
+                    hash: h.hash(),
+                    height: h.height,
+                    error: Box::new(error),
+                })?;
+                work = work.saturating_add(h.work());
+                parent = Some(*h);
+            }
+            seen += headers.len() as u64;
+            asked = vec![last];
+        }
+        if work < announced {
+            return Err(FetchError::LightBranch { work, announced });
+        }
+        Ok(work)
     }
 }
 

@@ -26,7 +26,10 @@ use super::{Cancel, Dropped, FrameError, POLL_INTERVAL, read_frame, write_frame}
 use crate::block::Block;
 use crate::chain::Chain;
 use crate::hash::Hash256;
-use crate::wire::{MAX_BLOCKS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES, Reply, Request};
+use crate::wire::{
+    MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES, Reply,
+    Request,
+};
 
 /// How long a block server keeps a connection with no request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -589,36 +592,57 @@ impl Connection<'_> {
     }
 }
 
-/// The best-chain blocks a request asks for, with the tip they were taken from. Only the
-/// pointers are taken under the chain's lock; encoding happens after.
-fn blocks_for(chain: &RwLock<Chain>, request: &Request) -> (u64, Hash256, Vec<Arc<Block>>) {
+/// What a request asks of the best chain, taken under the chain's lock: only the block
+/// pointers, or the headers; encoding happens after.
+enum Taken {
+    Blocks(u64, Hash256, Vec<Arc<Block>>),
+    Headers(Reply),
+}
+
+fn take(chain: &RwLock<Chain>, request: &Request) -> Taken {
+    let chain = read_chain(chain);
+    let (tip_height, tip) = (chain.height(), chain.tip_hash());
     match request {
         Request::BlocksAfter {
             locator,
             max_blocks,
         } => {
             let max = (*max_blocks as usize).min(MAX_BLOCKS_PER_REPLY);
-            let chain = read_chain(chain);
             let blocks = chain.blocks_after(locator, max, REPLY_BLOCK_BYTES);
-            (chain.height(), chain.tip_hash(), blocks)
+            Taken::Blocks(tip_height, tip, blocks)
+        }
+        Request::HeadersAfter {
+            locator,
+            max_headers,
+        } => {
+            let max = (*max_headers as usize).min(MAX_HEADERS_PER_REPLY);
+            Taken::Headers(Reply::Headers {
+                tip_height,
+                tip,
+                headers: chain.headers_after(locator, max),
+            })
         }
     }
 }
 
 /// What a block server says to one request.
 pub fn answer(chain: &RwLock<Chain>, request: &Request) -> Reply {
-    let (tip_height, tip, blocks) = blocks_for(chain, request);
-    Reply::Blocks {
-        tip_height,
-        tip,
-        blocks: blocks.iter().map(|b| Block::clone(b)).collect(),
+    match take(chain, request) {
+        Taken::Blocks(tip_height, tip, blocks) => Reply::Blocks {
+            tip_height,
+            tip,
+            blocks: blocks.iter().map(|b| Block::clone(b)).collect(),
+        },
+        Taken::Headers(reply) => reply,
     }
 }
 
 /// [`answer`], encoded, without copying the blocks first.
 fn answer_bytes(chain: &RwLock<Chain>, request: &Request) -> Vec<u8> {
-    let (tip_height, tip, blocks) = blocks_for(chain, request);
-    Reply::encode_blocks(tip_height, tip, &blocks)
+    match take(chain, request) {
+        Taken::Blocks(tip_height, tip, blocks) => Reply::encode_blocks(tip_height, tip, &blocks),
+        Taken::Headers(reply) => reply.encode(),
+    }
 }
 
 #[cfg(test)]
