@@ -29,17 +29,13 @@ use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
 use mvbc_node::apply::{self, Added, ApplyError, TipMove};
 use mvbc_node::sync::{Download, Finished, Role, SyncManager};
-use mvbc_protocol::block::merkle_root;
-use mvbc_protocol::header::HEADER_VERSION;
+use mvbc_node::template::next_block;
 use mvbc_protocol::net::FetchError;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
 use mvbc_protocol::pool::PoolError;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{
-    Address, Block, BlockHeader, Chain, Config, Hash256, Payment, Pool, Reward, Transaction,
-    unix_now,
-};
+use mvbc_protocol::{Address, Block, Chain, Config, Hash256, Payment, Pool, unix_now};
 
 /// Pending payments, and pending statuses, a listener may queue before it drops datagrams (a
 /// flood must not grow memory).
@@ -220,7 +216,6 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         reward_to,
         sync: SyncManager::new(Role::MINER, quiet(&config)),
         dropped,
-        config,
         better_heard_at: None,
         refused_payments: Quota::default(),
         failed_downloads: Quota::default(),
@@ -410,7 +405,6 @@ struct Node {
     store: BlockStore,
     pool: Pool,
     reward_to: Address,
-    config: Config,
     /// The peers heard, and the download running.
     sync: SyncManager,
     /// Datagrams and requests dropped as malformed.
@@ -828,38 +822,13 @@ impl Node {
         if let Some((_, control)) = self.job.take() {
             control.stop();
         }
-        let height = chain.height() + 1;
-        let needed = chain.params().required_txs(height) - 1;
-        if self.pool.len() < needed {
+        let Some(block) = next_block(&chain, &self.pool, self.reward_to, unix_now()) else {
             return;
-        }
-        let mut transactions = vec![Transaction::Reward(Reward {
-            to: self.reward_to,
-            amount: self.config.block_reward,
-            height,
-        })];
-        transactions.extend(
-            self.pool
-                .select(needed)
-                .into_iter()
-                .map(Transaction::Payment),
-        );
-        let ids: Vec<Hash256> = transactions.iter().map(Transaction::id).collect();
-        let header = BlockHeader {
-            version: HEADER_VERSION,
-            prev_hash: tip,
-            merkle_root: merkle_root(&ids),
-            timestamp: unix_now(),
-            height,
-            difficulty: self.config.difficulty,
-            nonce: 0,
         };
+        let height = block.header.height;
         let control = Arc::new(SearchControl::new());
         let job = Job {
-            block: Block {
-                header,
-                transactions,
-            },
+            block,
             control: control.clone(),
         };
         drop(chain);

@@ -5,10 +5,13 @@
 //! - [`apply`]: one way to add blocks, mined or downloaded, to the chain and its store: what
 //!   joins the best chain is appended, a store that cannot take it stops the caller the same
 //!   way in both programs, and a batch reports its new blocks and one merged tip move;
-//! - [`sync`]: judging a finished download, with typed errors, and the sync values that differ
-//!   between the miner and the wallet, named in one place ([`sync::Role`]).
+//! - [`sync`]: whom to download from, several peers at once, and judging each download, with
+//!   the values that differ between the miner and the wallet named in one place
+//!   ([`sync::Role`]);
+//! - [`template`]: the next block to mine from the chain and the pool.
 
 #![warn(missing_docs)]
 
 pub mod apply;
 pub mod sync;
+pub mod template;

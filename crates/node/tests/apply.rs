@@ -159,3 +159,53 @@ fn consecutive_moves_merge_into_one() {
     assert!(sum.connected.is_empty());
     assert_eq!(sum.disconnected, vec![older]);
 }
+
+#[test]
+fn the_next_block_waits_for_the_payments_it_needs_and_then_is_valid() {
+    use mvbc_node::template::next_block;
+    use mvbc_protocol::{KeyPair, Payment, Pool};
+    let to = Address(Hash256([5; 32]));
+    // block_size 1: reward-only blocks, one after another, with nothing pooled.
+    let mut chain = Chain::new(PARAMS);
+    let pool = Pool::default();
+    for _ in 0..2 {
+        let mut block = next_block(&chain, &pool, to, NOW).expect("nothing to wait for");
+        assert_eq!(block.transactions.len(), 1);
+        while !block.header.meets_own_difficulty() {
+            block.header.nonce += 1;
+        }
+        chain.add_block(block, NOW).unwrap();
+    }
+    // block_size 3: the first block holds its reward alone, the next waits for two payments.
+    let params = ConsensusParams {
+        block_size: 3,
+        ..PARAMS
+    };
+    let key = KeyPair::generate(1024).unwrap();
+    let mut chain = Chain::new(params);
+    let mut pool = Pool::default();
+    let mut first = next_block(&chain, &pool, key.address(), NOW).unwrap();
+    while !first.header.meets_own_difficulty() {
+        first.header.nonce += 1;
+    }
+    chain.add_block(first, NOW).unwrap();
+    let pay = |stamp| Payment::new_signed(&key, to, Amount::from_units(1), stamp);
+    pool.add(pay(1), chain.ledger()).unwrap();
+    assert!(
+        next_block(&chain, &pool, key.address(), NOW).is_none(),
+        "one of two"
+    );
+    pool.add(pay(2), chain.ledger()).unwrap();
+    let mut block = next_block(&chain, &pool, key.address(), NOW).unwrap();
+    assert_eq!(block.header.prev_hash, chain.tip_hash());
+    assert_eq!(block.header.height, 2);
+    assert!(matches!(block.transactions[0], Transaction::Reward(_)));
+    assert_eq!(block.compute_merkle_root(), block.header.merkle_root);
+    while !block.header.meets_own_difficulty() {
+        block.header.nonce += 1;
+    }
+    // Every rule holds: the chain takes it and the payments move coins.
+    chain.add_block(block, NOW).unwrap();
+    assert_eq!(chain.height(), 2);
+    assert_eq!(chain.ledger().balance(&to), Amount::from_units(2));
+}
