@@ -1,5 +1,7 @@
-//! The mining node: threads for the network and the engine, joined by channels of events into
-//! a single loop that owns the chain, the store and the pool.
+//! The mining node's driver: threads for the network and the engine, joined by channels of
+//! events into a single loop around the node core (`mvbc_node::core::NodeCore`), which owns
+//! the chain, the store, the pool and the peers and decides everything; this loop hands it each
+//! event with the time and carries out the effects it returns.
 //!
 //! ```text
 //! tx listener ─────┬──> payments ─┐                ┌──> status broadcaster (UDP)
@@ -9,8 +11,8 @@
 //! Ctrl-C/SIGTERM ──┘
 //! ```
 //!
-//! Only the node loop writes the chain, so every change is appended to the store and reflected
-//! in the pool in one place, in order. Blocks, downloads and shutdown travel on their own
+//! Only the core writes the chain, so every change is appended to the store and reflected in
+//! the pool in one place, in order. Blocks, downloads and shutdown travel on their own
 //! channel and are handled before anything else waiting, so no flood of payments or statuses
 //! (each bounded, dropped when full) can delay a block or a Ctrl-C.
 
@@ -27,22 +29,18 @@ use mvbc_miner::engine::{
 };
 use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
-use mvbc_node::apply::{self, Added, ApplyError, TipMove};
-use mvbc_node::sync::{Download, Finished, Role, SyncManager};
-use mvbc_node::template::next_block;
+use mvbc_node::apply::ApplyError;
+use mvbc_node::core::{Effect, NodeCore, Note};
+use mvbc_node::sync::{Download, Role};
 use mvbc_protocol::net::FetchError;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
-use mvbc_protocol::pool::PoolError;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{Address, Block, Chain, Config, Hash256, Payment, Pool, unix_now};
+use mvbc_protocol::{Address, Block, Chain, Config, Hash256, Payment, unix_now};
 
 /// Pending payments, and pending statuses, a listener may queue before it drops datagrams (a
 /// flood must not grow memory).
 const EVENT_QUEUE: usize = 10_000;
-/// Lines of one kind of refusal (a payment refused, a download failed) shown per report
-/// interval; the rest are counted and summed up once per interval.
-const LOG_BURST: u32 = 20;
 /// How often the node prints its periodic status line.
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// At start, how long the node listens for peers before it mines (at most one status
@@ -207,20 +205,17 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         })?;
     }
 
-    let mut node = Node {
+    let core = NodeCore::new(
         node_id,
-        block_server_port: server.port(),
+        server.port(),
         chain,
         store,
-        pool: Pool::default(),
         reward_to,
-        sync: SyncManager::new(Role::MINER, quiet(&config)),
+        quiet(&config),
+    );
+    let mut node = Node {
+        core,
         dropped,
-        better_heard_at: None,
-        refused_payments: Quota::default(),
-        failed_downloads: Quota::default(),
-        listening: true,
-        fatal: None,
         job: None,
         jobs,
         sync_jobs,
@@ -231,7 +226,8 @@ pub fn run(setup: NodeSetup) -> Result<()> {
             (m, last)
         }),
     };
-    node.announce();
+    node.core.announce();
+    node.carry_out();
     if let Err(e) = ask.send(&Datagram::StatusRequest) {
         tracing::warn!("asking peers for their status failed: {e}");
     }
@@ -398,26 +394,11 @@ fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<C
     }
 }
 
+/// The driver: the node core, and the channels to the threads that carry out its effects.
 struct Node {
-    node_id: u64,
-    block_server_port: u16,
-    chain: Arc<RwLock<Chain>>,
-    store: BlockStore,
-    pool: Pool,
-    reward_to: Address,
-    /// The peers heard, and the download running.
-    sync: SyncManager,
+    core: NodeCore<BlockStore>,
     /// Datagrams and requests dropped as malformed.
     dropped: net::Dropped,
-    /// When a status first told us of a chain with more work than ours (cleared once we have
-    /// it): when the datagram arrived, not when the loop got to it.
-    better_heard_at: Option<Instant>,
-    refused_payments: Quota,
-    failed_downloads: Quota,
-    /// Still listening for peers after start: not mining yet.
-    listening: bool,
-    /// Why the node must stop (the store failed); the event loop ends with it.
-    fatal: Option<anyhow::Error>,
     /// The search running now, and the tip it builds on.
     job: Option<(Hash256, Arc<SearchControl>)>,
     jobs: Sender<Job>,
@@ -426,12 +407,6 @@ struct Node {
     hashes_done: Arc<AtomicU64>,
     /// Each device's meter and its reading at the last report, when mining on several.
     meters: Option<(DeviceMeters, Vec<u64>)>,
-}
-
-/// Where a change of tip came from.
-enum Source {
-    Mined { took: Duration, hashes: u64 },
-    Peer(SocketAddr),
 }
 
 impl Node {
@@ -447,7 +422,7 @@ impl Node {
                 Ok(e) => e,
                 Err(_) => {
                     let retry = self
-                        .sync
+                        .core
                         .retry_at()
                         .map_or_else(crossbeam_channel::never, crossbeam_channel::at);
                     select! {
@@ -464,12 +439,13 @@ impl Node {
                             Err(_) => return Ok(()),
                         },
                         recv(listened) -> _ => {
-                            self.listening = false;
-                            self.maybe_mine();
+                            self.core.listened(unix_now());
+                            self.carry_out();
                             continue;
                         }
                         recv(retry) -> _ => {
-                            self.maybe_sync();
+                            self.core.retry_sync(Instant::now());
+                            self.carry_out();
                             continue;
                         }
                         recv(report) -> _ => {
@@ -479,59 +455,95 @@ impl Node {
                     }
                 }
             };
+            let (now, unix) = (Instant::now(), unix_now());
             match event {
-                Event::Payment(p, from) => self.on_payment(*p, from),
-                Event::Status(s, from, received) => self.on_status(s, from, received),
-                Event::StatusRequest => self.announce(),
+                Event::Payment(p, from) => self.core.on_payment(*p, from, unix),
+                Event::Status(s, from, received) => self.core.on_status(s, from, received, now),
+                Event::StatusRequest => self.core.announce(),
                 Event::Mined {
                     block,
                     took,
                     hashes,
-                } => self.on_mined(*block, took, hashes),
+                } => {
+                    if matches!(&self.job, Some((tip, _)) if *tip == block.header.prev_hash) {
+                        self.job = None;
+                    }
+                    self.core.on_mined(*block, took, hashes, now, unix);
+                }
                 Event::MiningFailed(e) => {
                     tracing::error!("mining failed: {e}");
                     println!("Mining failed: {e}");
                     self.job = None;
+                    self.core.mining_failed();
                 }
                 Event::Downloaded { peer, blocks, ack } => {
-                    let verdict = self.on_downloaded(peer, blocks);
+                    let verdict = self.core.on_downloaded(peer, blocks, now, unix);
                     let _ = ack.send(verdict);
                 }
-                Event::DownloadDone { peer, result } => self.on_download_done(peer, result),
+                Event::DownloadDone { peer, result } => {
+                    self.core.on_download_done(peer, result, now, unix)
+                }
                 Event::Shutdown => {
+                    self.core.stop();
+                    self.carry_out();
                     self.stop_mining();
-                    let chain = read_chain(&self.chain);
+                    let status = self.core.status();
                     println!(
                         "Shutting down: height {}, tip {}, chain stored in {}; {} malformed messages dropped, {} payments refused",
-                        chain.height(),
-                        chain.tip_hash(),
-                        self.store.path().display(),
+                        status.height,
+                        status.tip,
+                        self.core.store().path().display(),
                         self.dropped.count(),
-                        self.refused_payments.total,
+                        self.core.refused_payments.total,
                     );
                     return Ok(());
                 }
             }
-            if let Some(e) = self.fatal.take() {
+            if let Some(e) = self.core.take_fatal() {
                 self.stop_mining();
-                return Err(e);
+                return Err(anyhow::anyhow!("{e}. Stopping"));
+            }
+            self.carry_out();
+        }
+    }
+
+    /// Carries out what the core asked for, in order.
+    fn carry_out(&mut self) {
+        for effect in self.core.take_effects() {
+            match effect {
+                Effect::Note(note) => println!("{}", note_line(&note)),
+                Effect::Announce(status) => {
+                    let _ = self.announce.send(status);
+                }
+                Effect::Download(download) => {
+                    if self.sync_jobs.send(download).is_err() {
+                        // The downloaders are gone: the node is stopping.
+                        self.core.download_abandoned(download.peer);
+                    }
+                }
+                Effect::Mine(block) => {
+                    self.stop_mining();
+                    let tip = block.header.prev_hash;
+                    let control = Arc::new(SearchControl::new());
+                    let job = Job {
+                        block,
+                        control: control.clone(),
+                    };
+                    if self.jobs.send(job).is_ok() {
+                        self.job = Some((tip, control));
+                    } else {
+                        self.core.mining_failed();
+                    }
+                }
+                Effect::StopMining => self.stop_mining(),
             }
         }
     }
 
-    fn status(&self) -> Status {
-        let chain = read_chain(&self.chain);
-        Status {
-            node_id: self.node_id,
-            height: chain.height(),
-            tip: chain.tip_hash(),
-            chain_work: chain.chain_work(),
-            block_server_port: self.block_server_port,
+    fn stop_mining(&mut self) {
+        if let Some((_, control)) = self.job.take() {
+            control.stop();
         }
-    }
-
-    fn announce(&self) {
-        let _ = self.announce.send(self.status());
     }
 
     fn hashes(&self) -> u64 {
@@ -544,11 +556,8 @@ impl Node {
         let now = Instant::now();
         let hashes = self.hashes();
         let rate = hashes.saturating_sub(hashes_then) as f64 / (now - since).as_secs_f64();
-        self.sync.forget_quiet(now);
-        let (height, tip) = {
-            let chain = read_chain(&self.chain);
-            (chain.height(), chain.tip_hash())
-        };
+        self.core.tick(now);
+        let status = self.core.status();
         let per_device = self.device_rates((now - since).as_secs_f64());
         let state = match &self.job {
             Some(_) => format!(
@@ -557,24 +566,26 @@ impl Node {
             ),
             None => "idle, waiting for payments".into(),
         };
-        let peers = match self.sync.peers().len() {
+        let peers = match self.core.sync().peers().len() {
             1 => "1 peer".to_string(),
             n => format!("{n} peers"),
         };
         println!(
-            "Status: height {height}, tip {tip}, {state}, {} pending, {peers}, {} malformed messages dropped, {} payments refused",
-            self.pool.len(),
+            "Status: height {}, tip {}, {state}, {} pending, {peers}, {} malformed messages dropped, {} payments refused",
+            status.height,
+            status.tip,
+            self.core.pending(),
             self.dropped.count(),
-            self.refused_payments.total,
+            self.core.refused_payments.total,
         );
         let secs = REPORT_INTERVAL.as_secs();
-        let held = self.refused_payments.new_window();
+        let held = self.core.refused_payments.new_window();
         if held > 0 {
             tracing::info!(
                 "{held} more payments refused in the last {secs} s, not logged one by one"
             );
         }
-        let held = self.failed_downloads.new_window();
+        let held = self.core.failed_downloads.new_window();
         if held > 0 {
             println!("Downloads failed: {held} more in the last {secs} s, not shown one by one");
         }
@@ -606,265 +617,71 @@ impl Node {
             .collect();
         format!(" ({})", rates.join(", "))
     }
-
-    fn on_payment(&mut self, payment: Payment, from: SocketAddr) {
-        let result = {
-            let chain = read_chain(&self.chain);
-            self.pool.add(payment.clone(), chain.ledger())
-        };
-        match result {
-            Ok(mvbc_protocol::pool::Added { id, evicted }) => {
-                if let Some(old) = evicted {
-                    println!(
-                        "Payment evicted: {old}, the oldest, to make room (the pool is full); \
-                         its wallet's re-broadcast brings it back"
-                    );
-                }
-                println!(
-                    "Payment pooled: {id}, {} from {} to {} ({} pending)",
-                    payment.amount,
-                    payment.from,
-                    payment.to,
-                    self.pool.len()
-                );
-                self.maybe_mine();
-            }
-            // Seen before: nothing new to say.
-            Err(PoolError::Duplicate(_) | PoolError::KnownInvalid(_)) => {}
-            Err(e) => {
-                if self.refused_payments.allow() {
-                    tracing::info!(%from, "refused a payment: {e}");
-                }
-            }
-        }
-    }
-
-    fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant) {
-        let now = Instant::now();
-        self.sync.heard(status, from, now);
-        let ours = read_chain(&self.chain).chain_work();
-        if status.chain_work > ours {
-            self.better_heard_at.get_or_insert(received);
-            self.maybe_sync();
-        }
-    }
-
-    /// Starts a download from the peer the book picks among those ahead of us, if no download
-    /// runs; when the dial budget says not yet, tries again then.
-    fn maybe_sync(&mut self) {
-        let ours = read_chain(&self.chain).chain_work();
-        while let Some(download) = self.sync.next(ours, Instant::now()) {
-            tracing::debug!(
-                peer = %download.peer,
-                height = download.announced_height,
-                "downloading a chain with more work"
-            );
-            if self.sync_jobs.send(download).is_err() {
-                // The downloaders are gone: the node is stopping.
-                self.sync.abandon(download.peer);
-                return;
-            }
-        }
-    }
-
-    fn on_download_done(&mut self, peer: SocketAddr, result: Result<u64, FetchError>) {
-        if self.listening {
-            self.listening = false;
-            self.maybe_mine();
-        }
-        let ours = read_chain(&self.chain).chain_work();
-        match self.sync.finished(peer, result, ours, Instant::now()) {
-            Some(Finished::Served(n)) => tracing::debug!(%peer, "download done: {n} blocks"),
-            Some(Finished::Ended(e)) => tracing::debug!(%peer, "download ended: {e}"),
-            Some(Finished::Failed(e, until)) if self.failed_downloads.allow() => {
-                let backoff = until.saturating_duration_since(Instant::now());
-                println!(
-                    "Download from {peer} failed: {e}; passing it over for {:.0?}",
-                    backoff
-                );
-            }
-            Some(Finished::Failed(..)) | None => {}
-        }
-        // Still behind someone (another announcer, or this one mined on): go again.
-        self.maybe_sync();
-    }
-
-    fn on_mined(&mut self, block: Block, took: Duration, hashes: u64) {
-        if matches!(&self.job, Some((tip, _)) if *tip == block.header.prev_hash) {
-            self.job = None;
-        }
-        let hash = block.hash();
-        let height = block.header.height;
-        let mut chain = &*self.chain;
-        match apply::add_block(&mut chain, &mut self.store, block, unix_now()) {
-            Ok(Added::Moved(update)) => self.on_tip_changed(update, Source::Mined { took, hashes }),
-            Ok(Added::Side | Added::Known) => {
-                println!("Block mined at height {height} ({hash}) but the chain moved on")
-            }
-            Err(ApplyError::Refused(e)) => tracing::error!("our own block {hash} was refused: {e}"),
-            Err(e) => self.stop_with(&e),
-        }
-        if self.fatal.is_some() {
-            return;
-        }
-        self.maybe_mine();
-    }
-
-    /// The store failed: the node must not announce or build on what it could lose. The event
-    /// loop ends with this error.
-    fn stop_with(&mut self, e: &ApplyError) {
-        self.fatal
-            .get_or_insert_with(|| anyhow::anyhow!("{e}. Stopping"));
-    }
-
-    /// Adds a downloaded batch; says how many of its blocks were new.
-    fn on_downloaded(&mut self, peer: SocketAddr, blocks: Vec<Block>) -> Result<u64, ApplyError> {
-        let mut chain = &*self.chain;
-        let batch = apply::add_batch(&mut chain, &mut self.store, blocks, unix_now());
-        if !batch.moved.connected.is_empty() {
-            self.on_tip_changed(batch.moved, Source::Peer(peer));
-            self.maybe_mine();
-        }
-        match batch.error {
-            None => Ok(batch.new),
-            Some(e @ ApplyError::Refused(_)) => {
-                tracing::warn!(%peer, "{e}");
-                Err(e)
-            }
-            Some(e) => {
-                self.stop_with(&e);
-                Err(e)
-            }
-        }
-    }
-
-    fn on_tip_changed(
-        &mut self,
-        TipMove {
-            disconnected,
-            connected,
-        }: TipMove,
-        source: Source,
-    ) {
-        let (height, tip, work) = {
-            let chain = read_chain(&self.chain);
-            let dropped = self.pool.reconcile(&disconnected, chain.ledger());
-            for id in dropped {
-                println!("Payment dropped: {id} is no longer affordable or is already confirmed");
-            }
-            (chain.height(), chain.tip_hash(), chain.chain_work())
-        };
-        if !disconnected.is_empty() {
-            let old_tip = disconnected.first().map_or(Hash256::ZERO, |b| b.hash());
-            println!(
-                "Reorg: depth {}, left {} at height {}, {} payments back in the pool",
-                disconnected.len(),
-                old_tip,
-                height + disconnected.len() as u64 - connected.len() as u64,
-                disconnected
-                    .iter()
-                    .map(|b| b.transactions.len() - 1)
-                    .sum::<usize>()
-            );
-        }
-        match source {
-            Source::Mined { took, hashes } => {
-                let block = connected.last().expect("a mined block connected");
-                let secs = took.as_secs_f64();
-                println!(
-                    "Block mined: height {height}, hash {tip}, {} transaction{}, {hashes} hashes in {secs:.2} s ({})",
-                    block.transactions.len(),
-                    if block.transactions.len() == 1 {
-                        ""
-                    } else {
-                        "s"
-                    },
-                    mvbc_miner::bench::format_rate(hashes as f64 / secs.max(1e-9))
-                );
-            }
-            Source::Peer(peer) => {
-                let first = connected.first().map_or(height, |b| b.header.height);
-                let blocks = if first == height {
-                    format!("height {height}")
-                } else {
-                    format!("heights {first}..={height}")
-                };
-                let since = self
-                    .better_heard_at
-                    .map(|t| format!(", {} ms after it was announced", t.elapsed().as_millis()))
-                    .unwrap_or_default();
-                println!("Block adopted: {blocks}, tip {tip}, from {peer}{since}");
-            }
-        }
-        if work >= self.sync.peers().best_work() {
-            self.better_heard_at = None;
-        }
-        self.announce();
-    }
-
-    fn stop_mining(&mut self) {
-        if let Some((_, control)) = self.job.take() {
-            control.stop();
-        }
-    }
-
-    /// Mines on the tip when the pool has enough payments for the next block; stops a search
-    /// on an old tip.
-    fn maybe_mine(&mut self) {
-        if self.listening {
-            return;
-        }
-        let chain = read_chain(&self.chain);
-        let tip = chain.tip_hash();
-        if matches!(&self.job, Some((t, _)) if *t == tip) {
-            return;
-        }
-        if let Some((_, control)) = self.job.take() {
-            control.stop();
-        }
-        let Some(block) = next_block(&chain, &self.pool, self.reward_to, unix_now()) else {
-            return;
-        };
-        let height = block.header.height;
-        let control = Arc::new(SearchControl::new());
-        let job = Job {
-            block,
-            control: control.clone(),
-        };
-        drop(chain);
-        if self.jobs.send(job).is_ok() {
-            tracing::debug!(height, "mining");
-            self.job = Some((tip, control));
-        }
-    }
 }
 
-/// Counts lines of one kind and lets at most [`LOG_BURST`] of them through per report interval,
-/// so a flood of refusals cannot flood the log: the rest are summed up once per interval.
-#[derive(Default)]
-struct Quota {
-    /// Every line, shown or not, since start.
-    total: u64,
-    shown: u32,
-    held: u64,
-}
-
-impl Quota {
-    /// Counts one line; whether to show it.
-    fn allow(&mut self) -> bool {
-        self.total += 1;
-        if self.shown < LOG_BURST {
-            self.shown += 1;
-            true
-        } else {
-            self.held += 1;
-            false
+/// What the user reads for a note of the core.
+fn note_line(note: &Note) -> String {
+    match note {
+        Note::PaymentPooled {
+            id,
+            amount,
+            from,
+            to,
+            pending,
+        } => format!("Payment pooled: {id}, {amount} from {from} to {to} ({pending} pending)"),
+        Note::PaymentEvicted(old) => format!(
+            "Payment evicted: {old}, the oldest, to make room (the pool is full); \
+             its wallet's re-broadcast brings it back"
+        ),
+        Note::PaymentDropped(id) => {
+            format!("Payment dropped: {id} is no longer affordable or is already confirmed")
         }
-    }
-
-    /// Starts the next interval; returns how many lines the last one held back.
-    fn new_window(&mut self) -> u64 {
-        self.shown = 0;
-        std::mem::take(&mut self.held)
+        Note::Reorg {
+            depth,
+            left,
+            at,
+            back,
+        } => format!(
+            "Reorg: depth {depth}, left {left} at height {at}, {back} payments back in the pool"
+        ),
+        Note::BlockMined {
+            height,
+            hash,
+            transactions,
+            hashes,
+            took,
+        } => {
+            let secs = took.as_secs_f64();
+            format!(
+                "Block mined: height {height}, hash {hash}, {transactions} transaction{}, {hashes} hashes in {secs:.2} s ({})",
+                if *transactions == 1 { "" } else { "s" },
+                mvbc_miner::bench::format_rate(*hashes as f64 / secs.max(1e-9))
+            )
+        }
+        Note::MinedTooLate { height, hash } => {
+            format!("Block mined at height {height} ({hash}) but the chain moved on")
+        }
+        Note::BlockAdopted {
+            first,
+            height,
+            tip,
+            peer,
+            since_heard,
+        } => {
+            let blocks = if first == height {
+                format!("height {height}")
+            } else {
+                format!("heights {first}..={height}")
+            };
+            let since = since_heard
+                .map(|t| format!(", {} ms after it was announced", t.as_millis()))
+                .unwrap_or_default();
+            format!("Block adopted: {blocks}, tip {tip}, from {peer}{since}")
+        }
+        Note::DownloadFailed {
+            peer,
+            reason,
+            backoff,
+        } => format!("Download from {peer} failed: {reason}; passing it over for {backoff:.0?}"),
     }
 }

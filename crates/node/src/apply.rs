@@ -54,7 +54,7 @@ pub enum Added {
 }
 
 /// Why a block could not be added.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The chain refused it.
     #[error("refused a block: {0}")]
@@ -96,10 +96,23 @@ impl ChainAccess for &RwLock<Chain> {
     }
 }
 
+/// Where blocks that join the best chain go: the block store file, or anything standing in for
+/// it (a simulation's memory).
+pub trait BlockSink {
+    /// Appends one block, durably before it returns.
+    fn append(&mut self, block: &Block) -> Result<(), StoreError>;
+}
+
+impl BlockSink for BlockStore {
+    fn append(&mut self, block: &Block) -> Result<(), StoreError> {
+        BlockStore::append(self, block)
+    }
+}
+
 /// Adds `block` (at Unix time `now`) and appends what joined the best chain to `store`.
 pub fn add_block(
     chain: &mut impl ChainAccess,
-    store: &mut BlockStore,
+    store: &mut impl BlockSink,
     block: Block,
     now: u64,
 ) -> Result<Added, ApplyError> {
@@ -140,7 +153,7 @@ pub struct Batch {
 /// Adds `blocks` in order with [`add_block`], stopping at the first that fails.
 pub fn add_batch(
     chain: &mut impl ChainAccess,
-    store: &mut BlockStore,
+    store: &mut impl BlockSink,
     blocks: impl IntoIterator<Item = Block>,
     now: u64,
 ) -> Batch {

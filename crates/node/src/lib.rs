@@ -1,7 +1,10 @@
 //! The mvbc node core: what the miner and the wallet's `sync` both do with a chain and its
 //! peers, written once. It does no I/O of its own and never depends on a GPU stack.
 //!
-//! This is the first part of the node as a library state machine (issue 11):
+//! - [`core`]: the miner node as a state machine: events in with the time, effects out
+//!   (announce, download, mine, stop, notes for the user); the miner binary is its driver.
+//!
+//! Its parts, each usable alone:
 //! - [`apply`]: one way to add blocks, mined or downloaded, to the chain and its store: what
 //!   joins the best chain is appended, a store that cannot take it stops the caller the same
 //!   way in both programs, and a batch reports its new blocks and one merged tip move;
@@ -13,5 +16,6 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod core;
 pub mod sync;
 pub mod template;

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::chain::{AddBlockError, Chain};
@@ -29,7 +30,7 @@ const OLDER_STORE_MAGIC: &[u8; 8] = b"MVBCBLK1";
 const RECORD_HEADER_LEN: usize = 8;
 
 /// What went wrong with the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the store.
     #[error("{0} is in use by another process (is another node running on this data directory?)")]
@@ -49,7 +50,7 @@ pub enum StoreError {
         /// The store file.
         path: PathBuf,
         /// The error.
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 }
 
@@ -101,7 +102,7 @@ impl BlockStore {
     pub fn open(path: &Path) -> Result<Opened, StoreError> {
         let io_err = |source| StoreError::Io {
             path: path.to_owned(),
-            source,
+            source: Arc::new(source),
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -162,7 +163,9 @@ impl BlockStore {
         if self.broken {
             return Err(StoreError::Io {
                 path: self.path.clone(),
-                source: io::Error::other("an earlier failed append could not be undone"),
+                source: Arc::new(io::Error::other(
+                    "an earlier failed append could not be undone",
+                )),
             });
         }
         let payload = block.encode();
@@ -172,7 +175,7 @@ impl BlockStore {
         record.extend_from_slice(&payload);
         let io_err = |source| StoreError::Io {
             path: self.path.clone(),
-            source,
+            source: Arc::new(source),
         };
         let written = self
             .file
@@ -263,7 +266,7 @@ fn read_records(file: &mut File, path: &Path, file_len: u64) -> Result<Scan, Sto
     file.seek(SeekFrom::Start(0))
         .map_err(|source| StoreError::Io {
             path: path.to_owned(),
-            source,
+            source: Arc::new(source),
         })?;
     scan_records(BufReader::new(file), path, file_len)
 }
@@ -272,7 +275,7 @@ fn read_records(file: &mut File, path: &Path, file_len: u64) -> Result<Scan, Sto
 fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Scan, StoreError> {
     let io_err = |source| StoreError::Io {
         path: path.to_owned(),
-        source,
+        source: Arc::new(source),
     };
     let mut magic = [0u8; 8];
     if file_len < STORE_MAGIC.len() as u64 {
@@ -380,7 +383,7 @@ pub fn read_only_chain(
         Err(source) => {
             return Err(StoreError::Io {
                 path: path.to_owned(),
-                source,
+                source: Arc::new(source),
             });
         }
     };
@@ -388,7 +391,7 @@ pub fn read_only_chain(
         .metadata()
         .map_err(|source| StoreError::Io {
             path: path.to_owned(),
-            source,
+            source: Arc::new(source),
         })?
         .len();
     let blocks = read_records(&mut file, path, file_len)?.blocks;
