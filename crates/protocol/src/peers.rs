@@ -152,7 +152,7 @@ impl PeerBook {
             .peers
             .values()
             .filter(|p| pick(p))
-            .min_by_key(|p| p.last_seen)
+            .min_by_key(|p| (p.last_seen, p.node_id))
             .map(|p| p.node_id);
         oldest.is_some_and(|id| self.peers.remove(&id).is_some())
     }
@@ -185,7 +185,9 @@ impl PeerBook {
     /// The peer announcing the most work, if that is more than `ours` and neither it nor its
     /// address is passed over at `now`.
     pub fn best_ahead(&self, ours: u128, now: Instant) -> Option<&Peer> {
-        self.ahead(ours, now).max_by_key(|p| p.status.chain_work)
+        // Ties go to the lowest node id: the same choice whatever the map's order.
+        self.ahead(ours, now)
+            .max_by_key(|p| (p.status.chain_work, std::cmp::Reverse(p.node_id)))
     }
 
     /// Whom to download from, of the peers ahead of `ours`: a proven address first, then the
@@ -214,6 +216,7 @@ impl PeerBook {
                 !self.is_proven(&p.block_server, now),
                 failures.get(&p.block_server.ip()).copied().unwrap_or(0),
                 std::cmp::Reverse(p.status.chain_work),
+                p.node_id,
             )
         });
         // When the dial budget next has a dial for an address not proven.

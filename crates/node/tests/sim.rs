@@ -1,0 +1,516 @@
+//! Deterministic simulation of a whole network of node cores (the same `NodeCore` the miner
+//! binary drives) over a simulated network and clock, all from one seed: latency, loss, a
+//! partition that heals, payments throughout, and a fake engine that finds blocks at a seeded
+//! rate. Tests here are named `sim_*`; a failing run prints its seed, and
+//! `MVBC_SIM_SEED=<seed> cargo test -p mvbc-node --test sim` replays it.
+//!
+//! What the simulation stands in for, and what it leaves to the process tests: downloads hand
+//! the peer's blocks over directly (`Chain::blocks_after`, as its block server would) rather
+//! than over TCP, and without the headers check the TCP client runs first; wallets are
+//! payment sources that re-broadcast until their payment is confirmed.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use mvbc_node::apply::BlockSink;
+use mvbc_node::core::{Effect, NodeCore, Note};
+use mvbc_node::sync::Download;
+use mvbc_protocol::block::GENESIS_TIMESTAMP;
+use mvbc_protocol::net::{FetchError, read_chain};
+use mvbc_protocol::store::StoreError;
+use mvbc_protocol::wire::Status;
+use mvbc_protocol::{
+    Amount, Block, Chain, ConsensusParams, Hash256, KeyPair, Payment, Transaction,
+};
+
+/// xorshift64*: small, fast, and the same sequence on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// Exponentially distributed, with mean `mean`.
+    fn exp(&mut self, mean: f64) -> u64 {
+        let u = ((self.next() >> 11) as f64 + 1.0) / ((1u64 << 53) as f64 + 1.0);
+        (-u.ln() * mean) as u64
+    }
+}
+
+/// A store that keeps what it is given.
+#[derive(Default)]
+struct Memory(Vec<Block>);
+
+impl BlockSink for Memory {
+    fn append(&mut self, block: &Block) -> Result<(), StoreError> {
+        self.0.push(block.clone());
+        Ok(())
+    }
+}
+
+/// The network the simulation runs.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    nodes: usize,
+    /// Chance that one datagram is lost.
+    loss: f64,
+    /// The network splits into this many groups between these times (ms)...
+    groups: u64,
+    partition: (u64, u64),
+    /// Payments are sent from the start until this time (ms); the run ends at `end`.
+    pay_until: u64,
+    end: u64,
+    /// Mean time for one node to find a block while it mines (ms).
+    block_time_per_node: f64,
+}
+
+enum Ev {
+    Listened(usize),
+    Status {
+        to: usize,
+        status: Status,
+        from: usize,
+    },
+    Payment {
+        to: usize,
+        payment: Box<Payment>,
+    },
+    Found {
+        node: usize,
+        job: u64,
+    },
+    Download {
+        node: usize,
+        peer: usize,
+    },
+    Announce(usize),
+    Retry(usize),
+    Pay,
+    Rebroadcast(usize),
+}
+
+struct SimNode {
+    core: NodeCore<Memory>,
+    job: Option<(u64, Block)>,
+    retry_at: Option<u64>,
+}
+
+struct Sim {
+    shape: Shape,
+    rng: Rng,
+    t: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Ev>,
+    nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, usize>,
+    base: Instant,
+    payers: Vec<KeyPair>,
+    /// Every payment sent, and the node its wallet talks through.
+    payments: Vec<(Payment, usize)>,
+    next_job: u64,
+    dropped: u64,
+    /// Tip moves to another branch, over every node.
+    reorgs: u64,
+}
+
+const PARAMS: ConsensusParams = ConsensusParams {
+    difficulty: 8,
+    block_size: 2,
+    block_reward: Amount::from_units(10_000_000),
+};
+const PORT: u16 = 2607;
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(10, (i / 250) as u8, (i % 250) as u8 + 1, 1),
+        PORT,
+    ))
+}
+
+impl Sim {
+    fn new(shape: Shape, seed: u64, payers: Vec<KeyPair>) -> Sim {
+        let mut sim = Sim {
+            shape,
+            rng: Rng::new(seed),
+            t: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            base: Instant::now(),
+            payers,
+            payments: Vec::new(),
+            next_job: 0,
+            dropped: 0,
+            reorgs: 0,
+        };
+        for i in 0..shape.nodes {
+            let chain = Arc::new(RwLock::new(Chain::new(PARAMS)));
+            let reward_to = sim.payers[i % sim.payers.len()].address();
+            let quiet = Duration::from_secs(16);
+            let core = NodeCore::new(
+                i as u64 + 1,
+                PORT,
+                chain,
+                Memory::default(),
+                reward_to,
+                quiet,
+            );
+            sim.nodes.push(SimNode {
+                core,
+                job: None,
+                retry_at: None,
+            });
+            sim.by_addr.insert(addr(i), i);
+            let at = 1_000 + sim.rng.below(500);
+            sim.at(at, Ev::Listened(i));
+            let at = sim.rng.below(5_000);
+            sim.at(at, Ev::Announce(i));
+        }
+        sim.at(3_000, Ev::Pay);
+        sim
+    }
+
+    fn at(&mut self, t: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn now(&self) -> Instant {
+        self.base + Duration::from_millis(self.t)
+    }
+
+    fn unix(&self) -> u64 {
+        GENESIS_TIMESTAMP + 86_400 + self.t / 1_000
+    }
+
+    fn group(&self, i: usize) -> u64 {
+        i as u64 % self.shape.groups
+    }
+
+    /// Whether a datagram or connection from `a` reaches `b` now.
+    fn reaches(&self, a: usize, b: usize) -> bool {
+        let (start, end) = self.shape.partition;
+        !(start <= self.t && self.t < end && self.group(a) != self.group(b))
+    }
+
+    fn latency(&mut self) -> u64 {
+        5 + self.rng.below(45)
+    }
+
+    /// Sends a datagram from `from` to every other node, losing some.
+    fn broadcast(&mut self, from: usize, make: impl Fn(usize) -> Ev) {
+        for to in 0..self.nodes.len() {
+            if to == from || !self.reaches(from, to) || self.rng.chance(self.shape.loss) {
+                self.dropped += 1;
+                continue;
+            }
+            let at = self.t + self.latency();
+            self.at(at, make(to));
+        }
+    }
+
+    /// Carries out what node `i` asked for.
+    fn effects(&mut self, i: usize) {
+        for effect in self.nodes[i].core.take_effects() {
+            match effect {
+                Effect::Note(Note::Reorg { .. }) => self.reorgs += 1,
+                Effect::Note(_) => {}
+                Effect::Announce(status) => {
+                    self.broadcast(i, |to| Ev::Status {
+                        to,
+                        status,
+                        from: i,
+                    });
+                }
+                Effect::Download(Download { peer, .. }) => {
+                    let peer = self.by_addr[&peer];
+                    let at = self.t + self.latency();
+                    self.at(at, Ev::Download { node: i, peer });
+                }
+                Effect::Mine(block) => {
+                    self.next_job += 1;
+                    let job = self.next_job;
+                    self.nodes[i].job = Some((job, block));
+                    let at = self.t + self.rng.exp(self.shape.block_time_per_node);
+                    self.at(at, Ev::Found { node: i, job });
+                }
+                Effect::StopMining => self.nodes[i].job = None,
+            }
+        }
+        if let Some(at) = self.nodes[i].core.retry_at() {
+            let t = at.saturating_duration_since(self.base).as_millis() as u64;
+            if self.nodes[i].retry_at != Some(t) {
+                self.nodes[i].retry_at = Some(t);
+                self.at(t.max(self.t), Ev::Retry(i));
+            }
+        }
+        assert!(self.nodes[i].core.take_fatal().is_none());
+    }
+
+    fn run(&mut self) {
+        while let Some(Reverse((t, seq))) = self.queue.pop() {
+            if t > self.shape.end {
+                break;
+            }
+            self.t = t;
+            let ev = self
+                .events
+                .remove(&seq)
+                .expect("every queued event is stored");
+            let (now, unix) = (self.now(), self.unix());
+            match ev {
+                Ev::Listened(i) => {
+                    self.nodes[i].core.listened(unix);
+                    self.effects(i);
+                }
+                Ev::Status { to, status, from } => {
+                    self.nodes[to].core.on_status(status, addr(from), now, now);
+                    self.effects(to);
+                }
+                Ev::Payment { to, payment } => {
+                    self.nodes[to].core.on_payment(*payment, addr(to), unix);
+                    self.effects(to);
+                }
+                Ev::Found { node, job } => {
+                    let Some((current, mut block)) = self.nodes[node].job.take() else {
+                        continue;
+                    };
+                    if current != job {
+                        self.nodes[node].job = Some((current, block));
+                        continue;
+                    }
+                    while !block.header.meets_own_difficulty() {
+                        block.header.nonce += 1;
+                    }
+                    let hashes = block.header.nonce + 1;
+                    let took = Duration::from_millis(1);
+                    self.nodes[node]
+                        .core
+                        .on_mined(block, took, hashes, now, unix);
+                    self.effects(node);
+                }
+                Ev::Download { node, peer } => self.download(node, peer),
+                Ev::Announce(i) => {
+                    self.nodes[i].core.announce();
+                    self.effects(i);
+                    let at = self.t + 5_000;
+                    self.at(at, Ev::Announce(i));
+                }
+                Ev::Retry(i) => {
+                    self.nodes[i].retry_at = None;
+                    self.nodes[i].core.retry_sync(now);
+                    self.effects(i);
+                }
+                Ev::Pay => {
+                    self.pay();
+                    if self.t < self.shape.pay_until {
+                        let at = self.t + 500 + self.rng.below(3_000);
+                        self.at(at, Ev::Pay);
+                    }
+                }
+                Ev::Rebroadcast(k) => {
+                    let (payment, home) = self.payments[k].clone();
+                    let confirmed = read_chain(self.nodes[home].core.chain())
+                        .ledger()
+                        .is_confirmed(&payment.id());
+                    if !confirmed {
+                        self.broadcast_payment(home, &payment);
+                        let at = self.t + 10_000;
+                        self.at(at, Ev::Rebroadcast(k));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A download from `peer`'s block server: its best chain after our locator, in batches.
+    fn download(&mut self, node: usize, peer: usize) {
+        let (now, unix) = (self.now(), self.unix());
+        let peer_addr = addr(peer);
+        let result = if !self.reaches(node, peer) {
+            Err(FetchError::Connect {
+                peer: peer_addr,
+                source: std::io::Error::other("unreachable (partition)"),
+            })
+        } else {
+            let mut total = 0;
+            loop {
+                let locator = read_chain(self.nodes[node].core.chain()).locator();
+                let blocks: Vec<Block> = read_chain(self.nodes[peer].core.chain())
+                    .blocks_after(&locator, 500, 4 << 20)
+                    .iter()
+                    .map(|b| Block::clone(b))
+                    .collect();
+                if blocks.is_empty() {
+                    break Ok(total);
+                }
+                match self.nodes[node]
+                    .core
+                    .on_downloaded(peer_addr, blocks, now, unix)
+                {
+                    Ok(0) => break Ok(total),
+                    Ok(n) => total += n,
+                    Err(e) => break Err(FetchError::Refused(Box::new(e))),
+                }
+            }
+        };
+        self.nodes[node]
+            .core
+            .on_download_done(peer_addr, result, now, unix);
+        self.effects(node);
+    }
+
+    /// A wallet pays: from a payer whose coins on its home node cover what it has pending.
+    fn pay(&mut self) {
+        let home = self.rng.below(self.nodes.len() as u64) as usize;
+        let k = self.rng.below(self.payers.len() as u64) as usize;
+        let from = self.payers[k].address();
+        let spendable = {
+            let chain = read_chain(self.nodes[home].core.chain());
+            let pending = self
+                .payments
+                .iter()
+                .filter(|(p, _)| p.from == from && !chain.ledger().is_confirmed(&p.id()))
+                .count() as u64;
+            chain.ledger().balance(&from).units() > pending
+        };
+        if !spendable {
+            return;
+        }
+        let to = self.payers[(k + 1) % self.payers.len()].address();
+        let stamp = self.payments.len() as u64 + 1;
+        let payment = Payment::new_signed(&self.payers[k], to, Amount::from_units(1), stamp);
+        self.broadcast_payment(home, &payment);
+        let index = self.payments.len();
+        self.payments.push((payment, home));
+        let at = self.t + 10_000;
+        self.at(at, Ev::Rebroadcast(index));
+    }
+
+    fn broadcast_payment(&mut self, home: usize, payment: &Payment) {
+        for to in 0..self.nodes.len() {
+            if !self.reaches(home, to) || self.rng.chance(self.shape.loss) {
+                continue;
+            }
+            let at = self.t + self.latency();
+            let payment = Box::new(payment.clone());
+            self.at(at, Ev::Payment { to, payment });
+        }
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("MVBC_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0011)
+}
+
+/// Four fixed 1024-bit keys (made once with `openssl genpkey`), so every run pays the same
+/// addresses.
+fn payers() -> Vec<KeyPair> {
+    const PEM: &str = include_str!("data/sim_keys.pem");
+    let end = "-----END PRIVATE KEY-----";
+    PEM.split_inclusive(end)
+        .filter(|k| k.contains(end))
+        .map(|k| KeyPair::from_pkcs8_pem(k.trim()).unwrap())
+        .collect()
+}
+
+/// Runs `shape` from `seed` and checks the outcome: one tip everywhere, every payment sent
+/// confirmed exactly once on it.
+fn run_and_check(shape: Shape, seed: u64) {
+    eprintln!("sim seed {seed}: replay with MVBC_SIM_SEED={seed}");
+    let started = Instant::now();
+    let mut sim = Sim::new(shape, seed, payers());
+    sim.run();
+    let tips: HashMap<Hash256, usize> = sim.nodes.iter().fold(HashMap::new(), |mut m, n| {
+        *m.entry(read_chain(n.core.chain()).tip_hash()).or_default() += 1;
+        m
+    });
+    let chain = read_chain(sim.nodes[0].core.chain());
+    eprintln!(
+        "sim seed {seed}: {} nodes, height {}, tip {}, {} payments, {} reorgs, {} datagrams lost \
+         or cut off, {:.1} s of wall time for {} s simulated",
+        shape.nodes,
+        chain.height(),
+        chain.tip_hash(),
+        sim.payments.len(),
+        sim.reorgs,
+        sim.dropped,
+        started.elapsed().as_secs_f64(),
+        shape.end / 1_000
+    );
+    assert_eq!(
+        tips.len(),
+        1,
+        "seed {seed}: nodes end on {} tips",
+        tips.len()
+    );
+    let mut confirmed: HashMap<Hash256, usize> = HashMap::new();
+    for height in 1..=chain.height() {
+        for tx in &chain.block_at(height).unwrap().transactions {
+            if let Transaction::Payment(p) = tx {
+                *confirmed.entry(p.id()).or_default() += 1;
+            }
+        }
+    }
+    assert!(
+        sim.payments.len() >= 10,
+        "seed {seed}: only {} payments",
+        sim.payments.len()
+    );
+    for (p, _) in &sim.payments {
+        assert_eq!(
+            confirmed.get(&p.id()),
+            Some(&1),
+            "seed {seed}: payment {} confirmed {:?} times",
+            p.id(),
+            confirmed.get(&p.id())
+        );
+    }
+    assert_eq!(confirmed.len(), sim.payments.len(), "seed {seed}");
+    if shape.partition.0 < shape.partition.1 && shape.groups > 1 {
+        assert!(
+            sim.reorgs > 0,
+            "seed {seed}: the partition left no branch to resolve"
+        );
+    }
+}
+
+#[test]
+fn sim_200_nodes_with_loss_and_a_healed_three_way_partition_agree_and_confirm_every_payment() {
+    let shape = Shape {
+        nodes: 200,
+        loss: 0.02,
+        groups: 3,
+        partition: (20_000, 80_000),
+        pay_until: 150_000,
+        end: 240_000,
+        block_time_per_node: 200.0 * 2_000.0,
+    };
+    run_and_check(shape, seed());
+}
