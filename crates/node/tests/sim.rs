@@ -4,6 +4,9 @@
 //! rate. Tests here are named `sim_*`; a failing run prints its seed, and
 //! `MVBC_SIM_SEED=<seed> cargo test -p mvbc-node --test sim` replays it.
 //!
+//! Some nodes lie: they announce far more work than they have, and a download from one either
+//! stalls until it times out (10 s) or brings nothing.
+//!
 //! What the simulation stands in for, and what it leaves to the process tests: downloads hand
 //! the peer's blocks over directly (`Chain::blocks_after`, as its block server would) rather
 //! than over TCP, and without the headers check the TCP client runs first; wallets are
@@ -71,6 +74,8 @@ impl BlockSink for Memory {
 #[derive(Clone, Copy, Debug)]
 struct Shape {
     nodes: usize,
+    /// The first `liars` nodes lie (half of them stall downloads, half serve nothing).
+    liars: usize,
     /// Chance that one datagram is lost.
     loss: f64,
     /// The network splits into this many groups between these times (ms)...
@@ -99,6 +104,10 @@ enum Ev {
         job: u64,
     },
     Download {
+        node: usize,
+        peer: usize,
+    },
+    Stalled {
         node: usize,
         peer: usize,
     },
@@ -131,6 +140,8 @@ struct Sim {
     dropped: u64,
     /// Tip moves to another branch, over every node.
     reorgs: u64,
+    /// Downloads that failed and passed their peer over, over every node.
+    failed: u64,
 }
 
 const PARAMS: ConsensusParams = ConsensusParams {
@@ -164,6 +175,7 @@ impl Sim {
             next_job: 0,
             dropped: 0,
             reorgs: 0,
+            failed: 0,
         };
         for i in 0..shape.nodes {
             let chain = Arc::new(RwLock::new(Chain::new(PARAMS)));
@@ -183,6 +195,12 @@ impl Sim {
                 retry_at: None,
             });
             sim.by_addr.insert(addr(i), i);
+            if sim.is_liar(i) {
+                // It only boasts, every status interval, from the start.
+                let at = sim.rng.below(1_000);
+                sim.at(at, Ev::Announce(i));
+                continue;
+            }
             let at = 1_000 + sim.rng.below(500);
             sim.at(at, Ev::Listened(i));
             let at = sim.rng.below(5_000);
@@ -190,6 +208,15 @@ impl Sim {
         }
         sim.at(3_000, Ev::Pay);
         sim
+    }
+
+    fn is_liar(&self, i: usize) -> bool {
+        i < self.shape.liars
+    }
+
+    /// The nodes that are not liars.
+    fn honest(&self) -> std::ops::Range<usize> {
+        self.shape.liars..self.shape.nodes
     }
 
     fn at(&mut self, t: u64, ev: Ev) {
@@ -222,7 +249,7 @@ impl Sim {
 
     /// Sends a datagram from `from` to every other node, losing some.
     fn broadcast(&mut self, from: usize, make: impl Fn(usize) -> Ev) {
-        for to in 0..self.nodes.len() {
+        for to in self.honest() {
             if to == from || !self.reaches(from, to) || self.rng.chance(self.shape.loss) {
                 self.dropped += 1;
                 continue;
@@ -237,6 +264,7 @@ impl Sim {
         for effect in self.nodes[i].core.take_effects() {
             match effect {
                 Effect::Note(Note::Reorg { .. }) => self.reorgs += 1,
+                Effect::Note(Note::DownloadFailed { .. }) => self.failed += 1,
                 Effect::Note(_) => {}
                 Effect::Announce(status) => {
                     self.broadcast(i, |to| Ev::Status {
@@ -313,6 +341,31 @@ impl Sim {
                     self.effects(node);
                 }
                 Ev::Download { node, peer } => self.download(node, peer),
+                Ev::Stalled { node, peer } => {
+                    let timed_out = FetchError::Connect {
+                        peer: addr(peer),
+                        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    };
+                    let core = &mut self.nodes[node].core;
+                    core.on_download_done(addr(peer), Err(timed_out), now, unix);
+                    self.effects(node);
+                }
+                Ev::Announce(i) if self.is_liar(i) => {
+                    let boast = Status {
+                        node_id: i as u64 + 1,
+                        height: 1_000_000,
+                        tip: Hash256([7; 32]),
+                        chain_work: u128::MAX / 2,
+                        block_server_port: PORT,
+                    };
+                    self.broadcast(i, |to| Ev::Status {
+                        to,
+                        status: boast,
+                        from: i,
+                    });
+                    let at = self.t + 5_000;
+                    self.at(at, Ev::Announce(i));
+                }
                 Ev::Announce(i) => {
                     self.nodes[i].core.announce();
                     self.effects(i);
@@ -350,7 +403,14 @@ impl Sim {
     fn download(&mut self, node: usize, peer: usize) {
         let (now, unix) = (self.now(), self.unix());
         let peer_addr = addr(peer);
-        let result = if !self.reaches(node, peer) {
+        if self.is_liar(peer) && peer.is_multiple_of(2) {
+            let at = self.t + 10_000;
+            self.at(at, Ev::Stalled { node, peer });
+            return;
+        }
+        let result = if self.is_liar(peer) {
+            Ok(0)
+        } else if !self.reaches(node, peer) {
             Err(FetchError::Connect {
                 peer: peer_addr,
                 source: std::io::Error::other("unreachable (partition)"),
@@ -385,7 +445,8 @@ impl Sim {
 
     /// A wallet pays: from a payer whose coins on its home node cover what it has pending.
     fn pay(&mut self) {
-        let home = self.rng.below(self.nodes.len() as u64) as usize;
+        let honest = self.honest();
+        let home = honest.start + self.rng.below(honest.len() as u64) as usize;
         let k = self.rng.below(self.payers.len() as u64) as usize;
         let from = self.payers[k].address();
         let spendable = {
@@ -411,7 +472,7 @@ impl Sim {
     }
 
     fn broadcast_payment(&mut self, home: usize, payment: &Payment) {
-        for to in 0..self.nodes.len() {
+        for to in self.honest() {
             if !self.reaches(home, to) || self.rng.chance(self.shape.loss) {
                 continue;
             }
@@ -447,19 +508,22 @@ fn run_and_check(shape: Shape, seed: u64) {
     let started = Instant::now();
     let mut sim = Sim::new(shape, seed, payers());
     sim.run();
-    let tips: HashMap<Hash256, usize> = sim.nodes.iter().fold(HashMap::new(), |mut m, n| {
-        *m.entry(read_chain(n.core.chain()).tip_hash()).or_default() += 1;
+    let tips: HashMap<Hash256, usize> = sim.honest().fold(HashMap::new(), |mut m, i| {
+        *m.entry(read_chain(sim.nodes[i].core.chain()).tip_hash())
+            .or_default() += 1;
         m
     });
-    let chain = read_chain(sim.nodes[0].core.chain());
+    let chain = read_chain(sim.nodes[shape.liars].core.chain());
     eprintln!(
-        "sim seed {seed}: {} nodes, height {}, tip {}, {} payments, {} reorgs, {} datagrams lost \
-         or cut off, {:.1} s of wall time for {} s simulated",
+        "sim seed {seed}: {} nodes ({} lying), height {}, tip {}, {} payments, {} reorgs, {} \
+         failed downloads, {} datagrams lost or cut off, {:.1} s of wall time for {} s simulated",
         shape.nodes,
+        shape.liars,
         chain.height(),
         chain.tip_hash(),
         sim.payments.len(),
         sim.reorgs,
+        sim.failed,
         sim.dropped,
         started.elapsed().as_secs_f64(),
         shape.end / 1_000
@@ -493,6 +557,9 @@ fn run_and_check(shape: Shape, seed: u64) {
         );
     }
     assert_eq!(confirmed.len(), sim.payments.len(), "seed {seed}");
+    if shape.liars > 0 {
+        assert!(sim.failed > 0, "seed {seed}: no liar was found out");
+    }
     if shape.partition.0 < shape.partition.1 && shape.groups > 1 {
         assert!(
             sim.reorgs > 0,
@@ -502,9 +569,10 @@ fn run_and_check(shape: Shape, seed: u64) {
 }
 
 #[test]
-fn sim_200_nodes_with_loss_and_a_healed_three_way_partition_agree_and_confirm_every_payment() {
+fn sim_200_nodes_with_loss_liars_and_a_healed_three_way_partition_agree_on_every_payment() {
     let shape = Shape {
         nodes: 200,
+        liars: 6,
         loss: 0.02,
         groups: 3,
         partition: (20_000, 80_000),
