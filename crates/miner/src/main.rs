@@ -125,8 +125,14 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     for e in &loaded.refused {
         println!("Skipped a stored block the rules refuse: {e}");
     }
-    let reward_to = match &cli.reward_address {
-        Some(name_or_address) => resolve_address(dir, name_or_address)?,
+    let named = match &cli.reward_address {
+        Some(name_or_address) => Some(resolve_address(dir, name_or_address)?),
+        None => None,
+    };
+    // The engines before the reward key: a device that cannot be had leaves no key behind.
+    let selection = select_engines(cli)?;
+    let reward_to = match named {
+        Some(address) => address,
         None => reward_key(dir, config.key_size)?.address(),
     };
     println!("Mining rewards go to {reward_to}");
@@ -140,7 +146,6 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         chain.height(),
         chain.tip_hash(),
     );
-    let selection = select_engines(cli)?;
     if let Some(note) = &selection.note {
         println!("Devices: {note}");
     }

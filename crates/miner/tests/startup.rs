@@ -142,6 +142,11 @@ fn devices_are_listed_without_noise_and_bad_choices_are_named() {
             .output()
             .expect("run mvbc-miner");
         assert!(!out.status.success(), "--device {device} was taken");
+        let key = dir.path().join("mining_rewards.pem");
+        assert!(
+            !key.exists(),
+            "--device {device} was refused after a key was made"
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let err = refused("tpu");

@@ -35,12 +35,14 @@ pub enum FetchError {
     /// The reply did not decode.
     #[error("bad reply: {0}")]
     Wire(#[from] WireError),
-    /// More blocks than were asked for.
-    #[error("bad reply: {got} blocks where at most {asked} were asked for")]
-    TooManyBlocks {
-        /// Blocks in the reply.
+    /// More blocks or headers than were asked for.
+    #[error("bad reply: {got} {what} where at most {asked} were asked for")]
+    TooMany {
+        /// "blocks" or "headers".
+        what: &'static str,
+        /// How many the reply holds.
         got: usize,
-        /// Blocks asked for.
+        /// How many were asked for.
         asked: u32,
     },
     /// A block that does not follow the one before it, or, first in a reply, none of the
@@ -191,7 +193,8 @@ impl BlockClient {
                 break;
             };
             if blocks.len() > want as usize {
-                return Err(FetchError::TooManyBlocks {
+                return Err(FetchError::TooMany {
+                    what: "blocks",
                     got: blocks.len(),
                     asked: want,
                 });
@@ -244,7 +247,8 @@ impl BlockClient {
                 }
             };
             if headers.len() > want as usize {
-                return Err(FetchError::TooManyBlocks {
+                return Err(FetchError::TooMany {
+                    what: "headers",
                     got: headers.len(),
                     asked: want,
                 });
