@@ -2,9 +2,10 @@
 //!
 //! A block that joins the best chain is appended to the store at once; a side block stays in
 //! memory only, so a restart never replays a branch that lost. When the store cannot take a
-//! block (a full disk, a read-only directory) the caller gets [`ApplyError::Store`] and must
-//! stop building on its chain: the store holds every block before that one, and the next start
-//! continues from there.
+//! block (a full disk, a read-only directory) the tip move is taken back in memory, so the
+//! best chain there never runs ahead of the store, and the caller gets [`ApplyError::Store`]
+//! and must stop: the store holds every block before that one, and the next start continues
+//! from there.
 
 use std::sync::{Arc, RwLock};
 
@@ -127,6 +128,9 @@ pub fn add_block(
     };
     for block in &connected {
         if let Err(source) = store.append(block) {
+            // The best chain in memory must not run ahead of the store: the move is taken
+            // back (what was appended already is the store's, and the next start reads it).
+            chain.with(|c| c.revert(&disconnected, &connected));
             return Err(ApplyError::Store {
                 height: block.header.height.saturating_sub(1),
                 source,

@@ -209,3 +209,58 @@ fn the_next_block_waits_for_the_payments_it_needs_and_then_is_valid() {
     assert_eq!(chain.height(), 2);
     assert_eq!(chain.ledger().balance(&to), Amount::from_units(2));
 }
+
+/// A store that takes `room` blocks and then fails, as a full disk does.
+struct Full {
+    room: usize,
+    taken: Vec<Hash256>,
+}
+
+impl apply::BlockSink for Full {
+    fn append(&mut self, block: &Block) -> Result<(), mvbc_protocol::store::StoreError> {
+        if self.taken.len() == self.room {
+            return Err(mvbc_protocol::store::StoreError::Io {
+                path: "blocks.dat".into(),
+                source: std::sync::Arc::new(std::io::Error::other("No space left on device")),
+            });
+        }
+        self.taken.push(block.hash());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_block_the_store_cannot_take_leaves_the_chain_in_memory_where_the_store_is() {
+    let mut chain = Chain::new(PARAMS);
+    let mut store = Full {
+        room: 2,
+        taken: Vec::new(),
+    };
+    let main = branch(&genesis_block().header, 3, 1);
+    let batch = apply::add_batch(&mut chain, &mut store, main.clone(), NOW);
+    assert!(
+        matches!(batch.error, Some(ApplyError::Store { height: 2, .. })),
+        "{batch:?}"
+    );
+    assert_eq!(batch.new, 2);
+    assert_eq!((chain.height(), chain.tip_hash()), (2, main[1].hash()));
+    assert_eq!(store.taken, vec![main[0].hash(), main[1].hash()]);
+
+    // A reorg whose second block cannot be stored: the old best chain is back in memory, its
+    // ledger with it.
+    let mut chain = Chain::new(PARAMS);
+    let mut store = Full {
+        room: 3,
+        taken: Vec::new(),
+    };
+    let batch = apply::add_batch(&mut chain, &mut store, main.clone(), NOW);
+    assert!(batch.error.is_none());
+    let balance = chain.ledger().balance(&Address(Hash256([1; 32])));
+    let rival = branch(&main[0].header, 3, 2);
+    let err = apply::add_batch(&mut chain, &mut store, rival.clone(), NOW).error;
+    assert!(matches!(err, Some(ApplyError::Store { .. })), "{err:?}");
+    assert_eq!(chain.tip_hash(), main[2].hash(), "the stored best chain");
+    assert_eq!(chain.height(), 3);
+    assert_eq!(chain.ledger().balance(&Address(Hash256([1; 32]))), balance);
+    assert!(chain.contains(&rival[2].hash()), "kept on a side branch");
+}

@@ -336,6 +336,47 @@ impl Chain {
         }
     }
 
+    /// Takes back the tip move [`Chain::add_block`] just reported, `disconnected` (highest
+    /// first) and `connected` (lowest first): for a caller that could not store the blocks that
+    /// joined, so the best chain in memory never runs ahead of the store. The blocks that had
+    /// joined stay in the tree on a side branch; the caller is expected to stop.
+    pub fn revert(&mut self, disconnected: &[Arc<Block>], connected: &[Arc<Block>]) {
+        for block in connected.iter().rev() {
+            let hash = block.hash();
+            if self.best.last() != Some(&hash) {
+                return; // not the move just made: leave the chain as it is
+            }
+            self.best.pop();
+            self.ledger.undo_block(block);
+            self.ledger_moves += 1;
+            if let Some(entry) = self.tree.get(&hash)
+                && self.side.insert(hash)
+            {
+                self.side_bytes += entry.encoded_len;
+            }
+        }
+        for block in disconnected.iter().rev() {
+            let hash = block.hash();
+            if !self.tree.contains_key(&hash) {
+                // Pruned from the side branches since it left: its entry comes back.
+                let parent = self.tree[&block.header.prev_hash].chain_work;
+                let entry = Entry {
+                    block: block.clone(),
+                    chain_work: parent.saturating_add(block.header.work()),
+                    encoded_len: block.encode().len(),
+                };
+                self.tree.insert(hash, entry);
+            } else if self.side.remove(&hash) {
+                self.side_bytes -= self.tree[&hash].encoded_len;
+            }
+            self.ledger
+                .apply_block(block)
+                .expect("blocks of the previous best chain re-apply");
+            self.ledger_moves += 1;
+            self.best.push(hash);
+        }
+    }
+
     fn reject(&mut self, hash: Hash256, error: BlockError) -> AddBlockError {
         // A block from the future may be fine later: do not remember it as invalid.
         if matches!(error, BlockError::FutureTimestamp { .. }) {
