@@ -356,20 +356,13 @@ fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<C
             let chain = read_chain(&chain);
             (chain.locator(), *chain.params())
         };
-        let limit = job.limit();
         let result = BlockClient::connect(job.peer).and_then(|mut client| {
-            // Headers first: a branch lighter than announced costs no block body.
-            client.check_branch(
+            job.run(
+                &mut client,
                 &locator,
                 |h| read_chain(&chain).header_and_work(h),
                 &params,
                 unix_now(),
-                job.announced_work,
-                limit,
-            )?;
-            client.download(
-                &locator,
-                limit,
                 |blocks, _| -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
                     let (ack, verdict) = bounded(1);
                     const STOPPED: &str = "the node stopped";

@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::net::FetchError;
+use mvbc_protocol::net::{BlockClient, FetchError};
 use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick};
 use mvbc_protocol::wire::Status;
+use mvbc_protocol::{Block, BlockHeader, ConsensusParams, Hash256};
 
 use crate::apply::ApplyError;
 
@@ -63,11 +64,15 @@ impl DownloadError {
         }
     }
 
+    /// Whether our own store failed to take a block (the caller must stop).
+    pub fn store_failed(&self) -> bool {
+        matches!(self.apply_error(), Some(ApplyError::Store { .. }))
+    }
+
     /// Whether the peer is to blame (and should be passed over): not when we stopped the
     /// download (Ctrl-C, a deadline), nor when our own store failed.
     pub fn blames_peer(&self) -> bool {
-        let ours = matches!(self.apply_error(), Some(ApplyError::Store { .. }));
-        !ours && !matches!(self, DownloadError::Fetch(FetchError::Cancelled(_)))
+        !self.store_failed() && !matches!(self, DownloadError::Fetch(FetchError::Cancelled(_)))
     }
 }
 
@@ -100,6 +105,31 @@ impl Download {
     /// keeps sending is cut off.
     pub fn limit(&self) -> u64 {
         self.announced_height.saturating_add(DOWNLOAD_SLACK)
+    }
+
+    /// Runs this download on `client`, headers first: the branch after `locator` is judged by
+    /// its headers ([`BlockClient::check_branch`]; `ours` gives our header and chain work at a
+    /// locator hash, `params` the rules, `now` our Unix time), so a branch lighter than
+    /// announced costs no block body; then its blocks come batch by batch to `deliver`.
+    /// Returns the new blocks delivered.
+    pub fn run<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+        &self,
+        client: &mut BlockClient,
+        locator: &[Hash256],
+        ours: impl Fn(&Hash256) -> Option<(BlockHeader, u128)>,
+        params: &ConsensusParams,
+        now: u64,
+        deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, E>,
+    ) -> Result<u64, FetchError> {
+        client.check_branch(
+            locator,
+            ours,
+            params,
+            now,
+            self.announced_work,
+            self.limit(),
+        )?;
+        client.download(locator, self.limit(), deliver)
     }
 }
 

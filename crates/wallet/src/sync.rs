@@ -1,6 +1,6 @@
 //! `mvbc-wallet sync`: follow the miners' best chain and re-broadcast pending payments.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use mvbc_node::apply::{self, ApplyError};
+use mvbc_node::apply;
 use mvbc_node::sync::{Finished, Role, SyncManager};
 use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
+use mvbc_protocol::{BlockHeader, Chain, Config, Hash256, Payment, unix_now};
 
 use crate::WALLET_CHAIN_FILE;
 use crate::pending::Pending;
@@ -201,34 +201,39 @@ impl Syncer<'_> {
             && height.saturating_sub(start) >= PROGRESS_FROM_BLOCKS;
         let locator = self.chain.locator();
         let params = *self.chain.params();
+        // Where a branch may fork: our header and work at each locator hash, for the headers
+        // check (taken now, as the download then changes the chain).
+        let forks: HashMap<Hash256, (BlockHeader, u128)> = locator
+            .iter()
+            .filter_map(|h| Some((*h, self.chain.header_and_work(h)?)))
+            .collect();
         let (chain, store) = (&mut self.chain, &mut self.store);
         let mut reorged = 0;
         let result =
             BlockClient::connect_until(peer, self.cancel.clone()).and_then(|mut client| {
-                // Headers first: a branch lighter than announced costs no block body.
-                client.check_branch(
+                let ours = |h: &Hash256| forks.get(h).copied();
+                download.run(
+                    &mut client,
                     &locator,
-                    |h| chain.header_and_work(h),
+                    ours,
                     &params,
                     unix_now(),
-                    download.announced_work,
-                    download.limit(),
-                )?;
-                client.download(&locator, download.limit(), |blocks, tip_height| {
-                    let batch = apply::add_batch(chain, store, blocks, unix_now());
-                    reorged += batch.moved.disconnected.len();
-                    if let Some(e) = batch.error {
-                        return Err(e);
-                    }
-                    if progress {
-                        eprint!(
-                            "\r\x1b[KDownloading blocks: {}/{tip_height}",
-                            chain.height()
-                        );
-                        let _ = std::io::stderr().flush();
-                    }
-                    Ok(batch.new)
-                })
+                    |blocks, tip_height| {
+                        let batch = apply::add_batch(chain, store, blocks, unix_now());
+                        reorged += batch.moved.disconnected.len();
+                        if let Some(e) = batch.error {
+                            return Err(e);
+                        }
+                        if progress {
+                            eprint!(
+                                "\r\x1b[KDownloading blocks: {}/{tip_height}",
+                                chain.height()
+                            );
+                            let _ = std::io::stderr().flush();
+                        }
+                        Ok(batch.new)
+                    },
+                )
             });
         if progress {
             eprint!("\r\x1b[K");
@@ -238,12 +243,7 @@ impl Syncer<'_> {
             .finished(peer, result, self.chain.chain_work(), Instant::now())
         {
             // The store failed: stop, as the miner does; what was stored stays.
-            Some(Finished::Ended(e))
-                if e.apply_error()
-                    .is_some_and(|a| matches!(a, ApplyError::Store { .. })) =>
-            {
-                return Err(e.into());
-            }
+            Some(Finished::Ended(e)) if e.store_failed() => return Err(e.into()),
             // Ctrl-C or the deadline ends a download without judging the peer: the caller's
             // loop says why it stops, and what was stored stays.
             Some(Finished::Served(_) | Finished::Ended(_)) | None => {}
