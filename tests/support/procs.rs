@@ -263,6 +263,9 @@ impl Net {
             "status_broadcast_interval_seconds=0.5".into(),
             "transaction_broadcast_interval_seconds=0.5".into(),
             format!("broadcast_address={}", self.broadcast),
+            // Tests run many miners side by side: none takes the API's fixed port unless the
+            // test asks for an API.
+            "api_listen=".into(),
         ]
         .into_iter()
         .flat_map(|s| ["-s".to_string(), s])

@@ -231,6 +231,11 @@ impl<S: BlockSink> NodeCore<S> {
         self.pool.len()
     }
 
+    /// The pending payments.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// The peers and downloads.
     pub fn sync(&self) -> &SyncManager {
         &self.sync

@@ -2,7 +2,7 @@
 //! then `-s KEY=VALUE` overrides. Every key is checked by name; an unknown key or a bad value is
 //! an error that names the key.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,7 +66,18 @@ pub struct Config {
     pub transaction_port: u16,
     /// Where broadcasts are sent.
     pub broadcast_address: Ipv4Addr,
+    /// Where a miner serves its JSON API and explorer page (`None`: not at all).
+    pub api_listen: Option<SocketAddr>,
+    /// The one web origin whose pages may read the API (`Access-Control-Allow-Origin`);
+    /// `None`: only pages the node serves itself.
+    pub api_allow_origin: Option<String>,
 }
+
+/// Where the API listens unless told otherwise: this host only.
+pub const DEFAULT_API_LISTEN: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2609));
+/// Cap on `api_allow_origin`'s length.
+const MAX_ORIGIN_LEN: usize = 200;
 
 impl Default for Config {
     fn default() -> Self {
@@ -81,6 +92,8 @@ impl Default for Config {
             block_server_port: 2607,
             transaction_port: 2608,
             broadcast_address: Ipv4Addr::new(127, 255, 255, 255),
+            api_listen: Some(DEFAULT_API_LISTEN),
+            api_allow_origin: None,
         }
     }
 }
@@ -121,7 +134,7 @@ pub enum ConfigError {
 }
 
 /// Every key, in the order documented in `mvbc.toml`.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 12] = [
     "difficulty",
     "block_size",
     "block_reward",
@@ -132,6 +145,8 @@ pub const KEYS: [&str; 10] = [
     "block_server_port",
     "transaction_port",
     "broadcast_address",
+    "api_listen",
+    "api_allow_origin",
 ];
 
 impl Config {
@@ -271,6 +286,40 @@ impl Config {
                     .parse()
                     .map_err(|_| bad(format!("{s:?} is not an IPv4 address")))?;
             }
+            "api_listen" => {
+                let toml::Value::String(s) = value else {
+                    return Err(bad(format!(
+                        "expected \"ADDRESS:PORT\" or \"\", got {}",
+                        value.type_str()
+                    )));
+                };
+                self.api_listen = match s.trim() {
+                    "" => None,
+                    s => Some(s.parse().map_err(|_| {
+                        bad(format!(
+                            "{s:?} is not ADDRESS:PORT (such as 127.0.0.1:2609), nor \"\" for no API"
+                        ))
+                    })?),
+                };
+            }
+            "api_allow_origin" => {
+                let toml::Value::String(s) = value else {
+                    return Err(bad(format!(
+                        "expected an origin such as \"http://localhost:8080\", got {}",
+                        value.type_str()
+                    )));
+                };
+                self.api_allow_origin = match s.trim() {
+                    "" => None,
+                    s if is_origin(s) => Some(s.to_owned()),
+                    s => {
+                        return Err(bad(format!(
+                            "{s:?} is not an origin: http:// or https://, a host and an optional port, \
+                             nothing else (at most {MAX_ORIGIN_LEN} characters)"
+                        )));
+                    }
+                };
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_owned())),
         }
         Ok(())
@@ -284,6 +333,22 @@ impl Config {
             block_reward: self.block_reward,
         }
     }
+}
+
+/// An origin as browsers send it: scheme, host and optional port, no path. Anything else could
+/// not match a browser's `Origin` and, echoed into a header, could break the response.
+fn is_origin(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    s.len() <= MAX_ORIGIN_LEN
+        && !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
 /// A number of seconds from a command line, within `range` (both ends included), or a message
@@ -345,6 +410,14 @@ mod tests {
         c.apply_setting("status_broadcast_interval_seconds=0.5")
             .unwrap();
         c.apply_setting("block_server_port=0").unwrap();
+        c.apply_setting("api_allow_origin=http://localhost:8080")
+            .unwrap();
+        assert_eq!(c.api_listen, Some(DEFAULT_API_LISTEN));
+        c.apply_setting("api_listen=0.0.0.0:0").unwrap();
+        assert_eq!(c.api_listen, Some("0.0.0.0:0".parse().unwrap()));
+        c.apply_setting("api_listen=").unwrap();
+        assert_eq!(c.api_listen, None);
+        assert_eq!(c.api_allow_origin.as_deref(), Some("http://localhost:8080"));
         assert_eq!(c.broadcast_address, Ipv4Addr::LOCALHOST);
         assert_eq!(c.block_reward, Amount::from_units(2_500_000));
         assert_eq!(c.status_broadcast_interval, Duration::from_millis(500));
@@ -384,6 +457,22 @@ mod tests {
         assert!(msg(c.apply_toml("block_size = \"many\"")).contains("`block_size`"));
         assert!(msg(c.apply_setting("block_size=0")).starts_with("bad value for `block_size`"));
         assert!(msg(c.apply_toml("colour = 1")).contains("`colour`"));
+        assert!(msg(c.apply_setting("api_listen=localhost")).contains("`api_listen`"));
+        assert!(msg(c.apply_toml("api_listen = 2609")).contains("`api_listen`"));
+        for origin in [
+            "*",
+            "null",
+            "http://a/b",
+            "http://a\r\nX: y",
+            "ftp://a",
+            "http://",
+        ] {
+            assert!(
+                msg(c.apply_toml(&format!("api_allow_origin = {origin:?}")))
+                    .contains("`api_allow_origin`"),
+                "{origin:?}"
+            );
+        }
         assert!(matches!(
             c.apply_toml("= ="),
             Err(ConfigError::Syntax { .. })

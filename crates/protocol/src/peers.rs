@@ -105,6 +105,11 @@ impl PeerBook {
         self.peers.len()
     }
 
+    /// Every peer remembered, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
     /// Whether no peer is remembered.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()

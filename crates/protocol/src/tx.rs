@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::amount::Amount;
+use crate::amount::{Amount, SignedAmount};
 use crate::encode::{self, Bytes, DecodeError};
 use crate::hash::{Hash256, sha256, sha256_concat};
 use crate::keys::{
@@ -125,7 +125,40 @@ impl Payment {
     }
 }
 
+impl Payment {
+    /// What this payment does to `address`'s balance: coins in, coins out, zero for a payment
+    /// to itself, and zero when it does not touch the address.
+    pub fn effect_on(&self, address: &Address) -> SignedAmount {
+        let credit = if self.to == *address {
+            SignedAmount::credit(self.amount)
+        } else {
+            SignedAmount::ZERO
+        };
+        let debit = if self.from == *address {
+            SignedAmount::debit(self.amount)
+        } else {
+            SignedAmount::ZERO
+        };
+        credit + debit
+    }
+}
+
 impl Transaction {
+    /// How this transaction touches `address`: its effect on the balance and the other side
+    /// (`None` for a block reward), or `None` when it does not touch the address.
+    pub fn touches(&self, address: &Address) -> Option<(SignedAmount, Option<Address>)> {
+        match self {
+            Transaction::Reward(r) if r.to == *address => {
+                Some((SignedAmount::credit(r.amount), None))
+            }
+            Transaction::Payment(p) if p.from == *address || p.to == *address => {
+                let other = if p.from == *address { p.to } else { p.from };
+                Some((p.effect_on(address), Some(other)))
+            }
+            _ => None,
+        }
+    }
+
     /// The transaction id: SHA-256 of its canonical encoding, which for a payment is the signed
     /// fields followed by the signature.
     pub fn id(&self) -> Hash256 {

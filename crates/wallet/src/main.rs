@@ -172,28 +172,13 @@ struct Row {
     pending: String,
 }
 
-/// What `payment` does to `address`'s coins.
-fn effect(payment: &Payment, address: &Address) -> SignedAmount {
-    let credit = if payment.to == *address {
-        SignedAmount::credit(payment.amount)
-    } else {
-        SignedAmount::ZERO
-    };
-    let debit = if payment.from == *address {
-        SignedAmount::debit(payment.amount)
-    } else {
-        SignedAmount::ZERO
-    };
-    credit + debit
-}
-
 fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
     let ledger = load_ledger(dir, config)?;
     let pending = unconfirmed(dir, &ledger)?;
     let mut rows = Vec::new();
     for (name, key) in local_keys(dir)? {
         let address = key.address();
-        let net: SignedAmount = pending.iter().map(|p| effect(p, &address)).sum();
+        let net: SignedAmount = pending.iter().map(|p| p.effect_on(&address)).sum();
         rows.push((name, address, ledger.balance(&address), net));
     }
     if json {
@@ -268,19 +253,14 @@ fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
     let chain = load_chain_copy(dir, config)?;
     let mut items = Vec::new();
     let mut note = |height, tx: &Transaction| {
-        let (units, counterparty) = match tx {
-            Transaction::Reward(r) if r.to == address => (SignedAmount::credit(r.amount), None),
-            Transaction::Payment(p) if p.from == address || p.to == address => {
-                let other = if p.from == address { p.to } else { p.from };
-                (effect(p, &address), Some(other.to_string()))
-            }
-            _ => return,
+        let Some((units, counterparty)) = tx.touches(&address) else {
+            return;
         };
         items.push(HistoryItem {
             height,
             id: tx.id().to_string(),
             amount: format!("{units:+}"),
-            counterparty,
+            counterparty: counterparty.map(|a| a.to_string()),
         });
     };
     for height in 1..=chain.height() {
