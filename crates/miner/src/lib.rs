@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod bench;
 pub mod cpu;
 pub mod engine;

@@ -62,6 +62,10 @@ struct Cli {
     /// How long to measure each engine, after a one-second warm-up.
     #[arg(long, requires = "benchmark", default_value_t = 10.0, value_parser = parse_seconds)]
     seconds: f64,
+    /// Serve the JSON API and the explorer page on ADDRESS:PORT ("" for neither; port 0 takes
+    /// any free port): the same as -s api_listen=... [config default: 127.0.0.1:2609].
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    api_listen: Option<String>,
     /// Config overrides as the original took them (`difficulty=16`): the same as `-s KEY=VALUE`,
     /// applied after those.
     #[arg(value_name = "KEY=VALUE")]
@@ -88,6 +92,9 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let bare = std::mem::take(&mut cli.bare_settings);
     cli.args.settings.extend(bare);
+    if let Some(listen) = cli.api_listen.take() {
+        cli.args.settings.push(format!("api_listen={listen}"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

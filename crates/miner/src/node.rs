@@ -16,16 +16,18 @@
 //! channel and are handled before anything else waiting, so no flood of payments or statuses
 //! (each bounded, dropped when full) can delay a block or a Ctrl-C.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick, unbounded};
+use mvbc_miner::api::{self, Api, Device, NodeState, PeerInfo, http::HttpServer};
 use mvbc_miner::engine::{
-    EngineError, MiningEngine, NonceRange, Search, SearchControl, search_verified,
+    DeviceKind, EngineError, EngineInfo, MiningEngine, NonceRange, Search, SearchControl,
+    search_verified,
 };
 use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
@@ -43,6 +45,8 @@ use mvbc_protocol::{Address, Block, Chain, Config, Hash256, Payment, unix_now};
 const EVENT_QUEUE: usize = 10_000;
 /// How often the node prints its periodic status line.
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the node publishes its state and hash rates for the API.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// At start, how long the node listens for peers before it mines (at most one status
 /// interval): a node joining a network downloads its chain instead of forking it at block 1.
 const STARTUP_LISTEN: Duration = Duration::from_secs(1);
@@ -176,6 +180,12 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         server.port(),
         broadcaster.target()
     );
+    let devices = match &meters {
+        Some(m) => m.devices.iter().map(device).collect(),
+        None => vec![device(&engine.info())],
+    };
+    let published = Arc::new(Mutex::new(NodeState::new(devices)));
+    let _api = start_api(&config, chain.clone(), published.clone());
 
     spawn("tx-listener", {
         let (events, dropped) = (events.clone(), dropped.clone());
@@ -225,6 +235,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
             let last = vec![0; m.devices.len()];
             (m, last)
         }),
+        published,
     };
     node.core.announce();
     node.carry_out();
@@ -235,6 +246,60 @@ pub fn run(setup: NodeSetup) -> Result<()> {
     let result = node.event_loop(inbox, crossbeam_channel::after(listen));
     drop(server);
     result
+}
+
+/// The API's name for a device.
+fn device(info: &EngineInfo) -> Device {
+    let kind = match info.device {
+        DeviceKind::Cpu => "cpu",
+        DeviceKind::Gpu => "gpu",
+        DeviceKind::Several => "several",
+    };
+    Device {
+        kind: kind.into(),
+        name: info.adapter.clone(),
+    }
+}
+
+/// Serves the API and the explorer page where `api_listen` says, or says in one line why not
+/// and goes on without them: the API is for watching, never a reason not to mine.
+fn start_api(
+    config: &Config,
+    chain: Arc<RwLock<Chain>>,
+    published: Arc<Mutex<NodeState>>,
+) -> Option<HttpServer> {
+    let addr = config.api_listen?;
+    let started = TcpListener::bind(addr).and_then(|listener| {
+        let handler = Arc::new(Api::new(chain, published));
+        let options = api::http::Options {
+            allow_origin: config.api_allow_origin.clone(),
+        };
+        HttpServer::start(listener, handler, options)
+    });
+    match started {
+        Ok(server) => {
+            let at = server.local_addr();
+            println!("API: explorer at http://{at}/, JSON under http://{at}/api/v1/");
+            if !at.ip().is_loopback() {
+                println!(
+                    "Warning: the API listens on {}, not only on this host: whoever reaches it \
+                     can read the chain and this node's state (nothing can be changed through it)",
+                    at.ip()
+                );
+            }
+            Some(server)
+        }
+        Err(e) => {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "is taken (another miner on this host? --api-listen 127.0.0.1:0 takes any free port)"
+                    .to_string()
+            } else {
+                format!("cannot be used: {e}")
+            };
+            println!("API: {addr} {why}; mining on without the API");
+            None
+        }
+    }
 }
 
 /// A peer not heard for three status intervals has gone.
@@ -400,6 +465,8 @@ struct Node {
     hashes_done: Arc<AtomicU64>,
     /// Each device's meter and its reading at the last report, when mining on several.
     meters: Option<(DeviceMeters, Vec<u64>)>,
+    /// What the API shows, published every [`PUBLISH_INTERVAL`].
+    published: Arc<Mutex<NodeState>>,
 }
 
 impl Node {
@@ -407,6 +474,8 @@ impl Node {
     /// ends), so a new node hears its peers before it builds on its own chain.
     fn event_loop(&mut self, inbox: Inbox, listened: Receiver<Instant>) -> Result<()> {
         let report = tick(REPORT_INTERVAL);
+        let publish = tick(PUBLISH_INTERVAL);
+        self.publish();
         let mut last_report = (Instant::now(), self.hashes());
         loop {
             // Urgent events first, whatever else waits; among the rest, select picks at random,
@@ -443,6 +512,10 @@ impl Node {
                         }
                         recv(report) -> _ => {
                             last_report = self.report(last_report);
+                            continue;
+                        }
+                        recv(publish) -> _ => {
+                            self.publish();
                             continue;
                         }
                     }
@@ -542,6 +615,40 @@ impl Node {
     fn hashes(&self) -> u64 {
         let running = self.job.as_ref().map_or(0, |(_, c)| c.hashes());
         self.hashes_done.load(Ordering::Relaxed) + running
+    }
+
+    /// Publishes what the API shows: the pool's first payments, the peers, whether it mines,
+    /// and a sample of each device's nonce counter.
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let counts = match &self.meters {
+            Some((m, _)) => m.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            None => vec![self.hashes()],
+        };
+        let pending = self.core.pool().select(api::MAX_PENDING_LISTED);
+        let peers = self
+            .core
+            .sync()
+            .peers()
+            .iter()
+            .map(|p| PeerInfo {
+                node_id: p.node_id,
+                block_server: p.block_server,
+                height: p.status.height,
+                tip: p.status.tip,
+                chain_work: p.status.chain_work,
+                last_seen_seconds: now.saturating_duration_since(p.last_seen).as_secs_f64(),
+            })
+            .collect();
+        let mut state = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        state.mining = self.job.is_some();
+        state.downloads = self.core.sync().running().len();
+        state.pending_count = self.core.pending();
+        state.pending = pending;
+        state.peers = peers;
+        state.dropped = self.dropped.count();
+        state.refused = self.core.refused_payments.total;
+        state.rates.record(now, counts);
     }
 
     /// The periodic line: height, tip, hash rate since the last line, pool, peers.
