@@ -95,9 +95,13 @@ fn main() -> ExitCode {
     if let Some(listen) = cli.api_listen.take() {
         cli.args.settings.push(format!("api_listen={listen}"));
     }
+    // Where Mesa is installed but the host has no GPU (no /dev/dri), EGL tries its DRI
+    // platform first, fails with an ERROR line from wgpu, then finds the software one: the
+    // GL adapter works, so that line only alarms. `RUST_LOG` shows it again.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wgpu_hal::gles::egl=off".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

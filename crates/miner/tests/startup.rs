@@ -123,6 +123,7 @@ fn devices_are_listed_without_noise_and_bad_choices_are_named() {
     );
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
     let cpu = stdout.lines().last().unwrap_or_default();
     assert!(
         cpu.starts_with("cpu ") && cpu.contains("portable"),
