@@ -257,7 +257,7 @@ fn a_payment_made_while_no_miner_runs_is_confirmed_once_one_starts() {
 
     // A running sync keeps broadcasting the payment; a miner that starts later mines it.
     let mut sync = Proc::spawn(&wallet_bin(), m.path(), &net, &["sync"]);
-    sync.wait_for("a re-broadcast", |l| l.starts_with("Broadcast 1 pending"));
+    sync.wait_for("a re-broadcast", |l| l.starts_with("Sent 1 pending"));
     let mut miner = Miner::start(m.path(), &net);
     let confirmed = format!("Payment confirmed: {id}");
     sync.wait_for("the confirmation", |l| l == confirmed);

@@ -1,5 +1,6 @@
 //! `mvbc-miner`: the mining node (see `node`), and `--benchmark`, which measures the engines.
 
+mod links;
 mod node;
 
 use std::io::{IsTerminal, Write};
@@ -177,6 +178,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         reward_to,
         engine,
         meters,
+        data_dir: dir.clone(),
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,9 +5,11 @@
 //!
 //! ```text
 //! tx listener ─────┬──> payments ─┐                ┌──> status broadcaster (UDP)
-//! status listener ─┴──> statuses ─┤                ├──> mining thread (engine)
-//! mining thread ───┐              ├──> node loop ──┼──> downloader (TCP client)
-//! downloader ──────┼──> urgent ───┘                └──  block server reads the chain (TCP)
+//! status listener ─┤              │                ├──> mining thread (engine)
+//! link readers ────┼──> statuses ─┤                ├──> downloader (TCP client)
+//! block server ────┘              ├──> node loop ──┼──> link writers, dialler (TCP)
+//! mining thread ───┐              │                └──  block server, API read the chain
+//! downloader ──────┼──> urgent ───┘
 //! Ctrl-C/SIGTERM ──┘
 //! ```
 //!
@@ -16,7 +18,9 @@
 //! channel and are handled before anything else waiting, so no flood of payments or statuses
 //! (each bounded, dropped when full) can delay a block or a Ctrl-C.
 
-use std::net::{SocketAddr, TcpListener};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
@@ -33,20 +37,24 @@ use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
 use mvbc_node::apply::ApplyError;
 use mvbc_node::core::{Effect, NodeCore, Note};
+use mvbc_node::links::{Down, LinkId, Links};
 use mvbc_node::sync::{Download, Role};
 use mvbc_protocol::net::FetchError;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
+use mvbc_protocol::net::{Inbound, NodeHooks};
 use mvbc_protocol::store::BlockStore;
+use mvbc_protocol::wire::LinkMessage;
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Address, Block, Chain, Config, Hash256, Payment, unix_now};
+use mvbc_protocol::{config, peerfile};
 
 /// Pending payments, and pending statuses, a listener may queue before it drops datagrams (a
 /// flood must not grow memory).
 const EVENT_QUEUE: usize = 10_000;
 /// How often the node prints its periodic status line.
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
-/// How often the node publishes its state and hash rates for the API.
-const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the node publishes its state and hash rates for the API, and sees to its links.
+const SECOND: Duration = Duration::from_secs(1);
 /// At start, how long the node listens for peers before it mines (at most one status
 /// interval): a node joining a network downloads its chain instead of forking it at block 1.
 const STARTUP_LISTEN: Duration = Duration::from_secs(1);
@@ -65,9 +73,11 @@ pub struct NodeSetup {
     pub engine: Box<dyn MiningEngine>,
     /// Each device's nonces, when the engine is several devices at once.
     pub meters: Option<DeviceMeters>,
+    /// The data directory (for `peers.dat`).
+    pub data_dir: PathBuf,
 }
 
-enum Event {
+pub(crate) enum Event {
     Payment(Box<Payment>, SocketAddr),
     /// A status, where from, and when it arrived (before any queue).
     Status(Status, SocketAddr, Instant),
@@ -88,16 +98,32 @@ enum Event {
         peer: SocketAddr,
         result: Result<u64, FetchError>,
     },
+    /// A peer asked the block server for a link (already answered).
+    LinkIn {
+        stream: TcpStream,
+        from: SocketAddr,
+        hello: Status,
+    },
+    /// A dialled peer took our link.
+    LinkOut {
+        stream: TcpStream,
+        addr: SocketAddr,
+        hello: Status,
+    },
+    DialFailed(SocketAddr),
+    LinkMessage(LinkId, LinkMessage),
+    LinkDown(LinkId, Down),
     Shutdown,
 }
 
 /// The three ways into the node loop.
 #[derive(Clone)]
-struct Senders {
-    /// Blocks, downloads, mining results and shutdown: never dropped, handled first.
-    urgent: Sender<Event>,
-    statuses: Sender<Event>,
-    payments: Sender<Event>,
+pub(crate) struct Senders {
+    /// Blocks, downloads, mining results, links ending and shutdown: never dropped, handled
+    /// first.
+    pub(crate) urgent: Sender<Event>,
+    pub(crate) statuses: Sender<Event>,
+    pub(crate) payments: Sender<Event>,
 }
 
 struct Inbox {
@@ -120,6 +146,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         reward_to,
         engine,
         meters,
+        data_dir,
     } = setup;
     let node_id = rand_node_id();
     let chain = Arc::new(RwLock::new(chain));
@@ -157,10 +184,39 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         )
     })?;
     let dropped = net::Dropped::default();
-    let server = BlockServer::start_counting(
+    let hooks = NodeHooks {
+        node_id,
+        inbound: Arc::new({
+            let events = events.clone();
+            move |inbound| {
+                let (queue, event) = match inbound {
+                    Inbound::Payment { payment, from } => {
+                        (&events.payments, Event::Payment(Box::new(payment), from))
+                    }
+                    Inbound::Link {
+                        stream,
+                        from,
+                        hello,
+                    } => (
+                        &events.statuses,
+                        Event::LinkIn {
+                            stream,
+                            from,
+                            hello,
+                        },
+                    ),
+                };
+                if queue.try_send(event).is_err() {
+                    tracing::debug!("event queue full: dropped a submitted payment or link");
+                }
+            }
+        }),
+    };
+    let server = BlockServer::start_node(
         config.block_server_port,
         chain.clone(),
         dropped.clone(),
+        Some(hooks),
     )
     .with_context(|| {
         format!(
@@ -169,17 +225,25 @@ pub fn run(setup: NodeSetup) -> Result<()> {
             config.block_server_port
         )
     })?;
-    let broadcaster = Broadcaster::new(config.broadcast_address, config.status_broadcast_port)
-        .context("opening the status broadcast socket")?;
-    let ask = Broadcaster::new(config.broadcast_address, config.status_broadcast_port)
-        .context("opening the status broadcast socket")?;
+    let broadcast = |what| -> Result<Option<Broadcaster>> {
+        config
+            .broadcast_address
+            .map(|to| Broadcaster::new(to, config.status_broadcast_port))
+            .transpose()
+            .with_context(|| format!("opening the status broadcast socket ({what})"))
+    };
+    let (broadcaster, ask) = (broadcast("announcing")?, broadcast("asking")?);
     println!(
-        "Listening: payments on UDP {}, status on UDP {}, blocks on TCP {}; broadcasting to {}",
+        "Listening: payments on UDP {}, status on UDP {}, blocks on TCP {}; {}",
         config.transaction_port,
         config.status_broadcast_port,
         server.port(),
-        broadcaster.target()
+        match &broadcaster {
+            Some(b) => format!("broadcasting to {}", b.target()),
+            None => "not broadcasting (broadcast_address is \"\")".into(),
+        }
     );
+    let links = named_and_saved_peers(&config, &data_dir, node_id);
     let devices = match &meters {
         Some(m) => m.devices.iter().map(device).collect(),
         None => vec![device(&engine.info())],
@@ -197,9 +261,11 @@ pub fn run(setup: NodeSetup) -> Result<()> {
     })?;
     let (announce, announcements) = unbounded::<Status>();
     let interval = config.status_broadcast_interval;
-    spawn("status-broadcaster", move || {
-        broadcast_status(broadcaster, announcements, interval)
-    })?;
+    if let Some(broadcaster) = broadcaster {
+        spawn("status-broadcaster", move || {
+            broadcast_status(broadcaster, announcements, interval)
+        })?;
+    }
     let (jobs, job_inbox) = unbounded::<Job>();
     let hashes_done = Arc::new(AtomicU64::new(0));
     spawn("miner", {
@@ -215,7 +281,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         })?;
     }
 
-    let core = NodeCore::new(
+    let mut core = NodeCore::new(
         node_id,
         server.port(),
         chain,
@@ -223,6 +289,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         reward_to,
         quiet(&config),
     );
+    core.set_links(links);
     let mut node = Node {
         core,
         dropped,
@@ -236,10 +303,17 @@ pub fn run(setup: NodeSetup) -> Result<()> {
             (m, last)
         }),
         published,
+        events: events.clone(),
+        links: HashMap::new(),
+        quiet: quiet(&config),
+        peers_file: data_dir.join(peerfile::PEERS_FILE),
     };
     node.core.announce();
+    node.core.maintain_links(Instant::now());
     node.carry_out();
-    if let Err(e) = ask.send(&Datagram::StatusRequest) {
+    if let Some(ask) = &ask
+        && let Err(e) = ask.send(&Datagram::StatusRequest)
+    {
         tracing::warn!("asking peers for their status failed: {e}");
     }
     let listen = STARTUP_LISTEN.min(interval);
@@ -300,6 +374,41 @@ fn start_api(
             None
         }
     }
+}
+
+/// The links to keep: each named peer (resolved now; one that does not resolve is said and
+/// skipped) and the addresses `peers.dat` saved.
+fn named_and_saved_peers(config: &Config, dir: &std::path::Path, node_id: u64) -> Links {
+    let mut named = Vec::new();
+    for peer in &config.peers {
+        match config::resolve_peer(peer) {
+            Ok(addr) => named.push(addr),
+            Err(e) => println!("Peer {peer} skipped: {e}"),
+        }
+    }
+    let path = dir.join(peerfile::PEERS_FILE);
+    let saved = peerfile::load(&path).unwrap_or_else(|e| {
+        println!(
+            "{} not read ({e}): starting without saved peers",
+            path.display()
+        );
+        Vec::new()
+    });
+    if !named.is_empty() || !saved.is_empty() {
+        let named_list: Vec<String> = named.iter().map(ToString::to_string).collect();
+        println!(
+            "Peers: {} named{}, {} saved in {}",
+            named.len(),
+            if named.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", named_list.join(", "))
+            },
+            saved.len(),
+            peerfile::PEERS_FILE
+        );
+    }
+    Links::new(node_id, &named, &saved, Instant::now())
 }
 
 /// A peer not heard for three status intervals has gone.
@@ -465,8 +574,15 @@ struct Node {
     hashes_done: Arc<AtomicU64>,
     /// Each device's meter and its reading at the last report, when mining on several.
     meters: Option<(DeviceMeters, Vec<u64>)>,
-    /// What the API shows, published every [`PUBLISH_INTERVAL`].
+    /// What the API shows, published every [`SECOND`].
     published: Arc<Mutex<NodeState>>,
+    /// For the threads of new links and dials.
+    events: Senders,
+    /// The links up, by the core's id.
+    links: HashMap<LinkId, crate::links::LinkIo>,
+    /// A link silent this long is gone.
+    quiet: Duration,
+    peers_file: PathBuf,
 }
 
 impl Node {
@@ -474,7 +590,7 @@ impl Node {
     /// ends), so a new node hears its peers before it builds on its own chain.
     fn event_loop(&mut self, inbox: Inbox, listened: Receiver<Instant>) -> Result<()> {
         let report = tick(REPORT_INTERVAL);
-        let publish = tick(PUBLISH_INTERVAL);
+        let second = tick(SECOND);
         self.publish();
         let mut last_report = (Instant::now(), self.hashes());
         loop {
@@ -514,8 +630,10 @@ impl Node {
                             last_report = self.report(last_report);
                             continue;
                         }
-                        recv(publish) -> _ => {
+                        recv(second) -> _ => {
                             self.publish();
+                            self.core.maintain_links(Instant::now());
+                            self.carry_out();
                             continue;
                         }
                     }
@@ -525,7 +643,38 @@ impl Node {
             match event {
                 Event::Payment(p, from) => self.core.on_payment(*p, from, unix),
                 Event::Status(s, from, received) => self.core.on_status(s, from, received, now),
-                Event::StatusRequest => self.core.announce(),
+                Event::StatusRequest => self.core.on_status_request(),
+                Event::LinkIn {
+                    stream,
+                    from,
+                    hello,
+                } => {
+                    let addr = SocketAddr::new(from.ip(), hello.block_server_port);
+                    let up = self
+                        .core
+                        .admit_link(from.ip(), &hello, now)
+                        .and_then(|()| self.core.link_up(addr, false, hello, now));
+                    match up {
+                        Ok(id) => self.start_link(id, stream, now),
+                        Err(e) => tracing::debug!(%from, "refused a link: {e}"),
+                    }
+                }
+                Event::LinkOut {
+                    stream,
+                    addr,
+                    hello,
+                } => match self.core.link_up(addr, true, hello, now) {
+                    Ok(id) => self.start_link(id, stream, now),
+                    Err(e) => tracing::debug!(%addr, "link not kept: {e}"),
+                },
+                Event::DialFailed(addr) => self.core.dial_failed(addr, now),
+                Event::LinkMessage(id, message) => {
+                    self.core.on_link_message(id, message, now, unix)
+                }
+                Event::LinkDown(id, why) => {
+                    self.links.remove(&id);
+                    self.core.link_down(id, why, now);
+                }
                 Event::Mined {
                     block,
                     took,
@@ -573,9 +722,34 @@ impl Node {
         }
     }
 
-    /// Carries out what the core asked for, in order.
+    /// Starts the threads of link `id`, or takes it back from the core when they cannot start.
+    fn start_link(&mut self, id: LinkId, stream: TcpStream, now: Instant) {
+        match crate::links::start(id, stream, self.quiet, &self.events) {
+            Ok(io) => {
+                self.links.insert(id, io);
+            }
+            Err(e) => {
+                tracing::warn!("cannot start a link's threads: {e}");
+                self.core.link_down(id, Down::Lost, now);
+            }
+        }
+    }
+
+    /// Carries out what the core asked for, in order, until it asks nothing more.
     fn carry_out(&mut self) {
-        for effect in self.core.take_effects() {
+        loop {
+            let effects = self.core.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for effect in effects {
+                self.carry_out_one(effect);
+            }
+        }
+    }
+
+    fn carry_out_one(&mut self, effect: Effect) {
+        {
             match effect {
                 Effect::Note(note) => println!("{}", note_line(&note)),
                 Effect::Announce(status) => {
@@ -602,6 +776,33 @@ impl Node {
                     }
                 }
                 Effect::StopMining => self.stop_mining(),
+                Effect::Dial(addr) => {
+                    crate::links::dial(addr, self.core.status(), self.events.urgent.clone())
+                }
+                Effect::Send(id, message) => {
+                    let full = self
+                        .links
+                        .get(&id)
+                        .is_some_and(|io| io.tx.try_send(message).is_err());
+                    if full {
+                        // The peer does not read what it is sent: let it go rather than hold
+                        // more for it.
+                        if let Some(io) = self.links.remove(&id) {
+                            io.close();
+                        }
+                        self.core.link_down(id, Down::Lost, Instant::now());
+                    }
+                }
+                Effect::Close(id) => {
+                    if let Some(io) = self.links.remove(&id) {
+                        io.close();
+                    }
+                }
+                Effect::SavePeers(addrs) => {
+                    if let Err(e) = peerfile::save(&self.peers_file, &addrs) {
+                        tracing::warn!("cannot save {}: {e}", self.peers_file.display());
+                    }
+                }
             }
         }
     }
@@ -783,5 +984,27 @@ fn note_line(note: &Note) -> String {
             reason,
             backoff,
         } => format!("Download from {peer} failed: {reason}; passing it over for {backoff:.0?}"),
+        Note::LinkUp {
+            peer,
+            outbound,
+            links,
+        } => format!(
+            "Link up: {peer} ({}), {links} link{}",
+            if *outbound { "dialled" } else { "inbound" },
+            if *links == 1 { "" } else { "s" }
+        ),
+        Note::LinkDown { peer, why, links } => {
+            let why = match why {
+                Down::Lost => "closed".to_string(),
+                Down::Quiet => "quiet too long".to_string(),
+                Down::Invalid(e) => {
+                    format!("sent invalid data ({e}); its address is refused for a while")
+                }
+            };
+            format!(
+                "Link down: {peer}, {why}; {links} link{}",
+                if *links == 1 { "" } else { "s" }
+            )
+        }
     }
 }

@@ -7,16 +7,17 @@
 //! a download to run, a block to mine or a search to stop, a [`Note`] to show. Blocks that join
 //! the best chain go to its [`BlockSink`] before anything announces them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mvbc_protocol::net::{FetchError, read_chain};
 use mvbc_protocol::pool::{Added as Pooled, PoolError};
-use mvbc_protocol::wire::Status;
+use mvbc_protocol::wire::{LinkMessage, Status};
 use mvbc_protocol::{Address, Amount, Block, Chain, Hash256, Payment, Pool};
 
 use crate::apply::{self, Added, ApplyError, BlockSink, TipMove};
+use crate::links::{Down, Kind, LinkId, Links, Refused};
 use crate::sync::{Download, Finished, Role, SyncManager};
 use crate::template::next_block;
 
@@ -87,6 +88,24 @@ pub enum Note {
         /// Since the status telling of them arrived.
         since_heard: Option<Duration>,
     },
+    /// A link to a peer came up.
+    LinkUp {
+        /// The peer's block server.
+        peer: SocketAddr,
+        /// Whether this node dialled it.
+        outbound: bool,
+        /// Links up now.
+        links: usize,
+    },
+    /// A link closed.
+    LinkDown {
+        /// The peer's block server.
+        peer: SocketAddr,
+        /// Why.
+        why: Down,
+        /// Links up now.
+        links: usize,
+    },
     /// A download failed and its peer is passed over.
     DownloadFailed {
         /// The peer's block server.
@@ -111,6 +130,15 @@ pub enum Effect {
     Mine(Block),
     /// Stop the search running.
     StopMining,
+    /// Open a link to this block server (report [`NodeCore::link_up`] or
+    /// [`NodeCore::dial_failed`]).
+    Dial(SocketAddr),
+    /// Send this on a link.
+    Send(LinkId, LinkMessage),
+    /// Close a link (the core has already forgotten it).
+    Close(LinkId),
+    /// Save these addresses for the next start (`peers.dat`).
+    SavePeers(Vec<SocketAddr>),
 }
 
 /// Counts lines of one kind and lets at most [`LOG_BURST`] of them through per report
@@ -172,6 +200,12 @@ pub struct NodeCore<S: BlockSink> {
     fatal: Option<ApplyError>,
     /// The tip the search running builds on.
     mining_on: Option<Hash256>,
+    /// Links to peers beyond the broadcast domain.
+    links: Links,
+    /// A link quiet this long is closed; links are sent our status a third as often.
+    quiet: Duration,
+    /// When links were last sent our status.
+    statused_links_at: Option<Instant>,
     effects: Vec<Effect>,
 }
 
@@ -201,6 +235,9 @@ impl<S: BlockSink> NodeCore<S> {
             listening: true,
             fatal: None,
             mining_on: None,
+            links: Links::none(node_id),
+            quiet,
+            statused_links_at: None,
             effects: Vec::new(),
         }
     }
@@ -236,6 +273,16 @@ impl<S: BlockSink> NodeCore<S> {
         &self.pool
     }
 
+    /// The links.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// Links to keep and try: named peers and saved addresses (before the first tick).
+    pub fn set_links(&mut self, links: Links) {
+        self.links = links;
+    }
+
     /// The peers and downloads.
     pub fn sync(&self) -> &SyncManager {
         &self.sync
@@ -258,10 +305,146 @@ impl<S: BlockSink> NodeCore<S> {
         }
     }
 
-    /// Someone asked every node to announce.
+    /// The tip moved, or the node starts: broadcast our status and send it on every link.
     pub fn announce(&mut self) {
         let status = self.status();
         self.effects.push(Effect::Announce(status));
+        self.status_to_links(status);
+    }
+
+    /// Someone asked by broadcast for every node's status: broadcast ours. Links are not sent
+    /// it, so no datagram makes this node send anything to a third party.
+    pub fn on_status_request(&mut self) {
+        let status = self.status();
+        self.effects.push(Effect::Announce(status));
+    }
+
+    fn status_to_links(&mut self, status: Status) {
+        let mut ids: Vec<LinkId> = self.links.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.effects
+                .push(Effect::Send(id, LinkMessage::Status(status)));
+        }
+    }
+
+    /// Link upkeep, about once a second: dial what is due, close links gone quiet, send our
+    /// status on every link each third of the quiet time, share addresses, save good ones.
+    pub fn maintain_links(&mut self, now: Instant) {
+        for addr in self.links.due(now) {
+            self.effects.push(Effect::Dial(addr));
+        }
+        for id in self.links.quiet(now, self.quiet) {
+            self.drop_link(id, Down::Quiet, now);
+        }
+        if self
+            .statused_links_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.quiet / 3)
+        {
+            self.statused_links_at = Some(now);
+            let status = self.status();
+            self.status_to_links(status);
+        }
+        self.links.review(now);
+        for id in self.links.due_shares(now) {
+            let addrs = self.links.share(id);
+            if !addrs.is_empty() {
+                self.effects
+                    .push(Effect::Send(id, LinkMessage::Addrs(addrs)));
+            }
+        }
+        if let Some(addrs) = self.links.to_save() {
+            self.effects.push(Effect::SavePeers(addrs));
+        }
+    }
+
+    /// A dial of `addr` failed.
+    pub fn dial_failed(&mut self, addr: SocketAddr, now: Instant) {
+        self.links.dial_failed(addr, now);
+    }
+
+    /// Whether an inbound link from `from`, introducing itself with `hello`, may come up.
+    pub fn admit_link(&self, from: IpAddr, hello: &Status, now: Instant) -> Result<(), Refused> {
+        self.links.admit(from, hello.node_id, now)
+    }
+
+    /// A link came up: `addr` is the peer's block server (dialled, or its IP with the port
+    /// `hello` announced). Returns its id, or why it is not kept (the driver closes it).
+    pub fn link_up(
+        &mut self,
+        addr: SocketAddr,
+        outbound: bool,
+        hello: Status,
+        now: Instant,
+    ) -> Result<LinkId, Refused> {
+        let (id, replaced) = self.links.up(addr, outbound, hello.node_id, now)?;
+        if let Some(old) = replaced {
+            self.effects.push(Effect::Close(old));
+        }
+        let status = self.status();
+        self.effects
+            .push(Effect::Send(id, LinkMessage::Status(status)));
+        let links = self.links.len();
+        self.note(Note::LinkUp {
+            peer: addr,
+            outbound,
+            links,
+        });
+        self.link_status(addr, hello, now);
+        Ok(id)
+    }
+
+    /// Link `id` sent `message`.
+    pub fn on_link_message(&mut self, id: LinkId, message: LinkMessage, now: Instant, unix: u64) {
+        let Some(addr) = self.links.get(id).map(|l| l.addr) else {
+            return;
+        };
+        match message {
+            LinkMessage::Status(status) => {
+                if self.links.allow(id, Kind::Status, now) {
+                    self.link_status(addr, status, now);
+                }
+            }
+            LinkMessage::Payment(payment) => {
+                if !self.links.allow(id, Kind::Payment, now) {
+                    return;
+                }
+                if let Err(PoolError::Invalid(e)) = self.take_payment(payment, addr, Some(id), unix)
+                {
+                    self.drop_link(id, Down::Invalid(format!("invalid payment: {e}")), now);
+                }
+            }
+            LinkMessage::Addrs(addrs) => {
+                if self.links.allow(id, Kind::Addrs, now) {
+                    self.links.learn(&addrs, now);
+                }
+            }
+        }
+    }
+
+    /// Link `id` ended: it closed, failed, or sent what does not decode.
+    pub fn link_down(&mut self, id: LinkId, why: Down, now: Instant) {
+        if let Some(link) = self.links.down(id, &why, now) {
+            let links = self.links.len();
+            self.note(Note::LinkDown {
+                peer: link.addr,
+                why,
+                links,
+            });
+        }
+    }
+
+    fn drop_link(&mut self, id: LinkId, why: Down, now: Instant) {
+        if self.links.get(id).is_some() {
+            self.link_down(id, why, now);
+            self.effects.push(Effect::Close(id));
+        }
+    }
+
+    /// A status on a link: its block server is the link's address, whatever port it says.
+    fn link_status(&mut self, addr: SocketAddr, mut status: Status, now: Instant) {
+        status.block_server_port = addr.port();
+        self.on_status(status, addr, now, now);
     }
 
     /// The start-up listening time is over: mine.
@@ -286,14 +469,37 @@ impl<S: BlockSink> NodeCore<S> {
         self.maybe_sync(now);
     }
 
-    /// A payment arrived from `from`.
+    /// A payment arrived from `from` (by broadcast, or submitted to the block server).
     pub fn on_payment(&mut self, payment: Payment, from: SocketAddr, unix: u64) {
+        let _ = self.take_payment(payment, from, None, unix);
+    }
+
+    /// Pools a payment from `from` (over `link`, if so) and passes a new one on to every
+    /// other link, once: what is pooled once is never passed on again.
+    fn take_payment(
+        &mut self,
+        payment: Payment,
+        from: SocketAddr,
+        link: Option<LinkId>,
+        unix: u64,
+    ) -> Result<(), PoolError> {
         let result = {
             let chain = read_chain(&self.chain);
             self.pool.add(payment.clone(), chain.ledger())
         };
         match result {
             Ok(Pooled { id, evicted }) => {
+                let mut others: Vec<LinkId> = self
+                    .links
+                    .iter()
+                    .map(|(l, _)| *l)
+                    .filter(|l| Some(*l) != link)
+                    .collect();
+                others.sort_unstable();
+                for other in others {
+                    self.effects
+                        .push(Effect::Send(other, LinkMessage::Payment(payment.clone())));
+                }
                 if let Some(old) = evicted {
                     self.note(Note::PaymentEvicted(old));
                 }
@@ -306,13 +512,15 @@ impl<S: BlockSink> NodeCore<S> {
                     pending,
                 });
                 self.maybe_mine(unix);
+                Ok(())
             }
             // Seen before: nothing new to say.
-            Err(PoolError::Duplicate(_) | PoolError::KnownInvalid(_)) => {}
+            Err(e @ (PoolError::Duplicate(_) | PoolError::KnownInvalid(_))) => Err(e),
             Err(e) => {
                 if self.refused_payments.allow() {
                     tracing::info!(%from, "refused a payment: {e}");
                 }
+                Err(e)
             }
         }
     }
@@ -387,7 +595,12 @@ impl<S: BlockSink> NodeCore<S> {
         }
         let ours = read_chain(&self.chain).chain_work();
         match self.sync.finished(peer, result, ours, now) {
-            Some(Finished::Served(n)) => tracing::debug!(%peer, "download done: {n} blocks"),
+            Some(Finished::Served(n)) => {
+                tracing::debug!(%peer, "download done: {n} blocks");
+                if n > 0 {
+                    self.links.served(peer, now);
+                }
+            }
             Some(Finished::Ended(e)) => tracing::debug!(%peer, "download ended: {e}"),
             Some(Finished::Failed(e, until)) if self.failed_downloads.allow() => {
                 self.note(Note::DownloadFailed {

@@ -11,11 +11,14 @@
 //! - [`sync`]: whom to download from, several peers at once, and judging each download, with
 //!   the values that differ between the miner and the wallet named in one place
 //!   ([`sync::Role`]);
-//! - [`template`]: the next block to mine from the chain and the pool.
+//! - [`template`]: the next block to mine from the chain and the pool;
+//! - [`links`]: TCP links to peers beyond the broadcast domain: whom to dial, whom to admit,
+//!   what each link may send, which addresses to remember, share and save.
 
 #![warn(missing_docs)]
 
 pub mod apply;
 pub mod core;
+pub mod links;
 pub mod sync;
 pub mod template;

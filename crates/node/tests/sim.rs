@@ -286,6 +286,9 @@ impl Sim {
                     self.at(at, Ev::Found { node: i, job });
                 }
                 Effect::StopMining => self.nodes[i].job = None,
+                // The simulated network is one broadcast domain: no node names a peer, so no
+                // link is dialled (links are tested in `core` and over real sockets).
+                Effect::Dial(_) | Effect::Send(..) | Effect::Close(_) | Effect::SavePeers(_) => {}
             }
         }
         if let Some(at) = self.nodes[i].core.retry_at() {

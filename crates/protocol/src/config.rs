@@ -32,13 +32,29 @@ pub struct DataDirArgs {
     /// Override one config key, e.g. -s difficulty=16 (repeatable).
     #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
+    /// A node to talk to over TCP, wherever it is (its block server's host:port), besides any
+    /// heard by broadcast; adds to the `peers` config key (repeatable).
+    #[arg(long = "peer", value_name = "HOST:PORT", global = true, value_parser = check_peer)]
+    pub peers: Vec<String>,
 }
 
 #[cfg(feature = "clap")]
 impl DataDirArgs {
     /// Loads the configuration these arguments name.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        Config::load(&self.data_dir, self.config.as_deref(), &self.settings)
+        let mut config = Config::load(&self.data_dir, self.config.as_deref(), &self.settings)?;
+        for peer in &self.peers {
+            if !config.peers.contains(peer) {
+                config.peers.push(peer.clone());
+            }
+        }
+        if config.peers.len() > MAX_NAMED_PEERS {
+            return Err(ConfigError::BadValue {
+                key: "peers".into(),
+                reason: format!("{} peers; at most {MAX_NAMED_PEERS}", config.peers.len()),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -64,8 +80,11 @@ pub struct Config {
     pub block_server_port: u16,
     /// UDP port of transaction broadcasts.
     pub transaction_port: u16,
-    /// Where broadcasts are sent.
-    pub broadcast_address: Ipv4Addr,
+    /// Where broadcasts are sent (`None`: nowhere; the node talks to named and gossiped peers
+    /// only).
+    pub broadcast_address: Option<Ipv4Addr>,
+    /// Nodes to keep links to, as `host:port` (the port of their block server).
+    pub peers: Vec<String>,
     /// Where a miner serves its JSON API and explorer page (`None`: not at all).
     pub api_listen: Option<SocketAddr>,
     /// The one web origin whose pages may read the API (`Access-Control-Allow-Origin`);
@@ -76,6 +95,8 @@ pub struct Config {
 /// Where the API listens unless told otherwise: this host only.
 pub const DEFAULT_API_LISTEN: SocketAddr =
     SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2609));
+/// Cap on the number of named peers.
+pub const MAX_NAMED_PEERS: usize = 64;
 /// Cap on `api_allow_origin`'s length.
 const MAX_ORIGIN_LEN: usize = 200;
 
@@ -91,7 +112,8 @@ impl Default for Config {
             status_broadcast_port: 2606,
             block_server_port: 2607,
             transaction_port: 2608,
-            broadcast_address: Ipv4Addr::new(127, 255, 255, 255),
+            broadcast_address: Some(Ipv4Addr::new(127, 255, 255, 255)),
+            peers: Vec::new(),
             api_listen: Some(DEFAULT_API_LISTEN),
             api_allow_origin: None,
         }
@@ -134,7 +156,7 @@ pub enum ConfigError {
 }
 
 /// Every key, in the order documented in `mvbc.toml`.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "difficulty",
     "block_size",
     "block_reward",
@@ -145,6 +167,7 @@ pub const KEYS: [&str; 12] = [
     "block_server_port",
     "transaction_port",
     "broadcast_address",
+    "peers",
     "api_listen",
     "api_allow_origin",
 ];
@@ -282,9 +305,45 @@ impl Config {
                         value.type_str()
                     )));
                 };
-                self.broadcast_address = s
-                    .parse()
-                    .map_err(|_| bad(format!("{s:?} is not an IPv4 address")))?;
+                self.broadcast_address = match s.trim() {
+                    "" => None,
+                    s => Some(s.parse().map_err(|_| {
+                        bad(format!(
+                            "{s:?} is not an IPv4 address (\"\" turns broadcasting off)"
+                        ))
+                    })?),
+                };
+            }
+            "peers" => {
+                let list = match value {
+                    toml::Value::Array(items) => items.clone(),
+                    // `-s peers=host:port` names one.
+                    toml::Value::String(s) if s.trim().is_empty() => Vec::new(),
+                    toml::Value::String(_) => vec![value.clone()],
+                    other => {
+                        return Err(bad(format!(
+                            "expected a list such as [\"10.0.0.5:2607\"], got {}",
+                            other.type_str()
+                        )));
+                    }
+                };
+                if list.len() > MAX_NAMED_PEERS {
+                    return Err(bad(format!(
+                        "{} peers; at most {MAX_NAMED_PEERS}",
+                        list.len()
+                    )));
+                }
+                let mut peers = Vec::with_capacity(list.len());
+                for item in &list {
+                    let toml::Value::String(s) = item else {
+                        return Err(bad(format!(
+                            "expected \"host:port\" strings, got {}",
+                            item.type_str()
+                        )));
+                    };
+                    peers.push(check_peer(s).map_err(bad)?);
+                }
+                self.peers = peers;
             }
             "api_listen" => {
                 let toml::Value::String(s) = value else {
@@ -333,6 +392,49 @@ impl Config {
             block_reward: self.block_reward,
         }
     }
+}
+
+/// A `host:port` as `peers` and `--peer` take it: a host name or address and a port, checked
+/// for form only (names are resolved when dialled).
+pub fn check_peer(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let bad = || {
+        format!(
+            "{:?} is not host:port (such as 10.0.0.5:2607, node.example:2607 or [fd00::5]:2607)",
+            s.chars().take(80).collect::<String>()
+        )
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(s.to_owned()),
+        _ => Err(bad()),
+    }
+}
+
+/// Resolves a named peer (`host:port`) to an address, IPv4 first.
+pub fn resolve_peer(peer: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = peer.to_socket_addrs()?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{peer} resolves to no address"),
+            )
+        })
 }
 
 /// An origin as browsers send it: scheme, host and optional port, no path. Anything else could
@@ -418,7 +520,16 @@ mod tests {
         c.apply_setting("api_listen=").unwrap();
         assert_eq!(c.api_listen, None);
         assert_eq!(c.api_allow_origin.as_deref(), Some("http://localhost:8080"));
-        assert_eq!(c.broadcast_address, Ipv4Addr::LOCALHOST);
+        assert_eq!(c.broadcast_address, Some(Ipv4Addr::LOCALHOST));
+        c.apply_setting("broadcast_address=").unwrap();
+        assert_eq!(c.broadcast_address, None);
+        c.apply_toml("peers = [\"10.0.0.5:2607\", \"node.example:2607\", \"[fd00::5]:1\"]")
+            .unwrap();
+        assert_eq!(c.peers.len(), 3);
+        c.apply_setting("peers=127.0.0.1:2607").unwrap();
+        assert_eq!(c.peers, ["127.0.0.1:2607"]);
+        c.apply_setting("peers=").unwrap();
+        assert!(c.peers.is_empty());
         assert_eq!(c.block_reward, Amount::from_units(2_500_000));
         assert_eq!(c.status_broadcast_interval, Duration::from_millis(500));
         assert_eq!(c.block_server_port, 0);
@@ -458,6 +569,22 @@ mod tests {
         assert!(msg(c.apply_setting("block_size=0")).starts_with("bad value for `block_size`"));
         assert!(msg(c.apply_toml("colour = 1")).contains("`colour`"));
         assert!(msg(c.apply_setting("api_listen=localhost")).contains("`api_listen`"));
+        for peers in [
+            "peers = [\"nohost\"]",
+            "peers = [\":2607\"]",
+            "peers = [\"a:0\"]",
+            "peers = [\"a:65536\"]",
+            "peers = [\"a b:1\"]",
+            "peers = [1]",
+            "peers = 5",
+        ] {
+            assert!(msg(c.apply_toml(peers)).contains("`peers`"), "{peers}");
+        }
+        let many = (0..65)
+            .map(|i| format!("\"h{i}:1\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(msg(c.apply_toml(&format!("peers = [{many}]"))).contains("at most 64"));
         assert!(msg(c.apply_toml("api_listen = 2609")).contains("`api_listen`"));
         for origin in [
             "*",

@@ -4,7 +4,7 @@
 //!
 //! The rules (`rules`, `ledger`, `chain`, `pool`) are pure state machines: they take blocks and
 //! payments and say what changed. Files live at the edges (`store`, `keyfile`, `config`,
-//! `fsutil`). Library code never prints.
+//! `fsutil`, `peerfile`). Library code never prints.
 
 #![warn(missing_docs)]
 
@@ -20,6 +20,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod ledger;
 pub mod net;
+pub mod peerfile;
 pub mod peers;
 pub mod pool;
 pub mod rules;

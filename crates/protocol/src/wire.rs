@@ -5,10 +5,15 @@
 //! frame   = len:u32 BE | message            (TCP only)
 //! ```
 //!
+//! Over TCP a client sends [`Request`]s and reads one [`Reply`] to each. A
+//! [`Request::Link`] answered with [`Reply::Linked`] turns the connection into a link: from
+//! then on both sides send [`LinkMessage`]s whenever they like, and nothing else.
+//!
 //! Every message kind has a hard size cap, checked before anything is decoded, and decoding is
 //! canonical (see [`crate::encode`]). Anything that fails to decode is the caller's to drop and
 //! count: a node never answers garbage.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -29,8 +34,12 @@ const PREFIX_LEN: usize = MAGIC.len() + 1;
 pub const MAX_DATAGRAM_BYTES: usize = 2 * MAX_TX_BYTES;
 /// Cap on the hashes of one block locator.
 pub const MAX_LOCATOR_LEN: usize = 64;
-/// Cap on one request frame: a full locator fits.
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024;
+/// Cap on one request frame: a full locator, or a payment with the largest key, fits.
+pub const MAX_REQUEST_BYTES: usize = 2 * MAX_TX_BYTES;
+/// Cap on one link message: a payment, or a full list of addresses, fits.
+pub const MAX_LINK_MESSAGE_BYTES: usize = 4 * MAX_TX_BYTES;
+/// Cap on the addresses of one [`LinkMessage::Addrs`].
+pub const MAX_ADDRS_PER_MESSAGE: usize = 100;
 /// Cap on the blocks of one reply.
 pub const MAX_BLOCKS_PER_REPLY: usize = 500;
 /// Most headers in one reply: 2,000 headers are about 194 KB.
@@ -89,6 +98,28 @@ pub enum Request {
         /// How many headers the client wants at most.
         max_headers: u32,
     },
+    /// The server's node status, as it would announce it ([`Reply::Status`]): how a node
+    /// reached only over TCP (a remote wallet) learns the tip.
+    Status,
+    /// A payment for the node to pool and pass on ([`Reply::Submitted`]), as if broadcast.
+    Submit(Payment),
+    /// Turns this connection into a link ([`Reply::Linked`]); the client's status says who it
+    /// is and which port its own block server listens on.
+    Link(Status),
+}
+
+/// What nodes send each other over a link, in either direction, unasked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkMessage {
+    /// The sender's status: at once on a new tip, and every status interval.
+    Status(Status),
+    /// A payment the sender pooled and passes on (each once per link).
+    Payment(Payment),
+    /// Nodes the sender knows: their block servers' addresses.
+    Addrs(
+        #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_ADDRS_PER_MESSAGE>")]
+        Vec<SocketAddr>,
+    ),
 }
 
 /// A block server's answer.
@@ -114,6 +145,13 @@ pub enum Reply {
         #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_HEADERS_PER_REPLY>")]
         headers: Vec<BlockHeader>,
     },
+    /// The server's status.
+    Status(Status),
+    /// The payment was handed to the node (it is pooled or refused there, as a broadcast
+    /// one would be).
+    Submitted,
+    /// The connection is a link from now on; the server's status.
+    Linked(Status),
 }
 
 /// Why bytes were not a message.
@@ -223,6 +261,31 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// What kind of reply this is, for messages about a wrong one.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reply::Blocks { .. } => "blocks",
+            Reply::Headers { .. } => "headers",
+            Reply::Status(_) => "status",
+            Reply::Submitted => "submitted",
+            Reply::Linked(_) => "linked",
+        }
+    }
+}
+
+impl LinkMessage {
+    /// Bytes for one link frame's body.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_message(self)
+    }
+
+    /// Decodes one link message of at most [`MAX_LINK_MESSAGE_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<LinkMessage, WireError> {
+        decode_message(bytes, MAX_LINK_MESSAGE_BYTES)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +329,45 @@ mod tests {
             blocks: vec![genesis_block()],
         };
         assert_eq!(Reply::decode(&reply.encode()), Ok(reply.clone()));
+        let big = pay(0, test_key(1).address(), 5, 100);
+        for request in [
+            Request::Status,
+            Request::Submit(big.clone()),
+            Request::Link(status()),
+        ] {
+            let bytes = request.encode();
+            assert!(bytes.len() <= MAX_REQUEST_BYTES);
+            assert_eq!(Request::decode(&bytes), Ok(request));
+        }
+        for reply in [
+            Reply::Status(status()),
+            Reply::Submitted,
+            Reply::Linked(status()),
+        ] {
+            assert_eq!(Reply::decode(&reply.encode()), Ok(reply));
+        }
+        let addrs: Vec<SocketAddr> = (0..MAX_ADDRS_PER_MESSAGE)
+            .map(|i| SocketAddr::from(([10, 0, (i / 256) as u8, i as u8], 2607)))
+            .chain(["[fd00::1]:2607".parse().unwrap()])
+            .skip(1)
+            .collect();
+        for message in [
+            LinkMessage::Status(status()),
+            LinkMessage::Payment(big),
+            LinkMessage::Addrs(addrs),
+        ] {
+            let bytes = message.encode();
+            assert!(bytes.len() <= MAX_LINK_MESSAGE_BYTES);
+            assert_eq!(LinkMessage::decode(&bytes), Ok(message));
+        }
+        let too_many = LinkMessage::Addrs(vec![
+            "10.0.0.1:1".parse().unwrap();
+            MAX_ADDRS_PER_MESSAGE + 1
+        ]);
+        assert!(matches!(
+            LinkMessage::decode(&too_many.encode()),
+            Err(WireError::Decode(_))
+        ));
         assert_eq!(
             Reply::encode_blocks(0, genesis_block().hash(), &[Arc::new(genesis_block())]),
             reply.encode(),
@@ -317,7 +419,10 @@ mod tests {
                 prop_assert_eq!(r.encode(), bytes.clone());
             }
             if let Ok(r) = Reply::decode(&bytes) {
-                prop_assert_eq!(r.encode(), bytes);
+                prop_assert_eq!(r.encode(), bytes.clone());
+            }
+            if let Ok(m) = LinkMessage::decode(&bytes) {
+                prop_assert_eq!(m.encode(), bytes);
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `mvbc-wallet`: addresses, balances, payments, and following the miners' chain.
 
+mod outbox;
 mod pending;
 mod sync;
 
@@ -11,9 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile::{self, KeyFileError};
-use mvbc_protocol::net::Broadcaster;
+use mvbc_protocol::net::Cancel;
 use mvbc_protocol::store::read_only_chain;
-use mvbc_protocol::wire::Datagram;
 use mvbc_protocol::{
     Address, Amount, Chain, Config, KeyPair, Ledger, Payment, SignedAmount, Transaction, unix_now,
 };
@@ -367,13 +367,19 @@ fn send(dir: &Path, config: &Config, from: &str, amount: &str, to: &str) -> Resu
     pending.payments.push(payment.clone());
     pending.save()?;
     drop(pending);
-    let out = Broadcaster::new(config.broadcast_address, config.transaction_port)?;
-    out.send(&Datagram::Payment(payment))
-        .with_context(|| format!("broadcasting to {}", out.target()))?;
+    let out = outbox::Outbox::new(config)?;
+    let went = out.send(&payment, &Cancel::never())?;
     println!("Payment {id}: {amount} from {from_name} to {to_address}");
-    println!(
-        "Pending until a block holds it; broadcast to {}. `mvbc-wallet sync` re-broadcasts it.",
-        out.target()
-    );
+    if went.is_empty() {
+        println!(
+            "Pending until a block holds it; no node could be reached now. `mvbc-wallet sync` \
+             sends it again."
+        );
+    } else {
+        println!(
+            "Pending until a block holds it; {}. `mvbc-wallet sync` re-broadcasts it.",
+            went.join(", ")
+        );
+    }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `mvbc-wallet sync`: follow the miners' best chain and re-broadcast pending payments.
+//! `mvbc-wallet sync`: follow the miners' best chain and re-broadcast pending payments. Miners
+//! are heard by broadcast, and named ones (`peers`, `--peer`) are asked over TCP.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
@@ -17,6 +18,7 @@ use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{BlockHeader, Chain, Config, Hash256, Payment, unix_now};
 
 use crate::WALLET_CHAIN_FILE;
+use crate::outbox::Outbox;
 use crate::pending::Pending;
 
 /// After the first miner answers, how long `--once` listens for others before it settles.
@@ -44,7 +46,7 @@ struct Syncer<'a> {
     dir: &'a Path,
     /// The miners heard, and whom to download from.
     sync: SyncManager,
-    tx_out: Broadcaster,
+    outbox: Outbox,
     /// When a download gives up: the `--once` deadline, Ctrl-C.
     cancel: Cancel,
     quiet: bool,
@@ -73,8 +75,17 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
             config.status_broadcast_port
         )
     })?;
-    let ask = Broadcaster::new(config.broadcast_address, config.status_broadcast_port)?;
-    let tx_out = Broadcaster::new(config.broadcast_address, config.transaction_port)?;
+    let ask = config
+        .broadcast_address
+        .map(|to| Broadcaster::new(to, config.status_broadcast_port))
+        .transpose()?;
+    let outbox = Outbox::new(config)?;
+    if outbox.is_empty() {
+        bail!(
+            "broadcast_address is \"\" and no peer is named (--peer HOST:PORT): no way to reach \
+             a miner"
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
@@ -90,18 +101,27 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         store: loaded.store,
         dir,
         sync: SyncManager::new(Role::WALLET, PEER_QUIET),
-        tx_out,
+        outbox,
         cancel,
         quiet: options.json,
         confirmed: HashSet::new(),
     };
-    s.say(format!(
-        "Syncing from height {}: listening for miners on UDP {}",
-        s.chain.height(),
+    let mut whom = vec![format!(
+        "listening for miners on UDP {}",
         config.status_broadcast_port
+    )];
+    if !s.outbox.peers().is_empty() {
+        let names: Vec<&str> = s.outbox.peers().iter().map(|(n, _)| n.as_str()).collect();
+        whom.push(format!("asking {}", names.join(", ")));
+    }
+    s.say(format!(
+        "Syncing from height {}: {}",
+        s.chain.height(),
+        whom.join("; ")
     ));
     let interval = config.transaction_broadcast_interval;
     let mut next_ask = started;
+    let mut next_peer_ask = started;
     let mut next_rebroadcast = started;
     let mut first_heard: Option<Instant> = None;
     let dropped = net::Dropped::default();
@@ -116,12 +136,19 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
             }
             if now - started >= options.timeout {
                 if first_heard.is_none() {
+                    let peers = if s.outbox.peers().is_empty() {
+                        ""
+                    } else {
+                        " and no named peer answered"
+                    };
                     bail!(
-                        "no miner heard within {:.0} s on UDP port {} (is a miner running with the \
-                         same status_broadcast_port and broadcast_address {}?)",
+                        "no miner heard within {:.0} s on UDP port {}{peers} (is a miner running \
+                         with the same status_broadcast_port and broadcast_address {}?)",
                         options.timeout.as_secs_f64(),
                         config.status_broadcast_port,
-                        config.broadcast_address
+                        config
+                            .broadcast_address
+                            .map_or("\"\"".to_string(), |a| a.to_string())
                     );
                 }
                 bail!(
@@ -135,8 +162,23 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
             next_rebroadcast = now + interval;
         }
         if first_heard.is_none() && now >= next_ask {
-            ask.send(&Datagram::StatusRequest)?;
+            if let Some(ask) = &ask {
+                ask.send(&Datagram::StatusRequest)?;
+            }
             next_ask = now + ASK_AGAIN;
+        }
+        if !s.outbox.peers().is_empty() && now >= next_peer_ask {
+            let cancel = s.cancel.clone();
+            for (status, at) in s.outbox.statuses(&cancel) {
+                first_heard.get_or_insert_with(Instant::now);
+                s.heard(status, at);
+            }
+            next_peer_ask = Instant::now()
+                + if first_heard.is_some() {
+                    config.status_broadcast_interval
+                } else {
+                    ASK_AGAIN
+                };
         }
         if let Some((from, datagram)) = net::recv_datagram(&socket) {
             match datagram {
@@ -264,7 +306,7 @@ impl Syncer<'_> {
             ));
             let (_, reorged_out) = self.review_pending()?;
             for p in &reorged_out {
-                self.tx_out.send(&Datagram::Payment(p.clone()))?;
+                self.outbox.send(p, &self.cancel)?;
             }
         }
         Ok(())
@@ -300,14 +342,19 @@ impl Syncer<'_> {
     /// Broadcasts the payments not confirmed yet; returns their ids.
     fn rebroadcast(&mut self) -> Result<Vec<String>> {
         let (unconfirmed, _) = self.review_pending()?;
+        let mut went = Vec::new();
         for p in &unconfirmed {
-            self.tx_out.send(&Datagram::Payment(p.clone()))?;
+            went = self.outbox.send(p, &self.cancel)?;
         }
         if !unconfirmed.is_empty() {
             self.say(format!(
-                "Broadcast {} pending payments to {}",
+                "Sent {} pending payments: {}",
                 unconfirmed.len(),
-                self.tx_out.target()
+                if went.is_empty() {
+                    "no node could be reached".to_string()
+                } else {
+                    went.join(", ")
+                }
             ));
         }
         Ok(unconfirmed.iter().map(|p| p.id().to_string()).collect())

@@ -13,9 +13,10 @@ use crate::block::Block;
 use crate::hash::Hash256;
 use crate::header::BlockHeader;
 use crate::rules::{ConsensusParams, check_header};
+use crate::tx::Payment;
 use crate::wire::{
     MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Reply, Request,
-    WireError,
+    Status, WireError,
 };
 
 /// Why a download from a block server failed.
@@ -155,6 +156,40 @@ impl BlockClient {
         Ok(Reply::decode(&body)?)
     }
 
+    /// The node's status, as it would announce it.
+    pub fn status(&mut self) -> Result<Status, FetchError> {
+        match self.request(&Request::Status)? {
+            Reply::Status(status) => Ok(status),
+            other => Err(FetchError::WrongReply {
+                got: other.kind(),
+                asked: "status",
+            }),
+        }
+    }
+
+    /// Hands a payment to the node, as a broadcast would.
+    pub fn submit(&mut self, payment: Payment) -> Result<(), FetchError> {
+        match self.request(&Request::Submit(payment))? {
+            Reply::Submitted => Ok(()),
+            other => Err(FetchError::WrongReply {
+                got: other.kind(),
+                asked: "submitted",
+            }),
+        }
+    }
+
+    /// Turns the connection into a link, introducing this node by `ours`: returns the stream
+    /// and the server's status.
+    pub fn link(mut self, ours: Status) -> Result<(TcpStream, Status), FetchError> {
+        match self.request(&Request::Link(ours))? {
+            Reply::Linked(status) => Ok((self.stream, status)),
+            other => Err(FetchError::WrongReply {
+                got: other.kind(),
+                asked: "linked",
+            }),
+        }
+    }
+
     /// Downloads the server's best chain beyond `locator`, batch after batch, handing each
     /// batch (consecutive blocks, lowest first) and the server's tip height to `deliver`,
     /// which says how many of them were new.
@@ -182,9 +217,9 @@ impl BlockClient {
                 Reply::Blocks {
                     tip_height, blocks, ..
                 } => (tip_height, blocks),
-                Reply::Headers { .. } => {
+                other => {
                     return Err(FetchError::WrongReply {
-                        got: "headers",
+                        got: other.kind(),
                         asked: "blocks",
                     });
                 }
@@ -239,9 +274,9 @@ impl BlockClient {
                 max_headers: want,
             })? {
                 Reply::Headers { headers, .. } => headers,
-                Reply::Blocks { .. } => {
+                other => {
                     return Err(FetchError::WrongReply {
-                        got: "blocks",
+                        got: other.kind(),
                         asked: "headers",
                     });
                 }

@@ -8,8 +8,8 @@ mod server;
 
 pub use client::{BlockClient, FetchError};
 pub use server::{
-    Allowance, BlockServer, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
-    MIN_IDLE_TO_EVICT, PER_ADDRESS, PER_CONNECTION, PER_SERVER, answer, read_chain,
+    Allowance, BlockServer, IDLE_TIMEOUT, Inbound, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
+    MIN_IDLE_TO_EVICT, NodeHooks, PER_ADDRESS, PER_CONNECTION, PER_SERVER, answer, read_chain,
 };
 
 use std::io::{self, Read, Write};

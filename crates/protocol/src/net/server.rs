@@ -1,5 +1,6 @@
-//! The block server: answers `BlocksAfter` from the node's best chain, a thread per connection,
-//! with an admission policy so that no client, busy or idle, one address or many, can lock the
+//! The block server: answers `BlocksAfter`, `HeadersAfter` and `Status` from the node's best
+//! chain, and hands the node submitted payments and connections that ask to become links
+//! ([`NodeHooks`]); a thread per connection, with an admission policy so that no client, busy or idle, one address or many, can lock the
 //! others out or take the machine.
 //!
 //! - At most [`MAX_CONNECTIONS`] connections, and [`MAX_CONNECTIONS_PER_ADDRESS`] from one
@@ -26,10 +27,42 @@ use super::{Cancel, Dropped, FrameError, POLL_INTERVAL, read_frame, write_frame}
 use crate::block::Block;
 use crate::chain::Chain;
 use crate::hash::Hash256;
+use crate::tx::Payment;
 use crate::wire::{
     MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES, Reply,
-    Request,
+    Request, Status,
 };
+
+/// What a block server hands to the node behind it.
+pub enum Inbound {
+    /// A payment a client submitted ([`Request::Submit`]).
+    Payment {
+        /// The payment.
+        payment: Payment,
+        /// Who sent it.
+        from: SocketAddr,
+    },
+    /// A connection that asked to become a link, already answered with [`Reply::Linked`]; the
+    /// server no longer counts it.
+    Link {
+        /// The connection.
+        stream: TcpStream,
+        /// Who is on the other end.
+        from: SocketAddr,
+        /// Its status, with the port its own block server listens on.
+        hello: Status,
+    },
+}
+
+/// The node behind a block server: what it answers `Status` with, and where payments and
+/// links go. A server without one answers only block and header requests.
+#[derive(Clone)]
+pub struct NodeHooks {
+    /// The node's id, announced in its status.
+    pub node_id: u64,
+    /// Takes payments and links; called from connection threads, so it must not block.
+    pub inbound: Arc<dyn Fn(Inbound) + Send + Sync>,
+}
 
 /// How long a block server keeps a connection with no request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,6 +156,17 @@ impl BlockServer {
         chain: Arc<RwLock<Chain>>,
         dropped: Dropped,
     ) -> io::Result<BlockServer> {
+        BlockServer::start_node(port, chain, dropped, None)
+    }
+
+    /// [`BlockServer::start_counting`] for a node: answers `Status` and hands payments and
+    /// links to `hooks`.
+    pub fn start_node(
+        port: u16,
+        chain: Arc<RwLock<Chain>>,
+        dropped: Dropped,
+        hooks: Option<NodeHooks>,
+    ) -> io::Result<BlockServer> {
         let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
@@ -130,7 +174,7 @@ impl BlockServer {
         let flag = stop.clone();
         let handle = thread::Builder::new()
             .name("block-server".into())
-            .spawn(move || accept_loop(listener, chain, flag, dropped))?;
+            .spawn(move || accept_loop(listener, chain, flag, dropped, hooks, port))?;
         Ok(BlockServer {
             port,
             stop,
@@ -473,6 +517,8 @@ fn accept_loop(
     chain: Arc<RwLock<Chain>>,
     stop: Arc<AtomicBool>,
     dropped: Dropped,
+    hooks: Option<NodeHooks>,
+    port: u16,
 ) {
     let registry = Arc::new(Mutex::new(Registry::new(Instant::now())));
     while !stop.load(Ordering::Relaxed) {
@@ -496,7 +542,7 @@ fn accept_loop(
             }
         };
         let (chain, shared, stop) = (chain.clone(), registry.clone(), stop.clone());
-        let dropped = dropped.clone();
+        let (dropped, hooks) = (dropped.clone(), hooks.clone());
         let spawned = thread::Builder::new()
             .name("block-conn".into())
             .spawn(move || {
@@ -506,9 +552,18 @@ fn accept_loop(
                     registry: &shared,
                     cancel: Cancel::never().on(stop),
                     dropped,
+                    hooks: hooks.as_ref(),
+                    port,
                 };
-                connection.serve(stream, &chain);
+                let link = connection.serve(stream, &chain);
                 lock(&shared).close(id);
+                if let (Some((stream, hello)), Some(hooks)) = (link, &hooks) {
+                    (hooks.inbound)(Inbound::Link {
+                        stream,
+                        from: peer,
+                        hello,
+                    });
+                }
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a connection thread: {e}");
@@ -524,12 +579,15 @@ struct Connection<'a> {
     registry: &'a Mutex<Registry>,
     cancel: Cancel,
     dropped: Dropped,
+    hooks: Option<&'a NodeHooks>,
+    port: u16,
 }
 
 impl Connection<'_> {
-    fn serve(&self, mut stream: TcpStream, chain: &RwLock<Chain>) {
+    /// Serves requests until the client goes; returns the connection when it became a link.
+    fn serve(&self, mut stream: TcpStream, chain: &RwLock<Chain>) -> Option<(TcpStream, Status)> {
         if stream.set_nonblocking(false).is_err() {
-            return;
+            return None;
         }
         let _ = stream.set_nodelay(true);
         let mut budget = Budget::new(&PER_CONNECTION, Instant::now());
@@ -537,27 +595,48 @@ impl Connection<'_> {
             let body = match read_frame(&mut stream, MAX_REQUEST_BYTES, IDLE_TIMEOUT, &self.cancel)
             {
                 Ok(body) => body,
-                Err(FrameError::Closed | FrameError::Cancelled(_)) => return,
+                Err(FrameError::Closed | FrameError::Cancelled(_)) => return None,
                 Err(e) => {
                     self.dropped.note(self.peer, "request frame", &e);
-                    return;
+                    return None;
                 }
             };
             let request = match Request::decode(&body) {
                 Ok(r) => r,
                 Err(e) => {
                     self.dropped.note(self.peer, "request", &e);
-                    return;
+                    return None;
                 }
             };
             lock(self.registry)
                 .admission
                 .started(self.id, Instant::now());
             if !self.wait_for_allowance(&mut budget) {
-                return;
+                return None;
             }
             let started = Instant::now();
-            let reply = answer_bytes(chain, &request);
+            let mut link = None;
+            let reply = match request {
+                Request::Status => Reply::Status(self.status(chain)).encode(),
+                Request::Submit(_) | Request::Link(_) if self.hooks.is_none() => {
+                    tracing::debug!(peer = %self.peer, "a payment or link offered to a server without a node");
+                    return None;
+                }
+                Request::Submit(payment) => {
+                    if let Some(hooks) = self.hooks {
+                        (hooks.inbound)(Inbound::Payment {
+                            payment,
+                            from: self.peer,
+                        });
+                    }
+                    Reply::Submitted.encode()
+                }
+                Request::Link(hello) => {
+                    link = Some(hello);
+                    Reply::Linked(self.status(chain)).encode()
+                }
+                request => answer_bytes(chain, &request),
+            };
             let busy = started.elapsed();
             budget.spend(1.0, reply.len(), busy);
             lock(self.registry)
@@ -565,8 +644,23 @@ impl Connection<'_> {
                 .answered(self.id, reply.len(), busy, Instant::now());
             if let Err(e) = write_frame(&mut stream, &reply) {
                 tracing::debug!(peer = %self.peer, "reply not sent: {e}");
-                return;
+                return None;
             }
+            if let Some(hello) = link {
+                return Some((stream, hello));
+            }
+        }
+    }
+
+    /// This node's status, as it announces it.
+    fn status(&self, chain: &RwLock<Chain>) -> Status {
+        let chain = read_chain(chain);
+        Status {
+            node_id: self.hooks.map_or(0, |h| h.node_id),
+            height: chain.height(),
+            tip: chain.tip_hash(),
+            chain_work: chain.chain_work(),
+            block_server_port: self.port,
         }
     }
 
@@ -603,6 +697,16 @@ fn take(chain: &RwLock<Chain>, request: &Request) -> Taken {
     let chain = read_chain(chain);
     let (tip_height, tip) = (chain.height(), chain.tip_hash());
     match request {
+        // A node's requests: a server without a node knows no id, no port and no pool.
+        Request::Status | Request::Submit(_) | Request::Link(_) => {
+            Taken::Headers(Reply::Status(Status {
+                node_id: 0,
+                height: tip_height,
+                tip,
+                chain_work: chain.chain_work(),
+                block_server_port: 0,
+            }))
+        }
         Request::BlocksAfter {
             locator,
             max_blocks,
@@ -625,7 +729,8 @@ fn take(chain: &RwLock<Chain>, request: &Request) -> Taken {
     }
 }
 
-/// What a block server says to one request.
+/// What a block server without a node says to one request (a node's own requests get only
+/// the chain's status).
 pub fn answer(chain: &RwLock<Chain>, request: &Request) -> Reply {
     match take(chain, request) {
         Taken::Blocks(tip_height, tip, blocks) => Reply::Blocks {
