@@ -847,6 +847,15 @@ impl Node {
         state.pending_count = self.core.pending();
         state.pending = pending;
         state.peers = peers;
+        let mut links: Vec<(SocketAddr, bool)> = self
+            .core
+            .links()
+            .iter()
+            .map(|(_, l)| (l.addr, l.outbound))
+            .collect();
+        links.sort();
+        state.links = links;
+        state.known_addresses = self.core.links().known_len();
         state.dropped = self.dropped.count();
         state.refused = self.core.refused_payments.total;
         state.rates.record(now, counts);

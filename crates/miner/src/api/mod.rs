@@ -67,6 +67,10 @@ pub struct NodeState {
     pub pending: Vec<Payment>,
     /// Peers heard lately.
     pub peers: Vec<PeerInfo>,
+    /// Links up: (peer's block server, dialled by this node).
+    pub links: Vec<(SocketAddr, bool)>,
+    /// Addresses of other nodes remembered.
+    pub known_addresses: usize,
     /// Malformed datagrams and requests dropped so far.
     pub dropped: u64,
     /// Payments refused so far.
@@ -86,6 +90,8 @@ impl NodeState {
             pending_count: 0,
             pending: Vec::new(),
             peers: Vec::new(),
+            links: Vec::new(),
+            known_addresses: 0,
             dropped: 0,
             refused: 0,
             rates: RateHistory::new(devices.len()),
@@ -211,6 +217,8 @@ impl Api {
             "devices": devices,
             "pending": state.pending_count,
             "peers": state.peers.len(),
+            "links": state.links.len(),
+            "known_addresses": state.known_addresses,
             "downloads": state.downloads,
             "dropped_messages": state.dropped,
             "refused_payments": state.refused,
@@ -386,7 +394,17 @@ impl Api {
                 })
             })
             .collect();
-        json!({ "count": peers.len(), "peers": peers })
+        let links: Vec<Value> = state
+            .links
+            .iter()
+            .map(|(addr, dialled)| json!({ "peer": addr.to_string(), "dialled": dialled }))
+            .collect();
+        json!({
+            "count": peers.len(),
+            "peers": peers,
+            "links": links,
+            "known_addresses": state.known_addresses,
+        })
     }
 
     fn hashrate(&self, window: Duration) -> Value {

@@ -1,0 +1,285 @@
+//! Links between nodes that hear no broadcast of each other's, on loopback: named peers,
+//! addresses learned by gossip, payments relayed over links, a wallet that reaches a node
+//! only over TCP, and a peer that floods a link and then sends garbage.
+//! (Across routed subnets, in network namespaces: `tests/routed.rs`.)
+
+#[path = "support/fake.rs"]
+mod fake;
+#[path = "support/http.rs"]
+mod http;
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mvbc_protocol::net::{Cancel, read_frame, write_frame};
+use mvbc_protocol::wire::{LinkMessage, MAX_ADDRS_PER_MESSAGE, Reply, Request, Status};
+use mvbc_protocol::{Amount, Hash256, KeyPair, Payment, unix_now};
+use procs::*;
+use tempfile::tempdir;
+
+/// Broadcasting off: these nodes meet only through the peers they are given.
+const NO_BROADCAST: [&str; 2] = ["-s", "broadcast_address="];
+
+fn miner(dir: &std::path::Path, net: &Net, extra: &[&str]) -> Miner {
+    let mut args = NO_BROADCAST.to_vec();
+    args.extend_from_slice(extra);
+    Miner::start_with(dir, net, &args)
+}
+
+fn at(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+fn send_via(
+    dir: &std::path::Path,
+    net: &Net,
+    peer: &str,
+    from: &str,
+    amount: &str,
+    to: &str,
+) -> String {
+    let out = wallet_ok(
+        dir,
+        net,
+        &[
+            "-s",
+            "broadcast_address=",
+            "--peer",
+            peer,
+            "send",
+            from,
+            amount,
+            to,
+        ],
+    );
+    assert!(out.contains(&format!("submitted to {peer}")), "{out}");
+    out.split_whitespace()
+        .nth(1)
+        .map(|id| id.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("no payment id in {out:?}"))
+}
+
+fn sync_via(dir: &std::path::Path, net: &Net, peer: &str) -> SyncReport {
+    let out = wallet_ok(
+        dir,
+        net,
+        &[
+            "-s",
+            "broadcast_address=",
+            "--peer",
+            peer,
+            "sync",
+            "--once",
+            "--timeout",
+            "20",
+            "--json",
+        ],
+    );
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+#[test]
+fn named_peers_link_gossip_finds_the_third_and_payments_cross_links_without_broadcast() {
+    // Three miners race for each block: at 22 bits (tens of ms a block) a tie is rare.
+    let net = Net::with_difficulty(22);
+    let (a, b, c, w) = (
+        tempdir().unwrap(),
+        tempdir().unwrap(),
+        tempdir().unwrap(),
+        tempdir().unwrap(),
+    );
+    let mut ma = miner(a.path(), &net, &[]);
+    let mut mb = miner(b.path(), &net, &["--peer", &at(ma.block_port)]);
+    let mut mc = miner(c.path(), &net, &["--peer", &at(mb.block_port)]);
+    // C names only B, and learns A from B.
+    let a_addr = at(ma.block_port);
+    mc.wait_for("a link to A, learned by gossip", |l| {
+        l.starts_with(&format!("Link up: {a_addr} (dialled)"))
+    });
+    ma.wait_height(1);
+
+    // A wallet that reaches nodes only by --peer: spend A's reward through B, see it from C.
+    let alice = new_address(w.path(), &net, "alice");
+    assert!(sync_via(a.path(), &net, &a_addr).height >= 1);
+    let paid = send_via(
+        a.path(),
+        &net,
+        &at(mb.block_port),
+        "mining_rewards",
+        "3",
+        &alice,
+    );
+    for m in [&mut ma, &mut mb, &mut mc] {
+        m.wait_for("the payment, relayed over links", |l| {
+            l.starts_with(&format!("Payment pooled: {paid}"))
+        });
+    }
+    // Three miners pool the payment at once and may each mine block 2: a payment more decides.
+    let a_port = ma.block_port;
+    let nudge = || {
+        send_via(a.path(), &net, &at(a_port), "mining_rewards", "0.1", &alice);
+    };
+    let (height, tip) = converge(&mut [&mut ma, &mut mb, &mut mc], nudge);
+    assert!(height >= 2);
+    let seen = sync_via(w.path(), &net, &at(mc.block_port));
+    assert_eq!(seen.tip, tip);
+    assert_eq!(balance(w.path(), &net, "alice"), "3.000000");
+    assert!(
+        ma.lines(|l| l.starts_with("Link up:")).len() >= 2,
+        "A was linked by B and by C:\n{}",
+        ma.log()
+    );
+
+    // B goes; C and A stay linked and keep one chain.
+    let b_addr = at(mb.block_port);
+    let (code, _) = mb.stop();
+    assert_eq!(code, Some(0));
+    let again = send_via(w.path(), &net, &at(mc.block_port), "alice", "1", &alice);
+    ma.wait_for("the payment from C's side", |l| {
+        l.starts_with(&format!("Payment pooled: {again}"))
+    });
+    let (after, _) = converge(&mut [&mut ma, &mut mc], nudge);
+    assert!(after > height);
+    assert!(
+        !mc.log().contains(&format!("Link down: {a_addr}")),
+        "{}",
+        mc.log()
+    );
+    // What served well is remembered for the next start.
+    let saved = std::fs::read_to_string(c.path().join("peers.dat")).unwrap();
+    assert!(
+        saved.lines().any(|l| l == a_addr || l == b_addr),
+        "{saved}"
+    );
+}
+
+/// A link to `server` from the loopback address `source`, introduced by `hello`, as a peer on
+/// another host would open it.
+fn link_from(source: Ipv4Addr, server: SocketAddr, hello: Status) -> TcpStream {
+    let mut stream = fake::connect_from(source, server).unwrap();
+    write_frame(&mut stream, &Request::Link(hello).encode()).unwrap();
+    let reply = read_frame(
+        &mut stream,
+        1 << 20,
+        Duration::from_secs(10),
+        &Cancel::never(),
+    )
+    .unwrap();
+    assert!(matches!(Reply::decode(&reply), Ok(Reply::Linked(_))));
+    stream
+}
+
+/// Reads a link's frames and counts their bytes until it closes.
+fn count_incoming(mut stream: TcpStream) -> Arc<AtomicU64> {
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counted = bytes.clone();
+    thread::spawn(move || {
+        while let Ok(body) = read_frame(
+            &mut stream,
+            1 << 20,
+            Duration::from_secs(30),
+            &Cancel::never(),
+        ) {
+            counted.fetch_add(body.len() as u64 + 4, Ordering::Relaxed);
+        }
+    });
+    bytes
+}
+
+#[test]
+fn a_peer_flooding_a_link_stays_within_its_caps_and_garbage_closes_the_link() {
+    let net = Net::new();
+    let a = tempdir().unwrap();
+    let mut ma = miner(a.path(), &net, &["--api-listen", "127.0.0.1:0"]);
+    let api = http::api_port(&ma.wait_for("the API line", |l| l.starts_with("API: ")));
+    let server: SocketAddr = ([127, 0, 0, 1], ma.block_port).into();
+    let hostile = Ipv4Addr::new(127, 0, 0, 66);
+
+    // A link from "another host", by the book.
+    let hello = Status {
+        node_id: 0xbad,
+        height: 0,
+        tip: Hash256::ZERO,
+        chain_work: 0,
+        block_server_port: 2607,
+    };
+    let mut link = link_from(hostile, server, hello);
+    let received = count_incoming(link.try_clone().unwrap());
+    ma.wait_for("the link", |l| {
+        l.starts_with("Link up: 127.0.0.66:2607 (inbound)")
+    });
+
+    // 60 lists of 100 addresses, and 2,000 payments nobody can afford, as fast as it can.
+    let key = KeyPair::generate(1024).unwrap();
+    let started = Instant::now();
+    let mut rng = Lcg(66);
+    let mut sent = 0u64;
+    for i in 0..60u32 {
+        let addrs: Vec<SocketAddr> = (0..MAX_ADDRS_PER_MESSAGE as u32)
+            .map(|j| {
+                SocketAddr::from((
+                    [10, (i % 200) as u8, (j / 250) as u8, (j % 250) as u8 + 1],
+                    2607 + (rng.next() % 100) as u16,
+                ))
+            })
+            .collect();
+        let bytes = LinkMessage::Addrs(addrs).encode();
+        sent += bytes.len() as u64 + 4;
+        write_frame(&mut link, &bytes).unwrap();
+    }
+    for i in 0..2_000u64 {
+        let p = Payment::new_signed(&key, key.address(), Amount::from_units(1 + i), unix_now());
+        let bytes = LinkMessage::Payment(p).encode();
+        sent += bytes.len() as u64 + 4;
+        write_frame(&mut link, &bytes).unwrap();
+    }
+    let took = started.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_secs(2));
+    let summary = http::get_json(api, "/api/v1/summary");
+    let known = summary["known_addresses"].as_u64().unwrap();
+    // Three lists (the burst) at most, of the 60: about 300 addresses, not 6,000.
+    assert!(known <= 3 * MAX_ADDRS_PER_MESSAGE as u64 + 2, "{summary}");
+    assert!(
+        known >= MAX_ADDRS_PER_MESSAGE as u64,
+        "some were learned: {summary}"
+    );
+    // Payments over 200 at once and 50 a second are dropped before the pool sees them.
+    let refused = summary["refused_payments"].as_u64().unwrap();
+    let allowed = 200.0 + 50.0 * (took + 3.0);
+    assert!(
+        (refused as f64) <= allowed,
+        "{refused} refused in {took:.1} s: {summary}"
+    );
+    assert_eq!(summary["pending"], 0);
+    // Nothing it sent made the node send it more than a trickle back (its status, our addresses).
+    let back = received.load(Ordering::Relaxed);
+    assert!(back * 20 < sent, "sent {sent} bytes, got {back} back");
+
+    // Garbage: the link closes and the address is refused a while.
+    write_frame(&mut link, b"MVBC\x02\xff\xff\xff\xff").unwrap();
+    ma.wait_for("the link closed as invalid", |l| {
+        l.starts_with("Link down: 127.0.0.66:2607, sent invalid data")
+    });
+    let mut relink = link_from(hostile, server, hello);
+    // The server answered, but the node does not keep a link from a refused address.
+    let closed = read_frame(
+        &mut relink,
+        1 << 20,
+        Duration::from_secs(10),
+        &Cancel::never(),
+    );
+    assert!(closed.is_err(), "a refused link is closed");
+    assert_eq!(
+        ma.lines(|l| l.starts_with("Link up: 127.0.0.66")).len(),
+        1,
+        "{}",
+        ma.log()
+    );
+    // And the node mines on.
+    ma.wait_height(1);
+}
