@@ -5,6 +5,8 @@
 //! host) and removes them when it ends, even on failure. Nothing is sent outside them.
 //! It needs root; CI runs as root and sets `MVBC_REQUIRE_ROOT=1`.
 
+#[path = "support/netns.rs"]
+mod netns;
 #[path = "support/procs.rs"]
 mod procs;
 
@@ -12,18 +14,9 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
+use netns::ip;
 use procs::*;
 use tempfile::tempdir;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Test hosts on one subnet, 10.77.0.0/24, joined by a bridge in a namespace of its own.
 /// Every namespace it made is deleted when it is dropped.

@@ -35,54 +35,6 @@ fn at(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
-fn send_via(
-    dir: &std::path::Path,
-    net: &Net,
-    peer: &str,
-    from: &str,
-    amount: &str,
-    to: &str,
-) -> String {
-    let out = wallet_ok(
-        dir,
-        net,
-        &[
-            "-s",
-            "broadcast_address=",
-            "--peer",
-            peer,
-            "send",
-            from,
-            amount,
-            to,
-        ],
-    );
-    assert!(out.contains(&format!("submitted to {peer}")), "{out}");
-    out.split_whitespace()
-        .nth(1)
-        .map(|id| id.trim_end_matches(':').to_string())
-        .unwrap_or_else(|| panic!("no payment id in {out:?}"))
-}
-
-fn sync_via(dir: &std::path::Path, net: &Net, peer: &str) -> SyncReport {
-    let out = wallet_ok(
-        dir,
-        net,
-        &[
-            "-s",
-            "broadcast_address=",
-            "--peer",
-            peer,
-            "sync",
-            "--once",
-            "--timeout",
-            "20",
-            "--json",
-        ],
-    );
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
-}
-
 #[test]
 fn named_peers_link_gossip_finds_the_third_and_payments_cross_links_without_broadcast() {
     // Three miners race for each block: at 22 bits (tens of ms a block) a tie is rare.
@@ -119,11 +71,20 @@ fn named_peers_link_gossip_finds_the_third_and_payments_cross_links_without_broa
             l.starts_with(&format!("Payment pooled: {paid}"))
         });
     }
-    // Three miners pool the payment at once and may each mine block 2: a payment more decides.
+    // Three miners pool the payment at once and may each mine block 2: a payment more (A to
+    // itself) decides.
     let a_port = ma.block_port;
     let nudge = || {
-        send_via(a.path(), &net, &at(a_port), "mining_rewards", "0.1", &alice);
+        send_via(
+            a.path(),
+            &net,
+            &at(a_port),
+            "mining_rewards",
+            "0.1",
+            "mining_rewards",
+        );
     };
+    ma.wait_height(2);
     let (height, tip) = converge(&mut [&mut ma, &mut mb, &mut mc], nudge);
     assert!(height >= 2);
     let seen = sync_via(w.path(), &net, &at(mc.block_port));
@@ -143,6 +104,7 @@ fn named_peers_link_gossip_finds_the_third_and_payments_cross_links_without_broa
     ma.wait_for("the payment from C's side", |l| {
         l.starts_with(&format!("Payment pooled: {again}"))
     });
+    ma.wait_log_height(height + 1);
     let (after, _) = converge(&mut [&mut ma, &mut mc], nudge);
     assert!(after > height);
     assert!(
@@ -152,10 +114,7 @@ fn named_peers_link_gossip_finds_the_third_and_payments_cross_links_without_broa
     );
     // What served well is remembered for the next start.
     let saved = std::fs::read_to_string(c.path().join("peers.dat")).unwrap();
-    assert!(
-        saved.lines().any(|l| l == a_addr || l == b_addr),
-        "{saved}"
-    );
+    assert!(saved.lines().any(|l| l == a_addr || l == b_addr), "{saved}");
 }
 
 /// A link to `server` from the loopback address `source`, introduced by `hello`, as a peer on

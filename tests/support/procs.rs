@@ -624,6 +624,49 @@ pub fn sync_until_confirmed(dir: &Path, net: &Net) -> SyncReport {
     )
 }
 
+/// `send` through the node at `peer` alone (broadcasting off); returns the payment id.
+pub fn send_via(dir: &Path, net: &Net, peer: &str, from: &str, amount: &str, to: &str) -> String {
+    let out = wallet_ok(
+        dir,
+        net,
+        &[
+            "-s",
+            "broadcast_address=",
+            "--peer",
+            peer,
+            "send",
+            from,
+            amount,
+            to,
+        ],
+    );
+    assert!(out.contains(&format!("submitted to {peer}")), "{out}");
+    out.split_whitespace()
+        .nth(1)
+        .map(|id| id.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("no payment id in {out:?}"))
+}
+
+/// `sync --once` through the node at `peer` alone (broadcasting off).
+pub fn sync_via(dir: &Path, net: &Net, peer: &str) -> SyncReport {
+    let out = wallet_ok(
+        dir,
+        net,
+        &[
+            "-s",
+            "broadcast_address=",
+            "--peer",
+            peer,
+            "sync",
+            "--once",
+            "--timeout",
+            "20",
+            "--json",
+        ],
+    );
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
 /// One row of `list-addresses --json`.
 #[derive(Debug, serde::Deserialize)]
 pub struct Row {

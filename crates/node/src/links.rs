@@ -48,7 +48,8 @@ pub const SHARE_INTERVAL: Duration = Duration::from_secs(60);
 const GOOD_AFTER: Duration = Duration::from_secs(30);
 const REDIAL_MIN: Duration = Duration::from_secs(1);
 const REDIAL_MAX: Duration = Duration::from_secs(60);
-/// An address not named that failed this many dials in a row is forgotten.
+/// An address learned by gossip that never served and failed this many dials in a row is
+/// forgotten.
 const MAX_FAILURES: u32 = 3;
 
 /// What one link may send, as (per second, burst).
@@ -158,6 +159,8 @@ struct Known {
     next_dial: Instant,
     failures: u32,
     good: bool,
+    /// A dial of it made a link once: it is a node, not hearsay.
+    answered: bool,
 }
 
 /// What kind of message a link sent, for its rate.
@@ -299,10 +302,9 @@ impl Links {
         };
         k.failures = k.failures.saturating_add(1);
         k.next_dial = now + backoff(k.failures);
-        if k.origin != Origin::Named && k.failures >= MAX_FAILURES {
-            if k.good {
-                self.dirty = true;
-            }
+        // A hearsay address that never answered is forgotten; one that linked or served is
+        // tried again, less and less often, as a named one is: it may be across a partition.
+        if k.origin != Origin::Named && !k.good && !k.answered && k.failures >= MAX_FAILURES {
             self.known.remove(&addr);
         }
     }
@@ -347,6 +349,7 @@ impl Links {
             if let Some(k) = self.known.get_mut(&addr) {
                 k.failures = 0;
                 k.next_dial = now + REDIAL_MIN;
+                k.answered = true;
             }
         }
         if node_id == self.node_id {
@@ -589,6 +592,7 @@ impl Known {
             next_dial: now,
             failures: 0,
             good,
+            answered: false,
         }
     }
 }
@@ -672,6 +676,23 @@ mod tests {
         for pair in dialled.windows(2) {
             assert!(pair[1].0 - pair[0].0 >= OTHER_DIAL_INTERVAL);
         }
+    }
+
+    #[test]
+    fn hearsay_that_never_answers_is_forgotten_but_what_served_is_kept() {
+        let t0 = Instant::now();
+        let mut l = Links::new(1, &[], &[addr(2)], t0);
+        l.learn(&[addr(3), addr(4)], t0);
+        let (id, _) = l.up(addr(4), true, 44, t0).unwrap();
+        l.down(id, &Down::Lost, t0);
+        for i in 0..MAX_FAILURES {
+            for a in [2, 3, 4] {
+                l.dial_failed(addr(a), t0 + Duration::from_secs(u64::from(i)));
+            }
+        }
+        assert!(l.known.contains_key(&addr(2)), "saved: it served before");
+        assert!(l.known.contains_key(&addr(4)), "it linked once");
+        assert!(!l.known.contains_key(&addr(3)), "never answered");
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! Nodes on three subnets joined by a router (network namespaces made by the test): no
+//! broadcast crosses, so they meet only through named peers and gossip. Needs root; CI runs as
+//! root and sets `MVBC_REQUIRE_ROOT=1`.
+
+#[path = "support/netns.rs"]
+mod netns;
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::time::Duration;
+
+use netns::Routed;
+use procs::*;
+use tempfile::tempdir;
+
+/// Each miner's block server port; the namespaces keep them apart.
+const PORT: &str = "2607";
+
+/// Waits until every miner's log ends on the same tip, at least `height`. Two miners that
+/// find a block at the same moment each keep their own until the next block decides:
+/// `nudge` makes one (a payment) when they sit on one height with two tips.
+fn agree(miners: &mut [&mut Miner], height: u64, mut nudge: impl FnMut()) -> (u64, String) {
+    let mut tied_since: Option<std::time::Instant> = None;
+    poll_until(
+        &mut &mut *miners,
+        |ms| {
+            let tips: Vec<_> = ms.iter().map(|m| m.tip_from_log()).collect();
+            let first = tips[0].clone()?;
+            if tips.iter().all(|t| t.as_ref() == Some(&first)) && first.0 >= height {
+                return Some(first);
+            }
+            if tips
+                .iter()
+                .all(|t| t.as_ref().map(|t| t.0) == Some(first.0))
+            {
+                let since = *tied_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    nudge();
+                    tied_since = None;
+                }
+            } else {
+                tied_since = None;
+            }
+            None
+        },
+        |ms| {
+            let logs: Vec<String> = ms.iter().map(|m| m.log()).collect();
+            format!("never agreed at {height}+:\n{}", logs.join("\n"))
+        },
+    )
+}
+
+#[test]
+fn miners_on_three_routed_subnets_meet_by_name_and_gossip_and_a_remote_wallet_pays() {
+    if !is_root("miners_on_three_routed_subnets", "network namespaces") {
+        return;
+    }
+    // Declared first, so it is dropped last: after every process in it has been killed.
+    let lab = Routed::build(&[1, 1, 2]);
+    // Two miners race for each block: at 24 bits (a fifth of a second a block) ties are rare.
+    let net = Net::with_difficulty(24);
+    let on = |i: usize| {
+        let (host, _, broadcast) = &lab.hosts[i];
+        let mut n = net.on(host);
+        n.broadcast = *broadcast;
+        n
+    };
+    let (n1, n2, n3, n4) = (on(0), on(1), on(2), on(3));
+    let addr = |i: usize| format!("{}:{PORT}", lab.hosts[i].1);
+    let (a_at, b_at, c_at) = (addr(0), addr(1), addr(2));
+    let dirs: Vec<_> = (0..4).map(|_| tempdir().unwrap()).collect();
+    let (a, b, c, w) = (
+        dirs[0].path(),
+        dirs[1].path(),
+        dirs[2].path(),
+        dirs[3].path(),
+    );
+    let port = ["-s", "block_server_port=2607"];
+
+    // A names nobody, B names A, C names only B.
+    let mut ma = Miner::start_with(a, &n1, &port);
+    let mb = Miner::start_with(b, &n2, &[&port[..], &["--peer", &a_at]].concat());
+    let mut mc = Miner::start_with(c, &n3, &[&port[..], &["--peer", &b_at]].concat());
+    mc.wait_for("a link to A, learned by gossip", |l| {
+        l.starts_with(&format!("Link up: {a_at} (dialled)"))
+    });
+
+    // A payment mined on subnet 1 (broadcast there), seen from subnet 3 through C.
+    ma.wait_log_height(1);
+    let alice = new_address(w, &n4, "alice");
+    sync_once(a, &n1);
+    wallet_ok(a, &n1, &["send", "mining_rewards", "3", &alice]);
+    ma.wait_log_height(2);
+    poll_until(
+        &mut (),
+        |_| {
+            sync_via(w, &n4, &c_at);
+            (balance(w, &n4, "alice") == "3.000000").then_some(())
+        },
+        |_| format!("alice never saw her 3 coins through C\n{}", mc.log()),
+    );
+
+    // B goes. The wallet pays A directly, across the router; A pools it and C follows A.
+    let (code, _) = mb.stop();
+    assert_eq!(code, Some(0));
+    let a_rewards = ma
+        .lines(|l| l.starts_with("Mining rewards go to "))
+        .pop()
+        .and_then(|l| l.split_whitespace().last().map(str::to_string))
+        .unwrap();
+    let paid = send_via(w, &n4, &a_at, "alice", "1", &a_rewards);
+    ma.wait_for("the payment from subnet 3", |l| {
+        l.starts_with(&format!("Payment pooled: {paid}"))
+    });
+    // A pays itself when a tie needs a next block to decide it.
+    let nudge = || {
+        sync_once(a, &n1);
+        wallet_ok(
+            a,
+            &n1,
+            &["send", "mining_rewards", "0.01", "mining_rewards"],
+        );
+    };
+    let (height, _) = agree(&mut [&mut ma, &mut mc], 3, nudge);
+    assert!(sync_via(w, &n4, &a_at).pending.is_empty());
+    assert_eq!(balance(w, &n4, "alice"), "2.000000");
+
+    // The router stops forwarding: A mines two blocks, C one, each alone.
+    lab.forward(false);
+    std::thread::sleep(Duration::from_secs(3));
+    for (i, amount) in ["0.5", "0.25"].iter().enumerate() {
+        sync_once(a, &n1);
+        wallet_ok(a, &n1, &["send", "mining_rewards", amount, &alice]);
+        ma.wait_log_height(height + 1 + i as u64);
+    }
+    send_via(w, &n4, &c_at, "alice", "0.125", &a_rewards);
+    mc.wait_log_height(height + 1);
+    // Forwarding again: one tip, A's heavier branch; C takes it, mines its payment again.
+    lab.forward(true);
+    let (healed, tip) = agree(&mut [&mut ma, &mut mc], height + 2, nudge);
+    assert!(
+        mc.log().contains("Reorg: depth 1"),
+        "C left its branch:\n{}",
+        mc.log()
+    );
+    let report = poll_until(
+        &mut (),
+        |_| {
+            let r = sync_via(w, &n4, &c_at);
+            r.pending.is_empty().then_some(r)
+        },
+        |_| {
+            format!(
+                "the payment lost in the partition was never mined again\n{}",
+                mc.log()
+            )
+        },
+    );
+    assert!(report.height > healed, "{report:?} after {tip}");
+    assert!(!mc.log().contains("panicked") && !ma.log().contains("panicked"));
+    assert_eq!(balance(w, &n4, "alice"), "2.625000");
+}
