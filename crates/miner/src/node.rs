@@ -1006,6 +1006,9 @@ fn note_line(note: &Note) -> String {
             let why = match why {
                 Down::Lost => "closed".to_string(),
                 Down::Quiet => "quiet too long".to_string(),
+                Down::Replaced => {
+                    "replaced by a newcomer (it brought nothing new for a minute)".to_string()
+                }
                 Down::Invalid(e) => {
                     format!("sent invalid data ({e}); its address is refused for a while")
                 }

@@ -363,9 +363,18 @@ impl<S: BlockSink> NodeCore<S> {
         self.links.dial_failed(addr, now);
     }
 
-    /// Whether an inbound link from `from`, introducing itself with `hello`, may come up.
-    pub fn admit_link(&self, from: IpAddr, hello: &Status, now: Instant) -> Result<(), Refused> {
-        self.links.admit(from, hello.node_id, now)
+    /// Whether an inbound link from `from`, introducing itself with `hello`, may come up; an
+    /// inbound link that brought nothing new for long may be closed to make room for it.
+    pub fn admit_link(
+        &mut self,
+        from: IpAddr,
+        hello: &Status,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        if let Some(old) = self.links.admit(from, hello.node_id, now)? {
+            self.drop_link(old, Down::Replaced, now);
+        }
+        Ok(())
     }
 
     /// A link came up: `addr` is the peer's block server (dialled, or its IP with the port
@@ -409,9 +418,12 @@ impl<S: BlockSink> NodeCore<S> {
                 if !self.links.allow(id, Kind::Payment, now) {
                     return;
                 }
-                if let Err(PoolError::Invalid(e)) = self.take_payment(payment, addr, Some(id), unix)
-                {
-                    self.drop_link(id, Down::Invalid(format!("invalid payment: {e}")), now);
+                match self.take_payment(payment, addr, Some(id), unix) {
+                    Ok(()) => self.links.useful(id, now),
+                    Err(PoolError::Invalid(e)) => {
+                        self.drop_link(id, Down::Invalid(format!("invalid payment: {e}")), now)
+                    }
+                    Err(_) => {}
                 }
             }
             LinkMessage::Addrs(addrs) => {

@@ -10,7 +10,10 @@
 //!   [`MAX_OUTBOUND_OTHER`] more outbound links, one dial per [`OTHER_DIAL_INTERVAL`] at most:
 //!   a flood of gossiped addresses cannot make the node dial wherever it is told.
 //! - **Inbound links**: at most [`MAX_INBOUND`], [`MAX_INBOUND_PER_IP`] from one address; a
-//!   link quiet for the caller's `quiet` time is closed, which makes room.
+//!   link quiet for the caller's `quiet` time is closed, which makes room. When all are taken, a
+//!   newcomer takes the place of the inbound link that has brought nothing new (a block its
+//!   server served, a payment pooled) for the longest, if that is over [`EVICT_AFTER`]: slots
+//!   held by peers that only keep the link alive go first, as in the block server.
 //! - **Per link**: token buckets for payments, statuses and address lists; what is over is
 //!   dropped and counted. A link that sends what does not decode, or a payment whose signature
 //!   is bad, is closed and its address refused for [`BAN`].
@@ -44,6 +47,8 @@ pub const SHARE: usize = 32;
 pub const BAN: Duration = Duration::from_secs(10 * 60);
 /// How often each link is sent the addresses this node knows.
 pub const SHARE_INTERVAL: Duration = Duration::from_secs(60);
+/// An inbound link that brought nothing new for this long may make room for a newcomer.
+pub const EVICT_AFTER: Duration = Duration::from_secs(60);
 /// A link that stayed up this long has served well.
 const GOOD_AFTER: Duration = Duration::from_secs(30);
 const REDIAL_MIN: Duration = Duration::from_secs(1);
@@ -79,6 +84,8 @@ pub enum Down {
     Quiet,
     /// It sent what does not decode or cannot be valid.
     Invalid(String),
+    /// A newcomer took its place: it had brought nothing new for [`EVICT_AFTER`].
+    Replaced,
 }
 
 /// Why an inbound link was refused.
@@ -143,6 +150,8 @@ pub struct Link {
     pub since: Instant,
     /// When it last sent anything.
     pub last_heard: Instant,
+    /// When it last brought something new: a block its server served, a payment pooled.
+    pub last_useful: Instant,
     /// When it was last sent the addresses this node knows.
     pub shared_at: Option<Instant>,
     /// Messages over its rates, dropped.
@@ -309,9 +318,14 @@ impl Links {
         }
     }
 
-    /// Whether an inbound link from `from`, announcing `hello_node` with its block server on
-    /// `addr`, may come up.
-    pub fn admit(&self, from: IpAddr, hello_node: u64, now: Instant) -> Result<(), Refused> {
+    /// Whether an inbound link from `from`, announcing node `hello_node`, may come up, and
+    /// which inbound link must make room for it, if any.
+    pub fn admit(
+        &self,
+        from: IpAddr,
+        hello_node: u64,
+        now: Instant,
+    ) -> Result<Option<LinkId>, Refused> {
         if self.banned.get(&from).is_some_and(|until| *until > now) {
             return Err(Refused::Banned);
         }
@@ -328,9 +342,24 @@ impl Links {
             return Err(Refused::AddressFull);
         }
         if all >= MAX_INBOUND {
-            return Err(Refused::Full(all));
+            return self
+                .links
+                .iter()
+                .filter(|(_, l)| {
+                    !l.outbound && now.saturating_duration_since(l.last_useful) >= EVICT_AFTER
+                })
+                .min_by_key(|(id, l)| (l.last_useful, l.since, **id))
+                .map(|(id, _)| Some(*id))
+                .ok_or(Refused::Full(all));
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Link `id` brought something new.
+    pub fn useful(&mut self, id: LinkId, now: Instant) {
+        if let Some(l) = self.links.get_mut(&id) {
+            l.last_useful = now;
+        }
     }
 
     /// A link came up (after [`Links::admit`] for an inbound one). Between two nodes, the link
@@ -378,6 +407,7 @@ impl Links {
                 node_id,
                 since: now,
                 last_heard: now,
+                last_useful: now,
                 shared_at: None,
                 over: 0,
                 payments: Bucket::full(PAYMENT_RATE.1, now),
@@ -463,6 +493,9 @@ impl Links {
 
     /// A download from the block server at `addr` brought blocks.
     pub fn served(&mut self, addr: SocketAddr, now: Instant) {
+        for l in self.links.values_mut().filter(|l| l.addr == addr) {
+            l.last_useful = now;
+        }
         if !self.known.contains_key(&addr) && !self.banned.contains_key(&addr.ip()) {
             self.remember(addr, Origin::Gossip, now);
         }
@@ -732,7 +765,7 @@ mod tests {
         assert_eq!(l.admit(from.ip(), 2, t0), Err(Refused::Banned));
         assert_eq!(
             l.admit(from.ip(), 2, t0 + BAN + Duration::from_secs(1)),
-            Ok(())
+            Ok(None)
         );
         assert_eq!(l.learn(&[from], t0), 0, "nor learned while refused");
     }
@@ -762,6 +795,34 @@ mod tests {
             Err(Refused::Full(MAX_INBOUND))
         );
         assert_eq!(l.admit(addr(998).ip(), 1, t0), Err(Refused::Itself));
+        // A minute on, the one that brought nothing new for longest makes room; those that
+        // brought something since do not.
+        let first = l
+            .iter()
+            .filter(|(_, k)| k.addr.ip() == ip.ip())
+            .map(|(id, _)| *id)
+            .min()
+            .unwrap();
+        let ids: Vec<LinkId> = l.iter().map(|(id, _)| *id).collect();
+        for id in ids {
+            if id != first {
+                l.useful(id, t0 + Duration::from_secs(1));
+            }
+        }
+        let later = t0 + EVICT_AFTER;
+        assert_eq!(
+            l.admit(addr(999).ip(), 999, later),
+            Ok(Some(first)),
+            "{first} brought nothing for a minute"
+        );
+        let all: Vec<LinkId> = l.iter().map(|(id, _)| *id).collect();
+        for id in all {
+            l.useful(id, later);
+        }
+        assert_eq!(
+            l.admit(addr(999).ip(), 999, later + Duration::from_secs(1)),
+            Err(Refused::Full(MAX_INBOUND))
+        );
         let quiet = Duration::from_secs(20);
         assert_eq!(l.quiet(t0 + quiet, quiet), Vec::<LinkId>::new());
         assert_eq!(l.quiet(t0 + quiet * 2, quiet).len(), MAX_INBOUND);
