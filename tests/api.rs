@@ -25,14 +25,6 @@ fn miner_with_api(dir: &Path, net: &Net) -> (Miner, u16) {
     (miner, api_port(&line))
 }
 
-fn send(dir: &Path, net: &Net, from: &str, amount: &str, to: &str) -> String {
-    let out = wallet_ok(dir, net, &["send", from, amount, to]);
-    out.split_whitespace()
-        .nth(1)
-        .map(|id| id.trim_end_matches(':').to_string())
-        .unwrap_or_else(|| panic!("no payment id in {out:?}"))
-}
-
 fn is_hex64(v: &Value) -> bool {
     v.as_str()
         .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))

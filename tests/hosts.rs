@@ -11,7 +11,6 @@ mod netns;
 mod procs;
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::process::Command;
 
 use netns::ip;
@@ -94,10 +93,6 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
-}
-
-fn send(dir: &Path, net: &Net, from: &str, amount: &str, to: &str) {
-    wallet_ok(dir, net, &["send", from, amount, to]);
 }
 
 #[test]

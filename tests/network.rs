@@ -11,15 +11,6 @@ use std::time::Duration;
 use procs::*;
 use tempfile::tempdir;
 
-/// Sends `amount` from `from` to `to` with the wallet in `dir`, and returns the payment id.
-fn send(dir: &Path, net: &Net, from: &str, amount: &str, to: &str) -> String {
-    let out = wallet_ok(dir, net, &["send", from, amount, to]);
-    out.split_whitespace()
-        .nth(1)
-        .map(|id| id.trim_end_matches(':').to_string())
-        .unwrap_or_else(|| panic!("no payment id in {out:?}"))
-}
-
 #[test]
 fn one_miner_and_one_wallet_confirm_a_payment_with_balances_right() {
     let net = Net::new();

@@ -624,46 +624,37 @@ pub fn sync_until_confirmed(dir: &Path, net: &Net) -> SyncReport {
     )
 }
 
-/// `send` through the node at `peer` alone (broadcasting off); returns the payment id.
-pub fn send_via(dir: &Path, net: &Net, peer: &str, from: &str, amount: &str, to: &str) -> String {
-    let out = wallet_ok(
-        dir,
-        net,
-        &[
-            "-s",
-            "broadcast_address=",
-            "--peer",
-            peer,
-            "send",
-            from,
-            amount,
-            to,
-        ],
-    );
-    assert!(out.contains(&format!("submitted to {peer}")), "{out}");
+/// The payment id in what `mvbc-wallet send` printed.
+fn payment_id(out: &str) -> String {
     out.split_whitespace()
         .nth(1)
         .map(|id| id.trim_end_matches(':').to_string())
         .unwrap_or_else(|| panic!("no payment id in {out:?}"))
 }
 
-/// `sync --once` through the node at `peer` alone (broadcasting off).
+/// Sends `amount` from `from` to `to` with the wallet in `dir`; returns the payment id.
+pub fn send(dir: &Path, net: &Net, from: &str, amount: &str, to: &str) -> String {
+    payment_id(&wallet_ok(dir, net, &["send", from, amount, to]))
+}
+
+/// `args` for a wallet that reaches nodes only through `peer` (broadcasting off).
+fn via<'a>(peer: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["-s", "broadcast_address=", "--peer", peer];
+    all.extend_from_slice(args);
+    all
+}
+
+/// `send` through the node at `peer` alone; returns the payment id.
+pub fn send_via(dir: &Path, net: &Net, peer: &str, from: &str, amount: &str, to: &str) -> String {
+    let out = wallet_ok(dir, net, &via(peer, &["send", from, amount, to]));
+    assert!(out.contains(&format!("submitted to {peer}")), "{out}");
+    payment_id(&out)
+}
+
+/// `sync --once` through the node at `peer` alone.
 pub fn sync_via(dir: &Path, net: &Net, peer: &str) -> SyncReport {
-    let out = wallet_ok(
-        dir,
-        net,
-        &[
-            "-s",
-            "broadcast_address=",
-            "--peer",
-            peer,
-            "sync",
-            "--once",
-            "--timeout",
-            "20",
-            "--json",
-        ],
-    );
+    let args = ["sync", "--once", "--timeout", "20", "--json"];
+    let out = wallet_ok(dir, net, &via(peer, &args));
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
