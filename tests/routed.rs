@@ -133,7 +133,7 @@ fn miners_on_three_routed_subnets_meet_by_name_and_gossip_and_a_remote_wallet_pa
         wallet_ok(a, &n1, &["send", "mining_rewards", amount, &alice]);
         ma.wait_log_height(height + 1 + i as u64);
     }
-    send_via(w, &n4, &c_at, "alice", "0.125", &a_rewards);
+    let lost = send_via(w, &n4, &c_at, "alice", "0.125", &a_rewards);
     mc.wait_log_height(height + 1);
     // Forwarding again: one tip, A's heavier branch; C takes it, mines its payment again.
     lab.forward(true);
@@ -143,6 +143,10 @@ fn miners_on_three_routed_subnets_meet_by_name_and_gossip_and_a_remote_wallet_pa
         "C left its branch:\n{}",
         mc.log()
     );
+    // The payment C had mined alone is pending again at C, which passes it on to A.
+    ma.wait_for("C's payment, passed on after the reorg", |l| {
+        l.starts_with(&format!("Payment pooled: {lost}"))
+    });
     let report = poll_until(
         &mut (),
         |_| {

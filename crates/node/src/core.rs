@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mvbc_protocol::net::{FetchError, read_chain};
 use mvbc_protocol::pool::{Added as Pooled, PoolError};
 use mvbc_protocol::wire::{LinkMessage, Status};
-use mvbc_protocol::{Address, Amount, Block, Chain, Hash256, Payment, Pool};
+use mvbc_protocol::{Address, Amount, Block, Chain, Hash256, Payment, Pool, Transaction};
 
 use crate::apply::{self, Added, ApplyError, BlockSink, TipMove};
 use crate::links::{Down, Kind, LinkId, Links, Refused};
@@ -684,6 +684,26 @@ impl<S: BlockSink> NodeCore<S> {
         };
         for id in dropped {
             self.note(Note::PaymentDropped(id));
+        }
+        // Payments of blocks that left the best chain are pending again here; the nodes on the
+        // winning side may never have had them: pass them on, as new ones.
+        let back: Vec<Payment> = disconnected
+            .iter()
+            .flat_map(|b| &b.transactions)
+            .filter_map(|tx| match tx {
+                Transaction::Payment(p) if self.pool.contains(&tx.id()) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        if !back.is_empty() {
+            let mut ids: Vec<LinkId> = self.links.iter().map(|(id, _)| *id).collect();
+            ids.sort_unstable();
+            for payment in back {
+                for id in &ids {
+                    self.effects
+                        .push(Effect::Send(*id, LinkMessage::Payment(payment.clone())));
+                }
+            }
         }
         if !disconnected.is_empty() {
             let left = disconnected.first().map_or(Hash256::ZERO, |b| b.hash());

@@ -19,7 +19,7 @@ use mvbc_protocol::{
 
 const PARAMS: ConsensusParams = ConsensusParams {
     difficulty: 4,
-    block_size: 3,
+    block_size: 2,
     block_reward: Amount::from_units(10_000_000),
 };
 const NOW: u64 = GENESIS_TIMESTAMP + 86_400;
@@ -32,31 +32,41 @@ impl BlockSink for Memory {
     }
 }
 
-/// A chain whose block 1 pays `key`.
-fn chain_paying(key: &KeyPair) -> Chain {
-    let mut chain = Chain::new(PARAMS);
-    let reward = Transaction::Reward(Reward {
-        to: key.address(),
+/// A block on `parent` paying its reward to `miner`, with `payments`, mined at the test
+/// difficulty.
+fn block_on(parent: &BlockHeader, miner: &KeyPair, payments: &[&Payment]) -> Block {
+    let height = parent.height + 1;
+    let mut transactions = vec![Transaction::Reward(Reward {
+        to: miner.address(),
         amount: PARAMS.block_reward,
-        height: 1,
-    });
+        height,
+    })];
+    transactions.extend(payments.iter().map(|p| Transaction::Payment((*p).clone())));
+    let ids: Vec<Hash256> = transactions.iter().map(Transaction::id).collect();
     let mut block = Block {
         header: BlockHeader {
             version: HEADER_VERSION,
-            prev_hash: genesis_block().hash(),
-            merkle_root: merkle_root(&[reward.id()]),
-            timestamp: GENESIS_TIMESTAMP + 1,
-            height: 1,
+            prev_hash: parent.hash(),
+            merkle_root: merkle_root(&ids),
+            timestamp: parent.timestamp + 1,
+            height,
             difficulty: PARAMS.difficulty,
             nonce: 0,
         },
-        transactions: vec![reward],
+        transactions,
     };
     while !block.header.meets_own_difficulty() {
         block.header.nonce += 1;
     }
-    chain.add_block(block, NOW).unwrap();
-    chain
+    block
+}
+
+/// A chain whose block 1 pays `key`, and that block.
+fn chain_paying(key: &KeyPair) -> (Chain, Block) {
+    let mut chain = Chain::new(PARAMS);
+    let block = block_on(&genesis_block().header, key, &[]);
+    chain.add_block(block.clone(), NOW).unwrap();
+    (chain, block)
 }
 
 fn hello(node_id: u64) -> Status {
@@ -90,7 +100,7 @@ fn payments_sent(effects: &[Effect]) -> Vec<LinkId> {
 fn a_payment_goes_on_to_every_other_link_once_and_a_bad_one_closes_its_link() {
     let t0 = Instant::now();
     let key = KeyPair::generate(1024).unwrap();
-    let chain = Arc::new(RwLock::new(chain_paying(&key)));
+    let chain = Arc::new(RwLock::new(chain_paying(&key).0));
     let mut core = NodeCore::new(
         1,
         2607,
@@ -146,4 +156,45 @@ fn a_payment_goes_on_to_every_other_link_once_and_a_bad_one_closes_its_link() {
         Err(Refused::Banned)
     );
     assert_eq!(core.links().len(), 2);
+}
+
+#[test]
+fn payments_a_reorg_puts_back_in_the_pool_are_passed_on_to_the_links() {
+    let t0 = Instant::now();
+    let key = KeyPair::generate(1024).unwrap();
+    let (chain, first) = chain_paying(&key);
+    let chain = Arc::new(RwLock::new(chain));
+    let mut core = NodeCore::new(
+        1,
+        2607,
+        chain,
+        Memory,
+        key.address(),
+        Duration::from_secs(16),
+    );
+    core.set_links(Links::new(1, &[], &[], t0));
+    core.admit_link(addr(1).ip(), &hello(11), t0).unwrap();
+    let link = core.link_up(addr(1), false, hello(11), t0).unwrap();
+
+    // Our block 2 holds P; a peer's branch of two blocks, without P, takes its place.
+    let pay = |units| Payment::new_signed(&key, key.address(), Amount::from_units(units), NOW);
+    let p = pay(5);
+    let ours = block_on(&first.header, &key, &[&p]);
+    core.on_mined(ours, Duration::from_millis(1), 1, t0, NOW);
+    let (q, r) = (pay(6), pay(7));
+    let theirs_2 = block_on(&first.header, &key, &[&q]);
+    let theirs_3 = block_on(&theirs_2.header, &key, &[&r]);
+    core.take_effects();
+    core.on_downloaded(addr(1), vec![theirs_2, theirs_3], t0, NOW)
+        .unwrap();
+    let effects = core.take_effects();
+    let passed: Vec<&Payment> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(id, LinkMessage::Payment(p)) if *id == link => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(passed, [&p], "{effects:?}");
+    assert_eq!(core.pending(), 1);
 }
