@@ -111,6 +111,8 @@ pub(crate) enum Event {
         hello: Status,
     },
     DialFailed(SocketAddr),
+    /// A named peer's name resolved, late.
+    Resolved(String, SocketAddr),
     LinkMessage(LinkId, LinkMessage),
     LinkDown(LinkId, Down),
     Shutdown,
@@ -243,7 +245,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
             None => "not broadcasting (broadcast_address is \"\")".into(),
         }
     );
-    let links = named_and_saved_peers(&config, &data_dir, node_id);
+    let (links, unresolved) = named_and_saved_peers(&config, &data_dir, node_id);
     let devices = match &meters {
         Some(m) => m.devices.iter().map(device).collect(),
         None => vec![device(&engine.info())],
@@ -273,6 +275,10 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         let hashes_done = hashes_done.clone();
         move || mine(engine, job_inbox, events, hashes_done)
     })?;
+    if !unresolved.is_empty() {
+        let events = events.urgent.clone();
+        spawn("resolver", move || resolve_later(unresolved, events))?;
+    }
     let (sync_jobs, sync_inbox) = unbounded::<Download>();
     for _ in 0..Role::MINER.parallel {
         spawn("downloader", {
@@ -376,14 +382,25 @@ fn start_api(
     }
 }
 
-/// The links to keep: each named peer (resolved now; one that does not resolve is said and
-/// skipped) and the addresses `peers.dat` saved.
-fn named_and_saved_peers(config: &Config, dir: &std::path::Path, node_id: u64) -> Links {
+/// How often a named peer whose name does not resolve is tried again.
+const RESOLVE_AGAIN: Duration = Duration::from_secs(30);
+
+/// The links to keep: each named peer and the addresses `peers.dat` saved; and the names that
+/// do not resolve yet (said, and tried again every [`RESOLVE_AGAIN`]).
+fn named_and_saved_peers(
+    config: &Config,
+    dir: &std::path::Path,
+    node_id: u64,
+) -> (Links, Vec<String>) {
     let mut named = Vec::new();
+    let mut unresolved = Vec::new();
     for peer in &config.peers {
         match config::resolve_peer(peer) {
             Ok(addr) => named.push(addr),
-            Err(e) => println!("Peer {peer} skipped: {e}"),
+            Err(e) => {
+                println!("Peer {peer} does not resolve ({e}): trying again every 30 s");
+                unresolved.push(peer.clone());
+            }
         }
     }
     let path = dir.join(peerfile::PEERS_FILE);
@@ -408,7 +425,22 @@ fn named_and_saved_peers(config: &Config, dir: &std::path::Path, node_id: u64) -
             peerfile::PEERS_FILE
         );
     }
-    Links::new(node_id, &named, &saved, Instant::now())
+    (
+        Links::new(node_id, &named, &saved, Instant::now()),
+        unresolved,
+    )
+}
+
+/// Resolves each name until it does, in a thread of its own: a name server that is slow or
+/// down must not hold up the node loop.
+fn resolve_later(mut names: Vec<String>, events: Sender<Event>) {
+    while !names.is_empty() {
+        thread::sleep(RESOLVE_AGAIN);
+        names.retain(|name| match config::resolve_peer(name) {
+            Ok(addr) => events.send(Event::Resolved(name.clone(), addr)).is_err(),
+            Err(_) => true,
+        });
+    }
 }
 
 /// A peer not heard for three status intervals has gone.
@@ -668,6 +700,11 @@ impl Node {
                     Err(e) => tracing::debug!(%addr, "link not kept: {e}"),
                 },
                 Event::DialFailed(addr) => self.core.dial_failed(addr, now),
+                Event::Resolved(name, addr) => {
+                    println!("Peer {name} resolves to {addr} now");
+                    self.core.add_named_peer(addr, now);
+                    self.core.maintain_links(now);
+                }
                 Event::LinkMessage(id, message) => {
                     self.core.on_link_message(id, message, now, unix)
                 }

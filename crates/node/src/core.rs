@@ -358,6 +358,11 @@ impl<S: BlockSink> NodeCore<S> {
         }
     }
 
+    /// A named peer whose name resolved only now: keep it linked from now on.
+    pub fn add_named_peer(&mut self, addr: SocketAddr, now: Instant) {
+        self.links.add_named(addr, now);
+    }
+
     /// A dial of `addr` failed.
     pub fn dial_failed(&mut self, addr: SocketAddr, now: Instant) {
         self.links.dial_failed(addr, now);

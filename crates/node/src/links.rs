@@ -230,6 +230,15 @@ impl Links {
         }
     }
 
+    /// Keeps `addr` linked from now on, as a named peer (one whose name resolved late).
+    pub fn add_named(&mut self, addr: SocketAddr, now: Instant) {
+        let known = self
+            .known
+            .entry(addr)
+            .or_insert_with(|| Known::new(Origin::Named, false, now));
+        known.origin = Origin::Named;
+    }
+
     /// The links up now.
     pub fn iter(&self) -> impl Iterator<Item = (&LinkId, &Link)> {
         self.links.iter()
@@ -687,6 +696,20 @@ mod tests {
             l.known.contains_key(&addr(1)),
             "a named peer is never forgotten"
         );
+    }
+
+    #[test]
+    fn a_peer_named_late_is_kept_linked_like_the_others() {
+        let t0 = Instant::now();
+        let mut l = Links::new(1, &[], &[], t0);
+        l.learn(&[addr(5)], t0);
+        l.add_named(addr(5), t0);
+        l.add_named(addr(6), t0);
+        assert_eq!(l.due(t0), [addr(5), addr(6)]);
+        for _ in 0..10 {
+            l.dial_failed(addr(6), t0);
+        }
+        assert!(l.known.contains_key(&addr(6)), "named: never forgotten");
     }
 
     #[test]
