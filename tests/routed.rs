@@ -16,40 +16,6 @@ use tempfile::tempdir;
 /// Each miner's block server port; the namespaces keep them apart.
 const PORT: &str = "2607";
 
-/// Waits until every miner's log ends on the same tip, at least `height`. Two miners that
-/// find a block at the same moment each keep their own until the next block decides:
-/// `nudge` makes one (a payment) when they sit on one height with two tips.
-fn agree(miners: &mut [&mut Miner], height: u64, mut nudge: impl FnMut()) -> (u64, String) {
-    let mut tied_since: Option<std::time::Instant> = None;
-    poll_until(
-        &mut &mut *miners,
-        |ms| {
-            let tips: Vec<_> = ms.iter().map(|m| m.tip_from_log()).collect();
-            let first = tips[0].clone()?;
-            if tips.iter().all(|t| t.as_ref() == Some(&first)) && first.0 >= height {
-                return Some(first);
-            }
-            if tips
-                .iter()
-                .all(|t| t.as_ref().map(|t| t.0) == Some(first.0))
-            {
-                let since = *tied_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > Duration::from_secs(2) {
-                    nudge();
-                    tied_since = None;
-                }
-            } else {
-                tied_since = None;
-            }
-            None
-        },
-        |ms| {
-            let logs: Vec<String> = ms.iter().map(|m| m.log()).collect();
-            format!("never agreed at {height}+:\n{}", logs.join("\n"))
-        },
-    )
-}
-
 #[test]
 fn miners_on_three_routed_subnets_meet_by_name_and_gossip_and_a_remote_wallet_pays() {
     if !is_root("miners_on_three_routed_subnets", "network namespaces") {

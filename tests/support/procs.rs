@@ -97,6 +97,40 @@ pub fn converge(miners: &mut [&mut Miner], mut nudge: impl FnMut()) -> (u64, Str
     }
 }
 
+/// Waits until every miner's log ends on the same tip, at least `height`. Two miners that
+/// find a block at the same moment each keep their own until the next block decides:
+/// `nudge` makes one (a payment) when they sit on one height with two tips.
+pub fn agree(miners: &mut [&mut Miner], height: u64, mut nudge: impl FnMut()) -> (u64, String) {
+    let mut tied_since: Option<Instant> = None;
+    poll_until(
+        &mut &mut *miners,
+        |ms| {
+            let tips: Vec<_> = ms.iter().map(|m| m.tip_from_log()).collect();
+            let first = tips[0].clone()?;
+            if tips.iter().all(|t| t.as_ref() == Some(&first)) && first.0 >= height {
+                return Some(first);
+            }
+            if tips
+                .iter()
+                .all(|t| t.as_ref().map(|t| t.0) == Some(first.0))
+            {
+                let since = *tied_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    nudge();
+                    tied_since = None;
+                }
+            } else {
+                tied_since = None;
+            }
+            None
+        },
+        |ms| {
+            let logs: Vec<String> = ms.iter().map(|m| m.log()).collect();
+            format!("never agreed at {height}+:\n{}", logs.join("\n"))
+        },
+    )
+}
+
 /// The chain a miner stored in `dir`, read beside the running miner; every block must load.
 pub fn stored_chain(dir: &Path, net: &Net) -> mvbc_protocol::Chain {
     let path = dir.join("blocks.dat");
