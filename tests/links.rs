@@ -242,3 +242,26 @@ fn a_peer_flooding_a_link_stays_within_its_caps_and_garbage_closes_the_link() {
     // And the node mines on.
     ma.wait_height(1);
 }
+
+#[test]
+fn a_peer_named_by_an_ipv6_address_links_and_serves() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("a_peer_named_by_an_ipv6_address: NOT RUN: this host has no IPv6 loopback");
+        return;
+    }
+    let net = Net::new();
+    let (a, b) = (tempdir().unwrap(), tempdir().unwrap());
+    let mut ma = miner(a.path(), &net, &[]);
+    let a_at = format!("[::1]:{}", ma.block_port);
+    let mut mb = miner(b.path(), &net, &["--peer", &a_at]);
+    mb.wait_for("the IPv6 link", |l| {
+        l.starts_with(&format!("Link up: {a_at} (dialled)"))
+    });
+    ma.wait_for("the inbound IPv6 link", |l| {
+        l.starts_with(&format!("Link up: [::1]:{} (inbound)", mb.block_port))
+    });
+    let tip = ma.wait_height(1);
+    assert_eq!(mb.wait_height(1), tip, "B downloaded A's block over IPv6");
+    // The same block servers still answer IPv4.
+    assert_eq!(ma.tip().1, tip);
+}

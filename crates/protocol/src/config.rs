@@ -400,7 +400,7 @@ pub fn check_peer(s: &str) -> Result<String, String> {
     let s = s.trim();
     let bad = || {
         format!(
-            "{:?} is not host:port (such as 10.0.0.5:2607 or node.example:2607)",
+            "{:?} is not host:port (such as 10.0.0.5:2607, node.example:2607 or [fd00::5]:2607)",
             s.chars().take(80).collect::<String>()
         )
     };

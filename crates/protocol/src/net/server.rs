@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
@@ -167,7 +167,7 @@ impl BlockServer {
         dropped: Dropped,
         hooks: Option<NodeHooks>,
     ) -> io::Result<BlockServer> {
-        let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+        let listener = bind_every_interface(port)?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -194,6 +194,26 @@ impl Drop for BlockServer {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// Listens on `port` of every interface, IPv6 and IPv4 alike (an IPv6 socket that takes IPv4
+/// too); where the host has no IPv6, on IPv4 alone. A port already taken is an error either
+/// way.
+fn bind_every_interface(port: u16) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let dual = (|| -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_only_v6(false)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+        socket.listen(128)?;
+        Ok(socket.into())
+    })();
+    match dual {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(e),
+        Err(_) => TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)),
     }
 }
 
@@ -523,7 +543,12 @@ fn accept_loop(
     let registry = Arc::new(Mutex::new(Registry::new(Instant::now())));
     while !stop.load(Ordering::Relaxed) {
         let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
+            // An IPv4 client of the dual-stack socket arrives as ::ffff:a.b.c.d: one address,
+            // one form, for admission and for the node.
+            Ok((stream, peer)) => (
+                stream,
+                SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            ),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(20));
                 continue;
