@@ -17,8 +17,9 @@ use mvbc_protocol::wire::{LinkMessage, MAX_LINK_MESSAGE_BYTES, Status};
 
 use crate::node::{Event, Senders};
 
-/// Messages queued for one link before the node gives up on it.
-pub const LINK_QUEUE: usize = 1_024;
+/// Messages queued for one link before the node gives up on it: at most 1 MiB of payments
+/// with 4 KiB keys, whatever a peer that stops reading leaves behind.
+pub const LINK_QUEUE: usize = 256;
 
 /// The node loop's handle on a link.
 pub struct LinkIo {
