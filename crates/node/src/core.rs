@@ -376,7 +376,10 @@ impl<S: BlockSink> NodeCore<S> {
         hello: &Status,
         now: Instant,
     ) -> Result<(), Refused> {
-        if let Some(old) = self.links.admit(from, hello.node_id, now)? {
+        if let Some(old) = self
+            .links
+            .admit(from, (hello.node_id, hello.block_server_port), now)?
+        {
             self.drop_link(old, Down::Replaced, now);
         }
         Ok(())

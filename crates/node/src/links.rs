@@ -106,6 +106,9 @@ pub enum Refused {
     /// Already linked to that node.
     #[error("already linked to that node")]
     Duplicate,
+    /// Its hello names no block server port: nothing to download from or to share.
+    #[error("it announces no block server port")]
+    NoPort,
 }
 
 /// A token bucket.
@@ -332,7 +335,7 @@ impl Links {
     pub fn admit(
         &self,
         from: IpAddr,
-        hello_node: u64,
+        (hello_node, hello_port): (u64, u16),
         now: Instant,
     ) -> Result<Option<LinkId>, Refused> {
         if self.banned.get(&from).is_some_and(|until| *until > now) {
@@ -340,6 +343,9 @@ impl Links {
         }
         if hello_node == self.node_id {
             return Err(Refused::Itself);
+        }
+        if hello_port == 0 {
+            return Err(Refused::NoPort);
         }
         let inbound = self.links.values().filter(|l| !l.outbound);
         let (mut all, mut same) = (0, 0);
@@ -776,7 +782,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Links::new(1, &[], &[], t0);
         let from = addr(9);
-        l.admit(from.ip(), 2, t0).unwrap();
+        l.admit(from.ip(), (2, 2607), t0).unwrap();
         let (id, _) = l.up(from, false, 2, t0).unwrap();
         let allowed = (0..1000).filter(|_| l.allow(id, Kind::Payment, t0)).count();
         assert_eq!(allowed, PAYMENT_RATE.1 as usize);
@@ -785,9 +791,9 @@ mod tests {
         assert_eq!(addrs, ADDRS_RATE.1 as usize);
         assert_eq!(l.get(id).unwrap().over, 800 + 7);
         l.down(id, &Down::Invalid("bad signature".into()), t0);
-        assert_eq!(l.admit(from.ip(), 2, t0), Err(Refused::Banned));
+        assert_eq!(l.admit(from.ip(), (2, 2607), t0), Err(Refused::Banned));
         assert_eq!(
-            l.admit(from.ip(), 2, t0 + BAN + Duration::from_secs(1)),
+            l.admit(from.ip(), (2, 2607), t0 + BAN + Duration::from_secs(1)),
             Ok(None)
         );
         assert_eq!(l.learn(&[from], t0), 0, "nor learned while refused");
@@ -799,7 +805,7 @@ mod tests {
         let mut l = Links::new(1, &[], &[], t0);
         let ip = addr(5);
         for node in 0..MAX_INBOUND_PER_IP as u64 {
-            l.admit(ip.ip(), 10 + node, t0).unwrap();
+            l.admit(ip.ip(), (10 + node, 2607), t0).unwrap();
             l.up(
                 SocketAddr::new(ip.ip(), 3000 + node as u16),
                 false,
@@ -808,16 +814,18 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(l.admit(ip.ip(), 99, t0), Err(Refused::AddressFull));
+        assert_eq!(l.admit(ip.ip(), (99, 2607), t0), Err(Refused::AddressFull));
         for i in 0..(MAX_INBOUND - MAX_INBOUND_PER_IP) as u32 {
-            l.admit(addr(100 + i).ip(), 200 + u64::from(i), t0).unwrap();
+            l.admit(addr(100 + i).ip(), (200 + u64::from(i), 2607), t0)
+                .unwrap();
             l.up(addr(100 + i), false, 200 + u64::from(i), t0).unwrap();
         }
         assert_eq!(
-            l.admit(addr(999).ip(), 999, t0),
+            l.admit(addr(999).ip(), (999, 2607), t0),
             Err(Refused::Full(MAX_INBOUND))
         );
-        assert_eq!(l.admit(addr(998).ip(), 1, t0), Err(Refused::Itself));
+        assert_eq!(l.admit(addr(998).ip(), (1, 2607), t0), Err(Refused::Itself));
+        assert_eq!(l.admit(addr(997).ip(), (997, 0), t0), Err(Refused::NoPort));
         // A minute on, the one that brought nothing new for longest makes room; those that
         // brought something since do not.
         let first = l
@@ -834,7 +842,7 @@ mod tests {
         }
         let later = t0 + EVICT_AFTER;
         assert_eq!(
-            l.admit(addr(999).ip(), 999, later),
+            l.admit(addr(999).ip(), (999, 2607), later),
             Ok(Some(first)),
             "{first} brought nothing for a minute"
         );
@@ -843,7 +851,7 @@ mod tests {
             l.useful(id, later);
         }
         assert_eq!(
-            l.admit(addr(999).ip(), 999, later + Duration::from_secs(1)),
+            l.admit(addr(999).ip(), (999, 2607), later + Duration::from_secs(1)),
             Err(Refused::Full(MAX_INBOUND))
         );
         let quiet = Duration::from_secs(20);
