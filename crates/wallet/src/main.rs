@@ -51,7 +51,8 @@ enum Command {
         json: bool,
     },
     /// Pay AMOUNT coins from a local address to an address (or local name); the payment is
-    /// kept as pending and broadcast, and `sync` re-broadcasts it until a block holds it.
+    /// kept as pending, broadcast and submitted to any --peer, and `sync` sends it again until
+    /// a block holds it.
     Send {
         /// The paying local address: its key name or its address.
         from: String,
@@ -68,7 +69,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download the miners' best chain and re-broadcast pending payments, until Ctrl-C.
+    /// Download the miners' best chain (from miners heard by broadcast and any --peer) and
+    /// send pending payments again, until Ctrl-C.
     Sync {
         /// Stop once synced to the best chain heard, after re-broadcasting pending payments once.
         #[arg(long)]
