@@ -771,7 +771,8 @@ mod tests {
             "0.0.0.0:2607".parse().unwrap(),
             "10.0.0.1:0".parse().unwrap(),
             "224.0.0.1:2607".parse().unwrap(),
-            "255.255.255.255:2607".parse().unwrap(),
+            // The limited broadcast address: never dialled, never passed on.
+            SocketAddr::from((std::net::Ipv4Addr::BROADCAST, 2607)),
             "[::]:2607".parse().unwrap(),
         ];
         assert_eq!(l.learn(&junk, t0), 0);
