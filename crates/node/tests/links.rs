@@ -69,6 +69,21 @@ fn chain_paying(key: &KeyPair) -> (Chain, Block) {
     (chain, block)
 }
 
+/// Node 1 on `chain`, paying its rewards to `key`, with links but none up yet.
+fn node(chain: Chain, key: &KeyPair, t0: Instant) -> NodeCore<Memory> {
+    let chain = Arc::new(RwLock::new(chain));
+    let quiet = Duration::from_secs(16);
+    let mut core = NodeCore::new(1, 2607, chain, Memory, key.address(), quiet);
+    core.set_links(Links::new(1, &[], &[], t0));
+    core
+}
+
+/// Brings up an inbound link from node `id` at 10.0.0.`i`.
+fn link_in(core: &mut NodeCore<Memory>, i: u8, id: u64, t0: Instant) -> LinkId {
+    core.admit_link(addr(i).ip(), &hello(id), t0).unwrap();
+    core.link_up(addr(i), false, hello(id), t0).unwrap()
+}
+
 fn hello(node_id: u64) -> Status {
     Status {
         node_id,
@@ -100,25 +115,10 @@ fn payments_sent(effects: &[Effect]) -> Vec<LinkId> {
 fn a_payment_goes_on_to_every_other_link_once_and_a_bad_one_closes_its_link() {
     let t0 = Instant::now();
     let key = KeyPair::generate(1024).unwrap();
-    let chain = Arc::new(RwLock::new(chain_paying(&key).0));
-    let mut core = NodeCore::new(
-        1,
-        2607,
-        chain,
-        Memory,
-        key.address(),
-        Duration::from_secs(16),
-    );
-    core.set_links(Links::new(1, &[], &[], t0));
-    let mut ids = Vec::new();
-    for i in 1..=3u8 {
-        core.admit_link(addr(i).ip(), &hello(10 + u64::from(i)), t0)
-            .unwrap();
-        ids.push(
-            core.link_up(addr(i), false, hello(10 + u64::from(i)), t0)
-                .unwrap(),
-        );
-    }
+    let mut core = node(chain_paying(&key).0, &key, t0);
+    let ids: Vec<LinkId> = (1..=3u8)
+        .map(|i| link_in(&mut core, i, 10 + u64::from(i), t0))
+        .collect();
     let greeted: Vec<LinkId> = core
         .take_effects()
         .iter()
@@ -163,18 +163,8 @@ fn payments_a_reorg_puts_back_in_the_pool_are_passed_on_to_the_links() {
     let t0 = Instant::now();
     let key = KeyPair::generate(1024).unwrap();
     let (chain, first) = chain_paying(&key);
-    let chain = Arc::new(RwLock::new(chain));
-    let mut core = NodeCore::new(
-        1,
-        2607,
-        chain,
-        Memory,
-        key.address(),
-        Duration::from_secs(16),
-    );
-    core.set_links(Links::new(1, &[], &[], t0));
-    core.admit_link(addr(1).ip(), &hello(11), t0).unwrap();
-    let link = core.link_up(addr(1), false, hello(11), t0).unwrap();
+    let mut core = node(chain, &key, t0);
+    let link = link_in(&mut core, 1, 11, t0);
 
     // Our block 2 holds P; a peer's branch of two blocks, without P, takes its place.
     let pay = |units| Payment::new_signed(&key, key.address(), Amount::from_units(units), NOW);
