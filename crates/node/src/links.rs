@@ -26,6 +26,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use mvbc_protocol::rate::TokenBucket;
+
 /// A link's number, given by [`Links::up`].
 pub type LinkId = u64;
 
@@ -111,34 +113,6 @@ pub enum Refused {
     NoPort,
 }
 
-/// A token bucket.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    level: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Instant) -> Bucket {
-        Bucket {
-            level: burst,
-            at: now,
-        }
-    }
-
-    fn take(&mut self, (rate, burst): (f64, f64), now: Instant) -> bool {
-        let seconds = now.saturating_duration_since(self.at).as_secs_f64();
-        self.level = (self.level + seconds * rate).min(burst);
-        self.at = now;
-        if self.level >= 1.0 {
-            self.level -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// One link.
 #[derive(Clone, Debug)]
 pub struct Link {
@@ -159,9 +133,9 @@ pub struct Link {
     pub shared_at: Option<Instant>,
     /// Messages over its rates, dropped.
     pub over: u64,
-    payments: Bucket,
-    statuses: Bucket,
-    addrs: Bucket,
+    payments: TokenBucket,
+    statuses: TokenBucket,
+    addrs: TokenBucket,
 }
 
 #[derive(Clone, Debug)]
@@ -425,9 +399,9 @@ impl Links {
                 last_useful: now,
                 shared_at: None,
                 over: 0,
-                payments: Bucket::full(PAYMENT_RATE.1, now),
-                statuses: Bucket::full(STATUS_RATE.1, now),
-                addrs: Bucket::full(ADDRS_RATE.1, now),
+                payments: TokenBucket::full(PAYMENT_RATE.0, PAYMENT_RATE.1),
+                statuses: TokenBucket::full(STATUS_RATE.0, STATUS_RATE.1),
+                addrs: TokenBucket::full(ADDRS_RATE.0, ADDRS_RATE.1),
             },
         );
         if !self.known.contains_key(&addr) && !self.banned.contains_key(&addr.ip()) {
@@ -444,9 +418,9 @@ impl Links {
         };
         link.last_heard = now;
         let ok = match kind {
-            Kind::Payment => link.payments.take(PAYMENT_RATE, now),
-            Kind::Status => link.statuses.take(STATUS_RATE, now),
-            Kind::Addrs => link.addrs.take(ADDRS_RATE, now),
+            Kind::Payment => link.payments.take(now),
+            Kind::Status => link.statuses.take(now),
+            Kind::Addrs => link.addrs.take(now),
         };
         if !ok {
             link.over += 1;

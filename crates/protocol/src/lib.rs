@@ -23,6 +23,7 @@ pub mod net;
 pub mod peerfile;
 pub mod peers;
 pub mod pool;
+pub mod rate;
 pub mod rules;
 pub mod store;
 pub mod tx;

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::rate::TokenBucket;
 use crate::wire::Status;
 
 /// Peers remembered at once.
@@ -77,8 +78,7 @@ pub struct PeerBook {
     /// When each host was last dialled for an address not proven.
     dialled: HashMap<IpAddr, Instant>,
     /// Dials of addresses not proven that may start now (a token bucket).
-    dial_tokens: f64,
-    tokens_at: Option<Instant>,
+    dial_tokens: TokenBucket,
 }
 
 impl Default for PeerBook {
@@ -88,8 +88,7 @@ impl Default for PeerBook {
             failed: HashMap::new(),
             proven: HashMap::new(),
             dialled: HashMap::new(),
-            dial_tokens: DIAL_BURST,
-            tokens_at: None,
+            dial_tokens: TokenBucket::full(DIAL_RATE, DIAL_BURST),
         }
     }
 }
@@ -225,11 +224,7 @@ impl PeerBook {
             )
         });
         // When the dial budget next has a dial for an address not proven.
-        let token_free = if self.dial_tokens >= 1.0 {
-            now
-        } else {
-            now + Duration::from_secs_f64((1.0 - self.dial_tokens) / DIAL_RATE)
-        };
+        let token_free = now + self.dial_tokens.wait(1.0);
         let mut soonest: Option<Instant> = None;
         for p in ahead {
             if self.is_proven(&p.block_server, now) {
@@ -242,7 +237,7 @@ impl PeerBook {
             let free = ip_free.max(token_free);
             if free <= now {
                 let peer = p.clone();
-                self.dial_tokens -= 1.0;
+                self.dial_tokens.spend(1.0);
                 self.dialled.insert(peer.block_server.ip(), now);
                 return Pick::Dial(peer);
             }
@@ -252,11 +247,7 @@ impl PeerBook {
     }
 
     fn refill(&mut self, now: Instant) {
-        let since = self
-            .tokens_at
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        self.dial_tokens = (self.dial_tokens + since.as_secs_f64() * DIAL_RATE).min(DIAL_BURST);
-        self.tokens_at = Some(self.tokens_at.map_or(now, |t| t.max(now)));
+        self.dial_tokens.refill(now);
     }
 
     fn is_proven(&self, addr: &SocketAddr, now: Instant) -> bool {

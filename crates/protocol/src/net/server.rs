@@ -27,6 +27,7 @@ use super::{Cancel, Dropped, FrameError, POLL_INTERVAL, read_frame, write_frame}
 use crate::block::Block;
 use crate::chain::Chain;
 use crate::hash::Hash256;
+use crate::rate::TokenBucket;
 use crate::tx::Payment;
 use crate::wire::{
     MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES, Reply,
@@ -217,62 +218,33 @@ fn bind_every_interface(port: u16) -> io::Result<TcpListener> {
     }
 }
 
-/// A token bucket: `level` grows at `rate` a second up to `burst`; spending may take it below
-/// zero, a debt the next request waits out.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    level: f64,
-    rate: f64,
-    burst: f64,
-}
-
-impl Bucket {
-    fn full(rate: f64, burst: f64) -> Bucket {
-        Bucket {
-            level: burst,
-            rate,
-            burst,
-        }
-    }
-
-    fn refill(&mut self, seconds: f64) {
-        self.level = (self.level + self.rate * seconds).min(self.burst);
-    }
-
-    /// Seconds until the level reaches `need`.
-    fn wait(&self, need: f64) -> f64 {
-        if self.level >= need {
-            0.0
-        } else {
-            (need - self.level) / self.rate
-        }
-    }
-}
-
 /// One client's [`Allowance`] as it stands.
 #[derive(Clone, Copy, Debug)]
 struct Budget {
-    requests: Bucket,
-    bytes: Bucket,
-    busy: Bucket,
-    at: Instant,
+    requests: TokenBucket,
+    bytes: TokenBucket,
+    busy: TokenBucket,
 }
 
 impl Budget {
     fn new(a: &Allowance, now: Instant) -> Budget {
         Budget {
-            requests: Bucket::full(a.requests_per_second, a.request_burst),
-            bytes: Bucket::full(a.bytes_per_second, a.byte_burst),
-            busy: Bucket::full(a.busy_share, a.busy_burst),
-            at: now,
+            requests: TokenBucket::full(a.requests_per_second, a.request_burst),
+            bytes: TokenBucket::full(a.bytes_per_second, a.byte_burst),
+            busy: TokenBucket::full(a.busy_share, a.busy_burst),
         }
+        .since(now)
+    }
+
+    /// Counts time from `now` on.
+    fn since(mut self, now: Instant) -> Budget {
+        self.refill(now);
+        self
     }
 
     fn refill(&mut self, now: Instant) {
-        let seconds = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = self.at.max(now);
         for b in [&mut self.requests, &mut self.bytes, &mut self.busy] {
-            b.refill(seconds);
+            b.refill(now);
         }
     }
 
@@ -280,25 +252,23 @@ impl Budget {
     /// bytes or building time.
     fn wait(&mut self, now: Instant) -> Duration {
         self.refill(now);
-        let seconds = self
-            .requests
+        self.requests
             .wait(1.0)
             .max(self.bytes.wait(0.0))
-            .max(self.busy.wait(0.0));
-        Duration::from_secs_f64(seconds)
+            .max(self.busy.wait(0.0))
     }
 
     fn spend(&mut self, requests: f64, bytes: usize, busy: Duration) {
-        self.requests.level -= requests;
-        self.bytes.level -= bytes as f64;
-        self.busy.level -= busy.as_secs_f64();
+        self.requests.spend(requests);
+        self.bytes.spend(bytes as f64);
+        self.busy.spend(busy.as_secs_f64());
     }
 
     fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
         [self.requests, self.bytes, self.busy]
             .iter()
-            .all(|b| b.level >= b.burst)
+            .all(TokenBucket::is_full)
     }
 }
 
