@@ -126,7 +126,9 @@ fn miners_on_three_routed_subnets_meet_by_name_and_gossip_and_a_remote_wallet_pa
             )
         },
     );
-    assert!(report.height > healed, "{report:?} after {tip}");
+    // Mined in the block after the heal, or already in the agreed tip when a tie took a
+    // nudge or two to decide.
+    assert!(report.height >= healed, "{report:?} after {tip}");
     assert!(!mc.log().contains("panicked") && !ma.log().contains("panicked"));
     assert_eq!(balance(w, &n4, "alice"), "2.625000");
 }
