@@ -68,47 +68,42 @@ impl Lcg {
     }
 }
 
-/// Waits until every miner has the same tip. Two miners that find a block at the same moment
-/// each keep their own until the next block decides; `nudge` makes one (a payment).
-pub fn converge(miners: &mut [&mut Miner], mut nudge: impl FnMut()) -> (u64, String) {
-    let start = Instant::now();
-    let mut same_height_since: Option<Instant> = None;
-    loop {
-        let tips: Vec<_> = miners.iter().map(|m| m.tip()).collect();
-        if tips.iter().all(|t| *t == tips[0]) {
-            return (tips[0].0, tips[0].1.to_string());
-        }
-        if tips.iter().all(|t| t.0 == tips[0].0) {
-            let since = *same_height_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_secs(2) {
-                nudge();
-                same_height_since = None;
-            }
-        } else {
-            same_height_since = None;
-        }
-        let logs: Vec<String> = miners.iter().map(|m| m.log()).collect();
-        assert!(
-            start.elapsed() < PATIENCE,
-            "miners never agreed: {tips:?}\n{}",
-            logs.join("\n")
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+/// Waits until every miner has the same tip (asked of its block server). Two miners that find
+/// a block at the same moment each keep their own until the next block decides; `nudge` makes
+/// one (a payment).
+pub fn converge(miners: &mut [&mut Miner], nudge: impl FnMut()) -> (u64, String) {
+    settle(
+        miners,
+        0,
+        |m| {
+            let (height, tip) = m.tip();
+            Some((height, tip.to_string()))
+        },
+        nudge,
+    )
 }
 
-/// Waits until every miner's log ends on the same tip, at least `height`. Two miners that
-/// find a block at the same moment each keep their own until the next block decides:
-/// `nudge` makes one (a payment) when they sit on one height with two tips.
-pub fn agree(miners: &mut [&mut Miner], height: u64, mut nudge: impl FnMut()) -> (u64, String) {
+/// Waits until every miner's log ends on the same tip, at least `height` (for miners in
+/// namespaces, whose block servers this process cannot reach); `nudge` as in [`converge`].
+pub fn agree(miners: &mut [&mut Miner], height: u64, nudge: impl FnMut()) -> (u64, String) {
+    settle(miners, height, |m| m.tip_from_log(), nudge)
+}
+
+/// Waits until `tip_of` gives every miner the same tip, at least `height`, calling `nudge`
+/// whenever they have sat on one height with different tips for 2 s.
+fn settle(
+    miners: &mut [&mut Miner],
+    height: u64,
+    tip_of: impl Fn(&Miner) -> Option<(u64, String)>,
+    mut nudge: impl FnMut(),
+) -> (u64, String) {
+    let start = Instant::now();
     let mut tied_since: Option<Instant> = None;
-    poll_until(
-        &mut &mut *miners,
-        |ms| {
-            let tips: Vec<_> = ms.iter().map(|m| m.tip_from_log()).collect();
-            let first = tips[0].clone()?;
-            if tips.iter().all(|t| t.as_ref() == Some(&first)) && first.0 >= height {
-                return Some(first);
+    loop {
+        let tips: Vec<_> = miners.iter().map(|m| tip_of(m)).collect();
+        if let Some(first) = &tips[0] {
+            if first.0 >= height && tips.iter().all(|t| t.as_ref() == Some(first)) {
+                return first.clone();
             }
             if tips
                 .iter()
@@ -122,13 +117,16 @@ pub fn agree(miners: &mut [&mut Miner], height: u64, mut nudge: impl FnMut()) ->
             } else {
                 tied_since = None;
             }
-            None
-        },
-        |ms| {
-            let logs: Vec<String> = ms.iter().map(|m| m.log()).collect();
-            format!("never agreed at {height}+:\n{}", logs.join("\n"))
-        },
-    )
+        }
+        if start.elapsed() >= PATIENCE {
+            let logs: Vec<String> = miners.iter().map(|m| m.log()).collect();
+            panic!(
+                "miners never agreed at {height}+: {tips:?}\n{}",
+                logs.join("\n")
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The chain a miner stored in `dir`, read beside the running miner; every block must load.

@@ -320,11 +320,20 @@ impl<S: BlockSink> NodeCore<S> {
     }
 
     fn status_to_links(&mut self, status: Status) {
-        let mut ids: Vec<LinkId> = self.links.iter().map(|(id, _)| *id).collect();
+        self.send_to_links(None, &LinkMessage::Status(status));
+    }
+
+    /// Sends `message` on every link but `except`, in link order.
+    fn send_to_links(&mut self, except: Option<LinkId>, message: &LinkMessage) {
+        let mut ids: Vec<LinkId> = self
+            .links
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| Some(*id) != except)
+            .collect();
         ids.sort_unstable();
         for id in ids {
-            self.effects
-                .push(Effect::Send(id, LinkMessage::Status(status)));
+            self.effects.push(Effect::Send(id, message.clone()));
         }
     }
 
@@ -509,17 +518,7 @@ impl<S: BlockSink> NodeCore<S> {
         };
         match result {
             Ok(Pooled { id, evicted }) => {
-                let mut others: Vec<LinkId> = self
-                    .links
-                    .iter()
-                    .map(|(l, _)| *l)
-                    .filter(|l| Some(*l) != link)
-                    .collect();
-                others.sort_unstable();
-                for other in others {
-                    self.effects
-                        .push(Effect::Send(other, LinkMessage::Payment(payment.clone())));
-                }
+                self.send_to_links(link, &LinkMessage::Payment(payment.clone()));
                 if let Some(old) = evicted {
                     self.note(Note::PaymentEvicted(old));
                 }
@@ -703,15 +702,8 @@ impl<S: BlockSink> NodeCore<S> {
                 _ => None,
             })
             .collect();
-        if !back.is_empty() {
-            let mut ids: Vec<LinkId> = self.links.iter().map(|(id, _)| *id).collect();
-            ids.sort_unstable();
-            for payment in back {
-                for id in &ids {
-                    self.effects
-                        .push(Effect::Send(*id, LinkMessage::Payment(payment.clone())));
-                }
-            }
+        for payment in back {
+            self.send_to_links(None, &LinkMessage::Payment(payment));
         }
         if !disconnected.is_empty() {
             let left = disconnected.first().map_or(Hash256::ZERO, |b| b.hash());

@@ -269,6 +269,16 @@ impl Config {
                 Err(bad(format!("{s} is outside 0.01..=86400 seconds")))
             }
         };
+        // A string value, trimmed; `expected` says what it should hold.
+        let text = |expected: &str| -> Result<&str, ConfigError> {
+            match value {
+                toml::Value::String(s) => Ok(s.trim()),
+                other => Err(bad(format!(
+                    "expected {expected}, got {}",
+                    other.type_str()
+                ))),
+            }
+        };
         match key {
             "difficulty" => self.difficulty = int(1, MAX_DIFFICULTY.into())? as u32,
             "block_size" => self.block_size = int(1, MAX_BLOCK_TXS as i64)? as usize,
@@ -299,13 +309,7 @@ impl Config {
             "block_server_port" => self.block_server_port = int(0, 65535)? as u16,
             "transaction_port" => self.transaction_port = int(1, 65535)? as u16,
             "broadcast_address" => {
-                let toml::Value::String(s) = value else {
-                    return Err(bad(format!(
-                        "expected an IPv4 address, got {}",
-                        value.type_str()
-                    )));
-                };
-                self.broadcast_address = match s.trim() {
+                self.broadcast_address = match text("an IPv4 address")? {
                     "" => None,
                     s => Some(s.parse().map_err(|_| {
                         bad(format!(
@@ -346,13 +350,7 @@ impl Config {
                 self.peers = peers;
             }
             "api_listen" => {
-                let toml::Value::String(s) = value else {
-                    return Err(bad(format!(
-                        "expected \"ADDRESS:PORT\" or \"\", got {}",
-                        value.type_str()
-                    )));
-                };
-                self.api_listen = match s.trim() {
+                self.api_listen = match text("\"ADDRESS:PORT\" or \"\"")? {
                     "" => None,
                     s => Some(s.parse().map_err(|_| {
                         bad(format!(
@@ -362,13 +360,7 @@ impl Config {
                 };
             }
             "api_allow_origin" => {
-                let toml::Value::String(s) = value else {
-                    return Err(bad(format!(
-                        "expected an origin such as \"http://localhost:8080\", got {}",
-                        value.type_str()
-                    )));
-                };
-                self.api_allow_origin = match s.trim() {
+                self.api_allow_origin = match text("an origin such as \"http://localhost:8080\"")? {
                     "" => None,
                     s if is_origin(s) => Some(s.to_owned()),
                     s => {
