@@ -69,54 +69,35 @@ impl Lcg {
 }
 
 /// Waits until every miner has the same tip (asked of its block server). Two miners that find
-/// a block at the same moment each keep their own until the next block decides; `nudge` makes
-/// one (a payment).
-pub fn converge(miners: &mut [&mut Miner], nudge: impl FnMut()) -> (u64, String) {
-    settle(
-        miners,
-        0,
-        |m| {
-            let (height, tip) = m.tip();
-            Some((height, tip.to_string()))
-        },
-        nudge,
-    )
+/// a block at the same moment settle on one by themselves, with no block after: the tie-break
+/// picks the same block everywhere (`docs/adr/0005-equal-work-tie-break.md`).
+pub fn converge(miners: &mut [&mut Miner]) -> (u64, String) {
+    settle(miners, 0, |m| {
+        let (height, tip) = m.tip();
+        Some((height, tip.to_string()))
+    })
 }
 
 /// Waits until every miner's log ends on the same tip, at least `height` (for miners in
-/// namespaces, whose block servers this process cannot reach); `nudge` as in [`converge`].
-pub fn agree(miners: &mut [&mut Miner], height: u64, nudge: impl FnMut()) -> (u64, String) {
-    settle(miners, height, |m| m.tip_from_log(), nudge)
+/// namespaces, whose block servers this process cannot reach).
+pub fn agree(miners: &mut [&mut Miner], height: u64) -> (u64, String) {
+    settle(miners, height, |m| m.tip_from_log())
 }
 
-/// Waits until `tip_of` gives every miner the same tip, at least `height`, calling `nudge`
-/// whenever they have sat on one height with different tips for 2 s.
+/// Waits until `tip_of` gives every miner the same tip, at least `height`.
 fn settle(
     miners: &mut [&mut Miner],
     height: u64,
     tip_of: impl Fn(&Miner) -> Option<(u64, String)>,
-    mut nudge: impl FnMut(),
 ) -> (u64, String) {
     let start = Instant::now();
-    let mut tied_since: Option<Instant> = None;
     loop {
         let tips: Vec<_> = miners.iter().map(|m| tip_of(m)).collect();
-        if let Some(first) = &tips[0] {
-            if first.0 >= height && tips.iter().all(|t| t.as_ref() == Some(first)) {
-                return first.clone();
-            }
-            if tips
-                .iter()
-                .all(|t| t.as_ref().map(|t| t.0) == Some(first.0))
-            {
-                let since = *tied_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(2) {
-                    nudge();
-                    tied_since = None;
-                }
-            } else {
-                tied_since = None;
-            }
+        if let Some(first) = &tips[0]
+            && first.0 >= height
+            && tips.iter().all(|t| t.as_ref() == Some(first))
+        {
+            return first.clone();
         }
         if start.elapsed() >= PATIENCE {
             let logs: Vec<String> = miners.iter().map(|m| m.log()).collect();

@@ -39,6 +39,7 @@ use mvbc_node::apply::ApplyError;
 use mvbc_node::core::{Effect, NodeCore, Note};
 use mvbc_node::links::{Down, LinkId, Links};
 use mvbc_node::sync::{Download, Role};
+use mvbc_protocol::chain::STALE_WINDOW;
 use mvbc_protocol::net::FetchError;
 use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
 use mvbc_protocol::net::{Inbound, NodeHooks};
@@ -917,14 +918,21 @@ impl Node {
             1 => "1 peer".to_string(),
             n => format!("{n} peers"),
         };
+        let stale = read_chain(self.core.chain()).stale_blocks(STALE_WINDOW);
         println!(
-            "Status: height {}, tip {}, {state}, {} pending, {peers}, {} malformed messages dropped, {} payments refused",
+            "Status: height {}, tip {}, {state}, {} pending, {peers}, {} stale of the last {} blocks ({:.1}%), {} malformed messages dropped, {} payments refused",
             status.height,
             status.tip,
             self.core.pending(),
+            stale.stale,
+            stale.stale + stale.best,
+            100.0 * stale.rate(),
             self.dropped.count(),
             self.core.refused_payments.total,
         );
+        if let Some(hint) = stale.hint() {
+            println!("Hint: {hint}");
+        }
         let secs = REPORT_INTERVAL.as_secs();
         let held = self.core.refused_payments.new_window();
         if held > 0 {

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mvbc_protocol::net::{FetchError, read_chain};
+use mvbc_protocol::peers::{Want, Wanted};
 use mvbc_protocol::pool::{Added as Pooled, PoolError};
 use mvbc_protocol::wire::{LinkMessage, Status};
 use mvbc_protocol::{Address, Amount, Block, Chain, Hash256, Payment, Pool, Transaction};
@@ -547,21 +548,25 @@ impl<S: BlockSink> NodeCore<S> {
     /// A status from `from` arrived at `received` (the driver may get to it later, at `now`).
     pub fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant, now: Instant) {
         self.sync.heard(status, from, now);
-        let ours = read_chain(&self.chain).chain_work();
-        if status.chain_work > ours {
-            self.better_heard_at.get_or_insert(received);
+        let want = read_chain(&self.chain).want(&status);
+        if want != Want::No {
+            if want == Want::More {
+                self.better_heard_at.get_or_insert(received);
+            }
             self.maybe_sync(now);
         }
     }
 
-    /// Starts downloads from peers ahead of us, as many as the sync manager allows.
+    /// Starts downloads from peers whose chain ours wants (more work, or an equal-work tip
+    /// that may win the tie-break), as many as the sync manager allows.
     fn maybe_sync(&mut self, now: Instant) {
-        let ours = read_chain(&self.chain).chain_work();
-        while let Some(download) = self.sync.next(ours, now) {
+        let chain = read_chain(&self.chain);
+        while let Some(download) = self.sync.next(&*chain, now) {
             tracing::debug!(
                 peer = %download.peer,
                 height = download.announced_height,
-                "downloading a chain with more work"
+                tie = download.tie,
+                "downloading a chain with more work, or a tie"
             );
             self.effects.push(Effect::Download(download));
         }
@@ -612,8 +617,11 @@ impl<S: BlockSink> NodeCore<S> {
             self.listening = false;
             self.maybe_mine(unix);
         }
-        let ours = read_chain(&self.chain).chain_work();
-        match self.sync.finished(peer, result, ours, now) {
+        let finished = {
+            let chain = read_chain(&self.chain);
+            self.sync.finished(peer, result, &*chain, now)
+        };
+        match finished {
             Some(Finished::Served(n)) => {
                 tracing::debug!(%peer, "download done: {n} blocks");
                 if n > 0 {

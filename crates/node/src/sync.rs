@@ -2,11 +2,12 @@
 //! [`SyncManager`] serves both roles; the values that differ are named in [`Role`]. It does no
 //! I/O and reads no clock: the caller runs the download and passes the time in.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mvbc_protocol::net::{BlockClient, FetchError};
-use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick};
+use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick, Want, Wanted};
 use mvbc_protocol::wire::Status;
 use mvbc_protocol::{Block, BlockHeader, ConsensusParams, Hash256};
 
@@ -76,15 +77,19 @@ impl DownloadError {
     }
 }
 
-/// Judges a finished download from a peer that announced `announced_work`: `Ok` with the new
-/// blocks it served when our chain (now at `ours`) has that much work.
-pub fn judge(blocks: u64, ours: u128, announced_work: u128) -> Result<u64, DownloadError> {
-    if ours < announced_work {
-        Err(DownloadError::ShortOfWork { blocks })
-    } else {
-        Ok(blocks)
+/// Judges a finished download that served `blocks` new blocks, by what our chain still makes
+/// of the status that asked for it: short of the work announced blames the peer. A tie it did
+/// not bring does not: the peer may have moved to our tip in the meantime, as ties settle.
+pub fn judge(blocks: u64, still: Want) -> Result<u64, DownloadError> {
+    match still {
+        Want::More => Err(DownloadError::ShortOfWork { blocks }),
+        Want::Tie | Want::No => Ok(blocks),
     }
 }
+
+/// Equal-work tips looked at and remembered, at most: a peer is not asked twice for the same
+/// tie, and a flood of made-up tips cannot grow memory.
+pub const MAX_TRIED_TIES: usize = 1024;
 
 /// A download the caller should run: from `peer`, up to `limit` new blocks after the locator
 /// of its chain.
@@ -98,6 +103,10 @@ pub struct Download {
     pub announced_height: u64,
     /// The work it announced.
     pub announced_work: u128,
+    /// The tip it announced.
+    pub announced_tip: Hash256,
+    /// Whether it announced as much work as ours, on another tip (a tie to settle).
+    pub tie: bool,
 }
 
 impl Download {
@@ -154,6 +163,23 @@ pub struct SyncManager {
     peers: PeerBook,
     running: Vec<Download>,
     retry_at: Option<Instant>,
+    /// Equal-work tips already downloaded or asked for.
+    tried_ties: HashSet<Hash256>,
+}
+
+/// Our chain, less the ties already tried.
+struct Untried<'a, W> {
+    ours: &'a W,
+    tried: &'a HashSet<Hash256>,
+}
+
+impl<W: Wanted> Wanted for Untried<'_, W> {
+    fn want(&self, status: &Status) -> Want {
+        match self.ours.want(status) {
+            Want::Tie if self.tried.contains(&status.tip) => Want::No,
+            want => want,
+        }
+    }
 }
 
 impl SyncManager {
@@ -165,6 +191,14 @@ impl SyncManager {
             peers: PeerBook::new(),
             running: Vec::new(),
             retry_at: None,
+            tried_ties: HashSet::new(),
+        }
+    }
+
+    fn untried<'a, W: Wanted>(&'a self, ours: &'a W) -> Untried<'a, W> {
+        Untried {
+            ours,
+            tried: &self.tried_ties,
         }
     }
 
@@ -183,9 +217,10 @@ impl SyncManager {
         self.peers.heard(status, from, now, self.quiet);
     }
 
-    /// Whether some peer not passed over announced more work than `ours`.
-    pub fn behind(&self, ours: u128, now: Instant) -> bool {
-        self.peers.best_ahead(ours, now).is_some()
+    /// Whether some peer not passed over announced a chain `ours` wants: more work, or a tie
+    /// not looked at yet.
+    pub fn behind(&self, ours: &impl Wanted, now: Instant) -> bool {
+        self.peers.best_ahead(&self.untried(ours), now).is_some()
     }
 
     /// The downloads running.
@@ -199,23 +234,36 @@ impl SyncManager {
         self.retry_at
     }
 
-    /// A download to start now, if fewer than the role's limit run and a peer ahead of `ours`
-    /// that none of them uses may be dialled. The caller runs it and reports with
+    /// A download to start now, if fewer than the role's limit run and a peer whose chain
+    /// `ours` wants, that none of them uses, may be dialled. The caller runs it and reports with
     /// [`SyncManager::finished`]; call again for more.
-    pub fn next(&mut self, ours: u128, now: Instant) -> Option<Download> {
+    pub fn next(&mut self, ours: &impl Wanted, now: Instant) -> Option<Download> {
         if self.running.len() >= self.role.parallel {
             return None;
         }
         self.retry_at = None;
         let busy: Vec<SocketAddr> = self.running.iter().map(|d| d.peer).collect();
-        match self.peers.pick_except(ours, now, &busy) {
+        let untried = Untried {
+            ours,
+            tried: &self.tried_ties,
+        };
+        match self.peers.pick_except(&untried, now, &busy) {
             Pick::Dial(peer) => {
+                let tie = ours.want(&peer.status) == Want::Tie;
                 let download = Download {
                     node_id: peer.node_id,
                     peer: peer.block_server,
                     announced_height: peer.status.height,
                     announced_work: peer.status.chain_work,
+                    announced_tip: peer.status.tip,
+                    tie,
                 };
+                if tie {
+                    if self.tried_ties.len() >= MAX_TRIED_TIES {
+                        self.tried_ties.clear();
+                    }
+                    self.tried_ties.insert(download.announced_tip);
+                }
                 self.running.push(download);
                 Some(download)
             }
@@ -233,7 +281,7 @@ impl SyncManager {
     }
 
     /// The download from `peer` ended with `result` (new blocks delivered, or why it
-    /// stopped); our chain now has `ours`. Judges the peer: served, or passed over for the
+    /// stopped); our chain is now `ours`. Judges the peer: served, or passed over for the
     /// role's back-off unless it was not its fault. A download that ended short of the work
     /// announced while others still run is not held against its peer: they may have brought
     /// its blocks first, and the rest of its chain may still come.
@@ -241,14 +289,31 @@ impl SyncManager {
         &mut self,
         peer: SocketAddr,
         result: Result<u64, FetchError>,
-        ours: u128,
+        ours: &impl Wanted,
         now: Instant,
     ) -> Option<Finished> {
         let i = self.running.iter().position(|d| d.peer == peer)?;
         let download = self.running.remove(i);
+        let asked = Status {
+            node_id: download.node_id,
+            height: download.announced_height,
+            tip: download.announced_tip,
+            chain_work: download.announced_work,
+            block_server_port: download.peer.port(),
+        };
+        let result = match result {
+            // The tie was settled before we asked: the peer took our tip (or one that beats
+            // both) and has nothing after our locator. Not a lie.
+            Err(FetchError::LightBranch { .. }) if download.tie => Ok(0),
+            result => result,
+        };
+        if download.tie && result.is_err() {
+            // Not looked at after all: another peer announcing that tip may be asked.
+            self.tried_ties.remove(&download.announced_tip);
+        }
         let judged = result
             .map_err(DownloadError::from)
-            .and_then(|n| judge(n, ours, download.announced_work));
+            .and_then(|n| judge(n, ours.want(&asked)));
         let others_running = !self.running.is_empty();
         Some(match judged {
             Ok(n) => {
@@ -274,9 +339,13 @@ mod tests {
 
     #[test]
     fn a_download_short_of_the_announced_work_blames_the_peer() {
-        assert_eq!(judge(3, 10, 10).unwrap(), 3);
-        assert_eq!(judge(0, 11, 10).unwrap(), 0);
-        let err = judge(2, 9, 10).unwrap_err();
+        assert_eq!(judge(3, Want::No).unwrap(), 3);
+        assert_eq!(
+            judge(0, Want::Tie).unwrap(),
+            0,
+            "a tie not brought is no lie"
+        );
+        let err = judge(2, Want::More).unwrap_err();
         assert!(err.blames_peer());
         assert_eq!(
             err.to_string(),
@@ -307,21 +376,21 @@ mod tests {
     fn one_download_per_peer_ahead() {
         let t0 = Instant::now();
         let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(16));
-        assert_eq!(sync.next(10, t0), None, "nobody heard");
+        assert_eq!(sync.next(&10u128, t0), None, "nobody heard");
         sync.heard(status(1, 5, 10), host(1), t0);
-        assert!(!sync.behind(10, t0), "equal work is not ahead");
+        assert!(!sync.behind(&10u128, t0), "equal work is not ahead");
         sync.heard(status(2, 7, 14), host(2), t0);
-        assert!(sync.behind(10, t0));
-        let d = sync.next(10, t0).expect("a peer ahead");
+        assert!(sync.behind(&10u128, t0));
+        let d = sync.next(&10u128, t0).expect("a peer ahead");
         assert_eq!((d.node_id, d.peer.port()), (2, 2607));
         assert_eq!(d.limit(), 7 + DOWNLOAD_SLACK);
-        assert_eq!(sync.next(10, t0), None, "one download per peer");
+        assert_eq!(sync.next(&10u128, t0), None, "one download per peer");
         assert!(matches!(
-            sync.finished(d.peer, Ok(4), 14, t0),
+            sync.finished(d.peer, Ok(4), &14u128, t0),
             Some(Finished::Served(4))
         ));
         assert!(sync.running().is_empty());
-        let nothing = sync.finished(d.peer, Ok(0), 14, t0);
+        let nothing = sync.finished(d.peer, Ok(0), &14u128, t0);
         assert!(nothing.is_none(), "nothing was running");
     }
 
@@ -331,19 +400,19 @@ mod tests {
             let t0 = Instant::now();
             let mut sync = SyncManager::new(role, Duration::from_secs(600));
             sync.heard(status(2, 7, 14), host(2), t0);
-            let d = sync.next(10, t0).unwrap();
-            let Some(Finished::Failed(e, until)) = sync.finished(d.peer, Ok(1), 11, t0) else {
+            let d = sync.next(&10u128, t0).unwrap();
+            let Some(Finished::Failed(e, until)) = sync.finished(d.peer, Ok(1), &11u128, t0) else {
                 panic!("{}: the liar is not blamed", role.name);
             };
             assert!(matches!(e, DownloadError::ShortOfWork { blocks: 1 }));
             assert_eq!(until, t0 + role.peer_backoff);
             assert!(
-                !sync.behind(11, t0),
+                !sync.behind(&11u128, t0),
                 "{}: still counted as ahead",
                 role.name
             );
             let later = until + Duration::from_millis(1);
-            assert!(sync.behind(11, later), "{}: never forgiven", role.name);
+            assert!(sync.behind(&11u128, later), "{}: never forgiven", role.name);
         }
     }
 
@@ -352,15 +421,15 @@ mod tests {
         let t0 = Instant::now();
         let mut sync = SyncManager::new(Role::WALLET, Duration::from_secs(600));
         sync.heard(status(2, 7, 14), host(2), t0);
-        let d = sync.next(10, t0).unwrap();
+        let d = sync.next(&10u128, t0).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let cancel = mvbc_protocol::net::Cancel::never().on(stop);
         let cancelled = FetchError::Cancelled(cancel.check().unwrap_err());
         assert!(matches!(
-            sync.finished(d.peer, Err(cancelled), 10, t0),
+            sync.finished(d.peer, Err(cancelled), &10u128, t0),
             Some(Finished::Ended(_))
         ));
-        assert!(sync.behind(10, t0), "still a candidate");
+        assert!(sync.behind(&10u128, t0), "still a candidate");
     }
 
     #[test]
@@ -369,20 +438,20 @@ mod tests {
         let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(600));
         // The liar announces the most work and is dialled first...
         sync.heard(status(9, 1_000, 1 << 40), host(9), t0);
-        let stalled = sync.next(10, t0).unwrap();
+        let stalled = sync.next(&10u128, t0).unwrap();
         assert_eq!(stalled.node_id, 9);
         // ...and while it stalls, an honest peer heard a second later is dialled beside it.
         let t1 = t0 + Duration::from_secs(1);
         sync.heard(status(2, 7, 14), host(2), t1);
-        let honest = sync.next(10, t1).expect("a second download");
+        let honest = sync.next(&10u128, t1).expect("a second download");
         assert_eq!(honest.node_id, 2);
         assert_eq!(sync.running().len(), 2);
         assert!(matches!(
-            sync.finished(honest.peer, Ok(5), 14, t1),
+            sync.finished(honest.peer, Ok(5), &14u128, t1),
             Some(Finished::Served(5))
         ));
         // The liar's short download, ended while nothing else runs, is held against it.
-        let timed_out = sync.finished(stalled.peer, Ok(0), 14, t1 + Duration::from_secs(9));
+        let timed_out = sync.finished(stalled.peer, Ok(0), &14u128, t1 + Duration::from_secs(9));
         assert!(
             matches!(timed_out, Some(Finished::Failed(..))),
             "{timed_out:?}"
@@ -394,17 +463,93 @@ mod tests {
         let t0 = Instant::now();
         let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(600));
         sync.heard(status(2, 7, 14), host(2), t0);
-        let a = sync.next(10, t0).unwrap();
+        let a = sync.next(&10u128, t0).unwrap();
         let t1 = t0 + Duration::from_secs(1);
         sync.heard(status(3, 7, 14), host(3), t1);
-        let b = sync.next(10, t1).unwrap();
+        let b = sync.next(&10u128, t1).unwrap();
         // `b` brought the blocks first; `a` ends with nothing new, the work not there yet.
-        let ended = sync.finished(a.peer, Ok(0), 12, t1);
+        let ended = sync.finished(a.peer, Ok(0), &12u128, t1);
         assert!(matches!(ended, Some(Finished::Ended(_))), "{ended:?}");
         assert!(matches!(
-            sync.finished(b.peer, Ok(4), 14, t1),
+            sync.finished(b.peer, Ok(4), &14u128, t1),
             Some(Finished::Served(4))
         ));
+    }
+
+    /// A chain that holds only its own tip, of this much work.
+    struct Tip(u128, Hash256);
+
+    impl Wanted for Tip {
+        fn want(&self, status: &Status) -> Want {
+            match status.chain_work.cmp(&self.0) {
+                std::cmp::Ordering::Greater => Want::More,
+                std::cmp::Ordering::Equal if status.tip != self.1 => Want::Tie,
+                _ => Want::No,
+            }
+        }
+    }
+
+    #[test]
+    fn an_equal_work_tip_is_fetched_once_and_not_bringing_it_blames_nobody() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(600));
+        // Our tip is [10; 32]; peer 2 announces the same work on another tip.
+        let ours = Tip(14, Hash256([10; 32]));
+        sync.heard(status(2, 7, 14), host(2), t0);
+        assert!(sync.behind(&ours, t0), "a tie is worth a look");
+        let d = sync.next(&ours, t0).expect("a tie download");
+        assert!(d.tie);
+        assert_eq!(d.announced_tip, Hash256([7; 32]));
+        // The peer moved to our tip meanwhile and brought nothing: no blame...
+        let done = sync.finished(d.peer, Ok(0), &ours, t0);
+        assert!(matches!(done, Some(Finished::Served(0))), "{done:?}");
+        // ...and that tip is not asked for again, from this peer or another.
+        sync.heard(status(3, 7, 14), host(3), t0);
+        assert!(!sync.behind(&ours, t0));
+        assert!(sync.next(&ours, t0 + Duration::from_secs(5)).is_none());
+        // More work is still fetched as ever.
+        sync.heard(status(3, 8, 16), host(3), t0);
+        assert!(sync.next(&ours, t0 + Duration::from_secs(5)).is_some());
+    }
+
+    #[test]
+    fn a_tie_settled_before_the_download_blames_nobody() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(600));
+        let ours = Tip(14, Hash256([10; 32]));
+        sync.heard(status(2, 7, 14), host(2), t0);
+        let d = sync.next(&ours, t0).unwrap();
+        // It moved to our tip: its headers after our locator carry no work.
+        let light = FetchError::LightBranch {
+            work: 14,
+            announced: 14,
+        };
+        let done = sync.finished(d.peer, Err(light), &ours, t0);
+        assert!(matches!(done, Some(Finished::Served(0))), "{done:?}");
+        // Its next chain with more work is fetched at once.
+        let t1 = t0 + Duration::from_secs(2);
+        sync.heard(status(2, 8, 16), host(2), t1);
+        assert!(sync.next(&ours, t1).is_some(), "the peer was passed over");
+    }
+
+    #[test]
+    fn a_tie_whose_download_failed_may_be_fetched_from_another_peer() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::MINER, Duration::from_secs(600));
+        let ours = Tip(14, Hash256([10; 32]));
+        sync.heard(status(2, 7, 14), host(2), t0);
+        let d = sync.next(&ours, t0).unwrap();
+        let refused = FetchError::Connect {
+            peer: d.peer,
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let done = sync.finished(d.peer, Err(refused), &ours, t0);
+        assert!(matches!(done, Some(Finished::Failed(..))), "{done:?}");
+        sync.heard(status(3, 7, 14), host(3), t0);
+        let again = sync
+            .next(&ours, t0 + Duration::from_secs(2))
+            .expect("asked again");
+        assert_eq!(again.node_id, 3);
     }
 
     #[test]
@@ -413,7 +558,7 @@ mod tests {
         let mut sync = SyncManager::new(Role::WALLET, Duration::from_secs(600));
         sync.heard(status(2, 7, 14), host(2), t0);
         sync.heard(status(3, 7, 14), host(3), t0);
-        assert!(sync.next(10, t0).is_some());
-        assert!(sync.next(10, t0 + Duration::from_secs(2)).is_none());
+        assert!(sync.next(&10u128, t0).is_some());
+        assert!(sync.next(&10u128, t0 + Duration::from_secs(2)).is_none());
     }
 }

@@ -86,7 +86,19 @@ struct Shape {
     end: u64,
     /// Mean time for one node to find a block while it mines (ms).
     block_time_per_node: f64,
+    /// One-way latency of a datagram or download, in ms: at least the first, below the second.
+    latency: (u64, u64),
+    /// Time between two payments sent, in ms: at least the first, below the second.
+    pay_every: (u64, u64),
+    /// Payments come in bursts of this long (ms), each followed by a quiet time this long in
+    /// which nobody pays: one tip everywhere is checked at the end of each quiet time. `None`:
+    /// payments throughout.
+    bursts: Option<(u64, u64)>,
 }
+
+/// How often every node broadcasts its status, whether its tip moved or not (ms): the miner's
+/// `status_broadcast_interval`, one announcement round.
+const ANNOUNCE_EVERY: u64 = 5_000;
 
 enum Ev {
     Listened(usize),
@@ -115,6 +127,8 @@ enum Ev {
     Retry(usize),
     Pay,
     Rebroadcast(usize),
+    /// The end of a quiet time: every honest node must be on one tip.
+    Check,
 }
 
 struct SimNode {
@@ -142,6 +156,16 @@ struct Sim {
     reorgs: u64,
     /// Downloads that failed and passed their peer over, over every node.
     failed: u64,
+    /// Ground truth: every block any node found, by height.
+    found: HashMap<u64, u64>,
+    /// When a node last found a block (ms).
+    last_found: u64,
+    /// Quiet times checked, and the longest from the last block found before each to the
+    /// first moment every node was on one tip (ms).
+    quiet_checks: u64,
+    slowest_agreement: u64,
+    /// Since when every honest node has been on one tip, if they are (ms).
+    agreed_since: Option<u64>,
 }
 
 const PARAMS: ConsensusParams = ConsensusParams {
@@ -150,6 +174,8 @@ const PARAMS: ConsensusParams = ConsensusParams {
     block_reward: Amount::from_units(10_000_000),
 };
 const PORT: u16 = 2607;
+/// When the first payment is sent (ms), after the nodes listened and mined block 1.
+const PAY_FROM: u64 = 3_000;
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(
@@ -176,6 +202,11 @@ impl Sim {
             dropped: 0,
             reorgs: 0,
             failed: 0,
+            found: HashMap::new(),
+            last_found: 0,
+            quiet_checks: 0,
+            slowest_agreement: 0,
+            agreed_since: None,
         };
         for i in 0..shape.nodes {
             let chain = Arc::new(RwLock::new(Chain::new(PARAMS)));
@@ -206,7 +237,14 @@ impl Sim {
             let at = sim.rng.below(5_000);
             sim.at(at, Ev::Announce(i));
         }
-        sim.at(3_000, Ev::Pay);
+        sim.at(PAY_FROM, Ev::Pay);
+        if let Some((burst, quiet)) = shape.bursts {
+            let mut at = PAY_FROM + burst + quiet;
+            while at <= shape.end {
+                sim.at(at - 1, Ev::Check);
+                at += burst + quiet;
+            }
+        }
         sim
     }
 
@@ -244,7 +282,34 @@ impl Sim {
     }
 
     fn latency(&mut self) -> u64 {
-        5 + self.rng.below(45)
+        let (low, high) = self.shape.latency;
+        low + self.rng.below(high - low)
+    }
+
+    /// Whether payments may be sent now: always, or only during a burst.
+    fn paying(&self) -> bool {
+        self.shape
+            .bursts
+            .is_none_or(|(burst, quiet)| (self.t - PAY_FROM) % (burst + quiet) < burst)
+    }
+
+    /// The honest nodes' tips, and how many nodes are on each.
+    fn tips(&self) -> HashMap<Hash256, usize> {
+        self.honest().fold(HashMap::new(), |mut m, i| {
+            *m.entry(read_chain(self.nodes[i].core.chain()).tip_hash())
+                .or_default() += 1;
+            m
+        })
+    }
+
+    /// Notes when every honest node came to be on one tip (after any node's tip moved).
+    fn watch_agreement(&mut self) {
+        let agreed = self.tips().len() == 1;
+        match (agreed, self.agreed_since) {
+            (true, None) => self.agreed_since = Some(self.t),
+            (false, Some(_)) => self.agreed_since = None,
+            _ => {}
+        }
     }
 
     /// Sends a datagram from `from` to every other node, losing some.
@@ -261,7 +326,11 @@ impl Sim {
 
     /// Carries out what node `i` asked for.
     fn effects(&mut self, i: usize) {
+        let mut moved = false;
         for effect in self.nodes[i].core.take_effects() {
+            if let Effect::Note(Note::BlockMined { .. } | Note::BlockAdopted { .. }) = effect {
+                moved = true;
+            }
             match effect {
                 Effect::Note(Note::Reorg { .. }) => self.reorgs += 1,
                 Effect::Note(Note::DownloadFailed { .. }) => self.failed += 1,
@@ -299,6 +368,9 @@ impl Sim {
             }
         }
         assert!(self.nodes[i].core.take_fatal().is_none());
+        if moved && self.shape.bursts.is_some() {
+            self.watch_agreement();
+        }
     }
 
     fn run(&mut self) {
@@ -337,6 +409,8 @@ impl Sim {
                         block.header.nonce += 1;
                     }
                     let hashes = block.header.nonce + 1;
+                    *self.found.entry(block.header.height).or_default() += 1;
+                    self.last_found = self.t;
                     let took = Duration::from_millis(1);
                     self.nodes[node]
                         .core
@@ -366,13 +440,13 @@ impl Sim {
                         status: boast,
                         from: i,
                     });
-                    let at = self.t + 5_000;
+                    let at = self.t + ANNOUNCE_EVERY;
                     self.at(at, Ev::Announce(i));
                 }
                 Ev::Announce(i) => {
                     self.nodes[i].core.announce();
                     self.effects(i);
-                    let at = self.t + 5_000;
+                    let at = self.t + ANNOUNCE_EVERY;
                     self.at(at, Ev::Announce(i));
                 }
                 Ev::Retry(i) => {
@@ -381,12 +455,16 @@ impl Sim {
                     self.effects(i);
                 }
                 Ev::Pay => {
-                    self.pay();
+                    if self.paying() {
+                        self.pay();
+                    }
                     if self.t < self.shape.pay_until {
-                        let at = self.t + 500 + self.rng.below(3_000);
+                        let (low, high) = self.shape.pay_every;
+                        let at = self.t + low + self.rng.below(high - low);
                         self.at(at, Ev::Pay);
                     }
                 }
+                Ev::Check => self.check_quiet(),
                 Ev::Rebroadcast(k) => {
                     let (payment, home) = self.payments[k].clone();
                     let confirmed = read_chain(self.nodes[home].core.chain())
@@ -400,6 +478,31 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// The end of a quiet time: every honest node is on one tip, and came to it within one
+    /// announcement round of the last block found.
+    fn check_quiet(&mut self) {
+        let tips = self.tips();
+        assert_eq!(
+            tips.len(),
+            1,
+            "at {} ms, the end of a quiet time, {} s after the last block found: {} tips {:?}",
+            self.t,
+            (self.t - self.last_found) / 1_000,
+            tips.len(),
+            tips
+        );
+        let agreed = self.agreed_since.expect("one tip, so agreed");
+        let took = agreed.saturating_sub(self.last_found);
+        assert!(
+            took <= ANNOUNCE_EVERY,
+            "at {} ms: one tip only {took} ms after the last block, more than one announcement \
+             round",
+            self.t
+        );
+        self.quiet_checks += 1;
+        self.slowest_agreement = self.slowest_agreement.max(took);
     }
 
     /// A download from `peer`'s block server: its best chain after our locator, in batches.
@@ -506,17 +609,38 @@ fn payers() -> Vec<KeyPair> {
 
 /// Runs `shape` from `seed` and checks the outcome: one tip everywhere, every payment sent
 /// confirmed exactly once on it.
-fn run_and_check(shape: Shape, seed: u64) {
+fn run_and_check(shape: Shape, seed: u64) -> Sim {
     eprintln!("sim seed {seed}: replay with MVBC_SIM_SEED={seed}");
     let started = Instant::now();
     let mut sim = Sim::new(shape, seed, payers());
     sim.run();
-    let tips: HashMap<Hash256, usize> = sim.honest().fold(HashMap::new(), |mut m, i| {
-        *m.entry(read_chain(sim.nodes[i].core.chain()).tip_hash())
-            .or_default() += 1;
-        m
-    });
+    let tips = sim.tips();
     let chain = read_chain(sim.nodes[shape.liars].core.chain());
+    // Ground truth: blocks found, heights where more than one was, and blocks off the chain.
+    let found: u64 = sim.found.values().sum();
+    let tied = sim.found.values().filter(|n| **n > 1).count();
+    let true_stale = found.saturating_sub(chain.height()) as f64 / found.max(1) as f64;
+    // What the nodes report, on average.
+    let reported: f64 = sim
+        .honest()
+        .map(|i| {
+            read_chain(sim.nodes[i].core.chain())
+                .stale_blocks(u64::MAX)
+                .rate()
+        })
+        .sum::<f64>()
+        / sim.honest().len() as f64;
+    eprintln!(
+        "sim seed {seed}: {found} blocks found, ties at {tied} of {} heights ({:.1}%), stale \
+         {:.1}% (nodes report {:.1}% on average); {} quiet times, one tip at most {} ms after \
+         the last block",
+        sim.found.len(),
+        100.0 * tied as f64 / sim.found.len().max(1) as f64,
+        100.0 * true_stale,
+        100.0 * reported,
+        sim.quiet_checks,
+        sim.slowest_agreement
+    );
     eprintln!(
         "sim seed {seed}: {} nodes ({} lying), height {}, tip {}, {} payments, {} reorgs, {} \
          failed downloads, {} datagrams lost or cut off, {:.1} s of wall time for {} s simulated",
@@ -569,6 +693,8 @@ fn run_and_check(shape: Shape, seed: u64) {
             "seed {seed}: the partition left no branch to resolve"
         );
     }
+    drop(chain);
+    sim
 }
 
 #[test]
@@ -582,6 +708,37 @@ fn sim_200_nodes_with_loss_liars_and_a_healed_three_way_partition_agree_on_every
         pay_until: 150_000,
         end: 240_000,
         block_time_per_node: 200.0 * 2_000.0,
+        latency: (5, 50),
+        pay_every: (500, 3_500),
+        bursts: None,
     };
     run_and_check(shape, seed());
+}
+
+/// Blocks faster than messages, as GPUs at a low difficulty make them: 12 miners find a block
+/// every 10 ms between them while a message takes 20-200 ms, so most blocks tie. Payments come
+/// in bursts; after each, every node must be on one tip within one announcement round of the
+/// last block, and each payment confirmed once.
+#[test]
+fn sim_at_gpu_speed_ties_settle_on_one_tip_within_one_announcement_round_of_each_quiet_time() {
+    let shape = Shape {
+        nodes: 12,
+        liars: 0,
+        loss: 0.02,
+        groups: 1,
+        partition: (0, 0),
+        pay_until: 60_000,
+        end: 80_000,
+        block_time_per_node: 12.0 * 10.0,
+        latency: (20, 200),
+        pay_every: (20, 120),
+        bursts: Some((2_000, 8_000)),
+    };
+    let sim = run_and_check(shape, seed());
+    assert!(sim.quiet_checks >= 6, "{} quiet times", sim.quiet_checks);
+    let tied = sim.found.values().filter(|n| **n > 1).count();
+    assert!(
+        tied > 10,
+        "only {tied} ties: not the regime this scenario is for"
+    );
 }

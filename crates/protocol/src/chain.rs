@@ -8,7 +8,14 @@
 //! however long the chain and however deep the fork, and a branch found invalid on the way is
 //! dropped with everything built on it while the tip stays. Side blocks are bounded in number
 //! and bytes: past the bound, the side branch tips with the least work go first.
+//!
+//! Fork choice is a strict total order on chains ([`Chain::compare_tips`]): more work wins; of
+//! two chains with equal work, the one whose first block after the fork point has the lower
+//! hash as shown (more leading zeros) wins. So every node holding the same blocks picks the same
+//! tip, whatever order they came in and after a restart, and the choice stays put while both
+//! branches grow (`docs/adr/0005-equal-work-tie-break.md`).
 
+use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -51,6 +58,40 @@ pub enum ChainUpdate {
         /// Blocks that joined it, lowest first.
         connected: Vec<Arc<Block>>,
     },
+}
+
+/// Stale blocks beside the best chain over a range of heights ([`Chain::stale_blocks`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StaleCount {
+    /// Blocks held off the best chain.
+    pub stale: u64,
+    /// Blocks of the best chain.
+    pub best: u64,
+}
+
+/// Heights over which nodes report their stale-block rate.
+pub const STALE_WINDOW: u64 = 1_000;
+/// A stale-block rate above this gets a hint to raise the difficulty.
+pub const STALE_HINT_RATE: f64 = 0.05;
+
+impl StaleCount {
+    /// What to tell the operator when the rate passes [`STALE_HINT_RATE`].
+    pub fn hint(&self) -> Option<&'static str> {
+        (self.rate() > STALE_HINT_RATE).then_some(
+            "many blocks go stale: blocks come faster than announcements reach the other \
+             miners; raise the network's difficulty (mvbc-miner --benchmark suggests one)",
+        )
+    }
+
+    /// Stale blocks as a share of all blocks seen (0 with none).
+    pub fn rate(&self) -> f64 {
+        let all = self.stale + self.best;
+        if all == 0 {
+            0.0
+        } else {
+            self.stale as f64 / all as f64
+        }
+    }
 }
 
 /// Why a block was not added.
@@ -172,6 +213,23 @@ impl Chain {
         self.side.len()
     }
 
+    /// Stale blocks among the last `window` heights: side blocks this node holds there (blocks
+    /// that lost a tie, or were reorged out), beside the best chain's blocks there. A network
+    /// whose difficulty is low for its hash rate shows it here first.
+    pub fn stale_blocks(&self, window: u64) -> StaleCount {
+        let height = self.height();
+        let from = height.saturating_sub(window) + 1;
+        let stale = self
+            .side
+            .iter()
+            .filter(|h| (from..=height).contains(&self.tree[*h].block.header.height))
+            .count() as u64;
+        StaleCount {
+            stale,
+            best: height + 1 - from,
+        }
+    }
+
     /// How many times a block was applied to or undone from the ledger since this chain was
     /// made: the work that grows with the depth of a fork, for tests and benchmarks.
     pub fn ledger_moves(&self) -> u64 {
@@ -263,8 +321,8 @@ impl Chain {
     /// is checked on its own and kept on its side branch; when that branch has strictly more
     /// work than the best chain, the tip moves there, checking each of its blocks against the
     /// ledger on the way. If one fails, the tip stays where it was, and that block and every
-    /// block built on it are dropped and remembered as invalid. Of two equal chains the first
-    /// seen stays.
+    /// block built on it are dropped and remembered as invalid. Of two chains with equal work,
+    /// the one [`Chain::compare_tips`] prefers wins, whichever came first.
     pub fn add_block(&mut self, block: Block, now: u64) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
         if self.tree.contains_key(&hash) {
@@ -307,7 +365,8 @@ impl Chain {
         }
         self.side.insert(hash);
         self.side_bytes += encoded_len;
-        if chain_work <= self.chain_work() {
+        let beats_tip = self.compare_tips(&hash, &self.tip_hash()) == Some(Ordering::Greater);
+        if !beats_tip {
             self.prune_side();
             return Ok(ChainUpdate::SideBranch);
         }
@@ -333,6 +392,43 @@ impl Chain {
                 self.drop_side_subtree(bad);
                 Err(self.reject(bad, error))
             }
+        }
+    }
+
+    /// Fork choice between two blocks of the tree as chain tips: `Greater` when the chain
+    /// ending in `a` is preferred to the one ending in `b`, `Equal` only when they are the same
+    /// block, `None` when the tree lacks either. More work wins; on equal work, the chain whose
+    /// first block after the fork point has the lower hash as shown ([`Hash256::cmp_shown`]).
+    /// Costs a walk from each tip to the fork point, and only on equal work.
+    pub fn compare_tips(&self, a: &Hash256, b: &Hash256) -> Option<Ordering> {
+        let (entry_a, entry_b) = (self.tree.get(a)?, self.tree.get(b)?);
+        let by_work = entry_a.chain_work.cmp(&entry_b.chain_work);
+        if by_work != Ordering::Equal || a == b {
+            return Some(by_work);
+        }
+        let (first_a, first_b) = self.first_after_fork(*a, *b);
+        // The lower hash is the better chain: reversed, so that better compares Greater.
+        Some(first_b.cmp_shown(&first_a))
+    }
+
+    /// For two different blocks of the tree, neither an ancestor of the other: the first block
+    /// after their fork point on each side. (An ancestor has less work, so equal-work tips
+    /// never are one.)
+    fn first_after_fork(&self, mut a: Hash256, mut b: Hash256) -> (Hash256, Hash256) {
+        let height = |h: &Hash256| self.tree[h].block.header.height;
+        let parent = |h: &Hash256| self.tree[h].block.header.prev_hash;
+        while height(&a) > height(&b) {
+            a = parent(&a);
+        }
+        while height(&b) > height(&a) {
+            b = parent(&b);
+        }
+        loop {
+            let (pa, pb) = (parent(&a), parent(&b));
+            if pa == pb {
+                return (a, b);
+            }
+            (a, b) = (pa, pb);
         }
     }
 

@@ -33,6 +33,13 @@ impl Hash256 {
         bits
     }
 
+    /// Compares two hashes as numbers in the order they are shown (byte-reversed): `Less`
+    /// when `self` is the lower, the one with more leading zeros. Fork choice breaks a tie
+    /// between equal-work chains by this order ([`crate::chain`]).
+    pub fn cmp_shown(&self, other: &Hash256) -> std::cmp::Ordering {
+        self.0.iter().rev().cmp(other.0.iter().rev())
+    }
+
     /// Whether this hash has at least `difficulty` leading zero bits.
     pub fn meets_difficulty(&self, difficulty: u32) -> bool {
         self.leading_zero_bits() >= difficulty
@@ -95,6 +102,20 @@ impl FromStr for Hash256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_compare_as_shown() {
+        let mut low = [0xff; 32];
+        low[31] = 0x00; // shown first: 00ff...ff
+        let mut high = [0x00; 32];
+        high[31] = 0x01; // shown first: 0100...00
+        let (low, high) = (Hash256(low), Hash256(high));
+        assert!(low.to_string() < high.to_string());
+        assert_eq!(low.cmp_shown(&high), std::cmp::Ordering::Less);
+        assert_eq!(high.cmp_shown(&low), std::cmp::Ordering::Greater);
+        assert_eq!(low.cmp_shown(&low), std::cmp::Ordering::Equal);
+        assert!(low.leading_zero_bits() > high.leading_zero_bits());
+    }
 
     #[test]
     fn leading_zero_bits_of_hand_made_digests() {

@@ -39,6 +39,46 @@ pub const IP_DIAL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an address that served new blocks stays proven.
 pub const PROVEN_FOR: Duration = Duration::from_secs(600);
 
+/// What our chain makes of a peer's announced chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Nothing to fetch: less work, or a tip we hold.
+    No,
+    /// As much work as ours, on a tip we have not seen: it may win the tie-break, so fetch it
+    /// and let fork choice decide.
+    Tie,
+    /// More work than ours.
+    More,
+}
+
+/// Our chain, as the judge of what a peer's status offers.
+pub trait Wanted {
+    /// Whether to fetch the chain `status` announces.
+    fn want(&self, status: &Status) -> Want;
+}
+
+/// Only the work counts: a peer with more is wanted, a tie never.
+impl Wanted for u128 {
+    fn want(&self, status: &Status) -> Want {
+        if status.chain_work > *self {
+            Want::More
+        } else {
+            Want::No
+        }
+    }
+}
+
+/// More work is wanted; equal work on a tip the tree lacks is a tie to look at.
+impl Wanted for crate::Chain {
+    fn want(&self, status: &Status) -> Want {
+        match status.chain_work.cmp(&self.chain_work()) {
+            std::cmp::Ordering::Greater => Want::More,
+            std::cmp::Ordering::Equal if !self.contains(&status.tip) => Want::Tie,
+            _ => Want::No,
+        }
+    }
+}
+
 /// One miner heard on the status port.
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -179,31 +219,33 @@ impl PeerBook {
             && self.failed.get(&p.block_server).is_none_or(|t| *t <= now)
     }
 
-    /// The peers announcing more work than `ours` that may be downloaded from at `now`.
-    fn ahead(&self, ours: u128, now: Instant) -> impl Iterator<Item = &Peer> {
+    /// The peers whose chain `ours` wants that may be downloaded from at `now`.
+    fn ahead(&self, ours: &impl Wanted, now: Instant) -> Vec<&Peer> {
         self.peers
             .values()
-            .filter(move |p| p.status.chain_work > ours && self.eligible(p, now))
+            .filter(|p| ours.want(&p.status) != Want::No && self.eligible(p, now))
+            .collect()
     }
 
-    /// The peer announcing the most work, if that is more than `ours` and neither it nor its
-    /// address is passed over at `now`.
-    pub fn best_ahead(&self, ours: u128, now: Instant) -> Option<&Peer> {
+    /// Of the peers whose chain `ours` wants and that are not passed over at `now` (neither
+    /// they nor their address), the one announcing the most work.
+    pub fn best_ahead(&self, ours: &impl Wanted, now: Instant) -> Option<&Peer> {
         // Ties go to the lowest node id: the same choice whatever the map's order.
         self.ahead(ours, now)
+            .into_iter()
             .max_by_key(|p| (p.status.chain_work, std::cmp::Reverse(p.node_id)))
     }
 
-    /// Whom to download from, of the peers ahead of `ours`: a proven address first, then the
-    /// others by how few of their host's addresses failed lately and by the work announced,
-    /// within the dial budget. A `Dial` is counted against the budget.
-    pub fn pick(&mut self, ours: u128, now: Instant) -> Pick {
+    /// Whom to download from, of the peers whose chain `ours` wants: a proven address first,
+    /// then the others by how few of their host's addresses failed lately and by the work
+    /// announced, within the dial budget. A `Dial` is counted against the budget.
+    pub fn pick(&mut self, ours: &impl Wanted, now: Instant) -> Pick {
         self.pick_except(ours, now, &[])
     }
 
     /// [`PeerBook::pick`], passing over the block servers in `busy` (downloads already running
     /// from them).
-    pub fn pick_except(&mut self, ours: u128, now: Instant, busy: &[SocketAddr]) -> Pick {
+    pub fn pick_except(&mut self, ours: &impl Wanted, now: Instant, busy: &[SocketAddr]) -> Pick {
         self.refill(now);
         let mut failures: HashMap<IpAddr, usize> = HashMap::new();
         for (addr, until) in &self.failed {
@@ -213,6 +255,7 @@ impl PeerBook {
         }
         let mut ahead: Vec<&Peer> = self
             .ahead(ours, now)
+            .into_iter()
             .filter(|p| !busy.contains(&p.block_server))
             .collect();
         ahead.sort_by_key(|p| {
@@ -316,7 +359,7 @@ mod tests {
     }
 
     fn dial(book: &mut PeerBook, ours: u128, now: Instant) -> Option<u64> {
-        match book.pick(ours, now) {
+        match book.pick(&ours, now) {
             Pick::Dial(p) => Some(p.node_id),
             _ => None,
         }
@@ -334,18 +377,18 @@ mod tests {
         let mut book = PeerBook::new();
         book.heard(status(1, 10), FROM, now, QUIET);
         book.heard(status(2, 20), FROM, now, QUIET);
-        assert_eq!(book.best_ahead(5, now).unwrap().node_id, 2);
-        let server = book.best_ahead(5, now).unwrap().block_server;
+        assert_eq!(book.best_ahead(&5u128, now).unwrap().node_id, 2);
+        let server = book.best_ahead(&5u128, now).unwrap().block_server;
         assert_eq!(
             server,
             SocketAddr::new(FROM.ip(), 2602),
             "the announced port, at the sender's address"
         );
         book.failed(2, server, now + QUIET);
-        assert_eq!(book.best_ahead(5, now).unwrap().node_id, 1);
-        assert_eq!(book.best_ahead(5, now + QUIET).unwrap().node_id, 2);
+        assert_eq!(book.best_ahead(&5u128, now).unwrap().node_id, 1);
+        assert_eq!(book.best_ahead(&5u128, now + QUIET).unwrap().node_id, 2);
         assert!(
-            book.best_ahead(20, now).is_none(),
+            book.best_ahead(&20u128, now).is_none(),
             "nobody has more than 20"
         );
         assert_eq!(book.best_work(), 20);
@@ -391,17 +434,17 @@ mod tests {
         let now = Instant::now();
         let mut book = PeerBook::new();
         book.heard(status(1, 10), FROM, now, QUIET);
-        let server = book.best_ahead(0, now).unwrap().block_server;
+        let server = book.best_ahead(&0u128, now).unwrap().block_server;
         book.failed(1, server, now + QUIET);
         // Fresh node ids naming the same block server: still passed over.
         for id in [1 + 65_536, 1 + 2 * 65_536] {
             book.heard(status(id, 10 + id as u128), FROM, now, QUIET);
             assert_eq!(SocketAddr::new(FROM.ip(), 2601), server);
         }
-        assert!(book.best_ahead(0, now).is_none());
-        assert!(matches!(book.pick(0, now), Pick::Nothing));
+        assert!(book.best_ahead(&0u128, now).is_none());
+        assert!(matches!(book.pick(&0u128, now), Pick::Nothing));
         assert!(
-            book.best_ahead(0, now + QUIET).is_some(),
+            book.best_ahead(&0u128, now + QUIET).is_some(),
             "until the back-off ends"
         );
     }
@@ -433,7 +476,7 @@ mod tests {
             book.heard(status(id, 10), FROM, start, QUIET);
         }
         assert!(dial(&mut book, 0, start).is_some());
-        assert!(matches!(book.pick(0, start), Pick::Wait(t) if t == start + IP_DIAL_INTERVAL));
+        assert!(matches!(book.pick(&0u128, start), Pick::Wait(t) if t == start + IP_DIAL_INTERVAL));
         assert!(dial(&mut book, 0, start + IP_DIAL_INTERVAL).is_some());
     }
 

@@ -253,17 +253,18 @@ fn the_heavier_branch_wins_and_the_ledger_follows() {
     chain.add_block(a3.clone(), NOW).unwrap();
     assert_eq!(chain.ledger().balance(&addr(1)), coins(1));
 
-    // A competing branch from block 2, mined by key 2: equal work first, so no switch.
-    let b3 = mine_on(
+    // A competing branch from block 2, mined by key 2: equal work, and it loses the
+    // tie-break (a higher hash), so no switch.
+    let b3 = mine_losing_to(
         &fork,
         vec![reward(2, 3), pay(1, 0, 3, 30), pay(2, 1, 1, 31)],
-        5,
+        &a3,
     );
     assert_eq!(
         chain.add_block(b3.clone(), NOW),
         Ok(ChainUpdate::SideBranch)
     );
-    assert_eq!(chain.tip_hash(), a3.hash(), "ties keep the first seen");
+    assert_eq!(chain.tip_hash(), a3.hash(), "the lower hash keeps the tie");
     assert_eq!(
         chain.ledger().balance(&addr(1)),
         coins(1),
@@ -317,11 +318,11 @@ fn abandoned_payments_that_are_still_valid_return_to_the_pool() {
     let fork = chain.block_at(2).unwrap().header;
     let a3 = next_block(&chain, vec![pay(1, 2, 1, 20), pay(2, 0, 1, 21)]);
     let returned: Vec<_> = a3.transactions[1..].iter().map(Transaction::id).collect();
-    chain.add_block(a3, NOW).unwrap();
-    let b3 = mine_on(
+    chain.add_block(a3.clone(), NOW).unwrap();
+    let b3 = mine_losing_to(
         &fork,
         vec![reward(0, 3), pay(0, 1, 1, 40), pay(0, 2, 1, 41)],
-        7,
+        &a3,
     );
     let b4 = mine_on(
         &b3.header,
@@ -344,19 +345,16 @@ fn abandoned_payments_that_are_still_valid_return_to_the_pool() {
 fn a_side_branch_invalid_on_its_own_ledger_is_refused_when_it_would_take_over() {
     let mut chain = funded_chain();
     let fork = chain.block_at(2).unwrap().header;
-    chain
-        .add_block(
-            next_block(&chain, vec![pay(1, 2, 1, 20), pay(2, 0, 1, 21)]),
-            NOW,
-        )
-        .unwrap();
+    let a3 = next_block(&chain, vec![pay(1, 2, 1, 20), pay(2, 0, 1, 21)]);
+    chain.add_block(a3.clone(), NOW).unwrap();
     let tip = chain.tip_hash();
     // On the side branch key 1 only has its 3 coins: paying 3 then 1 overspends there. As a
-    // side block of no more work than the tip it is only checked on its own, and kept.
-    let bad = mine_on(
+    // side block of no more work than the tip, losing the tie-break, it is only checked on
+    // its own, and kept.
+    let bad = mine_losing_to(
         &fork,
         vec![reward(2, 3), pay(1, 0, 3, 50), pay(1, 2, 1, 51)],
-        9,
+        &a3,
     );
     let moves = chain.ledger_moves();
     assert_eq!(

@@ -226,13 +226,13 @@ impl Syncer<'_> {
     /// (One that was passed over after a failed download does not count: a peer that announces
     /// work it cannot serve must not keep `--once` from settling.)
     fn behind(&self) -> bool {
-        self.sync.behind(self.chain.chain_work(), Instant::now())
+        self.sync.behind(&self.chain, Instant::now())
     }
 
     /// Downloads from the miner the peer book picks among those ahead of us, if any; a failure
     /// passes it over a while.
     fn catch_up(&mut self) -> Result<()> {
-        let Some(download) = self.sync.next(self.chain.chain_work(), Instant::now()) else {
+        let Some(download) = self.sync.next(&self.chain, Instant::now()) else {
             return Ok(());
         };
         let (peer, height) = (download.peer, download.announced_height);
@@ -282,7 +282,7 @@ impl Syncer<'_> {
         }
         match self
             .sync
-            .finished(peer, result, self.chain.chain_work(), Instant::now())
+            .finished(peer, result, &self.chain, Instant::now())
         {
             // The store failed: stop, as the miner does; what was stored stays.
             Some(Finished::Ended(e)) if e.store_failed() => return Err(e.into()),

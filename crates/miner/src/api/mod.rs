@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use mvbc_protocol::chain::STALE_WINDOW;
 use mvbc_protocol::net::read_chain;
 use mvbc_protocol::{Address, Block, Chain, Hash256, Payment, Transaction};
 use serde_json::{Value, json};
@@ -204,6 +205,7 @@ impl Api {
         } else {
             "waiting for payments"
         };
+        let stale = chain.stale_blocks(STALE_WINDOW);
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "height": chain.height(),
@@ -222,6 +224,13 @@ impl Api {
             "downloads": state.downloads,
             "dropped_messages": state.dropped,
             "refused_payments": state.refused,
+            "stale_blocks": {
+                "window": STALE_WINDOW,
+                "stale": stale.stale,
+                "best": stale.best,
+                "rate": stale.rate(),
+                "hint": stale.hint(),
+            },
             "uptime_seconds": self.started.elapsed().as_secs(),
         })
     }

@@ -77,3 +77,12 @@ pub fn reseal(mut block: Block) -> Block {
     solve(&mut block.header);
     block
 }
+
+/// A block on `parent` with `txs` that loses the equal-work tie-break to `rival` (its hash,
+/// as shown, is higher): a side block that must not take the tip on its own.
+pub fn mine_losing_to(parent: &BlockHeader, txs: Vec<Transaction>, rival: &Block) -> Block {
+    (0..)
+        .map(|salt| mine_on(parent, txs.clone(), salt))
+        .find(|b| b.hash().cmp_shown(&rival.hash()) == std::cmp::Ordering::Greater)
+        .expect("half of all blocks lose")
+}
