@@ -20,7 +20,7 @@ use procs::*;
 use tempfile::tempdir;
 
 /// Bursts of payments, each followed by quiet.
-const BURSTS: usize = 5;
+const BURSTS: usize = 10;
 /// Payments per burst, one block each (`block_size = 2`).
 const PER_BURST: usize = 3;
 /// How long one tip may take to appear once the payments are mined: ten status intervals of

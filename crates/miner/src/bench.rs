@@ -42,6 +42,61 @@ pub struct BenchReport {
     /// For several devices measured together: each device's part.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<DeviceReport>>,
+    /// What this rate means for the network's difficulty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<BlockAdvice>,
+}
+
+/// What a measured hash rate means for a network's difficulty
+/// (`docs/adr/0006-fixed-difficulty-per-network.md`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BlockAdvice {
+    /// The configured difficulty.
+    pub difficulty: u32,
+    /// Expected seconds per block at it, on this device alone.
+    pub seconds_per_block: f64,
+    /// Devices like this one in the network.
+    pub network_devices: u32,
+    /// Propagation delay of a block announcement, in milliseconds.
+    pub delay_ms: f64,
+    /// The chance that a block ties with a rival's at the configured difficulty.
+    pub tie_chance: f64,
+    /// The lowest difficulty that keeps ties under 1% for that network.
+    pub tie_free_difficulty: u32,
+}
+
+/// Expected seconds for `rate` hashes a second to find a block at `difficulty` (2^D hashes).
+pub fn seconds_per_block(difficulty: u32, rate: f64) -> f64 {
+    2f64.powi(difficulty.min(255) as i32) / rate.max(f64::MIN_POSITIVE)
+}
+
+/// The chance that a rival hashing at `rival_rate` also finds a block while one is being
+/// announced (`delay` seconds): 1 - e^(-delay x rival rate / 2^D).
+pub fn tie_chance(difficulty: u32, delay: f64, rival_rate: f64) -> f64 {
+    1.0 - (-delay * rival_rate / 2f64.powi(difficulty.min(255) as i32)).exp()
+}
+
+/// The lowest difficulty D with 2^D >= 100 x `delay` x `total_rate`: ties under about 1%.
+pub fn tie_free_difficulty(delay: f64, total_rate: f64) -> u32 {
+    let needed = (100.0 * delay * total_rate).max(1.0);
+    needed.log2().ceil() as u32
+}
+
+impl BlockAdvice {
+    /// The advice for a device hashing at `rate`, at `difficulty`, in a network of
+    /// `network_devices` such devices whose announcements take `delay_ms`.
+    pub fn new(rate: f64, difficulty: u32, network_devices: u32, delay_ms: f64) -> BlockAdvice {
+        let delay = delay_ms / 1_000.0;
+        let total = rate * f64::from(network_devices.max(1));
+        BlockAdvice {
+            difficulty,
+            seconds_per_block: seconds_per_block(difficulty, rate),
+            network_devices,
+            delay_ms,
+            tie_chance: tie_chance(difficulty, delay, total - rate),
+            tie_free_difficulty: tie_free_difficulty(delay, total),
+        }
+    }
 }
 
 /// One device's part of a run of several devices together.
@@ -100,6 +155,7 @@ pub fn measure(
                 .collect()
         }),
         devices: None,
+        blocks: None,
     })
 }
 
@@ -177,6 +233,25 @@ mod tests {
         for k in crate::cpu::Kernel::ALL {
             assert_eq!(kernels.contains_key(k.key()), k.is_available(), "{k:?}");
         }
+    }
+
+    #[test]
+    fn difficulty_advice_follows_the_tie_formula() {
+        // One 10 GH/s GPU at difficulty 28: 2^28 / 1e10 = 26.8 ms a block.
+        let one = BlockAdvice::new(1e10, 28, 1, 15.0);
+        assert!((one.seconds_per_block - 0.026_843_5).abs() < 1e-6);
+        assert_eq!(one.tie_chance, 0.0, "no rival");
+        // 100 x 15 ms x 10 GH/s = 1.5e10 hashes: 2^34 = 1.7e10 is the first power above.
+        assert_eq!(one.tie_free_difficulty, 34);
+        // Two such GPUs: a rival at 10 GH/s ties about 43% of blocks (issue 19).
+        let two = BlockAdvice::new(1e10, 28, 2, 15.0);
+        assert!((two.tie_chance - 0.4278).abs() < 1e-3, "{}", two.tie_chance);
+        assert_eq!(two.tie_free_difficulty, 35);
+        // At the lowest difficulty it names, ties stay under 1%.
+        let d = two.tie_free_difficulty;
+        assert!(tie_chance(d, 0.015, 2e10) < 0.01);
+        assert!(tie_chance(d - 1, 0.015, 2e10) > tie_chance(d, 0.015, 2e10));
+        assert_eq!(tie_free_difficulty(0.0, 0.0), 0);
     }
 
     #[test]

@@ -74,6 +74,26 @@ struct Cli {
     /// Print one JSON object per engine instead of a line of text.
     #[arg(long, requires = "benchmark")]
     json: bool,
+    /// For the benchmark's difficulty advice: devices like the one measured in the network.
+    #[arg(long, requires = "benchmark", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    network_devices: u32,
+    /// For the benchmark's difficulty advice: how long a block announcement takes to reach the
+    /// other miners, in milliseconds (about 15 on a LAN, 200 across the internet).
+    #[arg(long, requires = "benchmark", default_value_t = 15.0, value_parser = parse_delay)]
+    delay_ms: f64,
+}
+
+/// A propagation delay: 0.1 ms to one minute.
+fn parse_delay(s: &str) -> Result<f64, String> {
+    let ms: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of milliseconds: {s:?}"))?;
+    if (0.1..=60_000.0).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(format!("{ms} ms is outside 0.1 to 60000"))
+    }
 }
 
 /// A benchmark length: 0.5 s to one hour.
@@ -279,6 +299,15 @@ fn measured_kernels() -> String {
 /// `--benchmark`: every device `--device` names, one after the other, then, when there are
 /// several, all of them together.
 fn benchmark(cli: &Cli) -> Result<ExitCode> {
+    let difficulty = cli.args.load_config()?.difficulty;
+    let advise = |report: &mut BenchReport| {
+        report.blocks = Some(bench::BlockAdvice::new(
+            report.hashes_per_second,
+            difficulty,
+            cli.network_devices,
+            cli.delay_ms,
+        ));
+    };
     let mut selection = select_engines(cli)?;
     if let Some(note) = &selection.note {
         eprintln!("Devices: {note}");
@@ -286,7 +315,8 @@ fn benchmark(cli: &Cli) -> Result<ExitCode> {
     let seconds = Duration::from_secs_f64(cli.seconds);
     let mut alone = Vec::new();
     for engine in &mut selection.engines {
-        let report = measure_one(engine.as_mut(), seconds)?;
+        let mut report = measure_one(engine.as_mut(), seconds)?;
+        advise(&mut report);
         print_report(&report, cli.json)?;
         alone.push(report);
     }
@@ -323,7 +353,15 @@ fn benchmark(cli: &Cli) -> Result<ExitCode> {
                 .collect(),
         );
         all_verified &= total.verified;
+        advise(&mut total);
         print_report(&total, cli.json)?;
+    }
+    if !cli.json {
+        let fastest = alone
+            .iter()
+            .map(|r| r.hashes_per_second)
+            .fold(0.0, f64::max);
+        print_advice(fastest, difficulty, cli.network_devices, cli.delay_ms);
     }
     Ok(if all_verified {
         ExitCode::SUCCESS
@@ -375,6 +413,45 @@ fn print_report(r: &BenchReport, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the measured rate means for the network's difficulty: time per block, the tie chance,
+/// and the lowest difficulty that keeps ties under 1% for a few networks of such devices.
+fn print_advice(rate: f64, difficulty: u32, devices: u32, delay_ms: f64) {
+    let here = bench::BlockAdvice::new(rate, difficulty, devices, delay_ms);
+    let time = |d: u32| {
+        let s = bench::seconds_per_block(d, rate);
+        if s < 1.0 {
+            format!("{:.1} ms", s * 1_000.0)
+        } else {
+            format!("{s:.1} s")
+        }
+    };
+    println!(
+        "At difficulty {difficulty} (this configuration): a block every {} on this device \
+         alone; with {devices} such device{} and {delay_ms} ms announcements, {:.1}% of blocks \
+         tie",
+        time(difficulty),
+        if devices == 1 { "" } else { "s" },
+        100.0 * here.tie_chance
+    );
+    println!("Lowest difficulty for ties under 1% (2^D >= 100 x delay x total rate):");
+    let mut rows = vec![
+        (1, 15.0, "1 device, LAN"),
+        (4, 15.0, "4 devices, LAN"),
+        (1, 200.0, "1 device, internet"),
+    ];
+    if !rows.iter().any(|(n, d, _)| *n == devices && *d == delay_ms) {
+        rows.insert(0, (devices, delay_ms, "as given"));
+    }
+    for (n, d, label) in rows {
+        let advice = bench::BlockAdvice::new(rate, difficulty, n, d);
+        let at = advice.tie_free_difficulty;
+        println!(
+            "  {label:<20} {n:>4} x {d:>6} ms: difficulty {at} (a block every {} on one device)",
+            time(at)
+        );
+    }
 }
 
 /// Loads `mining_rewards.pem`, creating it on first start.

@@ -23,6 +23,12 @@ fn benchmark_json_has_one_object_per_engine_with_the_documented_keys() {
             "--seconds",
             "0.5",
             "--json",
+            "--network-devices",
+            "4",
+            "--delay-ms",
+            "200",
+            "-s",
+            "difficulty=30",
         ],
         &[],
     );
@@ -51,6 +57,19 @@ fn benchmark_json_has_one_object_per_engine_with_the_documented_keys() {
     assert_eq!(v["verified"], true);
     assert!(v["hashes"].as_u64().unwrap() > 0);
     assert!(v["seconds"].as_f64().unwrap() >= 0.5);
+    // What the rate means for the difficulty, from the rate just measured.
+    let blocks = &v["blocks"];
+    let rate = v["hashes_per_second"].as_f64().unwrap();
+    assert_eq!(blocks["difficulty"], 30, "{v}");
+    assert_eq!(blocks["network_devices"], 4);
+    assert_eq!(blocks["delay_ms"], 200.0);
+    let per_block = blocks["seconds_per_block"].as_f64().unwrap();
+    assert!((per_block * rate / 2f64.powi(30) - 1.0).abs() < 1e-9, "{v}");
+    let d = blocks["tie_free_difficulty"].as_u64().unwrap() as i32;
+    let needed = 100.0 * 0.2 * 4.0 * rate;
+    assert!(2f64.powi(d) >= needed && 2f64.powi(d - 1) < needed, "{v}");
+    let tie = blocks["tie_chance"].as_f64().unwrap();
+    assert!(tie > 0.0 && tie < 1.0, "{v}");
 }
 
 #[test]
