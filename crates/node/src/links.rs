@@ -354,7 +354,10 @@ impl Links {
     /// A link came up (after [`Links::admit`] for an inbound one). Between two nodes, the link
     /// dialled by the lower node id is the one kept, so both ends keep the same one: returns
     /// the new link's id and, if this one replaces an older link to the same node, that one's
-    /// id, to close; or why it is refused.
+    /// id, to close; or why it is refused. Node ids are public, so only a link at the same
+    /// address counts as the same node: one claiming a linked id from another address is
+    /// another peer, kept beside it (within the inbound caps), and never displaces it or keeps
+    /// it out (a squatter cannot cut a node off from an honest peer).
     pub fn up(
         &mut self,
         addr: SocketAddr,
@@ -377,7 +380,8 @@ impl Links {
         }
         let dialer = |outbound: bool| if outbound { self.node_id } else { node_id };
         let mut replaced = None;
-        if let Some((old, link)) = self.links.iter().find(|(_, l)| l.node_id == node_id) {
+        let same = |l: &Link| l.node_id == node_id && l.addr == addr;
+        if let Some((old, link)) = self.links.iter().find(|(_, l)| same(l)) {
             if dialer(link.outbound) <= dialer(outbound) {
                 return Err(Refused::Duplicate);
             }
@@ -851,6 +855,29 @@ mod tests {
         assert_eq!(replaced, Some(high_out));
         assert!(low.get(low_out).is_some() && high.get(kept).is_some());
         assert_eq!(low.up(addr(1), true, 3, t0), Err(Refused::Itself));
+    }
+
+    #[test]
+    fn a_link_claiming_a_linked_node_id_from_another_address_never_displaces_it() {
+        let t0 = Instant::now();
+        // Node 8 keeps a link to node 3 at addr(3), which it dialled.
+        let mut l = Links::new(8, &[addr(3)], &[], t0);
+        let (real, _) = l.up(addr(3), true, 3, t0).unwrap();
+        // A squatter at addr(66) says hello as node 3: the lower id, whose dial would win.
+        let (squat, replaced) = l.up(addr(66), false, 3, t0).unwrap();
+        assert_eq!(replaced, None, "the real link is not displaced");
+        assert!(l.get(real).is_some() && l.get(squat).is_some());
+        // The real node 3 dialling in from its own address still settles as before.
+        let (kept, replaced) = l.up(addr(3), false, 3, t0).unwrap();
+        assert_eq!(replaced, Some(real));
+        assert!(l.get(kept).is_some());
+        // And a squatter that came first does not keep the real node out: node 3's own link
+        // comes up beside it.
+        let mut l = Links::new(8, &[], &[], t0);
+        let (squat, _) = l.up(addr(66), false, 3, t0).unwrap();
+        let (own, replaced) = l.up(addr(3), false, 3, t0).unwrap();
+        assert_eq!(replaced, None);
+        assert!(l.get(squat).is_some() && l.get(own).is_some());
     }
 
     #[test]

@@ -65,6 +65,31 @@ impl DownloadError {
         }
     }
 
+    /// Whether the claim that led to this download is found false: the peer answered with a
+    /// branch short of the work it announced, a bad header or block, or a reply of the wrong
+    /// shape; or nothing listens at the block server the status named (a status under someone
+    /// else's node id names any port). A connection that timed out proves nothing: the peer
+    /// may only be busy.
+    pub fn is_lie(&self) -> bool {
+        match self {
+            DownloadError::ShortOfWork { .. } => true,
+            DownloadError::Fetch(e) => match e {
+                FetchError::Connect { source, .. } => {
+                    source.kind() == std::io::ErrorKind::ConnectionRefused
+                }
+                FetchError::Refused(_) => self
+                    .apply_error()
+                    .is_some_and(|a| matches!(a, ApplyError::Refused(_))),
+                FetchError::LightBranch { .. }
+                | FetchError::BadHeader { .. }
+                | FetchError::WrongReply { .. }
+                | FetchError::TooMany { .. }
+                | FetchError::Unlinked { .. } => true,
+                _ => false,
+            },
+        }
+    }
+
     /// Whether our own store failed to take a block (the caller must stop).
     pub fn store_failed(&self) -> bool {
         matches!(self.apply_error(), Some(ApplyError::Store { .. }))
@@ -326,7 +351,7 @@ impl SyncManager {
             Err(e @ DownloadError::ShortOfWork { .. }) if others_running => Finished::Ended(e),
             Err(e) => {
                 let until = now + self.role.peer_backoff;
-                self.peers.failed(download.node_id, download.peer, until);
+                self.peers.failed(download.peer, until);
                 Finished::Failed(e, until)
             }
         })
@@ -560,5 +585,21 @@ mod tests {
         sync.heard(status(3, 7, 14), host(3), t0);
         assert!(sync.next(&10u128, t0).is_some());
         assert!(sync.next(&10u128, t0 + Duration::from_secs(2)).is_none());
+    }
+}
+#[cfg(test)]
+mod lie_tests {
+    use super::*;
+
+    #[test]
+    fn nothing_listening_at_the_named_block_server_is_a_lie_a_busy_one_is_not() {
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let source = std::net::TcpStream::connect(peer).unwrap_err();
+        let e = DownloadError::from(FetchError::Connect { peer, source });
+        assert!(e.is_lie());
+        let source = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let e = DownloadError::from(FetchError::Connect { peer, source });
+        assert!(!e.is_lie());
+        assert!(DownloadError::ShortOfWork { blocks: 0 }.is_lie());
     }
 }

@@ -8,8 +8,10 @@
 //!   forgetting a peer heard only once (the least recently heard first) before one heard again
 //!   and again: a flood of statuses from fresh node ids can neither fill the book nor push out
 //!   the peers that keep announcing, and a newcomer always gets in.
-//! - A failed download passes over the block server's address, whatever node id announces it
-//!   next, as well as the node.
+//! - Peers are kept **by block server address** (the status's source IP with the port it
+//!   names), never by node id alone: node ids are public, so anyone can announce under one. A
+//!   status under an honest node's id from another address is another entry; a failed download
+//!   passes over the address that failed, never an id another address used.
 //! - An address that served new blocks lately is "proven" and comes first; the others are
 //!   dialled at most [`DIAL_RATE`] a second in all (after a burst of [`DIAL_BURST`]), at most
 //!   once per [`IP_DIAL_INTERVAL`] per host, hosts with fewer recent failures first.
@@ -107,10 +109,10 @@ pub enum Pick {
     Nothing,
 }
 
-/// The peers heard lately, by node id, and what their addresses did.
+/// The peers heard lately, by block server address, and what their addresses did.
 #[derive(Debug)]
 pub struct PeerBook {
-    peers: HashMap<u64, Peer>,
+    peers: HashMap<SocketAddr, Peer>,
     /// Block servers passed over after a failed download, until when.
     failed: HashMap<SocketAddr, Instant>,
     /// Block servers that served new blocks, and when they last did.
@@ -154,12 +156,14 @@ impl PeerBook {
         self.peers.is_empty()
     }
 
-    /// Records a status heard from `from` at `now`. A new node makes room if needed: in place
-    /// of its host's least recently heard peer when the host has [`MAX_PEERS_PER_HOST`]; when
-    /// the book is full, of peers quiet for `quiet`, or else of the peer heard only once least
-    /// recently, or else of the peer heard least recently.
+    /// Records a status heard from `from` at `now`, under the block server it names (`from`'s
+    /// IP, the status's port). A new address makes room if needed: in place of its host's least
+    /// recently heard peer when the host has [`MAX_PEERS_PER_HOST`]; when the book is full, of
+    /// peers quiet for `quiet`, or else of the peer heard only once least recently, or else of
+    /// the peer heard least recently.
     pub fn heard(&mut self, status: Status, from: SocketAddr, now: Instant, quiet: Duration) {
-        if !self.peers.contains_key(&status.node_id) {
+        let block_server = SocketAddr::new(from.ip(), status.block_server_port);
+        if !self.peers.contains_key(&block_server) {
             let host = from.ip();
             let same_host = self
                 .peers
@@ -175,8 +179,7 @@ impl PeerBook {
                 }
             }
         }
-        let block_server = SocketAddr::new(from.ip(), status.block_server_port);
-        let peer = self.peers.entry(status.node_id).or_insert(Peer {
+        let peer = self.peers.entry(block_server).or_insert(Peer {
             node_id: status.node_id,
             block_server,
             status,
@@ -184,7 +187,7 @@ impl PeerBook {
             times_heard: 0,
             backoff_until: None,
         });
-        peer.block_server = block_server;
+        peer.node_id = status.node_id;
         peer.status = status;
         peer.last_seen = now;
         peer.times_heard = peer.times_heard.saturating_add(1);
@@ -196,9 +199,9 @@ impl PeerBook {
             .peers
             .values()
             .filter(|p| pick(p))
-            .min_by_key(|p| (p.last_seen, p.node_id))
-            .map(|p| p.node_id);
-        oldest.is_some_and(|id| self.peers.remove(&id).is_some())
+            .min_by_key(|p| (p.last_seen, p.block_server))
+            .map(|p| p.block_server);
+        oldest.is_some_and(|addr| self.peers.remove(&addr).is_some())
     }
 
     /// Forgets peers not heard for `quiet`, and what expired about addresses.
@@ -230,10 +233,10 @@ impl PeerBook {
     /// Of the peers whose chain `ours` wants and that are not passed over at `now` (neither
     /// they nor their address), the one announcing the most work.
     pub fn best_ahead(&self, ours: &impl Wanted, now: Instant) -> Option<&Peer> {
-        // Ties go to the lowest node id: the same choice whatever the map's order.
+        // Ties go to the lowest address: the same choice whatever the map's order.
         self.ahead(ours, now)
             .into_iter()
-            .max_by_key(|p| (p.status.chain_work, std::cmp::Reverse(p.node_id)))
+            .max_by_key(|p| (p.status.chain_work, std::cmp::Reverse(p.block_server)))
     }
 
     /// Whom to download from, of the peers whose chain `ours` wants: a proven address first,
@@ -263,7 +266,7 @@ impl PeerBook {
                 !self.is_proven(&p.block_server, now),
                 failures.get(&p.block_server.ip()).copied().unwrap_or(0),
                 std::cmp::Reverse(p.status.chain_work),
-                p.node_id,
+                p.block_server,
             )
         });
         // When the dial budget next has a dial for an address not proven.
@@ -308,10 +311,10 @@ impl PeerBook {
             .unwrap_or(0)
     }
 
-    /// A download from `node_id` at `block_server` failed: both are passed over until
-    /// `until`, the address whatever node id names it next.
-    pub fn failed(&mut self, node_id: u64, block_server: SocketAddr, until: Instant) {
-        if let Some(p) = self.peers.get_mut(&node_id) {
+    /// A download from `block_server` failed: that address is passed over until `until`,
+    /// whatever node id names it next. The node id is not blamed: anyone may announce under it.
+    pub fn failed(&mut self, block_server: SocketAddr, until: Instant) {
+        if let Some(p) = self.peers.get_mut(&block_server) {
             p.backoff_until = Some(until);
         }
         bounded_insert(&mut self.failed, block_server, until);
@@ -358,6 +361,43 @@ mod tests {
         SocketAddr::from(([10, 0, 0, host], 40000))
     }
 
+    fn has(book: &PeerBook, node_id: u64) -> bool {
+        book.iter().any(|p| p.node_id == node_id)
+    }
+
+    fn server_of(book: &PeerBook, node_id: u64) -> SocketAddr {
+        book.iter()
+            .find(|p| p.node_id == node_id)
+            .map(|p| p.block_server)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_status_under_a_borrowed_node_id_neither_replaces_nor_blames_the_honest_peer() {
+        let now = Instant::now();
+        let mut book = PeerBook::new();
+        // The honest miner, node id 1, serves on 10.0.0.1:2601.
+        book.heard(status(1, 10), from_host(1), now, QUIET);
+        let honest = server_of(&book, 1);
+        // An attacker announces under id 1, more work, a port where nothing listens.
+        let mut forged = status(1, 1_000);
+        forged.block_server_port = 9;
+        for _ in 0..20 {
+            book.heard(forged, from_host(66), now, QUIET);
+        }
+        assert_eq!(book.len(), 2, "two addresses, two entries");
+        let first = book.best_ahead(&0u128, now).unwrap().block_server;
+        assert_eq!(first, SocketAddr::new(from_host(66).ip(), 9));
+        // Its download fails: that address is passed over, the honest one is next at once.
+        book.failed(first, now + QUIET);
+        let next = book.best_ahead(&0u128, now).unwrap();
+        assert_eq!(next.block_server, honest);
+        assert_eq!(next.status.chain_work, 10);
+        // More forged statuses change nothing for the honest entry.
+        book.heard(forged, from_host(66), now, QUIET);
+        assert_eq!(book.best_ahead(&0u128, now).unwrap().block_server, honest);
+    }
+
     fn dial(book: &mut PeerBook, ours: u128, now: Instant) -> Option<u64> {
         match book.pick(&ours, now) {
             Pick::Dial(p) => Some(p.node_id),
@@ -384,7 +424,7 @@ mod tests {
             SocketAddr::new(FROM.ip(), 2602),
             "the announced port, at the sender's address"
         );
-        book.failed(2, server, now + QUIET);
+        book.failed(server, now + QUIET);
         assert_eq!(book.best_ahead(&5u128, now).unwrap().node_id, 1);
         assert_eq!(book.best_ahead(&5u128, now + QUIET).unwrap().node_id, 2);
         assert!(
@@ -421,11 +461,11 @@ mod tests {
             );
         }
         assert_eq!(book.len(), MAX_PEERS);
-        assert!((0..10).all(|id| book.peers.contains_key(&id)));
+        assert!((0..10).all(|id| has(&book, id)));
         // A newcomer still gets in, in place of the flood's oldest.
         let now = start + Duration::from_secs(5);
         book.heard(status(9_999, 1), from_host(250), now, QUIET);
-        assert!(book.peers.contains_key(&9_999));
+        assert!(has(&book, 9_999));
         assert_eq!(book.len(), MAX_PEERS);
     }
 
@@ -435,7 +475,7 @@ mod tests {
         let mut book = PeerBook::new();
         book.heard(status(1, 10), FROM, now, QUIET);
         let server = book.best_ahead(&0u128, now).unwrap().block_server;
-        book.failed(1, server, now + QUIET);
+        book.failed(server, now + QUIET);
         // Fresh node ids naming the same block server: still passed over.
         for id in [1 + 65_536, 1 + 2 * 65_536] {
             book.heard(status(id, 10 + id as u128), FROM, now, QUIET);
@@ -462,8 +502,8 @@ mod tests {
         while now < start + Duration::from_secs(10) {
             while let Some(id) = dial(&mut book, 0, now) {
                 dials += 1;
-                let server = book.peers[&id].block_server;
-                book.failed(id, server, now + QUIET);
+                let server = server_of(&book, id);
+                book.failed(server, now + QUIET);
             }
             now += Duration::from_millis(10);
         }
@@ -488,18 +528,18 @@ mod tests {
         book.heard(status(2, 100), from_host(1), now, QUIET);
         book.heard(status(3, 50), from_host(2), now, QUIET);
         book.heard(status(4, 20), from_host(3), now, QUIET);
-        let host1 = book.peers[&1].block_server;
-        book.failed(1, host1, now + QUIET);
+        let host1 = server_of(&book, 1);
+        book.failed(host1, now + QUIET);
         // Host 1 failed once: host 2 comes before it, though node 2 announces more work.
         assert_eq!(dial(&mut book, 0, now), Some(3));
         // Node 4 served us before: it comes first, and as often as needed.
-        let host3 = book.peers[&4].block_server;
+        let host3 = server_of(&book, 4);
         book.served(host3, now);
         for _ in 0..10 {
             assert_eq!(dial(&mut book, 0, now), Some(4));
         }
         // Once it fails, it is no longer proven.
-        book.failed(4, host3, now + QUIET);
+        book.failed(host3, now + QUIET);
         assert_ne!(dial(&mut book, 0, now), Some(4));
     }
 }

@@ -145,6 +145,15 @@ fn main() -> ExitCode {
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Stopped short of the best chain heard: its own words, and 130 for Ctrl-C as shells
+        // report SIGINT.
+        Err(e) if e.downcast_ref::<sync::Unfinished>().is_some() => {
+            eprintln!("{e}");
+            match e.downcast_ref::<sync::Unfinished>() {
+                Some(u) if u.interrupted => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            }
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

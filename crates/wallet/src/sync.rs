@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mvbc_node::apply;
 use mvbc_node::sync::{Finished, Role, SyncManager};
-use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel};
+use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel, Progress};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{BlockHeader, Chain, Config, Hash256, Payment, unix_now};
@@ -34,10 +34,25 @@ const PROGRESS_FROM_BLOCKS: u64 = 50;
 pub struct SyncOptions {
     /// Stop once synced to the best chain heard.
     pub once: bool,
-    /// How long `--once` may take.
+    /// How long `--once` may wait for a first answer, or for progress after it.
     pub timeout: Duration,
     /// Print the final report as JSON.
     pub json: bool,
+}
+
+/// `sync` stopped short of the best chain a peer announced: Ctrl-C, or `--once` waited its
+/// timeout with no progress. The wallet exits non-zero (130 for Ctrl-C); what was stored stays.
+#[derive(Debug, thiserror::Error)]
+#[error("{} at height {height} of best heard {best}{why}", if *.interrupted { "Interrupted" } else { "Timed out" })]
+pub struct Unfinished {
+    /// Ctrl-C (else a timeout).
+    pub interrupted: bool,
+    /// Our height.
+    pub height: u64,
+    /// The height of the most-work chain a peer announced and was not caught lying about.
+    pub best: u64,
+    /// What went wrong last, if anything.
+    pub why: String,
 }
 
 struct Syncer<'a> {
@@ -52,6 +67,13 @@ struct Syncer<'a> {
     quiet: bool,
     /// Pending payments seen confirmed in this run (to report each change once).
     confirmed: HashSet<Hash256>,
+    /// Pushed back whenever new blocks arrive (`--once` gives up when it runs out).
+    progress: Progress,
+    /// Block servers caught lying (a branch short of what they announced, invalid blocks):
+    /// what they announce is not the best heard.
+    liars: HashSet<SocketAddr>,
+    /// Why the last download failed, for the final word.
+    last_failure: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -92,9 +114,10 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
 
     let started = Instant::now();
+    let progress = Progress::new(options.timeout);
     let mut cancel = Cancel::never().on(stop.clone());
     if options.once {
-        cancel = cancel.until(started + options.timeout);
+        cancel = cancel.idle(progress.clone());
     }
     let mut s = Syncer {
         chain: loaded.chain,
@@ -105,6 +128,9 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         cancel,
         quiet: options.json,
         confirmed: HashSet::new(),
+        progress: progress.clone(),
+        liars: HashSet::new(),
+        last_failure: None,
     };
     let mut whom = vec![format!(
         "listening for miners on UDP {}",
@@ -127,14 +153,17 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
     let dropped = net::Dropped::default();
     loop {
         if stop.load(Ordering::Relaxed) {
+            if s.short_of_best() {
+                return Err(s.unfinished(true).into());
+            }
             break;
         }
         let now = Instant::now();
         if options.once {
-            if first_heard.is_some_and(|t| now - t >= SETTLE) && !s.behind() {
+            if first_heard.is_some_and(|t| now - t >= SETTLE) && !s.behind() && !s.short_of_best() {
                 break;
             }
-            if now - started >= options.timeout {
+            if progress.expired() {
                 if first_heard.is_none() {
                     let peers = if s.outbox.peers().is_empty() {
                         ""
@@ -151,11 +180,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
                             .map_or("\"\"".to_string(), |a| a.to_string())
                     );
                 }
-                bail!(
-                    "could not download the best chain within {:.0} s; stopped at height {}",
-                    options.timeout.as_secs_f64(),
-                    s.chain.height()
-                );
+                return Err(s.unfinished(false).into());
             }
         } else if now >= next_rebroadcast {
             s.rebroadcast()?;
@@ -170,7 +195,10 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         if !s.outbox.peers().is_empty() && now >= next_peer_ask {
             let cancel = s.cancel.clone();
             for (status, at) in s.outbox.statuses(&cancel) {
-                first_heard.get_or_insert_with(Instant::now);
+                if first_heard.is_none() {
+                    first_heard = Some(Instant::now());
+                    progress.made();
+                }
                 s.heard(status, at);
             }
             next_peer_ask = Instant::now()
@@ -183,7 +211,10 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         if let Some((from, datagram)) = net::recv_datagram(&socket) {
             match datagram {
                 Ok(Datagram::Status(status)) => {
-                    first_heard.get_or_insert_with(Instant::now);
+                    if first_heard.is_none() {
+                        first_heard = Some(Instant::now());
+                        progress.made();
+                    }
                     s.heard(status, from);
                 }
                 Ok(_) => {}
@@ -222,6 +253,37 @@ impl Syncer<'_> {
         self.sync.heard(status, from, Instant::now());
     }
 
+    /// The most-work status heard from an address not caught lying.
+    fn best_heard(&self) -> Option<&Status> {
+        self.sync
+            .peers()
+            .iter()
+            .filter(|p| !self.liars.contains(&p.block_server))
+            .map(|p| &p.status)
+            .max_by_key(|s| s.chain_work)
+    }
+
+    /// Whether a peer not caught lying announced more work than our chain has, even one passed
+    /// over for now after a failed download: `--once` tries it again after its back-off.
+    fn short_of_best(&self) -> bool {
+        self.best_heard()
+            .is_some_and(|s| s.chain_work > self.chain.chain_work())
+    }
+
+    fn unfinished(&self, interrupted: bool) -> Unfinished {
+        Unfinished {
+            interrupted,
+            height: self.chain.height(),
+            best: self
+                .best_heard()
+                .map_or(self.chain.height(), |s| s.height.max(self.chain.height())),
+            why: self
+                .last_failure
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (last download: {e})")),
+        }
+    }
+
     /// Whether some miner announced more work than our chain has.
     /// (One that was passed over after a failed download does not count: a peer that announces
     /// work it cannot serve must not keep `--once` from settling.)
@@ -250,6 +312,7 @@ impl Syncer<'_> {
             .filter_map(|h| Some((*h, self.chain.header_and_work(h)?)))
             .collect();
         let (chain, store) = (&mut self.chain, &mut self.store);
+        let made = &self.progress;
         let mut reorged = 0;
         let result =
             BlockClient::connect_until(peer, self.cancel.clone()).and_then(|mut client| {
@@ -263,6 +326,9 @@ impl Syncer<'_> {
                     |blocks, tip_height| {
                         let batch = apply::add_batch(chain, store, blocks, unix_now());
                         reorged += batch.moved.disconnected.len();
+                        if batch.new > 0 {
+                            made.made();
+                        }
                         if let Some(e) = batch.error {
                             return Err(e);
                         }
@@ -291,6 +357,10 @@ impl Syncer<'_> {
             Some(Finished::Served(_) | Finished::Ended(_)) | None => {}
             Some(Finished::Failed(e, _)) => {
                 self.say(format!("Download from {peer} failed: {e}"));
+                if e.is_lie() {
+                    self.liars.insert(peer);
+                }
+                self.last_failure = Some(format!("{peer}: {e}"));
             }
         }
         if self.chain.tip_hash() != tip {

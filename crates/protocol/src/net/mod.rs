@@ -126,6 +126,44 @@ impl Broadcaster {
 pub struct Cancel {
     deadline: Option<Instant>,
     stop: Option<Arc<AtomicBool>>,
+    idle: Option<Progress>,
+}
+
+/// A deadline that progress pushes back: it passes once `window` goes by with no progress
+/// made, so a wait for an answer is bounded but a download that keeps bringing blocks is not.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    base: Instant,
+    window: Duration,
+    /// Milliseconds after `base` of the last progress.
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Progress {
+    /// Progress made now; it runs out `window` from now unless more is made.
+    pub fn new(window: Duration) -> Progress {
+        Progress {
+            base: Instant::now(),
+            window,
+            last_ms: Arc::default(),
+        }
+    }
+
+    /// Progress was made: the deadline moves to `window` from now.
+    pub fn made(&self) {
+        let ms = self.base.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When it runs out unless more progress is made.
+    pub fn deadline(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + self.window
+    }
+
+    /// Whether `window` went by with no progress.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline()
+    }
 }
 
 /// Why a client stopped waiting.
@@ -151,6 +189,20 @@ impl Cancel {
         self
     }
 
+    /// Also gives up once `progress` goes its window without progress.
+    pub fn idle(mut self, progress: Progress) -> Cancel {
+        self.idle = Some(progress);
+        self
+    }
+
+    /// The earliest deadline: the fixed one or the one progress pushes back.
+    fn next_deadline(&self) -> Option<Instant> {
+        match (self.deadline, self.idle.as_ref().map(Progress::deadline)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Also gives up once `stop` is true.
     pub fn on(mut self, stop: Arc<AtomicBool>) -> Cancel {
         self.stop = Some(stop);
@@ -166,7 +218,7 @@ impl Cancel {
         {
             return Err(Cancelled::Stopped);
         }
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.next_deadline().is_some_and(|d| Instant::now() >= d) {
             return Err(Cancelled::Deadline);
         }
         Ok(())
@@ -178,7 +230,7 @@ impl Cancel {
         if self.stop.is_some() {
             slice = slice.min(POLL_INTERVAL);
         }
-        if let Some(d) = self.deadline {
+        if let Some(d) = self.next_deadline() {
             slice = slice.min(d.saturating_duration_since(Instant::now()));
         }
         slice
