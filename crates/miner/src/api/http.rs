@@ -3,14 +3,21 @@
 //!
 //! Request heads are parsed by `httparse` (hyper's parser); what surrounds it is small and
 //! ours, so that every bound is the node's own: the head is read into a fixed buffer of
-//! [`MAX_HEAD_BYTES`] within [`REQUEST_TIME`], no request has a body, and a connection past
-//! the cap is answered 503 at once. A slow or hostile client holds one thread for a few
-//! seconds at most and never touches the node loop.
+//! [`MAX_HEAD_BYTES`] within [`REQUEST_TIME`], and no request has a body. A slow or hostile
+//! client holds one thread for a few seconds at most and never touches the node loop.
+//!
+//! **Slow-loris**: when every slot is taken, a new connection takes the slot of the connection
+//! that has waited longest for its head (idle-first eviction), which is closed without an
+//! answer. Honest clients send their head at once, so they are never the ones waiting; a
+//! client holding 64 half-sent heads and reopening each one closed only evicts itself. Only
+//! when every slot is past its head (answering) is a newcomer told 503
+//! (`docs/adr/0007-api-server-threads-and-eviction.md`).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -93,6 +100,8 @@ impl HttpServer {
             options,
             loopback: addr.ip().is_loopback(),
             open: AtomicUsize::new(0),
+            waiting: Mutex::new(HashMap::new()),
+            next_slot: AtomicU64::new(0),
         });
         thread::Builder::new()
             .name("api-accept".into())
@@ -113,15 +122,56 @@ struct Shared {
     /// re-pointing its own name at 127.0.0.1).
     loopback: bool,
     open: AtomicUsize,
+    /// Connections still waiting for their head, by slot number: the ones a newcomer may
+    /// evict when every slot is taken.
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    next_slot: AtomicU64,
+}
+
+/// A connection that has not sent its whole head yet.
+struct Waiting {
+    since: Instant,
+    /// A handle on its socket, to close it from the accepting thread.
+    stream: TcpStream,
 }
 
 /// Counts a connection while it is served.
-struct Slot(Arc<Shared>);
+struct Slot(Arc<Shared>, u64);
+
+impl Slot {
+    /// Its head is in: no longer a candidate for eviction.
+    fn headed(&self) {
+        self.0
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.headed();
         self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// With every slot taken: closes the connection that has waited longest for its head, if
+/// one is waiting; whether it did.
+fn evict_idlest(shared: &Shared) -> bool {
+    let mut waiting = shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(oldest) = waiting
+        .iter()
+        .min_by_key(|(n, w)| (w.since, **n))
+        .map(|(n, _)| *n)
+    else {
+        return false;
+    };
+    if let Some(w) = waiting.remove(&oldest) {
+        // Its thread's read ends at once; it then frees its slot.
+        let _ = w.stream.shutdown(Shutdown::Both);
+    }
+    true
 }
 
 fn accept(listener: TcpListener, shared: Arc<Shared>) {
@@ -136,7 +186,7 @@ fn accept(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if shared.open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        if shared.open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS && !evict_idlest(&shared) {
             shared.open.fetch_sub(1, Ordering::AcqRel);
             // A fresh socket's send buffer takes this whole; never wait on the client.
             let _ = stream.set_nonblocking(true);
@@ -144,7 +194,16 @@ fn accept(listener: TcpListener, shared: Arc<Shared>) {
             let _ = stream.write_all(&encode(&busy, false, None));
             continue;
         }
-        let slot = Slot(shared.clone());
+        let number = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+        if let Ok(handle) = stream.try_clone() {
+            let waiting = Waiting {
+                since: Instant::now(),
+                stream: handle,
+            };
+            let mut all = shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            all.insert(number, waiting);
+        }
+        let slot = Slot(shared.clone(), number);
         let spawned = thread::Builder::new()
             .name("api-conn".into())
             .spawn(move || serve(stream, slot));
@@ -160,7 +219,9 @@ fn serve(mut stream: TcpStream, slot: Slot) {
     let deadline = Instant::now() + REQUEST_TIME;
     let _ = stream.set_write_timeout(Some(REQUEST_TIME));
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
-    let (response, head_only) = match read_head(&mut stream, &mut buf, deadline) {
+    let head = read_head(&mut stream, &mut buf, deadline);
+    slot.headed();
+    let (response, head_only) = match head {
         Ok(len) => answer(shared, &buf[..len]),
         Err(HeadError::Closed) => return,
         Err(HeadError::Refused(r)) => (r, false),
