@@ -20,7 +20,11 @@
 //! - **Addresses**: at most [`MAX_KNOWN`] remembered; when full, a new one takes the place of
 //!   the oldest learned address that never served, so memory stays bounded whatever is sent.
 //!   Those that served well (a link that stayed up, a download that brought blocks) are saved,
-//!   at most [`MAX_SAVED`].
+//!   at most [`MAX_SAVED`]: those this node dialled or downloaded from first (an inbound
+//!   link's port is only its word), at most [`MAX_SAVED_PER_IP`] per IP and
+//!   [`MAX_SAVED_PER_GROUP`] per /16 (IPv4) or /32 (IPv6), as Bitcoin's addrman buckets by
+//!   group; so one host cycling ports cannot fill the list or push proven peers out. A saved
+//!   address that fails [`FORGET_GOOD_AFTER`] dials in a row is no longer saved.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +47,12 @@ pub const OTHER_DIAL_INTERVAL: Duration = Duration::from_secs(2);
 pub const MAX_KNOWN: usize = 1_000;
 /// Addresses saved for the next start.
 pub const MAX_SAVED: usize = 100;
+/// Saved addresses on one IP address.
+pub const MAX_SAVED_PER_IP: usize = 4;
+/// Saved addresses in one network group: a /16 of IPv4, a /32 of IPv6.
+pub const MAX_SAVED_PER_GROUP: usize = 16;
+/// A saved address that failed this many dials in a row is saved no more.
+pub const FORGET_GOOD_AFTER: u32 = 8;
 /// Addresses sent in one share.
 pub const SHARE: usize = 32;
 /// How long the address of a link that sent invalid data is refused.
@@ -147,6 +157,8 @@ struct Known {
     good: bool,
     /// A dial of it made a link once: it is a node, not hearsay.
     answered: bool,
+    /// A download from it brought blocks.
+    served: bool,
 }
 
 /// What kind of message a link sent, for its rate.
@@ -297,6 +309,11 @@ impl Links {
         };
         k.failures = k.failures.saturating_add(1);
         k.next_dial = now + backoff(k.failures);
+        // A saved address that stopped answering ages out of the saved list.
+        if k.good && k.origin != Origin::Named && k.failures >= FORGET_GOOD_AFTER {
+            k.good = false;
+            self.dirty = true;
+        }
         // A hearsay address that never answered is forgotten; one that linked or served is
         // tried again, less and less often, as a named one is: it may be across a partition.
         if k.origin != Origin::Named && !k.good && !k.answered && k.failures >= MAX_FAILURES {
@@ -492,6 +509,9 @@ impl Links {
         if !self.known.contains_key(&addr) && !self.banned.contains_key(&addr.ip()) {
             self.remember(addr, Origin::Gossip, now);
         }
+        if let Some(k) = self.known.get_mut(&addr) {
+            k.served = true;
+        }
         self.mark_good(addr);
     }
 
@@ -598,15 +618,32 @@ impl Links {
         if !std::mem::take(&mut self.dirty) {
             return None;
         }
-        let mut good: Vec<SocketAddr> = self
+        // Proven first (dialled and answered, or served blocks), then the fewest failures.
+        let mut good: Vec<(bool, u32, SocketAddr)> = self
             .known
             .iter()
             .filter(|(_, k)| k.good)
-            .map(|(a, _)| *a)
+            .map(|(a, k)| (!(k.answered || k.served), k.failures, *a))
             .collect();
         good.sort();
-        good.truncate(MAX_SAVED);
-        Some(good)
+        let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+        let mut per_group: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut saved = Vec::new();
+        for (_, _, addr) in good {
+            let ip = per_ip.entry(addr.ip()).or_default();
+            let group = per_group.entry(group(addr.ip())).or_default();
+            if *ip >= MAX_SAVED_PER_IP || *group >= MAX_SAVED_PER_GROUP {
+                continue;
+            }
+            *ip += 1;
+            *group += 1;
+            saved.push(addr);
+            if saved.len() == MAX_SAVED {
+                break;
+            }
+        }
+        saved.sort();
+        Some(saved)
     }
 }
 
@@ -619,6 +656,19 @@ impl Known {
             failures: 0,
             good,
             answered: false,
+            served: false,
+        }
+    }
+}
+
+/// The network group of an address, for the saved list's caps: the /16 of an IPv4 address,
+/// the /32 of an IPv6 one.
+fn group(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => vec![4, v4.octets()[0], v4.octets()[1]],
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            vec![6, o[0], o[1], o[2], o[3]]
         }
     }
 }
@@ -878,6 +928,58 @@ mod tests {
         let (own, replaced) = l.up(addr(3), false, 3, t0).unwrap();
         assert_eq!(replaced, None);
         assert!(l.get(squat).is_some() && l.get(own).is_some());
+    }
+
+    #[test]
+    fn one_host_cycling_ports_cannot_fill_the_saved_list_or_push_proven_peers_out() {
+        let t0 = Instant::now();
+        let mut l = Links::none(1);
+        // Ten peers this node downloaded from, on their own hosts in one /16.
+        for i in 0..10 {
+            l.served(addr(100 + i), t0);
+        }
+        // One IP links in 300 times, each under another port, and stays 30 s each time.
+        let squat = |port: u16| SocketAddr::from(([10, 9, 9, 9], port));
+        for port in 1_000..1_300 {
+            let (id, _) = l.up(squat(port), false, u64::from(port), t0).unwrap();
+            l.review(t0 + GOOD_AFTER);
+            l.down(id, &Down::Lost, t0 + GOOD_AFTER);
+        }
+        let saved = l.to_save().unwrap();
+        for i in 0..10 {
+            assert!(
+                saved.contains(&addr(100 + i)),
+                "a proven peer was pushed out"
+            );
+        }
+        let from_squat = saved.iter().filter(|a| a.ip() == squat(0).ip()).count();
+        assert_eq!(from_squat, MAX_SAVED_PER_IP);
+        // A /16 holds at most its share, however many hosts it has.
+        let mut l = Links::none(1);
+        for i in 0..50 {
+            l.served(addr(i + 1), t0);
+        }
+        assert_eq!(l.to_save().unwrap().len(), MAX_SAVED_PER_GROUP);
+    }
+
+    #[test]
+    fn a_saved_address_that_stops_answering_ages_out() {
+        let t0 = Instant::now();
+        let mut l = Links::new(1, &[], &[addr(7)], t0);
+        l.dirty = true;
+        assert_eq!(l.to_save(), Some(vec![addr(7)]));
+        let mut now = t0;
+        for _ in 0..FORGET_GOOD_AFTER {
+            let due = l.due(now);
+            assert_eq!(due, [addr(7)]);
+            l.dial_failed(addr(7), now);
+            now += REDIAL_MAX + OTHER_DIAL_INTERVAL;
+        }
+        assert_eq!(
+            l.to_save(),
+            Some(vec![]),
+            "still saved after {FORGET_GOOD_AFTER} failures"
+        );
     }
 
     #[test]
