@@ -324,16 +324,17 @@ fn hundreds_of_malformed_or_slow_requests_leave_the_node_serving_and_mining() {
             "an honest request turned away"
         );
     }
-    // The oldest stall made room (closed without an answer; the honest requests then came
-    // one at a time, so one was enough); the others are answered 408 after the server's time
-    // limit, and their slots free.
+    // The oldest stalls made room, closed without an answer (the honest requests came one at
+    // a time, so one was enough unless an evicted thread had not ended yet when the next
+    // came); the others are answered 408 after the server's time limit, and their slots free.
     let started = Instant::now();
     let ends: Vec<u16> = stalled
         .into_iter()
         .map(|mut s| read_reply(&mut s).map_or(0, |r| r.status))
         .collect();
-    assert_eq!(ends[0], 0, "{ends:?}");
-    assert!(ends[1..].iter().all(|s| *s == 408), "{ends:?}");
+    let evicted = ends.iter().take_while(|s| **s == 0).count();
+    assert!((1..=20).contains(&evicted), "{ends:?}");
+    assert!(ends[evicted..].iter().all(|s| *s == 408), "{ends:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     miner.wait_log_height(before + 1);
 

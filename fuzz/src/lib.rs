@@ -25,6 +25,33 @@ pub fn wire(data: &[u8]) {
     }
 }
 
+/// Request heads as the API's HTTP server reads them: judged as they arrive (complete, more to
+/// come, or refused with a 4xx), then answered by a handler that echoes the path; nothing
+/// panics, every refusal is a 4xx, and the encoded response says the status it carries.
+pub fn http_head(data: &[u8]) {
+    use mvbc_miner::api::http::{self, Handler, Request, Response};
+    struct Echo;
+    impl Handler for Echo {
+        fn handle(&self, request: Request<'_>) -> Response {
+            Response::json(200, &serde_json::json!({ "path": request.path }))
+        }
+    }
+    let refusal = |r: &Response| (400..500).contains(&r.status);
+    match http::head_so_far(data, data.len() >= http::MAX_HEAD_BYTES) {
+        Err(r) => assert!(refusal(&r), "{r:?}"),
+        Ok(false) => {}
+        Ok(true) => {
+            for loopback in [false, true] {
+                let (response, head_only) = http::answer_head(data, loopback, &Echo);
+                assert!(response.status == 200 || refusal(&response), "{response:?}");
+                let bytes = http::encode(&response, head_only, None);
+                let status = format!("HTTP/1.1 {} ", response.status);
+                assert!(bytes.starts_with(status.as_bytes()));
+            }
+        }
+    }
+}
+
 /// Blocks as they arrive from a block server or a store record.
 pub fn block(data: &[u8]) {
     if let Ok(b) = Block::decode(data) {

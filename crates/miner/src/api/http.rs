@@ -272,21 +272,25 @@ fn read_head(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return Err(HeadError::Closed),
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match httparse::Request::new(&mut headers).parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => return Ok(len),
-            Ok(httparse::Status::Partial) if len == buf.len() => {
-                return Err(HeadError::Refused(too_large()));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::Refused(too_large())),
-            Err(e) => {
-                return Err(HeadError::Refused(Response::error(
-                    400,
-                    format!("malformed request: {e}"),
-                )));
-            }
+        match head_so_far(&buf[..len], len == buf.len()) {
+            Ok(true) => return Ok(len),
+            Ok(false) => {}
+            Err(refused) => return Err(HeadError::Refused(refused)),
         }
+    }
+}
+
+/// Judges the bytes of a request head read so far (`full`: the buffer has no room left):
+/// `Ok(true)` when the head is complete, `Ok(false)` when more may come, or the response that
+/// refuses it (400 malformed, 431 too large).
+pub fn head_so_far(bytes: &[u8], full: bool) -> Result<bool, Response> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => Ok(true),
+        Ok(httparse::Status::Partial) if full => Err(too_large()),
+        Ok(httparse::Status::Partial) => Ok(false),
+        Err(httparse::Error::TooManyHeaders) => Err(too_large()),
+        Err(e) => Err(Response::error(400, format!("malformed request: {e}"))),
     }
 }
 
@@ -299,6 +303,12 @@ fn too_large() -> Response {
 
 /// The response to a complete head, and whether it was a `HEAD`.
 fn answer(shared: &Shared, head: &[u8]) -> (Response, bool) {
+    answer_head(head, shared.loopback, &*shared.handler)
+}
+
+/// The response to the complete request head `head` from a server bound to loopback or not,
+/// with `handler` behind it, and whether it was a `HEAD`. Every refusal is a 4xx.
+pub fn answer_head(head: &[u8], loopback: bool, handler: &dyn Handler) -> (Response, bool) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     if request.parse(head).is_err() {
@@ -329,7 +339,7 @@ fn answer(shared: &Shared, head: &[u8]) -> (Response, bool) {
     if has_body {
         return (Response::error(413, "requests take no body"), head_only);
     }
-    if shared.loopback
+    if loopback
         && let Some(host) = header("host")
         && !names_loopback(host)
     {
@@ -345,7 +355,7 @@ fn answer(shared: &Shared, head: &[u8]) -> (Response, bool) {
         return (Response::error(400, "the target must be a path"), head_only);
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let response = shared.handler.handle(Request { path, query });
+    let response = handler.handle(Request { path, query });
     if response.body.len() > MAX_RESPONSE_BYTES {
         return (
             Response::error(503, "the response would be too large"),
@@ -386,7 +396,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// The bytes of a response: every one closes its connection and is never cached.
-fn encode(response: &Response, head_only: bool, allow_origin: Option<&str>) -> Vec<u8> {
+pub fn encode(response: &Response, head_only: bool, allow_origin: Option<&str>) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n\
