@@ -629,3 +629,61 @@ fn statuses_under_a_borrowed_node_id_do_not_make_others_pass_the_honest_miner_ov
         newcomer.log()
     );
 }
+
+/// Issue 20, item 1, the same on a LAN where source addresses can be spoofed: statuses under
+/// the honest miner's id that name its own block server, claiming more work. The server's own
+/// status over TCP disowns the claim, so nobody blames it, and its chain is fetched.
+#[test]
+fn statuses_naming_an_honest_miners_own_address_do_not_get_it_passed_over() {
+    let net = Net::new();
+    let h = tempdir().unwrap();
+    let key = KeyPair::generate(1024).unwrap();
+    let honest_chain = build_chain(&net, &key, 30, 0);
+    let honest_tip = honest_chain.last().unwrap().hash();
+    store_blocks(h.path(), &honest_chain);
+    let honest = Miner::start(h.path(), &net);
+    let honest_at = SocketAddr::from((Ipv4Addr::LOCALHOST, honest.block_port));
+    let id = BlockClient::connect(honest_at)
+        .unwrap()
+        .status()
+        .unwrap()
+        .node_id;
+    let mut forged = boast(id, honest.block_port);
+    forged.height = 1_000;
+    announce_forever(&net, forged, Duration::from_millis(50));
+    thread::sleep(Duration::from_millis(300));
+
+    for run in 0..3 {
+        let w = tempdir().unwrap();
+        let started = Instant::now();
+        let out = wallet(
+            w.path(),
+            &net,
+            &["sync", "--once", "--timeout", "10", "--json"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "run {run}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: SyncReport = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(report.tip, honest_tip.to_string(), "run {run}");
+        eprintln!(
+            "own address: wallet run {run} synced in {:?}",
+            started.elapsed()
+        );
+    }
+    let n = tempdir().unwrap();
+    let started = Instant::now();
+    let mut newcomer = Miner::start(n.path(), &net);
+    assert_eq!(newcomer.wait_height(30), honest_tip, "{}", newcomer.log());
+    let took = started.elapsed();
+    eprintln!("own address: a fresh miner reached the honest height in {took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(
+        !newcomer.log().contains("Download from"),
+        "the honest miner was blamed:\n{}",
+        newcomer.log()
+    );
+}

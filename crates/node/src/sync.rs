@@ -112,6 +112,10 @@ pub fn judge(blocks: u64, still: Want) -> Result<u64, DownloadError> {
     }
 }
 
+/// How long a block server's own word caps what statuses heard in its name may claim, after
+/// one claimed more than it says of itself (the role's back-off, if shorter).
+pub const DISOWNED_FOR: Duration = Duration::from_secs(5);
+
 /// Equal-work tips looked at and remembered, at most: a peer is not asked twice for the same
 /// tie, and a flood of made-up tips cannot grow memory.
 pub const MAX_TRIED_TIES: usize = 1024;
@@ -155,6 +159,19 @@ impl Download {
         now: u64,
         deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, E>,
     ) -> Result<u64, FetchError> {
+        // First ask the server what it says of itself: a status naming its address may not be
+        // its own, and it must not be blamed for someone else's claim. (A server that answers
+        // no status, such as a bare block server, is judged by its headers alone.)
+        match client.status() {
+            Ok(told) if told.chain_work < self.announced_work => {
+                return Err(FetchError::Disowned {
+                    told,
+                    announced: self.announced_work,
+                });
+            }
+            Ok(_) | Err(FetchError::WrongReply { .. }) => {}
+            Err(e) => return Err(e),
+        }
         client.check_branch(
             locator,
             ours,
@@ -330,6 +347,17 @@ impl SyncManager {
             // The tie was settled before we asked: the peer took our tip (or one that beats
             // both) and has nothing after our locator. Not a lie.
             Err(FetchError::LightBranch { .. }) if download.tie => Ok(0),
+            // Someone else's claim in its name: believe what it says of itself, for a while.
+            Err(FetchError::Disowned { told, .. }) => {
+                let until = now + DISOWNED_FOR.min(self.role.peer_backoff);
+                self.peers.disowned(download.peer, told, until);
+                return Some(Finished::Ended(DownloadError::Fetch(
+                    FetchError::Disowned {
+                        told,
+                        announced: download.announced_work,
+                    },
+                )));
+            }
             result => result,
         };
         if download.tie && result.is_err() {
@@ -555,6 +583,28 @@ mod tests {
         let t1 = t0 + Duration::from_secs(2);
         sync.heard(status(2, 8, 16), host(2), t1);
         assert!(sync.next(&ours, t1).is_some(), "the peer was passed over");
+    }
+
+    #[test]
+    fn a_claim_the_server_disowns_blames_nobody_and_is_not_believed_again_at_once() {
+        let t0 = Instant::now();
+        let mut sync = SyncManager::new(Role::WALLET, Duration::from_secs(600));
+        // Someone claims work 1,000 in the name of host(2)'s server, which says 14 of itself.
+        sync.heard(status(2, 100, 1_000), host(2), t0);
+        let d = sync.next(&10u128, t0).unwrap();
+        let disowned = FetchError::Disowned {
+            told: status(2, 7, 14),
+            announced: 1_000,
+        };
+        let done = sync.finished(d.peer, Err(disowned), &10u128, t0);
+        assert!(matches!(done, Some(Finished::Ended(_))), "{done:?}");
+        // The forger goes on; its claims are not believed, the server's own word is fetched.
+        sync.heard(status(2, 100, 1_000), host(2), t0);
+        let t1 = t0 + Duration::from_secs(1);
+        let again = sync
+            .next(&10u128, t1)
+            .expect("its own chain is still worth fetching");
+        assert_eq!(again.announced_work, 14);
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct Peer {
     pub times_heard: u32,
     /// Passed over until then, after a failed download.
     pub backoff_until: Option<Instant>,
+    /// Until then, statuses in its name claiming more work than its own word are ignored: its
+    /// server said less of itself than one of them claimed.
+    pub disowned_until: Option<Instant>,
 }
 
 /// What to download from next.
@@ -186,9 +189,14 @@ impl PeerBook {
             last_seen: now,
             times_heard: 0,
             backoff_until: None,
+            disowned_until: None,
         });
-        peer.node_id = status.node_id;
-        peer.status = status;
+        let capped = peer.disowned_until.is_some_and(|t| t > now)
+            && status.chain_work > peer.status.chain_work;
+        if !capped {
+            peer.node_id = status.node_id;
+            peer.status = status;
+        }
         peer.last_seen = now;
         peer.times_heard = peer.times_heard.saturating_add(1);
     }
@@ -321,6 +329,18 @@ impl PeerBook {
         self.proven.remove(&block_server);
     }
 
+    /// The server at `block_server` said `told` of itself, less than a status heard in its name
+    /// claimed: its entry holds its own word, and until `until` no claim of more work in its name
+    /// is believed (its own next block may wait that long to be fetched).
+    pub fn disowned(&mut self, block_server: SocketAddr, mut told: Status, until: Instant) {
+        if let Some(p) = self.peers.get_mut(&block_server) {
+            told.block_server_port = block_server.port();
+            p.node_id = told.node_id;
+            p.status = told;
+            p.disowned_until = Some(until);
+        }
+    }
+
     /// `block_server` served new blocks at `now`: it is dialled first, and freely, for
     /// [`PROVEN_FOR`].
     pub fn served(&mut self, block_server: SocketAddr, now: Instant) {
@@ -396,6 +416,30 @@ mod tests {
         // More forged statuses change nothing for the honest entry.
         book.heard(forged, from_host(66), now, QUIET);
         assert_eq!(book.best_ahead(&0u128, now).unwrap().block_server, honest);
+    }
+
+    #[test]
+    fn a_servers_own_word_caps_what_statuses_in_its_name_claim_for_a_while() {
+        let now = Instant::now();
+        let mut book = PeerBook::new();
+        book.heard(status(1, 1_000), from_host(1), now, QUIET);
+        let server = server_of(&book, 1);
+        // Its server says it has 10: claims of more in its name are not believed...
+        book.disowned(server, status(1, 10), now + QUIET);
+        assert_eq!(book.best_ahead(&5u128, now).unwrap().status.chain_work, 10);
+        book.heard(status(1, 1_000), from_host(1), now, QUIET);
+        assert_eq!(book.best_ahead(&5u128, now).unwrap().status.chain_work, 10);
+        assert!(
+            book.best_ahead(&10u128, now).is_none(),
+            "the claim came back"
+        );
+        // ...until the cap ends; and it was never passed over.
+        let later = now + QUIET;
+        book.heard(status(1, 12), from_host(1), later, QUIET);
+        assert_eq!(
+            book.best_ahead(&10u128, later).unwrap().status.chain_work,
+            12
+        );
     }
 
     fn dial(book: &mut PeerBook, ours: u128, now: Instant) -> Option<u64> {

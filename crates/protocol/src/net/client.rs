@@ -84,6 +84,15 @@ pub enum FetchError {
         /// The work it announced.
         announced: u128,
     },
+    /// The server's own status announces less work than the status that sent us to it: that
+    /// status was not its own (anyone may send one naming its address and node id).
+    #[error("its own status announces {} work, not the {announced} a status claimed for it", .told.chain_work)]
+    Disowned {
+        /// What the server says of itself.
+        told: crate::wire::Status,
+        /// The work the status we heard claimed.
+        announced: u128,
+    },
     /// The caller refused a block, or could not keep it: its error, to downcast where the
     /// difference matters (a refused block blames the peer, a full disk does not).
     #[error("{0}")]
