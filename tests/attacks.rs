@@ -566,12 +566,13 @@ fn a_lighter_side_branch_a_peer_announces_is_refused_by_its_headers_and_never_st
     assert!(loaded[0].contains("40 blocks stored"), "{loaded:?}");
 }
 
-/// Issue 20, item 1: node ids are public. An attacker re-broadcasts statuses under an honest
-/// miner's node id, 20 a second, claiming more work at a port where nothing listens. Peers are
-/// kept by block server address, so the forged entry is another peer, its failure blames only
-/// its own address, and the honest miner keeps being served.
-#[test]
-fn statuses_under_a_borrowed_node_id_do_not_make_others_pass_the_honest_miner_over() {
+/// An honest miner serving 30 blocks, and statuses under its node id, 20 a second, claiming
+/// 1,000 blocks for the block server port `forged_port` gives (from the honest one's): three
+/// fresh wallets and a fresh miner must still get the honest chain. Returns the fresh miner.
+fn honest_chain_is_fetched_beside_forged_statuses(
+    what: &str,
+    forged_port: impl Fn(u16) -> u16,
+) -> Miner {
     let net = Net::new();
     let h = tempdir().unwrap();
     let key = KeyPair::generate(1024).unwrap();
@@ -585,11 +586,7 @@ fn statuses_under_a_borrowed_node_id_do_not_make_others_pass_the_honest_miner_ov
         .status()
         .unwrap()
         .node_id;
-    let nobody = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut forged = boast(id, nobody);
+    let mut forged = boast(id, forged_port(honest.block_port));
     forged.height = 1_000;
     announce_forever(&net, forged, Duration::from_millis(50));
     thread::sleep(Duration::from_millis(300));
@@ -605,85 +602,58 @@ fn statuses_under_a_borrowed_node_id_do_not_make_others_pass_the_honest_miner_ov
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "run {run}: {text}{}",
+            "{what}, run {run}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
         let report: SyncReport = serde_json::from_str(text.trim()).unwrap();
-        assert_eq!(report.height, 30, "run {run}");
-        assert_eq!(report.tip, honest_tip.to_string(), "run {run}");
-        eprintln!(
-            "borrowed id: wallet run {run} synced in {:?}",
-            started.elapsed()
-        );
+        assert_eq!(report.height, 30, "{what}, run {run}");
+        assert_eq!(report.tip, honest_tip.to_string(), "{what}, run {run}");
+        eprintln!("{what}: wallet run {run} synced in {:?}", started.elapsed());
     }
     let n = tempdir().unwrap();
     let started = Instant::now();
     let mut newcomer = Miner::start(n.path(), &net);
     assert_eq!(newcomer.wait_height(30), honest_tip, "{}", newcomer.log());
     let took = started.elapsed();
-    eprintln!("borrowed id: a fresh miner reached the honest height in {took:?}");
-    assert!(took < Duration::from_secs(20), "{took:?}");
+    eprintln!("{what}: a fresh miner reached the honest height in {took:?}");
+    assert!(took < Duration::from_secs(20), "{what}: {took:?}");
     assert!(
         !newcomer.log().contains("Block mined: height 1,"),
-        "it forked off with its own block 1:\n{}",
+        "{what}: it forked off with its own block 1:\n{}",
         newcomer.log()
     );
+    newcomer
 }
 
-/// Issue 20, item 1, the same on a LAN where source addresses can be spoofed: statuses under
-/// the honest miner's id that name its own block server, claiming more work. The server's own
-/// status over TCP disowns the claim, so nobody blames it, and its chain is fetched.
+/// Issue 20, item 1: node ids are public. Statuses under an honest miner's id claim more work
+/// at a port where nothing listens. Peers are kept by block server address, so the forged
+/// entry is another peer, and its failure blames only its own address.
+#[test]
+fn statuses_under_a_borrowed_node_id_do_not_make_others_pass_the_honest_miner_over() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    honest_chain_is_fetched_beside_forged_statuses("borrowed id", |_| nobody);
+}
+
+/// The same on a LAN where source addresses can be spoofed: the forged statuses name the
+/// honest miner's own block server. Its own status over TCP disowns the claim, so nobody
+/// blames it.
 #[test]
 fn statuses_naming_an_honest_miners_own_address_do_not_get_it_passed_over() {
-    let net = Net::new();
-    let h = tempdir().unwrap();
-    let key = KeyPair::generate(1024).unwrap();
-    let honest_chain = build_chain(&net, &key, 30, 0);
-    let honest_tip = honest_chain.last().unwrap().hash();
-    store_blocks(h.path(), &honest_chain);
-    let honest = Miner::start(h.path(), &net);
-    let honest_at = SocketAddr::from((Ipv4Addr::LOCALHOST, honest.block_port));
-    let id = BlockClient::connect(honest_at)
-        .unwrap()
-        .status()
-        .unwrap()
-        .node_id;
-    let mut forged = boast(id, honest.block_port);
-    forged.height = 1_000;
-    announce_forever(&net, forged, Duration::from_millis(50));
-    thread::sleep(Duration::from_millis(300));
-
-    for run in 0..3 {
-        let w = tempdir().unwrap();
-        let started = Instant::now();
-        let out = wallet(
-            w.path(),
-            &net,
-            &["sync", "--once", "--timeout", "10", "--json"],
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "run {run}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: SyncReport = serde_json::from_str(text.trim()).unwrap();
-        assert_eq!(report.tip, honest_tip.to_string(), "run {run}");
-        eprintln!(
-            "own address: wallet run {run} synced in {:?}",
-            started.elapsed()
-        );
-    }
-    let n = tempdir().unwrap();
-    let started = Instant::now();
-    let mut newcomer = Miner::start(n.path(), &net);
-    assert_eq!(newcomer.wait_height(30), honest_tip, "{}", newcomer.log());
-    let took = started.elapsed();
-    eprintln!("own address: a fresh miner reached the honest height in {took:?}");
-    assert!(took < Duration::from_secs(20), "{took:?}");
+    let newcomer = honest_chain_is_fetched_beside_forged_statuses("own address", |port| port);
+    // Never blamed for the forged claim (a connection reset now and then is another matter).
+    let blamed = newcomer.lines(|l| {
+        l.starts_with("Download from") && (l.contains("short of") || l.contains("carry"))
+    });
+    assert!(blamed.is_empty(), "{blamed:?}\n{}", newcomer.log());
     assert!(
-        !newcomer.log().contains("Download from"),
-        "the honest miner was blamed:\n{}",
+        !newcomer
+            .log_lines(|l| l.contains("a status in its name was not its own"))
+            .is_empty(),
+        "the forged claim was never asked about:\n{}",
         newcomer.log()
     );
 }

@@ -19,7 +19,7 @@ use mvbc_protocol::{Address, Amount, Block, Chain, Hash256, Payment, Pool, Trans
 
 use crate::apply::{self, Added, ApplyError, BlockSink, TipMove};
 use crate::links::{Down, Kind, LinkId, Links, Refused};
-use crate::sync::{Download, Finished, Role, SyncManager};
+use crate::sync::{Download, DownloadError, Finished, Role, SyncManager};
 use crate::template::next_block;
 
 /// Lines of one kind shown per report interval before the rest are only counted.
@@ -626,6 +626,11 @@ impl<S: BlockSink> NodeCore<S> {
                 tracing::debug!(%peer, "download done: {n} blocks");
                 if n > 0 {
                     self.links.served(peer, now);
+                }
+            }
+            Some(Finished::Ended(e @ DownloadError::Fetch(FetchError::Disowned { .. }))) => {
+                if self.failed_downloads.allow() {
+                    tracing::info!(%peer, "a status in its name was not its own: {e}");
                 }
             }
             Some(Finished::Ended(e)) => tracing::debug!(%peer, "download ended: {e}"),
