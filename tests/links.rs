@@ -54,12 +54,26 @@ fn named_peers_link_gossip_finds_the_third_and_payments_cross_links_without_broa
         l.starts_with(&format!("Link up: {a_addr} (dialled)"))
     });
     ma.wait_height(1);
+    // Each may have mined a block 1 at start; the tie-break picks one everywhere.
+    converge(&mut [&mut ma, &mut mb, &mut mc]);
 
-    // A wallet that reaches nodes only by --peer: spend A's reward through B, see it from C.
+    // A wallet that reaches nodes only by --peer: spend block 1's reward through B, see it
+    // from C.
     let alice = new_address(w.path(), &net, "alice");
-    assert!(sync_via(a.path(), &net, &a_addr).height >= 1);
+    let funder = [
+        (a.path(), ma.block_port),
+        (b.path(), mb.block_port),
+        (c.path(), mc.block_port),
+    ]
+    .into_iter()
+    .find(|(dir, port)| {
+        assert!(sync_via(dir, &net, &at(*port)).height >= 1);
+        balance(dir, &net, "mining_rewards") == "10.000000"
+    })
+    .expect("one miner holds block 1's reward")
+    .0;
     let paid = send_via(
-        a.path(),
+        funder,
         &net,
         &at(mb.block_port),
         "mining_rewards",

@@ -51,11 +51,19 @@ fn miners_on_three_routed_subnets_meet_by_name_and_gossip_and_a_remote_wallet_pa
         l.starts_with(&format!("Link up: {a_at} (dialled)"))
     });
 
-    // A payment mined on subnet 1 (broadcast there), seen from subnet 3 through C.
+    // Block 1 may be any miner's: each may mine one at start, and the tie-break picks the
+    // same one everywhere. Whoever's it is pays alice.
     ma.wait_log_height(1);
+    agree(&mut [&mut ma, &mut mc], 1);
     let alice = new_address(w, &n4, "alice");
-    sync_once(a, &n1);
-    wallet_ok(a, &n1, &["send", "mining_rewards", "3", &alice]);
+    let funder = [(a, &n1), (b, &n2), (c, &n3)]
+        .into_iter()
+        .find(|(dir, n)| {
+            sync_once(dir, n);
+            balance(dir, n, "mining_rewards") == "10.000000"
+        })
+        .expect("one miner holds block 1's reward");
+    wallet_ok(funder.0, funder.1, &["send", "mining_rewards", "3", &alice]);
     ma.wait_log_height(2);
     poll_until(
         &mut (),
