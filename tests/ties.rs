@@ -118,8 +118,9 @@ fn settle_at_rest(count: usize) {
         .map(|m| m.lines(|l| l.starts_with("Reorg:")).len())
         .sum();
     assert!(switched > 0, "no tie happened: the test proves nothing");
-    // Every node counts the stale blocks it holds: at least every block a reorg took off its
-    // chain, at most every block mined that is not on the agreed chain.
+    // Every node counts stale blocks: those it holds off its chain, and tips it heard that are
+    // real blocks not on its chain; never more than the blocks mined that are not on the
+    // agreed chain.
     let mined: u64 = miners
         .iter()
         .map(|m| m.lines(|l| l.starts_with("Block mined:")).len() as u64)
@@ -144,8 +145,10 @@ fn settle_at_rest(count: usize) {
             })
             .sum();
         let n = stale["stale"].as_u64().unwrap();
+        // A block may leave the chain and come back (a tie lost, then its branch grew), so
+        // the reorg depths only say that some block went stale here.
         assert!(
-            left <= n && n <= truth,
+            (left == 0 || n > 0) && n <= truth,
             "reorged out {left}, stale {n}, truly {truth}: {s}"
         );
         reported.push(n);

@@ -883,6 +883,7 @@ impl Node {
         state.mining = self.job.is_some();
         state.downloads = self.core.sync().running().len();
         state.pending_count = self.core.pending();
+        state.stale = self.core.stale_blocks(STALE_WINDOW);
         state.pending = pending;
         state.peers = peers;
         let mut links: Vec<(SocketAddr, bool)> = self
@@ -918,7 +919,7 @@ impl Node {
             1 => "1 peer".to_string(),
             n => format!("{n} peers"),
         };
-        let stale = read_chain(self.core.chain()).stale_blocks(STALE_WINDOW);
+        let stale = self.core.stale_blocks(STALE_WINDOW);
         println!(
             "Status: height {}, tip {}, {state}, {} pending, {peers}, {} stale of the last {} blocks ({:.1}%), {} malformed messages dropped, {} payments refused",
             status.height,

@@ -7,10 +7,12 @@
 //! a download to run, a block to mine or a search to stop, a [`Note`] to show. Blocks that join
 //! the best chain go to its [`BlockSink`] before anything announces them.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use mvbc_protocol::chain::{STALE_WINDOW, StaleCount};
 use mvbc_protocol::net::{FetchError, read_chain};
 use mvbc_protocol::peers::{Want, Wanted};
 use mvbc_protocol::pool::{Added as Pooled, PoolError};
@@ -24,6 +26,10 @@ use crate::template::next_block;
 
 /// Lines of one kind shown per report interval before the rest are only counted.
 pub const LOG_BURST: u32 = 20;
+
+/// Tips heard in statuses, remembered at most, for counting stale blocks this node never
+/// downloaded.
+pub const MAX_HEARD_TIPS: usize = 4_096;
 
 /// Something the node tells its user.
 #[derive(Clone, Debug, PartialEq)]
@@ -207,6 +213,10 @@ pub struct NodeCore<S: BlockSink> {
     quiet: Duration,
     /// When links were last sent our status.
     statused_links_at: Option<Instant>,
+    /// Tips heard in statuses whose hash meets the network's difficulty, with the height
+    /// announced: real blocks (a hash that meets it cannot be made up without the work), so
+    /// those not on our chain count as stale even when we never fetched them.
+    heard_tips: HashMap<Hash256, u64>,
     effects: Vec<Effect>,
 }
 
@@ -239,6 +249,7 @@ impl<S: BlockSink> NodeCore<S> {
             links: Links::none(node_id),
             quiet,
             statused_links_at: None,
+            heard_tips: HashMap::new(),
             effects: Vec::new(),
         }
     }
@@ -545,9 +556,46 @@ impl<S: BlockSink> NodeCore<S> {
         }
     }
 
+    /// Stale blocks among the last `window` heights: side blocks the chain holds, and tips
+    /// heard there that are real blocks ([`NodeCore`]'s `heard_tips`) the chain does not hold.
+    /// Each is a block some miner found that is not on our best chain.
+    pub fn stale_blocks(&self, window: u64) -> StaleCount {
+        let chain = read_chain(&self.chain);
+        let mut count = chain.stale_blocks(window);
+        let from = chain.height().saturating_sub(window) + 1;
+        count.stale += self
+            .heard_tips
+            .iter()
+            .filter(|(hash, height)| {
+                (from..=chain.height()).contains(*height) && !chain.contains(hash)
+            })
+            .count() as u64;
+        count
+    }
+
+    /// Remembers a tip heard, if its hash is a real block's.
+    fn remember_tip(&mut self, status: &Status, ours: u64, difficulty: u32) {
+        if status.height == 0 || !status.tip.meets_difficulty(difficulty) {
+            return;
+        }
+        if self.heard_tips.len() >= MAX_HEARD_TIPS {
+            let oldest = ours.saturating_sub(STALE_WINDOW);
+            self.heard_tips.retain(|_, height| *height > oldest);
+            if self.heard_tips.len() >= MAX_HEARD_TIPS {
+                return;
+            }
+        }
+        self.heard_tips.insert(status.tip, status.height);
+    }
+
     /// A status from `from` arrived at `received` (the driver may get to it later, at `now`).
     pub fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant, now: Instant) {
         self.sync.heard(status, from, now);
+        let (height, difficulty) = {
+            let chain = read_chain(&self.chain);
+            (chain.height(), chain.params().difficulty)
+        };
+        self.remember_tip(&status, height, difficulty);
         let want = read_chain(&self.chain).want(&status);
         if want != Want::No {
             if want == Want::More {

@@ -188,3 +188,39 @@ fn payments_a_reorg_puts_back_in_the_pool_are_passed_on_to_the_links() {
     assert_eq!(passed, [&p], "{effects:?}");
     assert_eq!(core.pending(), 1);
 }
+
+/// Stale blocks a node never fetched still count when a status names them, but only real ones:
+/// a tip whose hash meets the difficulty (nobody makes one up without the work).
+#[test]
+fn heard_tips_count_as_stale_only_when_their_hash_is_a_real_blocks() {
+    let t0 = Instant::now();
+    let key = KeyPair::generate(1024).unwrap();
+    let (chain, b1) = chain_paying(&key);
+    let mut core = node(chain, &key, t0);
+    assert_eq!(core.stale_blocks(10).stale, 0);
+    let rival = block_on(
+        &genesis_block().header,
+        &KeyPair::generate(1024).unwrap(),
+        &[],
+    );
+    let status = |tip: Hash256, height: u64| Status {
+        node_id: 9,
+        height,
+        tip,
+        chain_work: 1,
+        block_server_port: 2607,
+    };
+    // Made up: a hash that misses the difficulty. Ignored.
+    let mut fake = Hash256([0xff; 32]);
+    fake.0[0] = 1;
+    core.on_status(status(fake, 1), addr(9), t0, t0);
+    assert_eq!(core.stale_blocks(10).stale, 0);
+    // Our own tip, said again: not stale.
+    core.on_status(status(b1.hash(), 1), addr(9), t0, t0);
+    assert_eq!(core.stale_blocks(10).stale, 0);
+    // A real rival block 1, never fetched, heard twice: one stale block beside block 1.
+    core.on_status(status(rival.hash(), 1), addr(9), t0, t0);
+    core.on_status(status(rival.hash(), 1), addr(8), t0, t0);
+    let count = core.stale_blocks(10);
+    assert_eq!((count.stale, count.best), (1, 1));
+}

@@ -623,11 +623,7 @@ fn run_and_check(shape: Shape, seed: u64) -> Sim {
     // What the nodes report, on average.
     let reported: f64 = sim
         .honest()
-        .map(|i| {
-            read_chain(sim.nodes[i].core.chain())
-                .stale_blocks(u64::MAX)
-                .rate()
-        })
+        .map(|i| sim.nodes[i].core.stale_blocks(u64::MAX).rate())
         .sum::<f64>()
         / sim.honest().len() as f64;
     eprintln!(
@@ -740,5 +736,18 @@ fn sim_at_gpu_speed_ties_settle_on_one_tip_within_one_announcement_round_of_each
     assert!(
         tied > 10,
         "only {tied} ties: not the regime this scenario is for"
+    );
+    // The stale-block rate the nodes report is within 10% of the ground truth.
+    let found: u64 = sim.found.values().sum();
+    let height = read_chain(sim.nodes[0].core.chain()).height();
+    let truth = (found - height) as f64 / found as f64;
+    let reported = sim
+        .honest()
+        .map(|i| sim.nodes[i].core.stale_blocks(u64::MAX).rate())
+        .sum::<f64>()
+        / sim.honest().len() as f64;
+    assert!(
+        (reported - truth).abs() <= 0.1 * truth,
+        "nodes report {reported:.3} stale, truly {truth:.3}"
     );
 }

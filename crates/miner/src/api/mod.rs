@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::chain::STALE_WINDOW;
+use mvbc_protocol::chain::{STALE_WINDOW, StaleCount};
 use mvbc_protocol::net::read_chain;
 use mvbc_protocol::{Address, Block, Chain, Hash256, Payment, Transaction};
 use serde_json::{Value, json};
@@ -76,6 +76,8 @@ pub struct NodeState {
     pub dropped: u64,
     /// Payments refused so far.
     pub refused: u64,
+    /// Stale blocks among the last [`STALE_WINDOW`] heights, as the node counts them.
+    pub stale: StaleCount,
     /// The devices, in the order of the rate history's counters.
     pub devices: Vec<Device>,
     /// Each device's nonces over time.
@@ -95,6 +97,7 @@ impl NodeState {
             known_addresses: 0,
             dropped: 0,
             refused: 0,
+            stale: StaleCount::default(),
             rates: RateHistory::new(devices.len()),
             devices,
         }
@@ -205,7 +208,7 @@ impl Api {
         } else {
             "waiting for payments"
         };
-        let stale = chain.stale_blocks(STALE_WINDOW);
+        let stale = state.stale;
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "height": chain.height(),
