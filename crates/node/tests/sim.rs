@@ -156,6 +156,8 @@ struct Sim {
     reorgs: u64,
     /// Downloads that failed and passed their peer over, over every node.
     failed: u64,
+    /// Salts for payment signatures, from the seed.
+    salts: rand::rngs::StdRng,
     /// Ground truth: every block any node found, by height.
     found: HashMap<u64, u64>,
     /// When a node last found a block (ms).
@@ -202,6 +204,7 @@ impl Sim {
             dropped: 0,
             reorgs: 0,
             failed: 0,
+            salts: rand::SeedableRng::seed_from_u64(seed),
             found: HashMap::new(),
             last_found: 0,
             quiet_checks: 0,
@@ -480,6 +483,20 @@ impl Sim {
         }
     }
 
+    /// The share of blocks found that are not on the first honest node's chain (the ground
+    /// truth), and the stale-block rate the honest nodes report, on average.
+    fn stale_rates(&self) -> (f64, f64) {
+        let found: u64 = self.found.values().sum();
+        let height = read_chain(self.nodes[self.shape.liars].core.chain()).height();
+        let truth = found.saturating_sub(height) as f64 / found.max(1) as f64;
+        let reported = self
+            .honest()
+            .map(|i| self.nodes[i].core.stale_blocks(u64::MAX).rate())
+            .sum::<f64>()
+            / self.honest().len() as f64;
+        (truth, reported)
+    }
+
     /// The end of a quiet time: every honest node is on one tip, and came to it within one
     /// announcement round of the last block found.
     fn check_quiet(&mut self) {
@@ -569,7 +586,15 @@ impl Sim {
         }
         let to = self.payers[(k + 1) % self.payers.len()].address();
         let stamp = self.payments.len() as u64 + 1;
-        let payment = Payment::new_signed(&self.payers[k], to, Amount::from_units(1), stamp);
+        // Signed with a salt from the seed: PSS salts are random, and a payment's id goes into
+        // its block's hash, which decides ties; a run must replay from its seed.
+        let payment = Payment::new_signed_with_rng(
+            &self.payers[k],
+            to,
+            Amount::from_units(1),
+            stamp,
+            &mut self.salts,
+        );
         self.broadcast_payment(home, &payment);
         let index = self.payments.len();
         self.payments.push((payment, home));
@@ -616,16 +641,9 @@ fn run_and_check(shape: Shape, seed: u64) -> Sim {
     sim.run();
     let tips = sim.tips();
     let chain = read_chain(sim.nodes[shape.liars].core.chain());
-    // Ground truth: blocks found, heights where more than one was, and blocks off the chain.
     let found: u64 = sim.found.values().sum();
     let tied = sim.found.values().filter(|n| **n > 1).count();
-    let true_stale = found.saturating_sub(chain.height()) as f64 / found.max(1) as f64;
-    // What the nodes report, on average.
-    let reported: f64 = sim
-        .honest()
-        .map(|i| sim.nodes[i].core.stale_blocks(u64::MAX).rate())
-        .sum::<f64>()
-        / sim.honest().len() as f64;
+    let (true_stale, reported) = sim.stale_rates();
     eprintln!(
         "sim seed {seed}: {found} blocks found, ties at {tied} of {} heights ({:.1}%), stale \
          {:.1}% (nodes report {:.1}% on average); {} quiet times, one tip at most {} ms after \
@@ -738,14 +756,7 @@ fn sim_at_gpu_speed_ties_settle_on_one_tip_within_one_announcement_round_of_each
         "only {tied} ties: not the regime this scenario is for"
     );
     // The stale-block rate the nodes report is within 10% of the ground truth.
-    let found: u64 = sim.found.values().sum();
-    let height = read_chain(sim.nodes[0].core.chain()).height();
-    let truth = (found - height) as f64 / found as f64;
-    let reported = sim
-        .honest()
-        .map(|i| sim.nodes[i].core.stale_blocks(u64::MAX).rate())
-        .sum::<f64>()
-        / sim.honest().len() as f64;
+    let (truth, reported) = sim.stale_rates();
     assert!(
         (reported - truth).abs() <= 0.1 * truth,
         "nodes report {reported:.3} stale, truly {truth:.3}"

@@ -154,6 +154,13 @@ impl KeyPair {
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
         self.signing.sign(msg).to_vec()
     }
+
+    /// An RSASSA-PSS signature of `msg` whose salt comes from `rng`: the same bytes for the
+    /// same state of `rng`, for a simulation that must replay from its seed.
+    pub fn sign_with_rng<R: rand::CryptoRng + ?Sized>(&self, rng: &mut R, msg: &[u8]) -> Vec<u8> {
+        use rsa::signature::RandomizedSigner;
+        self.signing.sign_with_rng(rng, msg).to_vec()
+    }
 }
 
 /// Whether the key's public exponent is [`PUBLIC_EXPONENT`].

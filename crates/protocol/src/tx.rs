@@ -71,6 +71,30 @@ pub enum TxError {
 impl Payment {
     /// Builds and signs a payment of `amount` from `key`'s address to `to`.
     pub fn new_signed(key: &KeyPair, to: Address, amount: Amount, timestamp: u64) -> Payment {
+        Payment::signed_by(key, to, amount, timestamp, |msg| key.sign(msg))
+    }
+
+    /// [`Payment::new_signed`] with the signature's salt from `rng` ([`KeyPair::sign_with_rng`]),
+    /// so a simulation gets the same payment, and the same ids and block hashes, on every run.
+    pub fn new_signed_with_rng<R: rand::CryptoRng + ?Sized>(
+        key: &KeyPair,
+        to: Address,
+        amount: Amount,
+        timestamp: u64,
+        rng: &mut R,
+    ) -> Payment {
+        Payment::signed_by(key, to, amount, timestamp, |msg| {
+            key.sign_with_rng(rng, msg)
+        })
+    }
+
+    fn signed_by(
+        key: &KeyPair,
+        to: Address,
+        amount: Amount,
+        timestamp: u64,
+        sign: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Payment {
         let public_key = Bytes::new(key.public_key_der().to_vec())
             .expect("KeyPair only holds keys within the size caps");
         let mut p = Payment {
@@ -81,8 +105,8 @@ impl Payment {
             public_key,
             signature: Bytes::default(),
         };
-        p.signature = Bytes::new(key.sign(&p.signing_message()))
-            .expect("signature of a capped key fits the cap");
+        p.signature =
+            Bytes::new(sign(&p.signing_message())).expect("signature of a capped key fits the cap");
         p
     }
 
