@@ -612,7 +612,7 @@ impl<S: BlockSink> NodeCore<S> {
         while let Some(download) = self.sync.next(&*chain, now) {
             tracing::debug!(
                 peer = %download.peer,
-                height = download.announced_height,
+                height = download.announced.height,
                 tie = download.tie,
                 "downloading a chain with more work, or a tie"
             );

@@ -124,16 +124,10 @@ pub const MAX_TRIED_TIES: usize = 1024;
 /// of its chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Download {
-    /// The announcer's node id.
-    pub node_id: u64,
     /// Its block server.
     pub peer: SocketAddr,
-    /// The height it announced.
-    pub announced_height: u64,
-    /// The work it announced.
-    pub announced_work: u128,
-    /// The tip it announced.
-    pub announced_tip: Hash256,
+    /// The status heard in its name that asked for this download.
+    pub announced: Status,
     /// Whether it announced as much work as ours, on another tip (a tie to settle).
     pub tie: bool,
 }
@@ -142,7 +136,7 @@ impl Download {
     /// At most this many new blocks: the peer may mine more while we download, but one that
     /// keeps sending is cut off.
     pub fn limit(&self) -> u64 {
-        self.announced_height.saturating_add(DOWNLOAD_SLACK)
+        self.announced.height.saturating_add(DOWNLOAD_SLACK)
     }
 
     /// Runs this download on `client`, headers first: the branch after `locator` is judged by
@@ -163,10 +157,10 @@ impl Download {
         // its own, and it must not be blamed for someone else's claim. (A server that answers
         // no status, such as a bare block server, is judged by its headers alone.)
         match client.status() {
-            Ok(told) if told.chain_work < self.announced_work => {
+            Ok(told) if told.chain_work < self.announced.chain_work => {
                 return Err(FetchError::Disowned {
                     told,
-                    announced: self.announced_work,
+                    announced: self.announced.chain_work,
                 });
             }
             Ok(_) | Err(FetchError::WrongReply { .. }) => {}
@@ -177,7 +171,7 @@ impl Download {
             ours,
             params,
             now,
-            self.announced_work,
+            self.announced.chain_work,
             self.limit(),
         )?;
         client.download(locator, self.limit(), deliver)
@@ -293,18 +287,15 @@ impl SyncManager {
             Pick::Dial(peer) => {
                 let tie = ours.want(&peer.status) == Want::Tie;
                 let download = Download {
-                    node_id: peer.node_id,
                     peer: peer.block_server,
-                    announced_height: peer.status.height,
-                    announced_work: peer.status.chain_work,
-                    announced_tip: peer.status.tip,
+                    announced: peer.status,
                     tie,
                 };
                 if tie {
                     if self.tried_ties.len() >= MAX_TRIED_TIES {
                         self.tried_ties.clear();
                     }
-                    self.tried_ties.insert(download.announced_tip);
+                    self.tried_ties.insert(download.announced.tip);
                 }
                 self.running.push(download);
                 Some(download)
@@ -336,13 +327,6 @@ impl SyncManager {
     ) -> Option<Finished> {
         let i = self.running.iter().position(|d| d.peer == peer)?;
         let download = self.running.remove(i);
-        let asked = Status {
-            node_id: download.node_id,
-            height: download.announced_height,
-            tip: download.announced_tip,
-            chain_work: download.announced_work,
-            block_server_port: download.peer.port(),
-        };
         let result = match result {
             // The tie was settled before we asked: the peer took our tip (or one that beats
             // both) and has nothing after our locator. Not a lie.
@@ -354,7 +338,7 @@ impl SyncManager {
                 return Some(Finished::Ended(DownloadError::Fetch(
                     FetchError::Disowned {
                         told,
-                        announced: download.announced_work,
+                        announced: download.announced.chain_work,
                     },
                 )));
             }
@@ -362,11 +346,11 @@ impl SyncManager {
         };
         if download.tie && result.is_err() {
             // Not looked at after all: another peer announcing that tip may be asked.
-            self.tried_ties.remove(&download.announced_tip);
+            self.tried_ties.remove(&download.announced.tip);
         }
         let judged = result
             .map_err(DownloadError::from)
-            .and_then(|n| judge(n, ours.want(&asked)));
+            .and_then(|n| judge(n, ours.want(&download.announced)));
         let others_running = !self.running.is_empty();
         Some(match judged {
             Ok(n) => {
@@ -435,7 +419,7 @@ mod tests {
         sync.heard(status(2, 7, 14), host(2), t0);
         assert!(sync.behind(&10u128, t0));
         let d = sync.next(&10u128, t0).expect("a peer ahead");
-        assert_eq!((d.node_id, d.peer.port()), (2, 2607));
+        assert_eq!((d.announced.node_id, d.peer.port()), (2, 2607));
         assert_eq!(d.limit(), 7 + DOWNLOAD_SLACK);
         assert_eq!(sync.next(&10u128, t0), None, "one download per peer");
         assert!(matches!(
@@ -492,12 +476,12 @@ mod tests {
         // The liar announces the most work and is dialled first...
         sync.heard(status(9, 1_000, 1 << 40), host(9), t0);
         let stalled = sync.next(&10u128, t0).unwrap();
-        assert_eq!(stalled.node_id, 9);
+        assert_eq!(stalled.announced.node_id, 9);
         // ...and while it stalls, an honest peer heard a second later is dialled beside it.
         let t1 = t0 + Duration::from_secs(1);
         sync.heard(status(2, 7, 14), host(2), t1);
         let honest = sync.next(&10u128, t1).expect("a second download");
-        assert_eq!(honest.node_id, 2);
+        assert_eq!(honest.announced.node_id, 2);
         assert_eq!(sync.running().len(), 2);
         assert!(matches!(
             sync.finished(honest.peer, Ok(5), &14u128, t1),
@@ -552,7 +536,7 @@ mod tests {
         assert!(sync.behind(&ours, t0), "a tie is worth a look");
         let d = sync.next(&ours, t0).expect("a tie download");
         assert!(d.tie);
-        assert_eq!(d.announced_tip, Hash256([7; 32]));
+        assert_eq!(d.announced.tip, Hash256([7; 32]));
         // The peer moved to our tip meanwhile and brought nothing: no blame...
         let done = sync.finished(d.peer, Ok(0), &ours, t0);
         assert!(matches!(done, Some(Finished::Served(0))), "{done:?}");
@@ -604,7 +588,7 @@ mod tests {
         let again = sync
             .next(&10u128, t1)
             .expect("its own chain is still worth fetching");
-        assert_eq!(again.announced_work, 14);
+        assert_eq!(again.announced.chain_work, 14);
     }
 
     #[test]
@@ -624,7 +608,7 @@ mod tests {
         let again = sync
             .next(&ours, t0 + Duration::from_secs(2))
             .expect("asked again");
-        assert_eq!(again.node_id, 3);
+        assert_eq!(again.announced.node_id, 3);
     }
 
     #[test]

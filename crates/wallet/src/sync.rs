@@ -297,7 +297,7 @@ impl Syncer<'_> {
         let Some(download) = self.sync.next(&self.chain, Instant::now()) else {
             return Ok(());
         };
-        let (peer, height) = (download.peer, download.announced_height);
+        let (peer, height) = (download.peer, download.announced.height);
         let start = self.chain.height();
         let tip = self.chain.tip_hash();
         let progress = std::io::stderr().is_terminal()
