@@ -562,7 +562,8 @@ impl<S: BlockSink> NodeCore<S> {
     pub fn stale_blocks(&self, window: u64) -> StaleCount {
         let chain = read_chain(&self.chain);
         let mut count = chain.stale_blocks(window);
-        let from = chain.height().saturating_sub(window) + 1;
+        // The heights the chain counted over: its last `count.best`.
+        let from = chain.height() + 1 - count.best;
         count.stale += self
             .heard_tips
             .iter()
@@ -591,12 +592,15 @@ impl<S: BlockSink> NodeCore<S> {
     /// A status from `from` arrived at `received` (the driver may get to it later, at `now`).
     pub fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant, now: Instant) {
         self.sync.heard(status, from, now);
-        let (height, difficulty) = {
+        let (height, difficulty, want) = {
             let chain = read_chain(&self.chain);
-            (chain.height(), chain.params().difficulty)
+            (
+                chain.height(),
+                chain.params().difficulty,
+                chain.want(&status),
+            )
         };
         self.remember_tip(&status, height, difficulty);
-        let want = read_chain(&self.chain).want(&status);
         if want != Want::No {
             if want == Want::More {
                 self.better_heard_at.get_or_insert(received);
