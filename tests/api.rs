@@ -66,6 +66,8 @@ fn every_endpoint_answers_in_shape_and_bad_input_gets_a_clear_4xx() {
     assert!(s["chain_work"].as_str().unwrap().parse::<u128>().unwrap() > 0);
     assert!(s["mining"].is_string() && s["uptime_seconds"].is_u64());
     assert!(s["hashes_per_second"].is_number() && s["pending"].is_u64());
+    assert!(s["blocks_mined"].is_u64() && s["reorgs"].is_u64(), "{s}");
+    assert!(s["stale_blocks"]["rate"].is_number(), "{s}");
     let devices = s["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 1, "{s}");
     assert_eq!(devices[0]["kind"], "cpu");

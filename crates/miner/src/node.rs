@@ -897,6 +897,8 @@ impl Node {
         state.known_addresses = self.core.links().known_len();
         state.dropped = self.dropped.count();
         state.refused = self.core.refused_payments.total;
+        state.blocks_mined = self.core.blocks_mined;
+        state.reorgs = self.core.reorgs;
         state.rates.record(now, counts);
     }
 

@@ -201,6 +201,10 @@ pub struct NodeCore<S: BlockSink> {
     pub refused_payments: Quota,
     /// Failed downloads.
     pub failed_downloads: Quota,
+    /// Blocks this node found since it started, on time or too late.
+    pub blocks_mined: u64,
+    /// Times the tip moved to another branch since it started.
+    pub reorgs: u64,
     /// Still listening for peers after start: not mining yet.
     listening: bool,
     /// Why the node must stop (the store failed).
@@ -243,6 +247,8 @@ impl<S: BlockSink> NodeCore<S> {
             better_heard_at: None,
             refused_payments: Quota::default(),
             failed_downloads: Quota::default(),
+            blocks_mined: 0,
+            reorgs: 0,
             listening: true,
             fatal: None,
             mining_on: None,
@@ -706,6 +712,7 @@ impl<S: BlockSink> NodeCore<S> {
         }
         let hash = block.hash();
         let height = block.header.height;
+        self.blocks_mined += 1;
         let mut chain = &*self.chain;
         match apply::add_block(&mut chain, &mut self.store, block, unix) {
             Ok(Added::Moved(update)) => {
@@ -771,6 +778,7 @@ impl<S: BlockSink> NodeCore<S> {
             self.send_to_links(None, &LinkMessage::Payment(payment));
         }
         if !disconnected.is_empty() {
+            self.reorgs += 1;
             let left = disconnected.first().map_or(Hash256::ZERO, |b| b.hash());
             self.note(Note::Reorg {
                 depth: disconnected.len(),

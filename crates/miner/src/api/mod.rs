@@ -78,6 +78,10 @@ pub struct NodeState {
     pub refused: u64,
     /// Stale blocks among the last [`STALE_WINDOW`] heights, as the node counts them.
     pub stale: StaleCount,
+    /// Blocks this node found since it started, on time or too late.
+    pub blocks_mined: u64,
+    /// Times its tip moved to another branch since it started.
+    pub reorgs: u64,
     /// The devices, in the order of the rate history's counters.
     pub devices: Vec<Device>,
     /// Each device's nonces over time.
@@ -98,6 +102,8 @@ impl NodeState {
             dropped: 0,
             refused: 0,
             stale: StaleCount::default(),
+            blocks_mined: 0,
+            reorgs: 0,
             rates: RateHistory::new(devices.len()),
             devices,
         }
@@ -227,6 +233,8 @@ impl Api {
             "downloads": state.downloads,
             "dropped_messages": state.dropped,
             "refused_payments": state.refused,
+            "blocks_mined": state.blocks_mined,
+            "reorgs": state.reorgs,
             "stale_blocks": {
                 "window": STALE_WINDOW,
                 "stale": stale.stale,
