@@ -877,6 +877,10 @@ impl Node {
                 tip: p.status.tip,
                 chain_work: p.status.chain_work,
                 last_seen_seconds: now.saturating_duration_since(p.last_seen).as_secs_f64(),
+                passed_over_seconds: p
+                    .backoff_until
+                    .filter(|until| *until > now)
+                    .map(|until| until.saturating_duration_since(now).as_secs_f64()),
             })
             .collect();
         let mut state = self.published.lock().unwrap_or_else(|e| e.into_inner());

@@ -53,6 +53,8 @@ pub struct PeerInfo {
     pub chain_work: u128,
     /// Seconds since it was heard.
     pub last_seen_seconds: f64,
+    /// Seconds it is still passed over after a failed download, if it is.
+    pub passed_over_seconds: Option<f64>,
 }
 
 /// What the node loop publishes for the API.
@@ -411,6 +413,7 @@ impl Api {
                     "tip": p.tip.to_string(),
                     "chain_work": p.chain_work.to_string(),
                     "last_seen_seconds": p.last_seen_seconds,
+                    "passed_over_seconds": p.passed_over_seconds,
                 })
             })
             .collect();
