@@ -14,10 +14,18 @@
 //!   connection-seconds held lately, fading with a half-life of 10 s), if that address has been
 //!   heavier than the newcomer's. Honest clients connect, download and go; a client that keeps
 //!   slots busy grows heavy and loses them first, and cannot take an honest client's place.
+//! - One address's connections take turns: beyond its [`MAX_CONNECTIONS_PER_ADDRESS`], up to
+//!   [`MAX_WAITING_PER_ADDRESS`] more wait, first come first served, in the kernel's buffers
+//!   with no thread of their own (at most [`MAX_WAITING`] in all, each for at most
+//!   [`MAX_WAIT`]). While some wait, a connection of that address that has held its slot for a
+//!   [`TURN`] is closed, idle ones first, and the slot goes to the first in line. Busy clients
+//!   on the same address as an honest wallet (one machine, or one NAT) thus get their share and
+//!   no more: however often they reconnect, they join the back of the line, and the wallet is
+//!   served within a few turns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
@@ -74,6 +82,15 @@ pub const MAX_CONNECTIONS_PER_ADDRESS: usize = MAX_CONNECTIONS / 4;
 /// How long a connection must have been idle before a newcomer may take its place for that
 /// alone.
 pub const MIN_IDLE_TO_EVICT: Duration = Duration::from_secs(1);
+/// How long a connection keeps its slot while others from its address wait.
+pub const TURN: Duration = Duration::from_secs(1);
+/// Connections one address may have waiting for a turn; beyond them it is refused.
+pub const MAX_WAITING_PER_ADDRESS: usize = 4 * MAX_CONNECTIONS_PER_ADDRESS;
+/// Connections waiting for a turn, all addresses together.
+pub const MAX_WAITING: usize = 4 * MAX_CONNECTIONS;
+/// How long a connection waits for a turn before it is closed: about when its client, waiting
+/// for the answer to its first request, gives up ([`super::FRAME_TIMEOUT`]).
+pub const MAX_WAIT: Duration = super::FRAME_TIMEOUT;
 /// How fast the connection-seconds an address held fade when the heaviest one is looked for.
 const USAGE_HALF_LIFE: Duration = Duration::from_secs(10);
 /// Addresses remembered with their budgets and usage; beyond that, those with no open
@@ -319,6 +336,25 @@ impl Client {
 struct Slot {
     ip: IpAddr,
     last_active: Instant,
+    /// When it got the slot.
+    since: Instant,
+    /// Told to end its turn, for a connection that waits.
+    ending: bool,
+}
+
+/// A connection waiting for a turn.
+struct Waiter {
+    ticket: u64,
+    since: Instant,
+}
+
+/// What [`Admission::rotate`] decided.
+#[derive(Debug, Default, PartialEq)]
+struct Rotation {
+    /// Connections whose turn is over, to be closed.
+    end: Vec<u64>,
+    /// Waiting connections that waited too long, to be dropped.
+    expired: Vec<u64>,
 }
 
 /// Why a connection was not admitted.
@@ -326,6 +362,8 @@ struct Slot {
 enum Refusal {
     #[error("its address holds {MAX_CONNECTIONS_PER_ADDRESS} busy connections")]
     AddressFull,
+    #[error("its address has {MAX_WAITING_PER_ADDRESS} connections waiting, or the server {MAX_WAITING}")]
+    LineFull,
     #[error("{MAX_CONNECTIONS} connections busy, none of a heavier client")]
     Busy,
 }
@@ -335,6 +373,8 @@ struct Admission {
     next_id: u64,
     open: HashMap<u64, Slot>,
     clients: HashMap<IpAddr, Client>,
+    /// Connections waiting for a turn, by address, first in line first.
+    waiting: HashMap<IpAddr, VecDeque<Waiter>>,
     /// What every client together may still take.
     server: Budget,
 }
@@ -345,6 +385,7 @@ impl Admission {
             next_id: 0,
             open: HashMap::new(),
             clients: HashMap::new(),
+            waiting: HashMap::new(),
             server: Budget::new(&PER_SERVER, now),
         }
     }
@@ -377,19 +418,107 @@ impl Admission {
         if let Some(victim) = evict {
             self.close(victim);
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        Ok((self.seat(ip, now), evict))
+    }
+
+    /// Gives `ip` a slot, which the caller made sure is free.
+    fn seat(&mut self, ip: IpAddr, now: Instant) -> u64 {
+        let id = self.ticket();
         self.open.insert(
             id,
             Slot {
                 ip,
                 last_active: now,
+                since: now,
+                ending: false,
             },
         );
-        let client = self.clients.get_mut(&ip).expect("entered above");
+        let client = self.clients.entry(ip).or_insert_with(|| Client {
+            connections: 0,
+            budget: Budget::new(&PER_ADDRESS, now),
+            held: Held::new(now),
+        });
         client.held.settle(client.connections, now);
         client.connections += 1;
-        Ok((id, evict))
+        id
+    }
+
+    fn ticket(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Whether connections from `ip` wait for a turn: a newcomer joins them at the back.
+    fn has_line(&self, ip: &IpAddr) -> bool {
+        self.waiting.get(ip).is_some_and(|w| !w.is_empty())
+    }
+
+    /// Puts a connection from `ip` in its address's line: returns its ticket.
+    fn wait_in_line(&mut self, ip: IpAddr, now: Instant) -> Result<u64, Refusal> {
+        let total: usize = self.waiting.values().map(VecDeque::len).sum();
+        let line = self.waiting.entry(ip).or_default();
+        if line.len() >= MAX_WAITING_PER_ADDRESS || total >= MAX_WAITING {
+            if line.is_empty() {
+                self.waiting.remove(&ip);
+            }
+            return Err(Refusal::LineFull);
+        }
+        let ticket = self.ticket();
+        self.waiting
+            .get_mut(&ip)
+            .expect("entered above")
+            .push_back(Waiter { ticket, since: now });
+        Ok(ticket)
+    }
+
+    /// Ends the turns of connections whose addresses have a line, one per connection waiting,
+    /// among those that held their slot for a [`TURN`], idle longest first; and gives up on
+    /// connections that waited [`MAX_WAIT`].
+    fn rotate(&mut self, now: Instant) -> Rotation {
+        let mut rotation = Rotation::default();
+        for (ip, line) in &mut self.waiting {
+            while line
+                .front()
+                .is_some_and(|w| now.saturating_duration_since(w.since) >= MAX_WAIT)
+            {
+                rotation.expired.extend(line.pop_front().map(|w| w.ticket));
+            }
+            let ending = self
+                .open
+                .values()
+                .filter(|s| s.ip == *ip && s.ending)
+                .count();
+            let mut due: Vec<(u64, Instant)> = self
+                .open
+                .iter()
+                .filter(|(_, s)| {
+                    s.ip == *ip && !s.ending && now.saturating_duration_since(s.since) >= TURN
+                })
+                .map(|(&id, s)| (id, s.last_active))
+                .collect();
+            due.sort_by_key(|&(id, last_active)| (last_active, id));
+            for (id, _) in due.into_iter().take(line.len().saturating_sub(ending)) {
+                if let Some(slot) = self.open.get_mut(&id) {
+                    slot.ending = true;
+                }
+                rotation.end.push(id);
+            }
+        }
+        self.waiting.retain(|_, line| !line.is_empty());
+        rotation
+    }
+
+    /// Closes connection `id` and, if its address has a line, seats the first in it: returns
+    /// that connection's ticket and its new id.
+    fn hand_over(&mut self, id: u64, now: Instant) -> Option<(u64, u64)> {
+        let ip = self.close(id)?;
+        let line = self.waiting.get_mut(&ip)?;
+        let next = line.pop_front()?;
+        if line.is_empty() {
+            self.waiting.remove(&ip);
+        }
+        Some((next.ticket, self.seat(ip, now)))
     }
 
     /// The connection idle longest among those `pick` accepts, if idle at least
@@ -457,20 +586,23 @@ impl Admission {
         }
     }
 
-    fn close(&mut self, id: u64) {
-        if let Some(slot) = self.open.remove(&id)
-            && let Some(c) = self.clients.get_mut(&slot.ip)
-        {
+    /// Closes connection `id`: returns its address, if it was open.
+    fn close(&mut self, id: u64) -> Option<IpAddr> {
+        let slot = self.open.remove(&id)?;
+        if let Some(c) = self.clients.get_mut(&slot.ip) {
             c.held.settle(c.connections, Instant::now().max(c.held.at));
             c.connections = c.connections.saturating_sub(1);
         }
+        Some(slot.ip)
     }
 }
 
-/// The admission policy and the handles to shut evicted connections down.
+/// The admission policy, the handles to shut connections down, and the connections waiting
+/// for a turn.
 struct Registry {
     admission: Admission,
     streams: HashMap<u64, TcpStream>,
+    waiting: HashMap<u64, (TcpStream, SocketAddr)>,
 }
 
 impl Registry {
@@ -478,23 +610,77 @@ impl Registry {
         Registry {
             admission: Admission::new(now),
             streams: HashMap::new(),
+            waiting: HashMap::new(),
         }
     }
 
-    fn admit(&mut self, stream: &TcpStream, ip: IpAddr, now: Instant) -> Result<u64, Refusal> {
+    /// Seats a connection (returns its id, and it to serve) or puts it in its address's line
+    /// (returns `None`).
+    fn admit(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<Option<(u64, TcpStream)>, Refusal> {
+        let ip = peer.ip();
         let handle = stream.try_clone().map_err(|_| Refusal::Busy)?;
-        let (id, evicted) = self.admission.admit(ip, now)?;
-        if let Some(victim) = evicted.and_then(|v| self.streams.remove(&v)) {
-            // Its thread's next read or write fails and it ends.
-            let _ = victim.shutdown(std::net::Shutdown::Both);
+        let seated = if self.admission.has_line(&ip) {
+            Err(Refusal::AddressFull)
+        } else {
+            self.admission.admit(ip, now)
+        };
+        match seated {
+            Ok((id, evicted)) => {
+                if let Some(victim) = evicted.and_then(|v| self.streams.remove(&v)) {
+                    // Its thread's next read or write fails and it ends.
+                    let _ = victim.shutdown(Shutdown::Both);
+                }
+                self.streams.insert(id, handle);
+                Ok(Some((id, stream)))
+            }
+            Err(Refusal::AddressFull) => {
+                let ticket = self.admission.wait_in_line(ip, now)?;
+                self.waiting.insert(ticket, (stream, peer));
+                Ok(None)
+            }
+            Err(refusal) => Err(refusal),
         }
-        self.streams.insert(id, handle);
-        Ok(id)
+    }
+
+    /// Ends the turns that are over and drops connections that waited too long.
+    fn rotate(&mut self, now: Instant) {
+        let rotation = self.admission.rotate(now);
+        for id in rotation.end {
+            if let Some(stream) = self.streams.get(&id) {
+                // Its thread's next read finds the stream closed; a reply being written still
+                // goes out.
+                let _ = stream.shutdown(Shutdown::Read);
+            }
+        }
+        for ticket in rotation.expired {
+            self.waiting.remove(&ticket);
+        }
     }
 
     fn close(&mut self, id: u64) {
         self.admission.close(id);
         self.streams.remove(&id);
+    }
+
+    /// Closes connection `id`; returns the connection that takes its slot, if one waits.
+    fn hand_over(&mut self, id: u64, now: Instant) -> Option<(u64, TcpStream, SocketAddr)> {
+        self.streams.remove(&id);
+        let mut closing = id;
+        loop {
+            let (ticket, next) = self.admission.hand_over(closing, now)?;
+            if let Some((stream, peer)) = self.waiting.remove(&ticket)
+                && let Ok(handle) = stream.try_clone()
+            {
+                self.streams.insert(next, handle);
+                return Some((next, stream, peer));
+            }
+            closing = next;
+        }
     }
 }
 
@@ -512,6 +698,7 @@ fn accept_loop(
 ) {
     let registry = Arc::new(Mutex::new(Registry::new(Instant::now())));
     while !stop.load(Ordering::Relaxed) {
+        lock(&registry).rotate(Instant::now());
         let (stream, peer) = match listener.accept() {
             // An IPv4 client of the dual-stack socket arrives as ::ffff:a.b.c.d: one address,
             // one form, for admission and for the node.
@@ -529,8 +716,9 @@ fn accept_loop(
                 continue;
             }
         };
-        let id = match lock(&registry).admit(&stream, peer.ip(), Instant::now()) {
-            Ok(id) => id,
+        let (id, stream) = match lock(&registry).admit(stream, peer, Instant::now()) {
+            Ok(Some(seated)) => seated,
+            Ok(None) => continue,
             Err(refusal) => {
                 tracing::debug!(%peer, "refused a connection: {refusal}");
                 continue;
@@ -541,27 +729,38 @@ fn accept_loop(
         let spawned = thread::Builder::new()
             .name("block-conn".into())
             .spawn(move || {
-                let connection = Connection {
-                    id,
-                    peer,
-                    registry: &shared,
-                    cancel: Cancel::never().on(stop),
-                    dropped,
-                    hooks: hooks.as_ref(),
-                    port,
-                };
-                let link = connection.serve(stream, &chain);
-                lock(&shared).close(id);
-                if let (Some((stream, hello)), Some(hooks)) = (link, &hooks) {
-                    (hooks.inbound)(Inbound::Link {
-                        stream,
-                        from: peer,
-                        hello,
-                    });
+                // Serves its connection, then those that wait for the slot it leaves.
+                let mut next = Some((id, stream, peer));
+                while let Some((id, stream, peer)) = next.take() {
+                    let connection = Connection {
+                        id,
+                        peer,
+                        registry: &shared,
+                        cancel: Cancel::never().on(stop.clone()),
+                        dropped: dropped.clone(),
+                        hooks: hooks.as_ref(),
+                        port,
+                    };
+                    let link = connection.serve(stream, &chain);
+                    let mut registry = lock(&shared);
+                    if stop.load(Ordering::Relaxed) {
+                        registry.close(id);
+                    } else {
+                        next = registry.hand_over(id, Instant::now());
+                    }
+                    drop(registry);
+                    if let (Some((stream, hello)), Some(hooks)) = (link, &hooks) {
+                        (hooks.inbound)(Inbound::Link {
+                            stream,
+                            from: peer,
+                            hello,
+                        });
+                    }
                 }
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a connection thread: {e}");
+            // Its address's line moves on when the next of its connections ends.
             lock(&registry).close(id);
         }
     }
@@ -787,6 +986,83 @@ mod tests {
         // An address at its cap replaces its own idle connection.
         let later = now + MIN_IDLE_TO_EVICT;
         assert!(matches!(a.admit(A, later), Ok((_, Some(_)))));
+    }
+
+    #[test]
+    fn a_client_beside_busy_ones_on_its_own_address_is_served_within_a_few_turns() {
+        // 8 busy connections from A hold its slots and 24 more wait; an honest client on the
+        // same address joins the line; each connection whose turn ends comes straight back.
+        let start = Instant::now();
+        let mut a = Admission::new(start);
+        for _ in 0..MAX_CONNECTIONS_PER_ADDRESS {
+            a.admit(A, start).unwrap();
+        }
+        assert_eq!(a.admit(A, start), Err(Refusal::AddressFull));
+        for _ in 0..24 {
+            a.wait_in_line(A, start).unwrap();
+        }
+        let honest = a.wait_in_line(A, start).unwrap();
+        let mut served_after = None;
+        for step in 1..100 {
+            let now = start + Duration::from_millis(100 * step);
+            all_busy(&mut a, now);
+            for id in a.rotate(now).end {
+                let (ticket, _) = a.hand_over(id, now).expect("someone waits");
+                if ticket == honest {
+                    served_after = Some(now - start);
+                }
+                // The hog whose turn ended reconnects, at the back of the line.
+                a.wait_in_line(A, now).unwrap();
+            }
+            let seated = a.open.values().filter(|s| s.ip == A).count();
+            assert_eq!(seated, MAX_CONNECTIONS_PER_ADDRESS, "step {step}");
+            if served_after.is_some() {
+                break;
+            }
+        }
+        // 25 in line before it, 8 turns a second.
+        let served_after = served_after.expect("the honest client was never seated");
+        assert!(served_after <= 4 * TURN, "{served_after:?}");
+    }
+
+    #[test]
+    fn the_line_is_bounded_and_a_connection_waits_in_it_at_most_max_wait() {
+        let now = Instant::now();
+        let mut a = Admission::new(now);
+        let first = a.wait_in_line(A, now).unwrap();
+        for _ in 1..MAX_WAITING_PER_ADDRESS {
+            a.wait_in_line(A, now).unwrap();
+        }
+        assert_eq!(a.wait_in_line(A, now), Err(Refusal::LineFull));
+        assert!(a.wait_in_line(HONEST, now).is_ok(), "other addresses have their own line");
+        assert_eq!(a.rotate(now + MAX_WAIT / 2), Rotation::default());
+        let rotation = a.rotate(now + MAX_WAIT);
+        assert_eq!(rotation.expired.len(), MAX_WAITING_PER_ADDRESS + 1);
+        assert!(rotation.expired.contains(&first));
+        assert!(!a.has_line(&A) && !a.has_line(&HONEST));
+    }
+
+    #[test]
+    fn a_turn_ends_only_for_someone_waiting_and_idle_connections_go_first() {
+        let now = Instant::now();
+        let mut a = Admission::new(now);
+        let ids: Vec<u64> = (0..MAX_CONNECTIONS_PER_ADDRESS)
+            .map(|_| a.admit(A, now).unwrap().0)
+            .collect();
+        let later = now + 2 * TURN;
+        assert!(a.rotate(later).end.is_empty(), "nobody waits: turns go on");
+        for &id in &ids[1..] {
+            a.started(id, later);
+        }
+        a.wait_in_line(A, later).unwrap();
+        assert_eq!(a.rotate(later).end, vec![ids[0]], "the idle one ends");
+        assert!(a.rotate(later).end.is_empty(), "one end per waiting connection");
+        // A connection seated a moment ago keeps its turn.
+        let (_, seated) = a.hand_over(ids[0], later).unwrap();
+        a.wait_in_line(A, later).unwrap();
+        let end = a.rotate(later).end;
+        assert_eq!(end.len(), 1);
+        assert_ne!(end[0], seated);
     }
 
     #[test]
