@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fake::*;
-use mvbc_protocol::net::{BlockClient, Cancel, PER_SERVER, read_frame, write_frame};
-use mvbc_protocol::peers::{DIAL_BURST, DIAL_RATE};
+use mvbc_net::{BlockClient, Cancel, PER_SERVER, read_frame, write_frame};
+use mvbc_node::peers::{DIAL_BURST, DIAL_RATE};
 use mvbc_protocol::wire::{Datagram, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Request};
 use mvbc_protocol::{
     Address, Amount, Hash256, KeyPair, Payment, Transaction, genesis_block, keyfile, unix_now,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
-use mvbc_protocol::net::Broadcaster;
+use mvbc_net::Broadcaster;
 use mvbc_protocol::store::{BlockStore, rebuild_chain};
 use mvbc_protocol::wire::Datagram;
 use mvbc_protocol::{Amount, Payment, keyfile, unix_now};

@@ -12,9 +12,9 @@ use std::thread;
 use std::time::Duration;
 
 use fake::*;
+use mvbc_net::{Cancel, read_frame};
 use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::header::HEADER_VERSION;
-use mvbc_protocol::net::{Cancel, read_frame};
 use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES, Status, VERSION};
 use mvbc_protocol::{
     Address, Amount, Block, BlockHeader, Hash256, KeyPair, Payment, Reward, Transaction,
@@ -67,7 +67,7 @@ fn bad_datagrams() -> Vec<(Vec<u8>, String)> {
 fn garbage_on_every_port_is_dropped_and_the_node_keeps_mining_and_serving() {
     let net = Net::new();
     let m = tempdir().unwrap();
-    let mut miner = Miner::start_logging(m.path(), &net, &[], "info,mvbc_protocol::net=debug");
+    let mut miner = Miner::start_logging(m.path(), &net, &[], "info,mvbc_net=debug");
     miner.wait_height(1);
 
     let sender = UdpSocket::bind("0.0.0.0:0").unwrap();

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::net::{Cancel, read_frame, write_frame};
+use mvbc_net::{Cancel, read_frame, write_frame};
 use mvbc_protocol::wire::{LinkMessage, MAX_ADDRS_PER_MESSAGE, Reply, Request, Status};
 use mvbc_protocol::{Amount, Hash256, KeyPair, Payment, unix_now};
 use procs::*;

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::net::Broadcaster;
+use mvbc_net::Broadcaster;
 use mvbc_protocol::wire::Datagram;
 use mvbc_protocol::{Address, Amount, Chain, Hash256, KeyPair, Payment, keyfile, unix_now};
 use procs::*;

@@ -280,7 +280,7 @@ fn a_miner_killed_with_sigkill_restarts_with_its_chain_intact() {
 /// and the server's own word is believed for a while: it is asked once, not once a status.
 #[test]
 fn a_claim_a_block_server_disowns_is_asked_about_once_and_blames_nobody() {
-    use mvbc_protocol::net::{BlockServer, Broadcaster};
+    use mvbc_net::{BlockServer, Broadcaster};
     use mvbc_protocol::wire::{Datagram, Status};
     use mvbc_protocol::{Amount, Chain, ConsensusParams};
     use std::sync::{Arc, RwLock};

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use http::{api_port, get_json};
-use mvbc_protocol::net::Broadcaster;
+use mvbc_net::Broadcaster;
 use mvbc_protocol::wire::Datagram;
 use mvbc_protocol::{Address, Amount, Hash256, Payment, Transaction, keyfile, unix_now};
 use procs::*;

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSo
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::net::{Cancel, read_frame, write_frame};
+use mvbc_net::{Cancel, read_frame, write_frame};
 use mvbc_protocol::wire::{Datagram, Reply, Request, Status};
 use mvbc_protocol::{Block, Hash256};
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mvbc_net::BlockClient;
 use mvbc_protocol::Hash256;
-use mvbc_protocol::net::BlockClient;
 use mvbc_protocol::wire::{Reply, Request};
 
 /// How long any one wait in these tests may take before it fails with the logs.

@@ -11,8 +11,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use mvbc_net::{BlockClient, Cancel, FRAME_TIMEOUT, FrameError, read_frame, write_frame};
 use mvbc_node::links::{Down, LinkId};
-use mvbc_protocol::net::{BlockClient, Cancel, FRAME_TIMEOUT, FrameError, read_frame, write_frame};
 use mvbc_protocol::wire::{LinkMessage, MAX_LINK_MESSAGE_BYTES, Status};
 
 use crate::node::{Event, Senders};

@@ -35,19 +35,21 @@ use mvbc_miner::engine::{
 };
 use mvbc_miner::select::DeviceMeters;
 use mvbc_miner::work::WorkUnit;
+use mvbc_net::FetchError;
+use mvbc_net::{self as net, BlockClient, BlockServer, Broadcaster};
+use mvbc_net::{Inbound, NodeHooks};
 use mvbc_node::apply::ApplyError;
 use mvbc_node::core::{Effect, NodeCore, Note};
 use mvbc_node::links::{Down, LinkId, Links};
-use mvbc_node::sync::{Download, Role};
+use mvbc_node::peerfile;
+use mvbc_node::sync::{Download, DownloadError, Role};
 use mvbc_protocol::chain::STALE_WINDOW;
-use mvbc_protocol::net::FetchError;
-use mvbc_protocol::net::{self, BlockClient, BlockServer, Broadcaster, read_chain};
-use mvbc_protocol::net::{Inbound, NodeHooks};
+use mvbc_protocol::chain::read_chain;
+use mvbc_protocol::config;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::LinkMessage;
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Address, Block, Chain, Config, Hash256, Payment, unix_now};
-use mvbc_protocol::{config, peerfile};
 
 /// Pending payments, and pending statuses, a listener may queue before it drops datagrams (a
 /// flood must not grow memory).
@@ -97,7 +99,7 @@ pub(crate) enum Event {
     },
     DownloadDone {
         peer: SocketAddr,
-        result: Result<u64, FetchError>,
+        result: Result<u64, DownloadError>,
     },
     /// A peer asked the block server for a link (already answered).
     LinkIn {
@@ -554,6 +556,11 @@ fn mine(
     }
 }
 
+/// The node loop is gone: a download stops there.
+fn stopped<E>(_: E) -> FetchError {
+    FetchError::Cancelled(net::Cancelled::Stopped)
+}
+
 /// A downloader thread (there are [`Role::parallel`] of them, so a peer that stalls holds only
 /// one): runs the downloads the node loop sends, handing each batch to the loop and waiting for
 /// its verdict before asking for more.
@@ -564,29 +571,28 @@ fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<C
             (chain.locator(), *chain.params())
         };
         let result = BlockClient::connect(job.peer).and_then(|mut client| {
-            job.run(
-                &mut client,
+            client.fetch(
+                &job,
                 &locator,
                 |h| read_chain(&chain).header_and_work(h),
                 &params,
                 unix_now(),
-                |blocks, _| -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+                |blocks, _| {
                     let (ack, verdict) = bounded(1);
-                    const STOPPED: &str = "the node stopped";
                     events
                         .send(Event::Downloaded {
                             peer: job.peer,
                             blocks,
                             ack,
                         })
-                        .map_err(|_| STOPPED)?;
-                    Ok(verdict.recv().map_err(|_| STOPPED)??)
+                        .map_err(stopped)?;
+                    Ok(verdict.recv().map_err(stopped)??)
                 },
             )
         });
         let done = Event::DownloadDone {
             peer: job.peer,
-            result,
+            result: result.map_err(DownloadError::from),
         };
         if events.send(done).is_err() {
             return;

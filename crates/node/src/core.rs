@@ -12,15 +12,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::chain::{STALE_WINDOW, StaleCount};
-use mvbc_protocol::net::{FetchError, read_chain};
-use mvbc_protocol::peers::{Want, Wanted};
+use mvbc_protocol::chain::{STALE_WINDOW, StaleCount, read_chain};
 use mvbc_protocol::pool::{Added as Pooled, PoolError};
 use mvbc_protocol::wire::{LinkMessage, Status};
 use mvbc_protocol::{Address, Amount, Block, Chain, Hash256, Payment, Pool, Transaction};
 
 use crate::apply::{self, Added, ApplyError, BlockSink, TipMove};
 use crate::links::{Down, Kind, LinkId, Links, Refused};
+use crate::peers::{Want, Wanted};
 use crate::sync::{Download, DownloadError, Finished, Role, SyncManager};
 use crate::template::next_block;
 
@@ -667,7 +666,7 @@ impl<S: BlockSink> NodeCore<S> {
     pub fn on_download_done(
         &mut self,
         peer: SocketAddr,
-        result: Result<u64, FetchError>,
+        result: Result<u64, DownloadError>,
         now: Instant,
         unix: u64,
     ) {
@@ -686,7 +685,7 @@ impl<S: BlockSink> NodeCore<S> {
                     self.links.served(peer, now);
                 }
             }
-            Some(Finished::Ended(e @ DownloadError::Fetch(FetchError::Disowned { .. }))) => {
+            Some(Finished::Ended(e @ DownloadError::Disowned { .. })) => {
                 if self.failed_downloads.allow() {
                     tracing::info!(%peer, "a status in its name was not its own: {e}");
                 }

@@ -13,12 +13,16 @@
 //!   ([`sync::Role`]);
 //! - [`template`]: the next block to mine from the chain and the pool;
 //! - [`links`]: TCP links to peers beyond the broadcast domain: whom to dial, whom to admit,
-//!   what each link may send, which addresses to remember, share and save.
+//!   what each link may send, which addresses to remember, share and save;
+//! - [`peers`]: the peers heard, by block server address: their claims, back-offs and whom to
+//!   download from next; [`peerfile`]: the addresses saved in `peers.dat`.
 
 #![warn(missing_docs)]
 
 pub mod apply;
 pub mod core;
 pub mod links;
+pub mod peerfile;
+pub mod peers;
 pub mod sync;
 pub mod template;

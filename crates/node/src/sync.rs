@@ -6,12 +6,11 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::net::{BlockClient, FetchError};
-use mvbc_protocol::peers::{DOWNLOAD_SLACK, PeerBook, Pick, Want, Wanted};
+use mvbc_protocol::Hash256;
 use mvbc_protocol::wire::Status;
-use mvbc_protocol::{Block, BlockHeader, ConsensusParams, Hash256};
 
 use crate::apply::ApplyError;
+use crate::peers::{DOWNLOAD_SLACK, PeerBook, Pick, Want, Wanted};
 
 /// The sync values that differ between a miner and a wallet, in one place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,13 +40,54 @@ impl Role {
     };
 }
 
-/// Why a download from a peer failed.
+/// A transport's error, kept for its message: what the node decides never depends on it.
+pub type Detail = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a download from a peer failed, in the terms the peer is judged by; the socket crate
+/// turns its own errors into these and keeps its details in [`Detail`]s.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    /// The connection or a frame failed, the peer broke the protocol, or a block it sent
-    /// could not be added ([`FetchError::Refused`] holds the [`ApplyError`]).
+    /// No connection to its block server.
+    #[error("cannot connect to {peer}: {source}")]
+    Connect {
+        /// The block server.
+        peer: SocketAddr,
+        /// Why: `ConnectionRefused` says nothing listens there.
+        source: std::io::Error,
+    },
+    /// The connection broke, timed out, or carried bytes that did not decode: it proves
+    /// nothing (the peer may only be busy, or the path lossy).
+    #[error("{0}")]
+    Transport(Detail),
+    /// The peer broke the protocol: a reply of the wrong kind or size, blocks that do not
+    /// follow what was asked, a header that breaks a rule a header alone can be held to.
+    #[error("{0}")]
+    BadReply(Detail),
+    /// The branch's headers carry less work than the peer announced: it lied, or lost blocks,
+    /// and not one block body was fetched.
+    #[error("its headers carry {work} work, short of the {announced} it announced")]
+    LightBranch {
+        /// The work of the chain its headers describe.
+        work: u128,
+        /// The work it announced.
+        announced: u128,
+    },
+    /// The server's own status announces less work than the status that sent us to it: that
+    /// status was not its own (anyone may send one naming its address and node id).
+    #[error("its own status announces {} work, not the {announced} a status claimed for it", .told.chain_work)]
+    Disowned {
+        /// What the server says of itself.
+        told: Status,
+        /// The work the status we heard claimed.
+        announced: u128,
+    },
+    /// A block it sent could not be added: refused by the rules (the peer's fault), or not
+    /// stored (ours).
     #[error(transparent)]
-    Fetch(#[from] FetchError),
+    Apply(#[from] ApplyError),
+    /// We gave up waiting (Ctrl-C, a deadline): nobody's fault.
+    #[error("gave up waiting: {0}")]
+    Cancelled(Detail),
     /// It stopped sending before our chain had the work it announced: it lied, or lost blocks.
     #[error("{blocks} blocks served, short of the work it announced")]
     ShortOfWork {
@@ -60,7 +100,7 @@ impl DownloadError {
     /// The error adding a delivered block, if that is what ended the download.
     pub fn apply_error(&self) -> Option<&ApplyError> {
         match self {
-            DownloadError::Fetch(FetchError::Refused(e)) => e.downcast_ref::<ApplyError>(),
+            DownloadError::Apply(e) => Some(e),
             _ => None,
         }
     }
@@ -72,21 +112,16 @@ impl DownloadError {
     /// may only be busy.
     pub fn is_lie(&self) -> bool {
         match self {
-            DownloadError::ShortOfWork { .. } => true,
-            DownloadError::Fetch(e) => match e {
-                FetchError::Connect { source, .. } => {
-                    source.kind() == std::io::ErrorKind::ConnectionRefused
-                }
-                FetchError::Refused(_) => self
-                    .apply_error()
-                    .is_some_and(|a| matches!(a, ApplyError::Refused(_))),
-                FetchError::LightBranch { .. }
-                | FetchError::BadHeader { .. }
-                | FetchError::WrongReply { .. }
-                | FetchError::TooMany { .. }
-                | FetchError::Unlinked { .. } => true,
-                _ => false,
-            },
+            DownloadError::ShortOfWork { .. }
+            | DownloadError::LightBranch { .. }
+            | DownloadError::BadReply(_) => true,
+            DownloadError::Connect { source, .. } => {
+                source.kind() == std::io::ErrorKind::ConnectionRefused
+            }
+            DownloadError::Apply(e) => matches!(e, ApplyError::Refused(_)),
+            DownloadError::Transport(_)
+            | DownloadError::Disowned { .. }
+            | DownloadError::Cancelled(_) => false,
         }
     }
 
@@ -98,7 +133,7 @@ impl DownloadError {
     /// Whether the peer is to blame (and should be passed over): not when we stopped the
     /// download (Ctrl-C, a deadline), nor when our own store failed.
     pub fn blames_peer(&self) -> bool {
-        !self.store_failed() && !matches!(self, DownloadError::Fetch(FetchError::Cancelled(_)))
+        !self.store_failed() && !matches!(self, DownloadError::Cancelled(_))
     }
 }
 
@@ -137,44 +172,6 @@ impl Download {
     /// keeps sending is cut off.
     pub fn limit(&self) -> u64 {
         self.announced.height.saturating_add(DOWNLOAD_SLACK)
-    }
-
-    /// Runs this download on `client`, headers first: the branch after `locator` is judged by
-    /// its headers ([`BlockClient::check_branch`]; `ours` gives our header and chain work at a
-    /// locator hash, `params` the rules, `now` our Unix time), so a branch lighter than
-    /// announced costs no block body; then its blocks come batch by batch to `deliver`.
-    /// Returns the new blocks delivered.
-    pub fn run<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
-        &self,
-        client: &mut BlockClient,
-        locator: &[Hash256],
-        ours: impl Fn(&Hash256) -> Option<(BlockHeader, u128)>,
-        params: &ConsensusParams,
-        now: u64,
-        deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, E>,
-    ) -> Result<u64, FetchError> {
-        // First ask the server what it says of itself: a status naming its address may not be
-        // its own, and it must not be blamed for someone else's claim. (A server that answers
-        // no status, such as a bare block server, is judged by its headers alone.)
-        match client.status() {
-            Ok(told) if told.chain_work < self.announced.chain_work => {
-                return Err(FetchError::Disowned {
-                    told,
-                    announced: self.announced.chain_work,
-                });
-            }
-            Ok(_) | Err(FetchError::WrongReply { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        client.check_branch(
-            locator,
-            ours,
-            params,
-            now,
-            self.announced.chain_work,
-            self.limit(),
-        )?;
-        client.download(locator, self.limit(), deliver)
     }
 }
 
@@ -321,7 +318,7 @@ impl SyncManager {
     pub fn finished(
         &mut self,
         peer: SocketAddr,
-        result: Result<u64, FetchError>,
+        result: Result<u64, DownloadError>,
         ours: &impl Wanted,
         now: Instant,
     ) -> Option<Finished> {
@@ -330,17 +327,15 @@ impl SyncManager {
         let result = match result {
             // The tie was settled before we asked: the peer took our tip (or one that beats
             // both) and has nothing after our locator. Not a lie.
-            Err(FetchError::LightBranch { .. }) if download.tie => Ok(0),
+            Err(DownloadError::LightBranch { .. }) if download.tie => Ok(0),
             // Someone else's claim in its name: believe what it says of itself, for a while.
-            Err(FetchError::Disowned { told, .. }) => {
+            Err(DownloadError::Disowned { told, .. }) => {
                 let until = now + DISOWNED_FOR.min(self.role.peer_backoff);
                 self.peers.disowned(download.peer, told, until);
-                return Some(Finished::Ended(DownloadError::Fetch(
-                    FetchError::Disowned {
-                        told,
-                        announced: download.announced.chain_work,
-                    },
-                )));
+                return Some(Finished::Ended(DownloadError::Disowned {
+                    told,
+                    announced: download.announced.chain_work,
+                }));
             }
             result => result,
         };
@@ -348,9 +343,7 @@ impl SyncManager {
             // Not looked at after all: another peer announcing that tip may be asked.
             self.tried_ties.remove(&download.announced.tip);
         }
-        let judged = result
-            .map_err(DownloadError::from)
-            .and_then(|n| judge(n, ours.want(&download.announced)));
+        let judged = result.and_then(|n| judge(n, ours.want(&download.announced)));
         let others_running = !self.running.is_empty();
         Some(match judged {
             Ok(n) => {
@@ -459,9 +452,7 @@ mod tests {
         let mut sync = SyncManager::new(Role::WALLET, Duration::from_secs(600));
         sync.heard(status(2, 7, 14), host(2), t0);
         let d = sync.next(&10u128, t0).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let cancel = mvbc_protocol::net::Cancel::never().on(stop);
-        let cancelled = FetchError::Cancelled(cancel.check().unwrap_err());
+        let cancelled = DownloadError::Cancelled("Ctrl-C".into());
         assert!(matches!(
             sync.finished(d.peer, Err(cancelled), &10u128, t0),
             Some(Finished::Ended(_))
@@ -557,7 +548,7 @@ mod tests {
         sync.heard(status(2, 7, 14), host(2), t0);
         let d = sync.next(&ours, t0).unwrap();
         // It moved to our tip: its headers after our locator carry no work.
-        let light = FetchError::LightBranch {
+        let light = DownloadError::LightBranch {
             work: 14,
             announced: 14,
         };
@@ -576,7 +567,7 @@ mod tests {
         // Someone claims work 1,000 in the name of host(2)'s server, which says 14 of itself.
         sync.heard(status(2, 100, 1_000), host(2), t0);
         let d = sync.next(&10u128, t0).unwrap();
-        let disowned = FetchError::Disowned {
+        let disowned = DownloadError::Disowned {
             told: status(2, 7, 14),
             announced: 1_000,
         };
@@ -598,7 +589,7 @@ mod tests {
         let ours = Tip(14, Hash256([10; 32]));
         sync.heard(status(2, 7, 14), host(2), t0);
         let d = sync.next(&ours, t0).unwrap();
-        let refused = FetchError::Connect {
+        let refused = DownloadError::Connect {
             peer: d.peer,
             source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         };
@@ -628,11 +619,11 @@ mod lie_tests {
     #[test]
     fn nothing_listening_at_the_named_block_server_is_a_lie_a_busy_one_is_not() {
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let source = std::net::TcpStream::connect(peer).unwrap_err();
-        let e = DownloadError::from(FetchError::Connect { peer, source });
+        let source = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = DownloadError::Connect { peer, source };
         assert!(e.is_lie());
         let source = std::io::Error::from(std::io::ErrorKind::TimedOut);
-        let e = DownloadError::from(FetchError::Connect { peer, source });
+        let e = DownloadError::Connect { peer, source };
         assert!(!e.is_lie());
         assert!(DownloadError::ShortOfWork { blocks: 0 }.is_lie());
     }

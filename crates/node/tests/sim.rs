@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use mvbc_node::apply::BlockSink;
 use mvbc_node::core::{Effect, NodeCore, Note};
 use mvbc_node::sync::Download;
+use mvbc_node::sync::DownloadError;
 use mvbc_protocol::block::GENESIS_TIMESTAMP;
-use mvbc_protocol::net::{FetchError, read_chain};
+use mvbc_protocol::chain::read_chain;
 use mvbc_protocol::store::StoreError;
 use mvbc_protocol::wire::Status;
 use mvbc_protocol::{
@@ -422,7 +423,7 @@ impl Sim {
                 }
                 Ev::Download { node, peer } => self.download(node, peer),
                 Ev::Stalled { node, peer } => {
-                    let timed_out = FetchError::Connect {
+                    let timed_out = DownloadError::Connect {
                         peer: addr(peer),
                         source: std::io::Error::from(std::io::ErrorKind::TimedOut),
                     };
@@ -534,7 +535,7 @@ impl Sim {
         let result = if self.is_liar(peer) {
             Ok(0)
         } else if !self.reaches(node, peer) {
-            Err(FetchError::Connect {
+            Err(DownloadError::Connect {
                 peer: peer_addr,
                 source: std::io::Error::other("unreachable (partition)"),
             })
@@ -556,7 +557,7 @@ impl Sim {
                 {
                     Ok(0) => break Ok(total),
                     Ok(n) => total += n,
-                    Err(e) => break Err(FetchError::Refused(Box::new(e))),
+                    Err(e) => break Err(DownloadError::Apply(e)),
                 }
             }
         };

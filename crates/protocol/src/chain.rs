@@ -604,3 +604,9 @@ impl Chain {
         }
     }
 }
+
+/// Reads the chain even if a writer panicked while holding the lock: the chain's own methods
+/// leave it consistent, and serving blocks must not take the node down with it.
+pub fn read_chain(chain: &std::sync::RwLock<Chain>) -> std::sync::RwLockReadGuard<'_, Chain> {
+    chain.read().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,10 +1,11 @@
 //! Everything the mvbc miner and wallet share, and nothing that needs a GPU: types, the one
 //! consensus encoding, hashing and proof of work, keys and signatures, chain rules and fork
-//! choice, the block store, the configuration, wire messages and UDP/TCP networking.
+//! choice, the block store, the configuration and wire messages. No sockets: those are
+//! `mvbc-net`'s.
 //!
 //! The rules (`rules`, `ledger`, `chain`, `pool`) are pure state machines: they take blocks and
 //! payments and say what changed. Files live at the edges (`store`, `keyfile`, `config`,
-//! `fsutil`, `peerfile`). Library code never prints.
+//! `fsutil`). Library code never prints.
 
 #![warn(missing_docs)]
 
@@ -19,9 +20,6 @@ pub mod header;
 pub mod keyfile;
 pub mod keys;
 pub mod ledger;
-pub mod net;
-pub mod peerfile;
-pub mod peers;
 pub mod pool;
 pub mod rate;
 pub mod rules;

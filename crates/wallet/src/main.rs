@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use mvbc_net::Cancel;
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile::{self, KeyFileError};
-use mvbc_protocol::net::Cancel;
 use mvbc_protocol::store::read_only_chain;
 use mvbc_protocol::{
     Address, Amount, Chain, Config, KeyPair, Ledger, Payment, SignedAmount, Transaction, unix_now,

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Result;
-use mvbc_protocol::net::{BlockClient, Broadcaster, Cancel};
+use mvbc_net::{BlockClient, Broadcaster, Cancel};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Config, Payment, config};
 

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use mvbc_net::{self as net, BlockClient, Broadcaster, Cancel, Progress};
 use mvbc_node::apply;
 use mvbc_node::sync::{Finished, Role, SyncManager};
-use mvbc_protocol::net::{self, BlockClient, Broadcaster, Cancel, Progress};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{BlockHeader, Chain, Config, Hash256, Payment, unix_now};
@@ -317,8 +317,8 @@ impl Syncer<'_> {
         let result =
             BlockClient::connect_until(peer, self.cancel.clone()).and_then(|mut client| {
                 let ours = |h: &Hash256| forks.get(h).copied();
-                download.run(
-                    &mut client,
+                client.fetch(
+                    &download,
                     &locator,
                     ours,
                     &params,
@@ -330,7 +330,7 @@ impl Syncer<'_> {
                             made.made();
                         }
                         if let Some(e) = batch.error {
-                            return Err(e);
+                            return Err(e.into());
                         }
                         if progress {
                             eprint!(
@@ -346,10 +346,12 @@ impl Syncer<'_> {
         if progress {
             eprint!("\r\x1b[K");
         }
-        match self
-            .sync
-            .finished(peer, result, &self.chain, Instant::now())
-        {
+        match self.sync.finished(
+            peer,
+            result.map_err(Into::into),
+            &self.chain,
+            Instant::now(),
+        ) {
             // The store failed: stop, as the miner does; what was stored stays.
             Some(Finished::Ended(e)) if e.store_failed() => return Err(e.into()),
             // Ctrl-C or the deadline ends a download without judging the peer: the caller's

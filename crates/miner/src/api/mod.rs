@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use mvbc_protocol::chain::read_chain;
 use mvbc_protocol::chain::{STALE_WINDOW, StaleCount};
-use mvbc_protocol::net::read_chain;
 use mvbc_protocol::{Address, Block, Chain, Hash256, Payment, Transaction};
 use serde_json::{Value, json};
 

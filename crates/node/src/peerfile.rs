@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::fsutil;
+use mvbc_protocol::fsutil;
 
 /// The file's name in the data directory.
 pub const PEERS_FILE: &str = "peers.dat";

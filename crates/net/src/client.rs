@@ -6,15 +6,17 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
 
-use super::{
+use crate::{
     CONNECT_TIMEOUT, Cancel, Cancelled, FRAME_TIMEOUT, FrameError, read_frame, write_frame,
 };
-use crate::block::Block;
-use crate::hash::Hash256;
-use crate::header::BlockHeader;
-use crate::rules::{ConsensusParams, check_header};
-use crate::tx::Payment;
-use crate::wire::{
+use mvbc_node::apply::ApplyError;
+use mvbc_node::sync::{Download, DownloadError};
+use mvbc_protocol::block::Block;
+use mvbc_protocol::hash::Hash256;
+use mvbc_protocol::header::BlockHeader;
+use mvbc_protocol::rules::{ConsensusParams, check_header};
+use mvbc_protocol::tx::Payment;
+use mvbc_protocol::wire::{
     MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Reply, Request,
     Status, WireError,
 };
@@ -73,7 +75,7 @@ pub enum FetchError {
         /// Its height.
         height: u64,
         /// The rule.
-        error: Box<crate::rules::BlockError>,
+        error: Box<mvbc_protocol::rules::BlockError>,
     },
     /// The branch's headers carry less work than the peer announced: it lied, or lost blocks,
     /// and not one block body was fetched.
@@ -89,17 +91,43 @@ pub enum FetchError {
     #[error("its own status announces {} work, not the {announced} a status claimed for it", .told.chain_work)]
     Disowned {
         /// What the server says of itself.
-        told: crate::wire::Status,
+        told: mvbc_protocol::wire::Status,
         /// The work the status we heard claimed.
         announced: u128,
     },
-    /// The caller refused a block, or could not keep it: its error, to downcast where the
-    /// difference matters (a refused block blames the peer, a full disk does not).
-    #[error("{0}")]
-    Refused(Box<dyn std::error::Error + Send + Sync>),
+    /// The caller refused a block, or could not keep it (a refused block blames the peer, a
+    /// full disk does not).
+    #[error(transparent)]
+    Refused(Box<ApplyError>),
     /// The caller gave up waiting.
     #[error("gave up waiting: {0}")]
     Cancelled(#[from] Cancelled),
+}
+
+impl From<FetchError> for DownloadError {
+    /// What the node judges a peer by; the transport's details ride along for the message.
+    fn from(e: FetchError) -> DownloadError {
+        match e {
+            FetchError::Connect { peer, source } => DownloadError::Connect { peer, source },
+            FetchError::Frame(_) | FetchError::Wire(_) => DownloadError::Transport(Box::new(e)),
+            FetchError::TooMany { .. }
+            | FetchError::Unlinked { .. }
+            | FetchError::WrongReply { .. }
+            | FetchError::BadHeader { .. } => DownloadError::BadReply(Box::new(e)),
+            FetchError::LightBranch { work, announced } => {
+                DownloadError::LightBranch { work, announced }
+            }
+            FetchError::Disowned { told, announced } => DownloadError::Disowned { told, announced },
+            FetchError::Refused(e) => DownloadError::Apply(*e),
+            FetchError::Cancelled(c) => DownloadError::Cancelled(Box::new(c)),
+        }
+    }
+}
+
+impl From<ApplyError> for FetchError {
+    fn from(e: ApplyError) -> FetchError {
+        FetchError::Refused(Box::new(e))
+    }
 }
 
 impl From<FrameError> for FetchError {
@@ -201,7 +229,8 @@ impl BlockClient {
 
     /// Downloads the server's best chain beyond `locator`, batch after batch, handing each
     /// batch (consecutive blocks, lowest first) and the server's tip height to `deliver`,
-    /// which says how many of them were new.
+    /// which says how many of them were new, or why it takes no more ([`FetchError::Refused`]
+    /// for a block it could not add, [`FetchError::Cancelled`] when it stopped).
     ///
     /// Only new blocks are progress: the download ends when a batch brings nothing new (the
     /// caller judges whether it got what the peer announced), when the server has nothing
@@ -209,11 +238,11 @@ impl BlockClient {
     /// the request: its first block must follow a hash the request named and every block the
     /// one before it, so a server replaying blocks it was not asked for fails at once.
     /// Returns how many new blocks were delivered.
-    pub fn download<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    pub fn download(
         &mut self,
         locator: &[Hash256],
         limit: u64,
-        mut deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, E>,
+        mut deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, FetchError>,
     ) -> Result<u64, FetchError> {
         let mut delivered = 0u64;
         let mut next: Vec<Hash256> = locator.iter().take(MAX_LOCATOR_LEN).copied().collect();
@@ -244,7 +273,7 @@ impl BlockClient {
                 });
             }
             check_linked(&blocks, &next)?;
-            let new = deliver(blocks, tip_height).map_err(|e| FetchError::Refused(e.into()))?;
+            let new = deliver(blocks, tip_height)?;
             delivered += new;
             if new == 0 || last.1 >= tip_height {
                 break;
@@ -255,6 +284,45 @@ impl BlockClient {
                 .collect();
         }
         Ok(delivered)
+    }
+
+    /// Runs `download`, headers first: the server's own status must back the claim that
+    /// sent us to it, then the branch after `locator` is judged by its headers
+    /// ([`BlockClient::check_branch`]; `ours` gives our header and chain work at a locator
+    /// hash, `params` the rules, `now` our Unix time), so a branch lighter than announced costs
+    /// no block body; then its blocks come batch by batch to `deliver`. Returns the new blocks
+    /// delivered.
+    pub fn fetch(
+        &mut self,
+        download: &Download,
+        locator: &[Hash256],
+        ours: impl Fn(&Hash256) -> Option<(BlockHeader, u128)>,
+        params: &ConsensusParams,
+        now: u64,
+        deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, FetchError>,
+    ) -> Result<u64, FetchError> {
+        // First ask the server what it says of itself: a status naming its address may not be
+        // its own, and it must not be blamed for someone else's claim. (A server that answers
+        // no status, such as a bare block server, is judged by its headers alone.)
+        match self.status() {
+            Ok(told) if told.chain_work < download.announced.chain_work => {
+                return Err(FetchError::Disowned {
+                    told,
+                    announced: download.announced.chain_work,
+                });
+            }
+            Ok(_) | Err(FetchError::WrongReply { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.check_branch(
+            locator,
+            ours,
+            params,
+            now,
+            download.announced.chain_work,
+            download.limit(),
+        )?;
+        self.download(locator, download.limit(), deliver)
     }
 
     /// Judges the server's branch by its headers before any block body is fetched: asks for

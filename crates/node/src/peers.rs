@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::rate::TokenBucket;
-use crate::wire::Status;
+use mvbc_protocol::rate::TokenBucket;
+use mvbc_protocol::wire::Status;
 
 /// Peers remembered at once.
 pub const MAX_PEERS: usize = 256;
@@ -71,7 +71,7 @@ impl Wanted for u128 {
 }
 
 /// More work is wanted; equal work on a tip the tree lacks is a tie to look at.
-impl Wanted for crate::Chain {
+impl Wanted for mvbc_protocol::Chain {
     fn want(&self, status: &Status) -> Want {
         match status.chain_work.cmp(&self.chain_work()) {
             std::cmp::Ordering::Greater => Want::More,
@@ -363,7 +363,7 @@ fn bounded_insert(map: &mut HashMap<SocketAddr, Instant>, key: SocketAddr, at: I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hash::Hash256;
+    use mvbc_protocol::hash::Hash256;
 
     /// A status of `node_id`, whose block server listens on port 2600 + `node_id` (cut to 16
     /// bits).

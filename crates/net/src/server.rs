@@ -31,13 +31,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Cancel, Dropped, FrameError, POLL_INTERVAL, read_frame, write_frame};
-use crate::block::Block;
-use crate::chain::Chain;
-use crate::hash::Hash256;
-use crate::rate::TokenBucket;
-use crate::tx::Payment;
-use crate::wire::{
+use crate::{Cancel, Dropped, FrameError, POLL_INTERVAL, read_frame, write_frame};
+use mvbc_protocol::block::Block;
+use mvbc_protocol::chain::{Chain, read_chain};
+use mvbc_protocol::hash::Hash256;
+use mvbc_protocol::rate::TokenBucket;
+use mvbc_protocol::tx::Payment;
+use mvbc_protocol::wire::{
     MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES, Reply,
     Request, Status,
 };
@@ -89,8 +89,8 @@ pub const MAX_WAITING_PER_ADDRESS: usize = 4 * MAX_CONNECTIONS_PER_ADDRESS;
 /// Connections waiting for a turn, all addresses together.
 pub const MAX_WAITING: usize = 4 * MAX_CONNECTIONS;
 /// How long a connection waits for a turn before it is closed: about when its client, waiting
-/// for the answer to its first request, gives up ([`super::FRAME_TIMEOUT`]).
-pub const MAX_WAIT: Duration = super::FRAME_TIMEOUT;
+/// for the answer to its first request, gives up ([`crate::FRAME_TIMEOUT`]).
+pub const MAX_WAIT: Duration = crate::FRAME_TIMEOUT;
 /// How fast the connection-seconds an address held fade when the heaviest one is looked for.
 const USAGE_HALF_LIFE: Duration = Duration::from_secs(10);
 /// Addresses remembered with their budgets and usage; beyond that, those with no open
@@ -147,12 +147,6 @@ pub const PER_SERVER: Allowance = Allowance {
     busy_share: 0.5,
     busy_burst: 1.0,
 };
-
-/// Reads the chain even if a writer panicked while holding the lock: the chain's own methods
-/// leave it consistent, and serving blocks must not take the node down with it.
-pub fn read_chain(chain: &RwLock<Chain>) -> std::sync::RwLockReadGuard<'_, Chain> {
-    chain.read().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A running block server.
 pub struct BlockServer {
@@ -362,7 +356,9 @@ struct Rotation {
 enum Refusal {
     #[error("its address holds {MAX_CONNECTIONS_PER_ADDRESS} busy connections")]
     AddressFull,
-    #[error("its address has {MAX_WAITING_PER_ADDRESS} connections waiting, or the server {MAX_WAITING}")]
+    #[error(
+        "its address has {MAX_WAITING_PER_ADDRESS} connections waiting, or the server {MAX_WAITING}"
+    )]
     LineFull,
     #[error("{MAX_CONNECTIONS} connections busy, none of a heavier client")]
     Busy,
@@ -1034,7 +1030,10 @@ mod tests {
             a.wait_in_line(A, now).unwrap();
         }
         assert_eq!(a.wait_in_line(A, now), Err(Refusal::LineFull));
-        assert!(a.wait_in_line(HONEST, now).is_ok(), "other addresses have their own line");
+        assert!(
+            a.wait_in_line(HONEST, now).is_ok(),
+            "other addresses have their own line"
+        );
         assert_eq!(a.rotate(now + MAX_WAIT / 2), Rotation::default());
         let rotation = a.rotate(now + MAX_WAIT);
         assert_eq!(rotation.expired.len(), MAX_WAITING_PER_ADDRESS + 1);
@@ -1056,7 +1055,10 @@ mod tests {
         }
         a.wait_in_line(A, later).unwrap();
         assert_eq!(a.rotate(later).end, vec![ids[0]], "the idle one ends");
-        assert!(a.rotate(later).end.is_empty(), "one end per waiting connection");
+        assert!(
+            a.rotate(later).end.is_empty(),
+            "one end per waiting connection"
+        );
         // A connection seated a moment ago keeps its turn.
         let (_, seated) = a.hand_over(ids[0], later).unwrap();
         a.wait_in_line(A, later).unwrap();

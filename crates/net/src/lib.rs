@@ -1,15 +1,18 @@
-//! UDP broadcasts and the TCP block service: sockets and frames here, the block server in
-//! `server`, the client that downloads from it in `client`. What the bytes mean is `wire`'s
-//! business; this module only moves them, with a size cap and a timeout on everything it reads,
-//! and a way to stop waiting ([`Cancel`]) on everything a client waits for.
+//! mvbc's sockets, all of them: UDP broadcasts and listeners and the frames of TCP here, the
+//! block server in [`server`], the client that downloads from it in [`client`]. What the bytes
+//! mean is `mvbc_protocol::wire`'s business, and what to do with them `mvbc-node`'s; this
+//! crate only moves them, with a size cap and a timeout on everything it reads, and a way to
+//! stop waiting ([`Cancel`]) on everything a client waits for.
 
-mod client;
-mod server;
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod server;
 
 pub use client::{BlockClient, FetchError};
 pub use server::{
     Allowance, BlockServer, IDLE_TIMEOUT, Inbound, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
-    MIN_IDLE_TO_EVICT, NodeHooks, PER_ADDRESS, PER_CONNECTION, PER_SERVER, answer, read_chain,
+    MIN_IDLE_TO_EVICT, NodeHooks, PER_ADDRESS, PER_CONNECTION, PER_SERVER, answer,
 };
 
 use std::io::{self, Read, Write};
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::wire::{Datagram, MAX_DATAGRAM_BYTES, WireError};
+use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES, WireError};
 
 /// How long a listener blocks before looking at its stop flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);

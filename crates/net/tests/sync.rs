@@ -1,13 +1,15 @@
 //! Finding the fork point and downloading only what is missing: the locator, the block
 //! server's answer, and a real download over loopback TCP.
 
+#[path = "../../protocol/tests/common/mod.rs"]
 mod common;
 
 use std::sync::{Arc, RwLock};
 
 use common::*;
+use mvbc_net::{BlockClient, BlockServer, FetchError, answer};
+use mvbc_node::apply::ApplyError;
 use mvbc_protocol::chain::{Chain, ChainUpdate};
-use mvbc_protocol::net::{BlockClient, BlockServer, answer};
 use mvbc_protocol::wire::{MAX_LOCATOR_LEN, Reply, Request};
 use mvbc_protocol::{Block, ConsensusParams, genesis_block};
 
@@ -105,11 +107,11 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
     let mut reorged = false;
     let locator = b.locator();
     let got = client
-        .download(&locator, 1_000, |blocks, _| -> Result<u64, String> {
+        .download(&locator, 1_000, |blocks, _| -> Result<u64, FetchError> {
             batches += 1;
             let mut new = 0;
             for block in blocks {
-                match b.add_block(block, NOW).map_err(|e| e.to_string())? {
+                match b.add_block(block, NOW).map_err(ApplyError::from)? {
                     ChainUpdate::TipChanged { disconnected, .. } => {
                         reorged |= !disconnected.is_empty()
                     }
@@ -165,7 +167,7 @@ fn a_branch_is_judged_by_its_headers_before_any_block_is_fetched() {
         .check_branch(&b.locator(), ours, &SMALL_BLOCKS, NOW, a_work + 1, 1_000)
         .unwrap_err();
     assert!(
-        matches!(err, mvbc_protocol::net::FetchError::LightBranch { work, .. } if work == a_work),
+        matches!(err, FetchError::LightBranch { work, .. } if work == a_work),
         "{err}"
     );
     // Under another network's difficulty every header breaks a rule.
@@ -177,17 +179,14 @@ fn a_branch_is_judged_by_its_headers_before_any_block_is_fetched() {
         .check_branch(&b.locator(), ours, &other, NOW, a_work, 1_000)
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            mvbc_protocol::net::FetchError::BadHeader { height: 26, .. }
-        ),
+        matches!(err, FetchError::BadHeader { height: 26, .. }),
         "{err}"
     );
 }
 
 #[test]
 fn a_server_replaying_blocks_it_was_not_asked_for_fails_the_download_at_once() {
-    use mvbc_protocol::net::{Cancel, FetchError, read_frame, write_frame};
+    use mvbc_net::{Cancel, FetchError, read_frame, write_frame};
     use std::net::TcpListener;
     use std::time::Duration;
     let (a, _) = forked();
@@ -210,10 +209,14 @@ fn a_server_replaying_blocks_it_was_not_asked_for_fails_the_download_at_once() {
     let mut client = BlockClient::connect(([127, 0, 0, 1], port).into()).unwrap();
     let mut delivered = 0;
     let err = client
-        .download(&a.locator(), 1_000, |blocks, _| -> Result<u64, String> {
-            delivered += blocks.len();
-            Ok(blocks.len() as u64)
-        })
+        .download(
+            &a.locator(),
+            1_000,
+            |blocks, _| -> Result<u64, FetchError> {
+                delivered += blocks.len();
+                Ok(blocks.len() as u64)
+            },
+        )
         .unwrap_err();
     assert!(matches!(err, FetchError::Unlinked { .. }), "{err}");
     assert_eq!(delivered, 0, "nothing was handed over");
@@ -221,7 +224,7 @@ fn a_server_replaying_blocks_it_was_not_asked_for_fails_the_download_at_once() {
 
 #[test]
 fn clients_holding_every_connection_idle_do_not_lock_out_an_honest_one() {
-    use mvbc_protocol::net::{MAX_CONNECTIONS, MIN_IDLE_TO_EVICT};
+    use mvbc_net::{MAX_CONNECTIONS, MIN_IDLE_TO_EVICT};
     use socket2::{Domain, Socket, Type};
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
     use std::time::Duration;
@@ -258,11 +261,10 @@ fn clients_holding_every_connection_idle_do_not_lock_out_an_honest_one() {
         locator: vec![],
         max_blocks: 1,
     };
-    mvbc_protocol::net::write_frame(&mut again, &request.encode()).unwrap();
-    let cancel = mvbc_protocol::net::Cancel::never();
+    mvbc_net::write_frame(&mut again, &request.encode()).unwrap();
+    let cancel = mvbc_net::Cancel::never();
     assert!(
-        mvbc_protocol::net::read_frame(&mut again, 1 << 20, Duration::from_secs(5), &cancel)
-            .is_err(),
+        mvbc_net::read_frame(&mut again, 1 << 20, Duration::from_secs(5), &cancel).is_err(),
         "the cap holds"
     );
     // A newcomer from an address that held nothing takes a hog's place at once...
@@ -281,9 +283,7 @@ fn clients_holding_every_connection_idle_do_not_lock_out_an_honest_one() {
         s.connect(&addr.into()).unwrap();
         s
     });
-    mvbc_protocol::net::write_frame(&mut late, &request.encode()).unwrap();
-    assert!(
-        mvbc_protocol::net::read_frame(&mut late, 1 << 20, Duration::from_secs(5), &cancel).is_ok()
-    );
+    mvbc_net::write_frame(&mut late, &request.encode()).unwrap();
+    assert!(mvbc_net::read_frame(&mut late, 1 << 20, Duration::from_secs(5), &cancel).is_ok());
     drop((hogs, honest));
 }
