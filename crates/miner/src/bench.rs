@@ -5,7 +5,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::engine::{
-    DeviceKind, EngineError, MiningEngine, NonceRange, Search, SearchControl, search_verified,
+    DeviceKind, EngineError, EngineInfo, MiningEngine, NonceRange, Search, SearchControl,
+    search_verified,
 };
 use crate::work::{WorkUnit, synthetic_header};
 
@@ -260,4 +261,122 @@ mod tests {
         assert_eq!(format_rate(16.2e9), "16.2 GH/s");
         assert_eq!(format_rate(12.0), "12.0 H/s");
     }
+}
+
+impl std::fmt::Display for BenchReport {
+    /// "cpu sha-ni x3, 2 threads: N hashes in S s = R, solved block verified on the CPU".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let info = EngineInfo {
+            device: self.device,
+            adapter: self.adapter.clone(),
+            backend: self.backend.clone(),
+            threads: self.threads,
+        };
+        write!(
+            f,
+            "{} {}: {} hashes in {:.2} s = {}, solved block {}",
+            self.device,
+            info.describe(),
+            self.hashes,
+            self.seconds,
+            format_rate(self.hashes_per_second),
+            if self.verified {
+                "verified on the CPU"
+            } else {
+                "FAILED the CPU check"
+            }
+        )
+    }
+}
+
+/// What a measured rate means for the network's difficulty, as `--benchmark` prints it: time
+/// per block, the tie chance, and the lowest difficulty that keeps ties under 1% for a few
+/// networks of such devices.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Advice {
+    rate: f64,
+    difficulty: u32,
+    devices: u32,
+    delay_ms: f64,
+}
+
+impl Advice {
+    /// For `rate` hashes a second at `difficulty`, on a network of `devices` such devices
+    /// whose announcements take `delay_ms`.
+    pub fn new(rate: f64, difficulty: u32, devices: u32, delay_ms: f64) -> Advice {
+        Advice {
+            rate,
+            difficulty,
+            devices,
+            delay_ms,
+        }
+    }
+}
+
+impl std::fmt::Display for Advice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Advice {
+            rate,
+            difficulty,
+            devices,
+            delay_ms,
+        } = *self;
+        let here = BlockAdvice::new(rate, difficulty, devices, delay_ms);
+        let time = |d: u32| {
+            let s = seconds_per_block(d, rate);
+            if s < 1.0 {
+                format!("{:.1} ms", s * 1_000.0)
+            } else {
+                format!("{s:.1} s")
+            }
+        };
+        writeln!(
+            f,
+            "At difficulty {difficulty} (this configuration): a block every {} on this device \
+             alone; with {devices} such device{} and {delay_ms} ms announcements, {:.1}% of \
+             blocks tie",
+            time(difficulty),
+            if devices == 1 { "" } else { "s" },
+            100.0 * here.tie_chance
+        )?;
+        writeln!(
+            f,
+            "Lowest difficulty for ties under 1% (2^D >= 100 x delay x total rate):"
+        )?;
+        let mut rows = vec![
+            (1, 15.0, "1 device, LAN"),
+            (4, 15.0, "4 devices, LAN"),
+            (1, 200.0, "1 device, internet"),
+        ];
+        if !rows.iter().any(|(n, d, _)| *n == devices && *d == delay_ms) {
+            rows.insert(0, (devices, delay_ms, "as given"));
+        }
+        for (n, d, label) in rows {
+            let at = BlockAdvice::new(rate, difficulty, n, d).tie_free_difficulty;
+            writeln!(
+                f,
+                "  {label:<20} {n:>4} x {d:>6} ms: difficulty {at} (a block every {} on one \
+                 device)",
+                time(at)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Each device's part of a run of several together: its share of the `done` hashes at
+/// `total_rate`, beside its report alone.
+pub fn shares(alone: &[BenchReport], done: &[u64], total_rate: f64) -> Vec<DeviceReport> {
+    let sum = done.iter().sum::<u64>().max(1) as f64;
+    alone
+        .iter()
+        .zip(done)
+        .map(|(r, &d)| DeviceReport {
+            device: r.device.to_string(),
+            adapter: r.adapter.clone(),
+            backend: r.backend.clone(),
+            hashes_per_second: total_rate * d as f64 / sum,
+            verified: r.verified,
+        })
+        .collect()
 }

@@ -54,6 +54,15 @@ impl Kernel {
         Kernel::measured()[0].0
     }
 
+    /// "avx512 x16 61.2 MH/s, sha-ni x3 54.0 MH/s, ...": [`Kernel::measured`], fastest first.
+    pub fn measured_summary() -> String {
+        Kernel::measured()
+            .iter()
+            .map(|(k, rate)| format!("{} {}", k.name(), crate::bench::format_rate(*rate)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Every kernel this CPU runs with its hash rate on one thread, fastest first: measured once
     /// per process, [`MEASURE_WINDOW`] each (after as long again to warm up).
     pub fn measured() -> &'static [(Kernel, f64)] {

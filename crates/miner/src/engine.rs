@@ -128,6 +128,18 @@ pub struct EngineInfo {
     pub threads: usize,
 }
 
+impl EngineInfo {
+    /// "sha-ni x3, 2 threads" for the CPU; the adapter and backend for a GPU; every device for
+    /// several.
+    pub fn describe(&self) -> String {
+        match self.device {
+            DeviceKind::Cpu if self.threads == 1 => format!("{}, 1 thread", self.adapter),
+            DeviceKind::Cpu => format!("{}, {} threads", self.adapter, self.threads),
+            DeviceKind::Gpu | DeviceKind::Several => self.adapter.clone(),
+        }
+    }
+}
+
 /// Why an engine could not search.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -1,11 +1,16 @@
-//! The mvbc miner's engines: nonce searches on the CPU and, through `wgpu`, on the GPU, all
-//! behind [`engine::MiningEngine`] and all checked on the CPU by [`engine::search_verified`].
+//! The mvbc miner as a library: its engines, nonce searches on the CPU and, through `wgpu`, on
+//! the GPU, all behind [`engine::MiningEngine`] and all checked on the CPU by
+//! [`engine::search_verified`]; and the node that mines with one ([`driver`]: [`driver::spawn`]
+//! returns a handle), with its window, the JSON API and explorer ([`api`]). The `mvbc-miner`
+//! binary is its command line; a received block goes from `mvbc-net`'s threads through
+//! [`driver`] to `mvbc_node::core`, which decides.
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod bench;
 pub mod cpu;
+pub mod driver;
 pub mod engine;
 pub mod gpu;
 pub mod multi;

@@ -1,7 +1,5 @@
-//! `mvbc-miner`: the mining node (see `node`), and `--benchmark`, which measures the engines.
-
-mod links;
-mod node;
+//! `mvbc-miner`: the mining node (`mvbc_miner::driver`, its events printed as lines), and
+//! `--benchmark`, which measures the engines.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -13,7 +11,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use mvbc_miner::bench::{self, BenchReport};
 use mvbc_miner::cpu::Kernel;
-use mvbc_miner::engine::{DeviceKind, EngineInfo};
+use mvbc_miner::driver;
+use mvbc_miner::engine::DeviceKind;
 use mvbc_miner::select::{self, DeviceChoice, KernelChoice};
 use mvbc_miner::tune::TuneCache;
 use mvbc_miner::{CpuEngine, MiningEngine};
@@ -186,12 +185,22 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         .iter()
         .any(|e| e.info().device == DeviceKind::Cpu);
     if uses_cpu && cli.cpu_kernel == KernelChoice::Auto {
-        println!("CPU kernels measured on one thread: {}", measured_kernels());
+        println!(
+            "CPU kernels measured on one thread: {}",
+            Kernel::measured_summary()
+        );
     }
     let (engine, meters) = selection.combine();
     let info = engine.info();
-    println!("Mining on {}: {}", info.device, describe(&info));
-    node::run(node::NodeSetup {
+    println!("Mining on {}: {}", info.device, info.describe());
+    // Before anything is announced: a Ctrl-C or SIGTERM from then on stops the node cleanly,
+    // however early it comes.
+    let (stop, stopped) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = stop.try_send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+    let node = driver::spawn(driver::NodeSetup {
         config,
         chain,
         store: loaded.store,
@@ -199,7 +208,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         engine,
         meters,
         data_dir: dir.clone(),
+        stop: Some(stopped),
     })?;
+    for event in node.events() {
+        println!("{event}");
+    }
+    node.wait()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -218,16 +232,6 @@ fn resolve_address(dir: &Path, name_or_address: &str) -> Result<Address> {
         )
     })?;
     Ok(key.address())
-}
-
-/// "sha-ni x3, 2 threads" for the CPU; the adapter and backend for a GPU; every device for
-/// several.
-fn describe(info: &EngineInfo) -> String {
-    match info.device {
-        DeviceKind::Cpu if info.threads == 1 => format!("{}, 1 thread", info.adapter),
-        DeviceKind::Cpu => format!("{}, {} threads", info.adapter, info.threads),
-        DeviceKind::Gpu | DeviceKind::Several => info.adapter.clone(),
-    }
 }
 
 /// The engines `--device`, `--threads` and `--cpu-kernel` name.
@@ -287,15 +291,6 @@ fn threads(cli: &Cli) -> usize {
         .map_or_else(CpuEngine::default_threads, usize::from)
 }
 
-/// "avx512 x16 61.2 MH/s, sha-ni x3 54.0 MH/s, ...", fastest first.
-fn measured_kernels() -> String {
-    Kernel::measured()
-        .iter()
-        .map(|(k, rate)| format!("{} {}", k.name(), bench::format_rate(*rate)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// `--benchmark`: every device `--device` names, one after the other, then, when there are
 /// several, all of them together.
 fn benchmark(cli: &Cli) -> Result<ExitCode> {
@@ -337,21 +332,7 @@ fn benchmark(cli: &Cli) -> Result<ExitCode> {
             .zip(&before)
             .map(|(a, b)| a - b)
             .collect();
-        let sum = done.iter().sum::<u64>().max(1) as f64;
-        total.devices = Some(
-            alone
-                .iter()
-                .zip(&done)
-                .map(|(r, &d)| bench::DeviceReport {
-                    device: r.device.to_string(),
-                    adapter: r.adapter.clone(),
-                    backend: r.backend.clone(),
-                    // Its share of the hashes of the run together.
-                    hashes_per_second: total.hashes_per_second * d as f64 / sum,
-                    verified: r.verified,
-                })
-                .collect(),
-        );
+        total.devices = Some(bench::shares(&alone, &done, total.hashes_per_second));
         all_verified &= total.verified;
         advise(&mut total);
         print_report(&total, cli.json)?;
@@ -361,7 +342,8 @@ fn benchmark(cli: &Cli) -> Result<ExitCode> {
             .iter()
             .map(|r| r.hashes_per_second)
             .fold(0.0, f64::max);
-        print_advice(fastest, difficulty, cli.network_devices, cli.delay_ms);
+        let advice = bench::Advice::new(fastest, difficulty, cli.network_devices, cli.delay_ms);
+        print!("{advice}");
     }
     Ok(if all_verified {
         ExitCode::SUCCESS
@@ -370,11 +352,20 @@ fn benchmark(cli: &Cli) -> Result<ExitCode> {
     })
 }
 
+fn print_report(r: &BenchReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        println!("{r}");
+    }
+    Ok(())
+}
+
 /// One engine's benchmark, with a live rate on a terminal.
 fn measure_one(engine: &mut dyn MiningEngine, seconds: Duration) -> Result<bench::BenchReport> {
     let live = std::io::stderr().is_terminal();
     let info = engine.info();
-    let name = format!("{} {}", info.device, describe(&info));
+    let name = format!("{} {}", info.device, info.describe());
     let report = bench::measure(engine, Duration::from_secs(1), seconds, |hashes, took| {
         if live {
             let rate = bench::format_rate(hashes as f64 / took.as_secs_f64());
@@ -386,72 +377,6 @@ fn measure_one(engine: &mut dyn MiningEngine, seconds: Duration) -> Result<bench
         eprint!("\r\x1b[K");
     }
     Ok(report)
-}
-
-fn print_report(r: &BenchReport, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(r)?);
-    } else {
-        let info = EngineInfo {
-            device: r.device,
-            adapter: r.adapter.clone(),
-            backend: r.backend.clone(),
-            threads: r.threads,
-        };
-        println!(
-            "{} {}: {} hashes in {:.2} s = {}, solved block {}",
-            r.device,
-            describe(&info),
-            r.hashes,
-            r.seconds,
-            bench::format_rate(r.hashes_per_second),
-            if r.verified {
-                "verified on the CPU"
-            } else {
-                "FAILED the CPU check"
-            }
-        );
-    }
-    Ok(())
-}
-
-/// What the measured rate means for the network's difficulty: time per block, the tie chance,
-/// and the lowest difficulty that keeps ties under 1% for a few networks of such devices.
-fn print_advice(rate: f64, difficulty: u32, devices: u32, delay_ms: f64) {
-    let here = bench::BlockAdvice::new(rate, difficulty, devices, delay_ms);
-    let time = |d: u32| {
-        let s = bench::seconds_per_block(d, rate);
-        if s < 1.0 {
-            format!("{:.1} ms", s * 1_000.0)
-        } else {
-            format!("{s:.1} s")
-        }
-    };
-    println!(
-        "At difficulty {difficulty} (this configuration): a block every {} on this device \
-         alone; with {devices} such device{} and {delay_ms} ms announcements, {:.1}% of blocks \
-         tie",
-        time(difficulty),
-        if devices == 1 { "" } else { "s" },
-        100.0 * here.tie_chance
-    );
-    println!("Lowest difficulty for ties under 1% (2^D >= 100 x delay x total rate):");
-    let mut rows = vec![
-        (1, 15.0, "1 device, LAN"),
-        (4, 15.0, "4 devices, LAN"),
-        (1, 200.0, "1 device, internet"),
-    ];
-    if !rows.iter().any(|(n, d, _)| *n == devices && *d == delay_ms) {
-        rows.insert(0, (devices, delay_ms, "as given"));
-    }
-    for (n, d, label) in rows {
-        let advice = bench::BlockAdvice::new(rate, difficulty, n, d);
-        let at = advice.tie_free_difficulty;
-        println!(
-            "  {label:<20} {n:>4} x {d:>6} ms: difficulty {at} (a block every {} on one device)",
-            time(at)
-        );
-    }
 }
 
 /// Loads `mining_rewards.pem`, creating it on first start.

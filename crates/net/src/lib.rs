@@ -1,5 +1,6 @@
 //! mvbc's sockets, all of them: UDP broadcasts and listeners and the frames of TCP here, the
-//! block server in [`server`], the client that downloads from it in [`client`]. What the bytes
+//! block server in [`server`], the client that downloads from it in [`client`], the threads
+//! that carry a link's messages in [`link`]. What the bytes
 //! mean is `mvbc_protocol::wire`'s business, and what to do with them `mvbc-node`'s; this
 //! crate only moves them, with a size cap and a timeout on everything it reads, and a way to
 //! stop waiting ([`Cancel`]) on everything a client waits for.
@@ -7,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod link;
 pub mod server;
 
 pub use client::{BlockClient, FetchError};

@@ -3,6 +3,11 @@
 //! the chain, the store, the pool and the peers and decides everything; this loop hands it each
 //! event with the time and carries out the effects it returns.
 //!
+//! [`spawn`] starts a node and returns a [`NodeHandle`]: the ports it bound, its [`Event`]s
+//! (what the binary prints as lines), its height, and a way to stop it and wait. The sockets
+//! are `mvbc-net`'s, the API and explorer this crate's [`crate::api`]; this module only
+//! wires them to the core. It never prints.
+//!
 //! ```text
 //! tx listener ─────┬──> payments ─┐                ┌──> status broadcaster (UDP)
 //! status listener ─┤              │                ├──> mining thread (engine)
@@ -26,20 +31,20 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, Sender, bounded, select, tick, unbounded};
-use mvbc_miner::api::{self, Api, Device, NodeState, PeerInfo, http::HttpServer};
-use mvbc_miner::engine::{
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select, tick, unbounded};
+
+use crate::api::{self, Api, Device, NodeState, PeerInfo, http::HttpServer};
+use crate::engine::{
     DeviceKind, EngineError, EngineInfo, MiningEngine, NonceRange, Search, SearchControl,
     search_verified,
 };
-use mvbc_miner::select::DeviceMeters;
-use mvbc_miner::work::WorkUnit;
-use mvbc_net::FetchError;
-use mvbc_net::{self as net, BlockClient, BlockServer, Broadcaster};
+use crate::select::DeviceMeters;
+use crate::work::WorkUnit;
+use mvbc_net::link::{self, LinkEvents, LinkIo};
+use mvbc_net::{self as net, BlockClient, BlockServer, Broadcaster, FetchError};
 use mvbc_net::{Inbound, NodeHooks};
 use mvbc_node::apply::ApplyError;
-use mvbc_node::core::{Effect, NodeCore, Note};
+use mvbc_node::core::{Effect, NodeCore};
 use mvbc_node::links::{Down, LinkId, Links};
 use mvbc_node::peerfile;
 use mvbc_node::sync::{Download, DownloadError, Role};
@@ -62,6 +67,15 @@ const SECOND: Duration = Duration::from_secs(1);
 /// interval): a node joining a network downloads its chain instead of forking it at block 1.
 const STARTUP_LISTEN: Duration = Duration::from_secs(1);
 
+mod event;
+mod handle;
+
+pub use event::{Event, Report};
+pub use handle::{NodeHandle, RunError, StartError, TimedOut};
+
+/// Events kept for a reader who is slow or absent; beyond them new ones are dropped.
+const EVENTS_KEPT: usize = 4_096;
+
 /// Everything the node needs to start.
 pub struct NodeSetup {
     /// The configuration.
@@ -78,9 +92,13 @@ pub struct NodeSetup {
     pub meters: Option<DeviceMeters>,
     /// The data directory (for `peers.dat`).
     pub data_dir: PathBuf,
+    /// Stops the node when it sends or closes, beside [`NodeHandle::shutdown`]: for a Ctrl-C
+    /// handler installed before the node starts, so that no signal finds it half started.
+    pub stop: Option<Receiver<()>>,
 }
 
-pub(crate) enum Event {
+/// What the threads tell the node loop.
+enum Input {
     Payment(Box<Payment>, SocketAddr),
     /// A status, where from, and when it arrived (before any queue).
     Status(Status, SocketAddr, Instant),
@@ -123,18 +141,35 @@ pub(crate) enum Event {
 
 /// The three ways into the node loop.
 #[derive(Clone)]
-pub(crate) struct Senders {
+struct Senders {
     /// Blocks, downloads, mining results, links ending and shutdown: never dropped, handled
     /// first.
-    pub(crate) urgent: Sender<Event>,
-    pub(crate) statuses: Sender<Event>,
-    pub(crate) payments: Sender<Event>,
+    urgent: Sender<Input>,
+    statuses: Sender<Input>,
+    payments: Sender<Input>,
+}
+
+impl LinkEvents for Senders {
+    fn message(&self, id: LinkId, message: LinkMessage) {
+        let queue = match message {
+            LinkMessage::Payment(_) => &self.payments,
+            LinkMessage::Status(_) | LinkMessage::Addrs(_) => &self.statuses,
+        };
+        if queue.try_send(Input::LinkMessage(id, message)).is_err() {
+            tracing::debug!(id, "event queue full: dropped a link message");
+        }
+    }
+
+    fn down(&self, id: LinkId, why: Down) {
+        let _ = self.urgent.send(Input::LinkDown(id, why));
+    }
 }
 
 struct Inbox {
-    urgent: Receiver<Event>,
-    statuses: Receiver<Event>,
-    payments: Receiver<Event>,
+    urgent: Receiver<Input>,
+    statuses: Receiver<Input>,
+    payments: Receiver<Input>,
+    stop: Receiver<()>,
 }
 
 struct Job {
@@ -142,8 +177,10 @@ struct Job {
     control: Arc<SearchControl>,
 }
 
-/// Runs the node until Ctrl-C or SIGTERM.
-pub fn run(setup: NodeSetup) -> Result<()> {
+/// Starts a node: binds its sockets (an error if one is taken), starts its threads and its
+/// loop, and returns its handle. The node runs until [`NodeHandle::shutdown`], a message on
+/// [`NodeSetup::stop`], or a store failure.
+pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
     let NodeSetup {
         config,
         chain,
@@ -152,13 +189,18 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         engine,
         meters,
         data_dir,
+        stop,
     } = setup;
     let node_id = rand_node_id();
     let chain = Arc::new(RwLock::new(chain));
-    let (urgent, urgent_inbox) = unbounded::<Event>();
-    let (statuses, status_inbox) = bounded::<Event>(EVENT_QUEUE);
-    let (payments, payment_inbox) = bounded::<Event>(EVENT_QUEUE);
-    let events = Senders {
+    let (urgent, urgent_inbox) = unbounded::<Input>();
+    let (statuses, status_inbox) = bounded::<Input>(EVENT_QUEUE);
+    let (payments, payment_inbox) = bounded::<Input>(EVENT_QUEUE);
+    let (said, events) = bounded::<Event>(EVENTS_KEPT);
+    let say = move |event: Event| {
+        let _ = said.try_send(event);
+    };
+    let senders = Senders {
         urgent,
         statuses,
         payments,
@@ -167,36 +209,23 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         urgent: urgent_inbox,
         statuses: status_inbox,
         payments: payment_inbox,
+        stop: stop.unwrap_or_else(crossbeam_channel::never),
     };
-    // Before anything is announced: a Ctrl-C or SIGTERM from then on waits on the urgent
-    // channel and stops the node cleanly, however early it comes.
-    let shutdown = events.urgent.clone();
-    ctrlc::set_handler(move || {
-        let _ = shutdown.send(Event::Shutdown);
-    })
-    .context("installing the Ctrl-C handler")?;
 
-    let tx_socket = net::udp_listener(config.transaction_port).with_context(|| {
-        format!(
-            "listening for payments on UDP port {}",
-            config.transaction_port
-        )
-    })?;
-    let status_socket = net::udp_listener(config.status_broadcast_port).with_context(|| {
-        format!(
-            "listening for status on UDP port {}",
-            config.status_broadcast_port
-        )
-    })?;
+    let udp = |what, port| {
+        net::udp_listener(port).map_err(|source| StartError::Udp { what, port, source })
+    };
+    let tx_socket = udp("payments", config.transaction_port)?;
+    let status_socket = udp("status", config.status_broadcast_port)?;
     let dropped = net::Dropped::default();
     let hooks = NodeHooks {
         node_id,
         inbound: Arc::new({
-            let events = events.clone();
+            let events = senders.clone();
             move |inbound| {
                 let (queue, event) = match inbound {
                     Inbound::Payment { payment, from } => {
-                        (&events.payments, Event::Payment(Box::new(payment), from))
+                        (&events.payments, Input::Payment(Box::new(payment), from))
                     }
                     Inbound::Link {
                         stream,
@@ -204,7 +233,7 @@ pub fn run(setup: NodeSetup) -> Result<()> {
                         hello,
                     } => (
                         &events.statuses,
-                        Event::LinkIn {
+                        Input::LinkIn {
                             stream,
                             from,
                             hello,
@@ -223,77 +252,73 @@ pub fn run(setup: NodeSetup) -> Result<()> {
         dropped.clone(),
         Some(hooks),
     )
-    .with_context(|| {
-        format!(
-            "starting the block server on TCP port {} (another miner on this host? \
-             set -s block_server_port=0 to take any free port; it is announced in status broadcasts)",
-            config.block_server_port
-        )
+    .map_err(|source| StartError::BlockServer {
+        port: config.block_server_port,
+        source,
     })?;
-    let broadcast = |what| -> Result<Option<Broadcaster>> {
+    let broadcast = |what| {
         config
             .broadcast_address
             .map(|to| Broadcaster::new(to, config.status_broadcast_port))
             .transpose()
-            .with_context(|| format!("opening the status broadcast socket ({what})"))
+            .map_err(|source| StartError::Broadcast { what, source })
     };
     let (broadcaster, ask) = (broadcast("announcing")?, broadcast("asking")?);
-    println!(
-        "Listening: payments on UDP {}, status on UDP {}, blocks on TCP {}; {}",
-        config.transaction_port,
-        config.status_broadcast_port,
-        server.port(),
-        match &broadcaster {
-            Some(b) => format!("broadcasting to {}", b.target()),
-            None => "not broadcasting (broadcast_address is \"\")".into(),
-        }
-    );
-    let (links, unresolved) = named_and_saved_peers(&config, &data_dir, node_id);
+    say(Event::Listening {
+        transaction_port: config.transaction_port,
+        status_port: config.status_broadcast_port,
+        block_port: server.port(),
+        broadcast_to: broadcaster.as_ref().map(Broadcaster::target),
+    });
+    let (links, unresolved) = named_and_saved_peers(&config, &data_dir, node_id, &say);
     let devices = match &meters {
         Some(m) => m.devices.iter().map(device).collect(),
         None => vec![device(&engine.info())],
     };
     let published = Arc::new(Mutex::new(NodeState::new(devices)));
-    let _api = start_api(&config, chain.clone(), published.clone());
+    let api = start_api(&config, chain.clone(), published.clone(), &say);
+    let api_addr = api.as_ref().map(HttpServer::local_addr);
 
-    spawn("tx-listener", {
-        let (events, dropped) = (events.clone(), dropped.clone());
+    spawn_thread("tx-listener", {
+        let (events, dropped) = (senders.clone(), dropped.clone());
         move || listen(tx_socket, events, node_id, "payment port", dropped)
     })?;
-    spawn("status-listener", {
-        let (events, dropped) = (events.clone(), dropped.clone());
+    spawn_thread("status-listener", {
+        let (events, dropped) = (senders.clone(), dropped.clone());
         move || listen(status_socket, events, node_id, "status port", dropped)
     })?;
     let (announce, announcements) = unbounded::<Status>();
     let interval = config.status_broadcast_interval;
     if let Some(broadcaster) = broadcaster {
-        spawn("status-broadcaster", move || {
+        spawn_thread("status-broadcaster", move || {
             broadcast_status(broadcaster, announcements, interval)
         })?;
     }
     let (jobs, job_inbox) = unbounded::<Job>();
     let hashes_done = Arc::new(AtomicU64::new(0));
-    spawn("miner", {
-        let events = events.urgent.clone();
+    spawn_thread("miner", {
+        let events = senders.urgent.clone();
         let hashes_done = hashes_done.clone();
         move || mine(engine, job_inbox, events, hashes_done)
     })?;
     if !unresolved.is_empty() {
-        let events = events.urgent.clone();
-        spawn("resolver", move || resolve_later(unresolved, events))?;
+        let events = senders.urgent.clone();
+        spawn_thread("resolver", move || resolve_later(unresolved, events))?;
     }
     let (sync_jobs, sync_inbox) = unbounded::<Download>();
     for _ in 0..Role::MINER.parallel {
-        spawn("downloader", {
-            let (events, chain, inbox) = (events.urgent.clone(), chain.clone(), sync_inbox.clone());
+        spawn_thread("downloader", {
+            let (events, chain, inbox) =
+                (senders.urgent.clone(), chain.clone(), sync_inbox.clone());
             move || download(inbox, events, chain)
         })?;
     }
 
+    let block_port = server.port();
     let mut core = NodeCore::new(
         node_id,
-        server.port(),
-        chain,
+        block_port,
+        chain.clone(),
         store,
         reward_to,
         quiet(&config),
@@ -312,23 +337,41 @@ pub fn run(setup: NodeSetup) -> Result<()> {
             (m, last)
         }),
         published,
-        events: events.clone(),
+        events: senders.clone(),
         links: HashMap::new(),
         quiet: quiet(&config),
         peers_file: data_dir.join(peerfile::PEERS_FILE),
+        say: Box::new(say),
     };
-    node.core.announce();
-    node.core.maintain_links(Instant::now());
-    node.carry_out();
-    if let Some(ask) = &ask
-        && let Err(e) = ask.send(&Datagram::StatusRequest)
-    {
-        tracing::warn!("asking peers for their status failed: {e}");
-    }
     let listen = STARTUP_LISTEN.min(interval);
-    let result = node.event_loop(inbox, crossbeam_channel::after(listen));
-    drop(server);
-    result
+    let looped = thread::Builder::new()
+        .name("node".into())
+        .spawn(move || {
+            node.core.announce();
+            node.core.maintain_links(Instant::now());
+            node.carry_out();
+            if let Some(ask) = &ask
+                && let Err(e) = ask.send(&Datagram::StatusRequest)
+            {
+                tracing::warn!("asking peers for their status failed: {e}");
+            }
+            let result = node.event_loop(inbox, crossbeam_channel::after(listen));
+            // The block server and the API stop with the loop, before the handle hears it.
+            drop((server, api));
+            result
+        })
+        .map_err(|source| StartError::Thread {
+            name: "node",
+            source,
+        })?;
+    Ok(NodeHandle::new(
+        events,
+        senders.urgent,
+        block_port,
+        api_addr,
+        chain,
+        looped,
+    ))
 }
 
 /// The API's name for a device.
@@ -344,12 +387,13 @@ fn device(info: &EngineInfo) -> Device {
     }
 }
 
-/// Serves the API and the explorer page where `api_listen` says, or says in one line why not
-/// and goes on without them: the API is for watching, never a reason not to mine.
+/// Serves the API and the explorer page where `api_listen` says, or says why not and goes on
+/// without them: the API is for watching, never a reason not to mine.
 fn start_api(
     config: &Config,
     chain: Arc<RwLock<Chain>>,
     published: Arc<Mutex<NodeState>>,
+    say: &impl Fn(Event),
 ) -> Option<HttpServer> {
     let addr = config.api_listen?;
     let started = TcpListener::bind(addr).and_then(|listener| {
@@ -361,25 +405,11 @@ fn start_api(
     });
     match started {
         Ok(server) => {
-            let at = server.local_addr();
-            println!("API: explorer at http://{at}/, JSON under http://{at}/api/v1/");
-            if !at.ip().is_loopback() {
-                println!(
-                    "Warning: the API listens on {}, not only on this host: whoever reaches it \
-                     can read the chain and this node's state (nothing can be changed through it)",
-                    at.ip()
-                );
-            }
+            say(Event::ApiListening(server.local_addr()));
             Some(server)
         }
-        Err(e) => {
-            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
-                "is taken (another miner on this host? --api-listen 127.0.0.1:0 takes any free port)"
-                    .to_string()
-            } else {
-                format!("cannot be used: {e}")
-            };
-            println!("API: {addr} {why}; mining on without the API");
+        Err(error) => {
+            say(Event::ApiUnavailable { at: addr, error });
             None
         }
     }
@@ -394,39 +424,32 @@ fn named_and_saved_peers(
     config: &Config,
     dir: &std::path::Path,
     node_id: u64,
+    say: &impl Fn(Event),
 ) -> (Links, Vec<String>) {
     let mut named = Vec::new();
     let mut unresolved = Vec::new();
     for peer in &config.peers {
         match config::resolve_peer(peer) {
             Ok(addr) => named.push(addr),
-            Err(e) => {
-                println!("Peer {peer} does not resolve ({e}): trying again every 30 s");
+            Err(error) => {
+                say(Event::PeerUnresolved {
+                    name: peer.clone(),
+                    error,
+                });
                 unresolved.push(peer.clone());
             }
         }
     }
     let path = dir.join(peerfile::PEERS_FILE);
-    let saved = peerfile::load(&path).unwrap_or_else(|e| {
-        println!(
-            "{} not read ({e}): starting without saved peers",
-            path.display()
-        );
+    let saved = peerfile::load(&path).unwrap_or_else(|error| {
+        say(Event::PeersFileUnread { path, error });
         Vec::new()
     });
     if !named.is_empty() || !saved.is_empty() {
-        let named_list: Vec<String> = named.iter().map(ToString::to_string).collect();
-        println!(
-            "Peers: {} named{}, {} saved in {}",
-            named.len(),
-            if named.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", named_list.join(", "))
-            },
-            saved.len(),
-            peerfile::PEERS_FILE
-        );
+        say(Event::Peers {
+            named: named.clone(),
+            saved: saved.len(),
+        });
     }
     (
         Links::new(node_id, &named, &saved, Instant::now()),
@@ -436,11 +459,11 @@ fn named_and_saved_peers(
 
 /// Resolves each name until it does, in a thread of its own: a name server that is slow or
 /// down must not hold up the node loop.
-fn resolve_later(mut names: Vec<String>, events: Sender<Event>) {
+fn resolve_later(mut names: Vec<String>, events: Sender<Input>) {
     while !names.is_empty() {
         thread::sleep(RESOLVE_AGAIN);
         names.retain(|name| match config::resolve_peer(name) {
-            Ok(addr) => events.send(Event::Resolved(name.clone(), addr)).is_err(),
+            Ok(addr) => events.send(Input::Resolved(name.clone(), addr)).is_err(),
             Err(_) => true,
         });
     }
@@ -451,11 +474,11 @@ fn quiet(config: &Config) -> Duration {
     3 * config.status_broadcast_interval + Duration::from_secs(1)
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
     thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .with_context(|| format!("starting the {name} thread"))?;
+        .map_err(|source| StartError::Thread { name, source })?;
     Ok(())
 }
 
@@ -479,10 +502,10 @@ fn listen(
             continue;
         };
         let (queue, event) = match datagram {
-            Ok(Datagram::Payment(p)) => (&events.payments, Event::Payment(Box::new(p), from)),
+            Ok(Datagram::Payment(p)) => (&events.payments, Input::Payment(Box::new(p), from)),
             Ok(Datagram::Status(s)) if s.node_id == own_id => continue,
-            Ok(Datagram::Status(s)) => (&events.statuses, Event::Status(s, from, Instant::now())),
-            Ok(Datagram::StatusRequest) => (&events.statuses, Event::StatusRequest),
+            Ok(Datagram::Status(s)) => (&events.statuses, Input::Status(s, from, Instant::now())),
+            Ok(Datagram::StatusRequest) => (&events.statuses, Input::StatusRequest),
             Err(e) => {
                 dropped.note(from, port, &e);
                 continue;
@@ -518,7 +541,7 @@ fn broadcast_status(broadcaster: Broadcaster, updates: Receiver<Status>, interva
 fn mine(
     mut engine: Box<dyn MiningEngine>,
     jobs: Receiver<Job>,
-    events: Sender<Event>,
+    events: Sender<Input>,
     hashes_done: Arc<AtomicU64>,
 ) {
     while let Ok(mut job) = jobs.recv() {
@@ -537,7 +560,7 @@ fn mine(
             Ok(Search::Found(nonce)) => {
                 let mut block = job.block;
                 block.header.nonce = nonce;
-                Event::Mined {
+                Input::Mined {
                     block: Box::new(block),
                     took: started.elapsed(),
                     hashes: job.control.hashes(),
@@ -546,9 +569,9 @@ fn mine(
             Ok(Search::Aborted) => continue,
             Ok(Search::Exhausted) => {
                 // Every nonce of the header tried without a solution.
-                Event::MiningFailed(EngineError::EndedEarly(Search::Exhausted))
+                Input::MiningFailed(EngineError::EndedEarly(Search::Exhausted))
             }
-            Err(e) => Event::MiningFailed(e),
+            Err(e) => Input::MiningFailed(e),
         };
         if events.send(event).is_err() {
             return;
@@ -564,7 +587,7 @@ fn stopped<E>(_: E) -> FetchError {
 /// A downloader thread (there are [`Role::parallel`] of them, so a peer that stalls holds only
 /// one): runs the downloads the node loop sends, handing each batch to the loop and waiting for
 /// its verdict before asking for more.
-fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<Chain>>) {
+fn download(jobs: Receiver<Download>, events: Sender<Input>, chain: Arc<RwLock<Chain>>) {
     while let Ok(job) = jobs.recv() {
         let (locator, params) = {
             let chain = read_chain(&chain);
@@ -580,7 +603,7 @@ fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<C
                 |blocks, _| {
                     let (ack, verdict) = bounded(1);
                     events
-                        .send(Event::Downloaded {
+                        .send(Input::Downloaded {
                             peer: job.peer,
                             blocks,
                             ack,
@@ -590,7 +613,7 @@ fn download(jobs: Receiver<Download>, events: Sender<Event>, chain: Arc<RwLock<C
                 },
             )
         });
-        let done = Event::DownloadDone {
+        let done = Input::DownloadDone {
             peer: job.peer,
             result: result.map_err(DownloadError::from),
         };
@@ -618,16 +641,18 @@ struct Node {
     /// For the threads of new links and dials.
     events: Senders,
     /// The links up, by the core's id.
-    links: HashMap<LinkId, crate::links::LinkIo>,
+    links: HashMap<LinkId, LinkIo>,
     /// A link silent this long is gone.
     quiet: Duration,
     peers_file: PathBuf,
+    /// Tells the user.
+    say: Box<dyn Fn(Event) + Send>,
 }
 
 impl Node {
     /// Handles events until shutdown. Mining starts once `listened` fires (or a first download
     /// ends), so a new node hears its peers before it builds on its own chain.
-    fn event_loop(&mut self, inbox: Inbox, listened: Receiver<Instant>) -> Result<()> {
+    fn event_loop(&mut self, inbox: Inbox, listened: Receiver<Instant>) -> Result<(), RunError> {
         let report = tick(REPORT_INTERVAL);
         let second = tick(SECOND);
         self.publish();
@@ -637,6 +662,7 @@ impl Node {
             // so a flood on one queue does not starve the other.
             let event = match inbox.urgent.try_recv() {
                 Ok(e) => e,
+                Err(_) if inbox.stop.try_recv() != Err(TryRecvError::Empty) => Input::Shutdown,
                 Err(_) => {
                     let retry = self
                         .core
@@ -655,6 +681,7 @@ impl Node {
                             Ok(e) => e,
                             Err(_) => return Ok(()),
                         },
+                        recv(inbox.stop) -> _ => Input::Shutdown,
                         recv(listened) -> _ => {
                             self.core.listened(unix_now());
                             self.carry_out();
@@ -680,10 +707,10 @@ impl Node {
             };
             let (now, unix) = (Instant::now(), unix_now());
             match event {
-                Event::Payment(p, from) => self.core.on_payment(*p, from, unix),
-                Event::Status(s, from, received) => self.core.on_status(s, from, received, now),
-                Event::StatusRequest => self.core.on_status_request(),
-                Event::LinkIn {
+                Input::Payment(p, from) => self.core.on_payment(*p, from, unix),
+                Input::Status(s, from, received) => self.core.on_status(s, from, received, now),
+                Input::StatusRequest => self.core.on_status_request(),
+                Input::LinkIn {
                     stream,
                     from,
                     hello,
@@ -698,7 +725,7 @@ impl Node {
                         Err(e) => tracing::debug!(%from, "refused a link: {e}"),
                     }
                 }
-                Event::LinkOut {
+                Input::LinkOut {
                     stream,
                     addr,
                     hello,
@@ -706,20 +733,20 @@ impl Node {
                     Ok(id) => self.start_link(id, stream, now),
                     Err(e) => tracing::debug!(%addr, "link not kept: {e}"),
                 },
-                Event::DialFailed(addr) => self.core.dial_failed(addr, now),
-                Event::Resolved(name, addr) => {
-                    println!("Peer {name} resolves to {addr} now");
+                Input::DialFailed(addr) => self.core.dial_failed(addr, now),
+                Input::Resolved(name, addr) => {
+                    (self.say)(Event::PeerResolved { name, addr });
                     self.core.add_named_peer(addr, now);
                     self.core.maintain_links(now);
                 }
-                Event::LinkMessage(id, message) => {
+                Input::LinkMessage(id, message) => {
                     self.core.on_link_message(id, message, now, unix)
                 }
-                Event::LinkDown(id, why) => {
+                Input::LinkDown(id, why) => {
                     self.links.remove(&id);
                     self.core.link_down(id, why, now);
                 }
-                Event::Mined {
+                Input::Mined {
                     block,
                     took,
                     hashes,
@@ -729,38 +756,37 @@ impl Node {
                     }
                     self.core.on_mined(*block, took, hashes, now, unix);
                 }
-                Event::MiningFailed(e) => {
+                Input::MiningFailed(e) => {
                     tracing::error!("mining failed: {e}");
-                    println!("Mining failed: {e}");
+                    (self.say)(Event::MiningFailed(e));
                     self.job = None;
                     self.core.mining_failed();
                 }
-                Event::Downloaded { peer, blocks, ack } => {
+                Input::Downloaded { peer, blocks, ack } => {
                     let verdict = self.core.on_downloaded(peer, blocks, now, unix);
                     let _ = ack.send(verdict);
                 }
-                Event::DownloadDone { peer, result } => {
+                Input::DownloadDone { peer, result } => {
                     self.core.on_download_done(peer, result, now, unix)
                 }
-                Event::Shutdown => {
+                Input::Shutdown => {
                     self.core.stop();
                     self.carry_out();
                     self.stop_mining();
                     let status = self.core.status();
-                    println!(
-                        "Shutting down: height {}, tip {}, chain stored in {}; {} malformed messages dropped, {} payments refused",
-                        status.height,
-                        status.tip,
-                        self.core.store().path().display(),
-                        self.dropped.count(),
-                        self.core.refused_payments.total,
-                    );
+                    (self.say)(Event::Stopped {
+                        height: status.height,
+                        tip: status.tip,
+                        store: self.core.store().path().to_path_buf(),
+                        dropped: self.dropped.count(),
+                        refused: self.core.refused_payments.total,
+                    });
                     return Ok(());
                 }
             }
             if let Some(e) = self.core.take_fatal() {
                 self.stop_mining();
-                return Err(anyhow::anyhow!("{e}. Stopping"));
+                return Err(RunError::Store(e));
             }
             self.carry_out();
         }
@@ -768,7 +794,7 @@ impl Node {
 
     /// Starts the threads of link `id`, or takes it back from the core when they cannot start.
     fn start_link(&mut self, id: LinkId, stream: TcpStream, now: Instant) {
-        match crate::links::start(id, stream, self.quiet, &self.events) {
+        match link::start(id, stream, self.quiet, self.events.clone()) {
             Ok(io) => {
                 self.links.insert(id, io);
             }
@@ -795,7 +821,7 @@ impl Node {
     fn carry_out_one(&mut self, effect: Effect) {
         {
             match effect {
-                Effect::Note(note) => println!("{}", note_line(&note)),
+                Effect::Note(note) => (self.say)(Event::Note(note)),
                 Effect::Announce(status) => {
                     let _ = self.announce.send(status);
                 }
@@ -821,13 +847,26 @@ impl Node {
                 }
                 Effect::StopMining => self.stop_mining(),
                 Effect::Dial(addr) => {
-                    crate::links::dial(addr, self.core.status(), self.events.urgent.clone())
+                    let events = self.events.urgent.clone();
+                    let dialled = link::dial(addr, self.core.status(), move |result| {
+                        let _ = events.send(match result {
+                            Ok((stream, hello)) => Input::LinkOut {
+                                stream,
+                                addr,
+                                hello,
+                            },
+                            Err(_) => Input::DialFailed(addr),
+                        });
+                    });
+                    if dialled.is_err() {
+                        self.core.dial_failed(addr, Instant::now());
+                    }
                 }
                 Effect::Send(id, message) => {
                     let full = self
                         .links
                         .get(&id)
-                        .is_some_and(|io| io.tx.try_send(message).is_err());
+                        .is_some_and(|io| io.send(message).is_err());
                     if full {
                         // The peer does not read what it is sent: let it go rather than hold
                         // more for it.
@@ -912,61 +951,47 @@ impl Node {
         state.rates.record(now, counts);
     }
 
-    /// The periodic line: height, tip, hash rate since the last line, pool, peers.
+    /// The periodic report: height, tip, hash rate since the last one, pool, peers.
     fn report(&mut self, (since, hashes_then): (Instant, u64)) -> (Instant, u64) {
         let now = Instant::now();
         let hashes = self.hashes();
-        let rate = hashes.saturating_sub(hashes_then) as f64 / (now - since).as_secs_f64();
+        let seconds = (now - since).as_secs_f64();
+        let rate = hashes.saturating_sub(hashes_then) as f64 / seconds;
         self.core.tick(now);
         let status = self.core.status();
-        let per_device = self.device_rates((now - since).as_secs_f64());
-        let state = match &self.job {
-            Some(_) => format!(
-                "mining, {} average{per_device}",
-                mvbc_miner::bench::format_rate(rate)
-            ),
-            None => "idle, waiting for payments".into(),
-        };
-        let peers = match self.core.sync().peers().len() {
-            1 => "1 peer".to_string(),
-            n => format!("{n} peers"),
-        };
-        let stale = self.core.stale_blocks(STALE_WINDOW);
-        println!(
-            "Status: height {}, tip {}, {state}, {} pending, {peers}, {} stale of the last {} blocks ({:.1}%), {} malformed messages dropped, {} payments refused",
-            status.height,
-            status.tip,
-            self.core.pending(),
-            stale.stale,
-            stale.stale + stale.best,
-            100.0 * stale.rate(),
-            self.dropped.count(),
-            self.core.refused_payments.total,
-        );
-        if let Some(hint) = stale.hint() {
-            println!("Hint: {hint}");
-        }
-        let secs = REPORT_INTERVAL.as_secs();
+        let devices = self.device_rates(seconds);
+        (self.say)(Event::Report(Report {
+            height: status.height,
+            tip: status.tip,
+            rate: self.job.is_some().then_some(rate),
+            devices,
+            pending: self.core.pending(),
+            peers: self.core.sync().peers().len(),
+            stale: self.core.stale_blocks(STALE_WINDOW),
+            dropped: self.dropped.count(),
+            refused: self.core.refused_payments.total,
+        }));
+        let seconds = REPORT_INTERVAL.as_secs();
         let held = self.core.refused_payments.new_window();
         if held > 0 {
             tracing::info!(
-                "{held} more payments refused in the last {secs} s, not logged one by one"
+                "{held} more payments refused in the last {seconds} s, not logged one by one"
             );
         }
-        let held = self.core.failed_downloads.new_window();
-        if held > 0 {
-            println!("Downloads failed: {held} more in the last {secs} s, not shown one by one");
+        let count = self.core.failed_downloads.new_window();
+        if count > 0 {
+            (self.say)(Event::DownloadsNotShown { count, seconds });
         }
         (now, hashes)
     }
 
-    /// " (cpu avx512 x16 70.1 MH/s, gpu NVIDIA ... 9.8 GH/s)" since the last report, when
-    /// mining on several devices; empty otherwise.
-    fn device_rates(&mut self, seconds: f64) -> String {
+    /// Each device's name and rate since the last report, when mining on several devices;
+    /// empty otherwise.
+    fn device_rates(&mut self, seconds: f64) -> Vec<(String, f64)> {
         let Some((meters, last)) = &mut self.meters else {
-            return String::new();
+            return Vec::new();
         };
-        let rates: Vec<String> = meters
+        meters
             .devices
             .iter()
             .zip(meters.counts.iter())
@@ -975,106 +1000,8 @@ impl Node {
                 let now = count.load(Ordering::Relaxed);
                 let rate = now.saturating_sub(*last) as f64 / seconds.max(1e-9);
                 *last = now;
-                format!(
-                    "{} {} {}",
-                    info.device,
-                    info.adapter,
-                    mvbc_miner::bench::format_rate(rate)
-                )
+                (format!("{} {}", info.device, info.adapter), rate)
             })
-            .collect();
-        format!(" ({})", rates.join(", "))
-    }
-}
-
-/// What the user reads for a note of the core.
-fn note_line(note: &Note) -> String {
-    match note {
-        Note::PaymentPooled {
-            id,
-            amount,
-            from,
-            to,
-            pending,
-        } => format!("Payment pooled: {id}, {amount} from {from} to {to} ({pending} pending)"),
-        Note::PaymentEvicted(old) => format!(
-            "Payment evicted: {old}, the oldest, to make room (the pool is full); \
-             its wallet's re-broadcast brings it back"
-        ),
-        Note::PaymentDropped(id) => {
-            format!("Payment dropped: {id} is no longer affordable or is already confirmed")
-        }
-        Note::Reorg {
-            depth,
-            left,
-            at,
-            back,
-        } => format!(
-            "Reorg: depth {depth}, left {left} at height {at}, {back} payments back in the pool"
-        ),
-        Note::BlockMined {
-            height,
-            hash,
-            transactions,
-            hashes,
-            took,
-        } => {
-            let secs = took.as_secs_f64();
-            format!(
-                "Block mined: height {height}, hash {hash}, {transactions} transaction{}, {hashes} hashes in {secs:.2} s ({})",
-                if *transactions == 1 { "" } else { "s" },
-                mvbc_miner::bench::format_rate(*hashes as f64 / secs.max(1e-9))
-            )
-        }
-        Note::MinedTooLate { height, hash } => {
-            format!("Block mined at height {height} ({hash}) but the chain moved on")
-        }
-        Note::BlockAdopted {
-            first,
-            height,
-            tip,
-            peer,
-            since_heard,
-        } => {
-            let blocks = if first == height {
-                format!("height {height}")
-            } else {
-                format!("heights {first}..={height}")
-            };
-            let since = since_heard
-                .map(|t| format!(", {} ms after it was announced", t.as_millis()))
-                .unwrap_or_default();
-            format!("Block adopted: {blocks}, tip {tip}, from {peer}{since}")
-        }
-        Note::DownloadFailed {
-            peer,
-            reason,
-            backoff,
-        } => format!("Download from {peer} failed: {reason}; passing it over for {backoff:.0?}"),
-        Note::LinkUp {
-            peer,
-            outbound,
-            links,
-        } => format!(
-            "Link up: {peer} ({}), {links} link{}",
-            if *outbound { "dialled" } else { "inbound" },
-            if *links == 1 { "" } else { "s" }
-        ),
-        Note::LinkDown { peer, why, links } => {
-            let why = match why {
-                Down::Lost => "closed".to_string(),
-                Down::Quiet => "quiet too long".to_string(),
-                Down::Replaced => {
-                    "replaced by a newcomer (it brought nothing new for a minute)".to_string()
-                }
-                Down::Invalid(e) => {
-                    format!("sent invalid data ({e}); its address is refused for a while")
-                }
-            };
-            format!(
-                "Link down: {peer}, {why}; {links} link{}",
-                if *links == 1 { "" } else { "s" }
-            )
-        }
+            .collect()
     }
 }

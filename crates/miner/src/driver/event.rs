@@ -1,0 +1,343 @@
+//! What a running node tells its user, typed: the miner binary prints each [`Event`] as the
+//! line its `Display` gives, a test or another program may match on the fields instead.
+
+use std::fmt;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use mvbc_node::core::Note;
+use mvbc_node::links::Down;
+use mvbc_protocol::Hash256;
+use mvbc_protocol::chain::StaleCount;
+
+use crate::bench::format_rate;
+use crate::engine::EngineError;
+
+/// Something the node did or found, for its user.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// Its sockets are bound.
+    Listening {
+        /// UDP port for payments.
+        transaction_port: u16,
+        /// UDP port for statuses.
+        status_port: u16,
+        /// TCP port of the block server.
+        block_port: u16,
+        /// Where statuses are broadcast; `None`: not broadcasting.
+        broadcast_to: Option<SocketAddrV4>,
+    },
+    /// The API and explorer listen here.
+    ApiListening(SocketAddr),
+    /// The API could not listen where the configuration said; the node goes on without it.
+    ApiUnavailable {
+        /// Where it was to listen.
+        at: SocketAddr,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// A named peer's name does not resolve (yet): it is tried again every 30 s.
+    PeerUnresolved {
+        /// The name.
+        name: String,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// A named peer's name resolved, late.
+    PeerResolved {
+        /// The name.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// `peers.dat` could not be read: the node starts without saved peers.
+    PeersFileUnread {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// The peers the node keeps links to from the start.
+    Peers {
+        /// Named in the configuration.
+        named: Vec<SocketAddr>,
+        /// Saved in `peers.dat`.
+        saved: usize,
+    },
+    /// What the node core said.
+    Note(Note),
+    /// The engine failed; the node stops mining until the chain moves.
+    MiningFailed(EngineError),
+    /// The periodic report.
+    Report(Report),
+    /// Failed downloads not shown one by one in the last report interval.
+    DownloadsNotShown {
+        /// How many.
+        count: u64,
+        /// The interval, in seconds.
+        seconds: u64,
+    },
+    /// The node stopped cleanly.
+    Stopped {
+        /// Its height.
+        height: u64,
+        /// Its tip.
+        tip: Hash256,
+        /// Where the chain is stored.
+        store: PathBuf,
+        /// Malformed messages dropped since it started.
+        dropped: u64,
+        /// Payments refused since it started.
+        refused: u64,
+    },
+}
+
+/// The periodic report: where the chain is and what the node does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// Its height.
+    pub height: u64,
+    /// Its tip.
+    pub tip: Hash256,
+    /// Hashes a second since the last report, when mining; `None` when idle.
+    pub rate: Option<f64>,
+    /// Each device's name and rate, when mining on several.
+    pub devices: Vec<(String, f64)>,
+    /// Payments pending.
+    pub pending: usize,
+    /// Peers heard lately.
+    pub peers: usize,
+    /// Stale blocks among the last heights.
+    pub stale: StaleCount,
+    /// Malformed messages dropped since it started.
+    pub dropped: u64,
+    /// Payments refused since it started.
+    pub refused: u64,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Listening {
+                transaction_port,
+                status_port,
+                block_port,
+                broadcast_to,
+            } => {
+                write!(
+                    f,
+                    "Listening: payments on UDP {transaction_port}, status on UDP {status_port}, \
+                     blocks on TCP {block_port}; "
+                )?;
+                match broadcast_to {
+                    Some(to) => write!(f, "broadcasting to {to}"),
+                    None => write!(f, "not broadcasting (broadcast_address is \"\")"),
+                }
+            }
+            Event::ApiListening(at) => {
+                write!(
+                    f,
+                    "API: explorer at http://{at}/, JSON under http://{at}/api/v1/"
+                )?;
+                if !at.ip().is_loopback() {
+                    write!(
+                        f,
+                        "\nWarning: the API listens on {}, not only on this host: whoever reaches \
+                         it can read the chain and this node's state (nothing can be changed \
+                         through it)",
+                        at.ip()
+                    )?;
+                }
+                Ok(())
+            }
+            Event::ApiUnavailable { at, error } => {
+                if error.kind() == std::io::ErrorKind::AddrInUse {
+                    write!(
+                        f,
+                        "API: {at} is taken (another miner on this host? --api-listen \
+                         127.0.0.1:0 takes any free port); mining on without the API"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "API: {at} cannot be used: {error}; mining on without the API"
+                    )
+                }
+            }
+            Event::PeerUnresolved { name, error } => {
+                write!(
+                    f,
+                    "Peer {name} does not resolve ({error}): trying again every 30 s"
+                )
+            }
+            Event::PeerResolved { name, addr } => write!(f, "Peer {name} resolves to {addr} now"),
+            Event::PeersFileUnread { path, error } => write!(
+                f,
+                "{} not read ({error}): starting without saved peers",
+                path.display()
+            ),
+            Event::Peers { named, saved } => {
+                write!(f, "Peers: {} named", named.len())?;
+                if !named.is_empty() {
+                    let list: Vec<String> = named.iter().map(ToString::to_string).collect();
+                    write!(f, " ({})", list.join(", "))?;
+                }
+                write!(f, ", {saved} saved in {}", mvbc_node::peerfile::PEERS_FILE)
+            }
+            Event::Note(note) => f.write_str(&note_line(note)),
+            Event::MiningFailed(e) => write!(f, "Mining failed: {e}"),
+            Event::Report(r) => r.fmt(f),
+            Event::DownloadsNotShown { count, seconds } => write!(
+                f,
+                "Downloads failed: {count} more in the last {seconds} s, not shown one by one"
+            ),
+            Event::Stopped {
+                height,
+                tip,
+                store,
+                dropped,
+                refused,
+            } => write!(
+                f,
+                "Shutting down: height {height}, tip {tip}, chain stored in {}; {dropped} \
+                 malformed messages dropped, {refused} payments refused",
+                store.display()
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.rate {
+            Some(rate) => {
+                let mut s = format!("mining, {} average", format_rate(rate));
+                if !self.devices.is_empty() {
+                    let each: Vec<String> = self
+                        .devices
+                        .iter()
+                        .map(|(name, rate)| format!("{name} {}", format_rate(*rate)))
+                        .collect();
+                    s += &format!(" ({})", each.join(", "));
+                }
+                s
+            }
+            None => "idle, waiting for payments".into(),
+        };
+        let peers = match self.peers {
+            1 => "1 peer".to_string(),
+            n => format!("{n} peers"),
+        };
+        let stale = &self.stale;
+        write!(
+            f,
+            "Status: height {}, tip {}, {state}, {} pending, {peers}, {} stale of the last {} \
+             blocks ({:.1}%), {} malformed messages dropped, {} payments refused",
+            self.height,
+            self.tip,
+            self.pending,
+            stale.stale,
+            stale.stale + stale.best,
+            100.0 * stale.rate(),
+            self.dropped,
+            self.refused,
+        )?;
+        if let Some(hint) = stale.hint() {
+            write!(f, "\nHint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the user reads for a note of the core.
+fn note_line(note: &Note) -> String {
+    match note {
+        Note::PaymentPooled {
+            id,
+            amount,
+            from,
+            to,
+            pending,
+        } => format!("Payment pooled: {id}, {amount} from {from} to {to} ({pending} pending)"),
+        Note::PaymentEvicted(old) => format!(
+            "Payment evicted: {old}, the oldest, to make room (the pool is full); \
+             its wallet's re-broadcast brings it back"
+        ),
+        Note::PaymentDropped(id) => {
+            format!("Payment dropped: {id} is no longer affordable or is already confirmed")
+        }
+        Note::Reorg {
+            depth,
+            left,
+            at,
+            back,
+        } => format!(
+            "Reorg: depth {depth}, left {left} at height {at}, {back} payments back in the pool"
+        ),
+        Note::BlockMined {
+            height,
+            hash,
+            transactions,
+            hashes,
+            took,
+        } => {
+            let secs = took.as_secs_f64();
+            format!(
+                "Block mined: height {height}, hash {hash}, {transactions} transaction{}, {hashes} hashes in {secs:.2} s ({})",
+                if *transactions == 1 { "" } else { "s" },
+                format_rate(*hashes as f64 / secs.max(1e-9))
+            )
+        }
+        Note::MinedTooLate { height, hash } => {
+            format!("Block mined at height {height} ({hash}) but the chain moved on")
+        }
+        Note::BlockAdopted {
+            first,
+            height,
+            tip,
+            peer,
+            since_heard,
+        } => {
+            let blocks = if first == height {
+                format!("height {height}")
+            } else {
+                format!("heights {first}..={height}")
+            };
+            let since = since_heard
+                .map(|t| format!(", {} ms after it was announced", t.as_millis()))
+                .unwrap_or_default();
+            format!("Block adopted: {blocks}, tip {tip}, from {peer}{since}")
+        }
+        Note::DownloadFailed {
+            peer,
+            reason,
+            backoff,
+        } => format!("Download from {peer} failed: {reason}; passing it over for {backoff:.0?}"),
+        Note::LinkUp {
+            peer,
+            outbound,
+            links,
+        } => format!(
+            "Link up: {peer} ({}), {links} link{}",
+            if *outbound { "dialled" } else { "inbound" },
+            if *links == 1 { "" } else { "s" }
+        ),
+        Note::LinkDown { peer, why, links } => {
+            let why = match why {
+                Down::Lost => "closed".to_string(),
+                Down::Quiet => "quiet too long".to_string(),
+                Down::Replaced => {
+                    "replaced by a newcomer (it brought nothing new for a minute)".to_string()
+                }
+                Down::Invalid(e) => {
+                    format!("sent invalid data ({e}); its address is refused for a while")
+                }
+            };
+            format!(
+                "Link down: {peer}, {why}; {links} link{}",
+                if *links == 1 { "" } else { "s" }
+            )
+        }
+    }
+}
