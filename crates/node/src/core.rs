@@ -1,11 +1,15 @@
 //! The node as a state machine: a miner's whole behaviour between its sockets and its mining
 //! engine, with no I/O and no clock of its own.
 //!
-//! The driver (the miner binary) calls one method per event (a payment or a status heard, a
-//! downloaded batch, a download ended, a block found, a timer) with the current time, then
-//! drains [`NodeCore::take_effects`] and carries each [`Effect`] out: a datagram to broadcast,
-//! a download to run, a block to mine or a search to stop, a [`Note`] to show. Blocks that join
-//! the best chain go to its [`BlockSink`] before anything announces them.
+//! One door: the driver (`mvbc_miner::driver`) hands [`NodeCore::handle`] each [`Input`] (a
+//! payment or a status heard, a downloaded batch, a download ended, a block found, a link
+//! offered, the wake-up it asked for with [`NodeCore::next_wakeup`]) with the current time,
+//! then drains [`NodeCore::take_effects`] and carries each [`Effect`] out: a datagram to
+//! broadcast, a download to run, a block to mine or a search to stop, a link to keep or close,
+//! a [`Note`] to show. Every timer is the core's ([`Timing`]): the driver only sleeps until
+//! the next wake-up. Blocks that join the best chain go to its [`BlockSink`] before anything
+//! announces them; a store that fails is [`Effect::Fatal`], after which the core takes nothing
+//! more.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +26,117 @@ use crate::links::{Down, Kind, LinkId, Links, Refused};
 use crate::peers::{Want, Wanted};
 use crate::sync::{Download, DownloadError, Finished, Role, SyncManager};
 use crate::template::next_block;
+
+/// How often links are seen to (dials due, quiet links closed, addresses shared and saved) and
+/// peers gone quiet forgotten.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// At start, how long a node listens for peers before it mines, at most: a node joining a
+/// network downloads its chain instead of forking it at block 1.
+pub const STARTUP_LISTEN: Duration = Duration::from_secs(1);
+
+/// The node's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Peers and links silent this long are gone.
+    pub quiet: Duration,
+    /// How long after [`Input::Start`] it listens for peers before it mines.
+    pub listen: Duration,
+    /// How often it broadcasts its status when nothing changed.
+    pub announce_every: Duration,
+}
+
+impl Timing {
+    /// For a network whose nodes announce their status every `interval`: a peer not heard for
+    /// three intervals (and a second) has gone; listen [`STARTUP_LISTEN`], or one interval if
+    /// shorter.
+    pub fn for_interval(interval: Duration) -> Timing {
+        Timing {
+            quiet: 3 * interval + Duration::from_secs(1),
+            listen: STARTUP_LISTEN.min(interval),
+            announce_every: interval,
+        }
+    }
+}
+
+/// What happened, for [`NodeCore::handle`].
+#[derive(Debug)]
+pub enum Input {
+    /// The node starts: announce, see to links, listen for peers for [`Timing::listen`], then
+    /// mine.
+    Start,
+    /// A payment arrived (by broadcast, or submitted to the block server).
+    Payment {
+        /// The payment.
+        payment: Payment,
+        /// Who sent it.
+        from: SocketAddr,
+    },
+    /// A status arrived from `from` at `received` (the driver may get to it later).
+    Status {
+        /// The status.
+        status: Status,
+        /// Who sent it.
+        from: SocketAddr,
+        /// When the datagram arrived.
+        received: Instant,
+    },
+    /// Someone asked by broadcast for every node's status.
+    StatusRequest,
+    /// A connection offers to be a link: an inbound one from `peer` (the far end of the
+    /// connection), or an outbound one this node dialled at `peer`; `hello` is the peer's
+    /// status. `conn` is the driver's name for the connection until [`Effect::Link`] says
+    /// whether it is kept.
+    LinkOffered {
+        /// The driver's name for the connection.
+        conn: u64,
+        /// The far end (inbound), or the block server dialled (outbound).
+        peer: SocketAddr,
+        /// Whether this node dialled it.
+        outbound: bool,
+        /// The peer's status.
+        hello: Status,
+    },
+    /// A dial of this block server failed.
+    DialFailed(SocketAddr),
+    /// A named peer whose name resolved only now: keep it linked from now on.
+    NamedPeer(SocketAddr),
+    /// A link sent a message.
+    LinkMessage(LinkId, LinkMessage),
+    /// A link ended: it closed, failed, or sent what does not decode.
+    LinkDown(LinkId, Down),
+    /// The engine found this block.
+    Mined {
+        /// The block, nonce set.
+        block: Block,
+        /// How long the search took.
+        took: Duration,
+        /// Nonces tried.
+        hashes: u64,
+    },
+    /// The engine gave up on the search (an error, or every nonce tried).
+    MiningFailed,
+    /// A batch of the download from `peer`: [`Effect::Delivered`] says how it went.
+    Downloaded {
+        /// The peer's block server.
+        peer: SocketAddr,
+        /// The blocks, lowest first.
+        blocks: Vec<Block>,
+    },
+    /// The download from `peer` ended.
+    DownloadDone {
+        /// The peer's block server.
+        peer: SocketAddr,
+        /// New blocks delivered, or why it stopped.
+        result: Result<u64, DownloadError>,
+    },
+    /// The driver could not start the download from this peer (its downloaders are gone).
+    DownloadAbandoned(SocketAddr),
+    /// The time [`NodeCore::next_wakeup`] named has come.
+    Wakeup,
+    /// The node is stopping.
+    Stop,
+}
 
 /// Lines of one kind shown per report interval before the rest are only counted.
 pub const LOG_BURST: u32 = 20;
@@ -124,7 +239,7 @@ pub enum Note {
 }
 
 /// What the driver is to do.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Effect {
     /// Show this to the user.
     Note(Note),
@@ -136,9 +251,27 @@ pub enum Effect {
     Mine(Block),
     /// Stop the search running.
     StopMining,
-    /// Open a link to this block server (report [`NodeCore::link_up`] or
-    /// [`NodeCore::dial_failed`]).
+    /// Open a link to this block server (report [`Input::LinkOffered`] or
+    /// [`Input::DialFailed`]).
     Dial(SocketAddr),
+    /// Keep the connection offered as `conn` as link `id`, or close it and why.
+    Link {
+        /// The driver's name for the connection.
+        conn: u64,
+        /// The link's id, or why it is not kept.
+        verdict: Result<LinkId, Refused>,
+    },
+    /// How the batch downloaded from `peer` went: how many of its blocks were new, or why one
+    /// could not be added (which ends that download).
+    Delivered {
+        /// The peer's block server.
+        peer: SocketAddr,
+        /// New blocks, or why not.
+        result: Result<u64, ApplyError>,
+    },
+    /// The store failed: stop now, and build on nothing more (the chain in memory never runs
+    /// ahead of the store).
+    Fatal(ApplyError),
     /// Send this on a link.
     Send(LinkId, LinkMessage),
     /// Close a link (the core has already forgotten it).
@@ -206,14 +339,20 @@ pub struct NodeCore<S: BlockSink> {
     pub reorgs: u64,
     /// Still listening for peers after start: not mining yet.
     listening: bool,
-    /// Why the node must stop (the store failed).
-    fatal: Option<ApplyError>,
+    /// The store failed: the core takes nothing more.
+    failed: bool,
+    /// Its timers.
+    timing: Timing,
+    /// When listening ends, once started.
+    listen_until: Option<Instant>,
+    /// When links are next seen to.
+    next_upkeep: Option<Instant>,
+    /// When the status is next broadcast, if nothing changes before.
+    next_announce: Option<Instant>,
     /// The tip the search running builds on.
     mining_on: Option<Hash256>,
     /// Links to peers beyond the broadcast domain.
     links: Links,
-    /// A link quiet this long is closed; links are sent our status a third as often.
-    quiet: Duration,
     /// When links were last sent our status.
     statused_links_at: Option<Instant>,
     /// Tips heard in statuses whose hash meets the network's difficulty, with the height
@@ -225,15 +364,15 @@ pub struct NodeCore<S: BlockSink> {
 
 impl<S: BlockSink> NodeCore<S> {
     /// A node with `chain` (shared with its block server) stored in `store`, paying rewards to
-    /// `reward_to`; peers not heard for `quiet` are forgotten. It mines once
-    /// [`NodeCore::listened`] is called or a first download ends.
+    /// `reward_to`, on `timing`. It does nothing before [`Input::Start`], and mines once it
+    /// has listened for peers or a first download ends.
     pub fn new(
         node_id: u64,
         block_server_port: u16,
         chain: Arc<RwLock<Chain>>,
         store: S,
         reward_to: Address,
-        quiet: Duration,
+        timing: Timing,
     ) -> NodeCore<S> {
         NodeCore {
             node_id,
@@ -242,17 +381,20 @@ impl<S: BlockSink> NodeCore<S> {
             store,
             pool: Pool::default(),
             reward_to,
-            sync: SyncManager::new(Role::MINER, quiet),
+            sync: SyncManager::new(Role::MINER, timing.quiet),
             better_heard_at: None,
             refused_payments: Quota::default(),
             failed_downloads: Quota::default(),
             blocks_mined: 0,
             reorgs: 0,
             listening: true,
-            fatal: None,
+            failed: false,
+            timing,
+            listen_until: None,
+            next_upkeep: None,
+            next_announce: None,
             mining_on: None,
             links: Links::none(node_id),
-            quiet,
             statused_links_at: None,
             heard_tips: HashMap::new(),
             effects: Vec::new(),
@@ -264,10 +406,104 @@ impl<S: BlockSink> NodeCore<S> {
         std::mem::take(&mut self.effects)
     }
 
-    /// Why the node must stop, once (the store failed: it must not announce or build on what
-    /// it could lose).
-    pub fn take_fatal(&mut self) -> Option<ApplyError> {
-        self.fatal.take()
+    /// Takes one input at `now` (Unix time `unix`): what to do comes out of
+    /// [`NodeCore::take_effects`]. After [`Effect::Fatal`] every input is ignored.
+    pub fn handle(&mut self, input: Input, now: Instant, unix: u64) {
+        if self.failed {
+            return;
+        }
+        match input {
+            Input::Start => self.start(now),
+            Input::Payment { payment, from } => {
+                let _ = self.take_payment(payment, from, None, unix);
+            }
+            Input::Status {
+                status,
+                from,
+                received,
+            } => self.on_status(status, from, received, now),
+            Input::StatusRequest => self.on_status_request(),
+            Input::LinkOffered {
+                conn,
+                peer,
+                outbound,
+                hello,
+            } => self.link_offered(conn, peer, outbound, hello, now),
+            Input::DialFailed(addr) => self.links.dial_failed(addr, now),
+            Input::NamedPeer(addr) => {
+                self.links.add_named(addr, now);
+                self.maintain_links(now);
+            }
+            Input::LinkMessage(id, message) => self.on_link_message(id, message, now, unix),
+            Input::LinkDown(id, why) => self.link_down(id, why, now),
+            Input::Mined {
+                block,
+                took,
+                hashes,
+            } => self.on_mined(block, took, hashes, now, unix),
+            Input::MiningFailed => self.mining_on = None,
+            Input::Downloaded { peer, blocks } => {
+                let result = self.on_downloaded(peer, blocks, now, unix);
+                self.effects.push(Effect::Delivered { peer, result });
+            }
+            Input::DownloadDone { peer, result } => self.on_download_done(peer, result, now, unix),
+            Input::DownloadAbandoned(peer) => self.sync.abandon(peer),
+            Input::Wakeup => self.wake(now, unix),
+            Input::Stop => self.stop(),
+        }
+    }
+
+    /// When the core next wants [`Input::Wakeup`]: listening ends, links are due for upkeep,
+    /// the status for its periodic broadcast, or the dial budget allows a download it held
+    /// back. `None` before [`Input::Start`].
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let listening = self.listen_until.filter(|_| self.listening);
+        [
+            listening,
+            self.next_upkeep,
+            self.next_announce,
+            self.sync.retry_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn start(&mut self, now: Instant) {
+        self.listen_until = Some(now + self.timing.listen);
+        self.next_announce = Some(now + self.timing.announce_every);
+        self.announce();
+        self.maintain_links(now);
+        self.next_upkeep = Some(now + UPKEEP_EVERY);
+    }
+
+    /// Whatever of the timers is due at `now`.
+    fn wake(&mut self, now: Instant, unix: u64) {
+        if self.listening && self.listen_until.is_some_and(|t| t <= now) {
+            self.listened(unix);
+        }
+        if self.next_upkeep.is_some_and(|t| t <= now) {
+            self.next_upkeep = Some(now + UPKEEP_EVERY);
+            self.maintain_links(now);
+            self.sync.forget_quiet(now);
+        }
+        if self.next_announce.is_some_and(|t| t <= now) {
+            self.next_announce = Some(now + self.timing.announce_every);
+            let status = self.status();
+            self.effects.push(Effect::Announce(status));
+        }
+        if self.sync.retry_at().is_some_and(|t| t <= now) {
+            self.maybe_sync(now);
+        }
+    }
+
+    /// The store failed: say so once, stop mining, take nothing more.
+    fn fail(&mut self, e: ApplyError) {
+        if !self.failed {
+            self.failed = true;
+            self.stop();
+            self.effects.push(Effect::Fatal(e));
+        }
     }
 
     /// The chain, shared with the block server.
@@ -323,7 +559,7 @@ impl<S: BlockSink> NodeCore<S> {
     }
 
     /// The tip moved, or the node starts: broadcast our status and send it on every link.
-    pub fn announce(&mut self) {
+    fn announce(&mut self) {
         let status = self.status();
         self.effects.push(Effect::Announce(status));
         self.status_to_links(status);
@@ -331,7 +567,7 @@ impl<S: BlockSink> NodeCore<S> {
 
     /// Someone asked by broadcast for every node's status: broadcast ours. Links are not sent
     /// it, so no datagram makes this node send anything to a third party.
-    pub fn on_status_request(&mut self) {
+    fn on_status_request(&mut self) {
         let status = self.status();
         self.effects.push(Effect::Announce(status));
     }
@@ -356,16 +592,16 @@ impl<S: BlockSink> NodeCore<S> {
 
     /// Link upkeep, about once a second: dial what is due, close links gone quiet, send our
     /// status on every link each third of the quiet time, share addresses, save good ones.
-    pub fn maintain_links(&mut self, now: Instant) {
+    fn maintain_links(&mut self, now: Instant) {
         for addr in self.links.due(now) {
             self.effects.push(Effect::Dial(addr));
         }
-        for id in self.links.quiet(now, self.quiet) {
+        for id in self.links.quiet(now, self.timing.quiet) {
             self.drop_link(id, Down::Quiet, now);
         }
         if self
             .statused_links_at
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.quiet / 3)
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.timing.quiet / 3)
         {
             self.statused_links_at = Some(now);
             let status = self.status();
@@ -384,43 +620,44 @@ impl<S: BlockSink> NodeCore<S> {
         }
     }
 
-    /// A named peer whose name resolved only now: keep it linked from now on.
-    pub fn add_named_peer(&mut self, addr: SocketAddr, now: Instant) {
-        self.links.add_named(addr, now);
-    }
-
-    /// A dial of `addr` failed.
-    pub fn dial_failed(&mut self, addr: SocketAddr, now: Instant) {
-        self.links.dial_failed(addr, now);
-    }
-
-    /// Whether an inbound link from `from`, introducing itself with `hello`, may come up; an
-    /// inbound link that brought nothing new for long may be closed to make room for it.
-    pub fn admit_link(
+    /// A connection offered to be a link: keep it (the far end is the peer's block server when
+    /// dialled, or its IP with the port `hello` announces), or refuse it. An inbound link that
+    /// brought nothing new for long may be closed to make room. The verdict goes out before
+    /// anything is sent on the link.
+    fn link_offered(
         &mut self,
-        from: IpAddr,
-        hello: &Status,
-        now: Instant,
-    ) -> Result<(), Refused> {
-        if let Some(old) = self
-            .links
-            .admit(from, (hello.node_id, hello.block_server_port), now)?
-        {
-            self.drop_link(old, Down::Replaced, now);
-        }
-        Ok(())
-    }
-
-    /// A link came up: `addr` is the peer's block server (dialled, or its IP with the port
-    /// `hello` announced). Returns its id, or why it is not kept (the driver closes it).
-    pub fn link_up(
-        &mut self,
-        addr: SocketAddr,
+        conn: u64,
+        peer: SocketAddr,
         outbound: bool,
         hello: Status,
         now: Instant,
-    ) -> Result<LinkId, Refused> {
-        let (id, replaced) = self.links.up(addr, outbound, hello.node_id, now)?;
+    ) {
+        let addr = if outbound {
+            peer
+        } else {
+            SocketAddr::new(peer.ip(), hello.block_server_port)
+        };
+        let admitted = if outbound {
+            Ok(())
+        } else {
+            self.admit_link(peer.ip(), &hello, now)
+        };
+        let up = admitted.and_then(|()| self.links.up(addr, outbound, hello.node_id, now));
+        let (id, replaced) = match up {
+            Ok(up) => up,
+            Err(why) => {
+                tracing::debug!(%peer, "link not kept: {why}");
+                self.effects.push(Effect::Link {
+                    conn,
+                    verdict: Err(why),
+                });
+                return;
+            }
+        };
+        self.effects.push(Effect::Link {
+            conn,
+            verdict: Ok(id),
+        });
         if let Some(old) = replaced {
             self.effects.push(Effect::Close(old));
         }
@@ -434,11 +671,20 @@ impl<S: BlockSink> NodeCore<S> {
             links,
         });
         self.link_status(addr, hello, now);
-        Ok(id)
+    }
+
+    fn admit_link(&mut self, from: IpAddr, hello: &Status, now: Instant) -> Result<(), Refused> {
+        if let Some(old) = self
+            .links
+            .admit(from, (hello.node_id, hello.block_server_port), now)?
+        {
+            self.drop_link(old, Down::Replaced, now);
+        }
+        Ok(())
     }
 
     /// Link `id` sent `message`.
-    pub fn on_link_message(&mut self, id: LinkId, message: LinkMessage, now: Instant, unix: u64) {
+    fn on_link_message(&mut self, id: LinkId, message: LinkMessage, now: Instant, unix: u64) {
         let Some(addr) = self.links.get(id).map(|l| l.addr) else {
             return;
         };
@@ -469,7 +715,7 @@ impl<S: BlockSink> NodeCore<S> {
     }
 
     /// Link `id` ended: it closed, failed, or sent what does not decode.
-    pub fn link_down(&mut self, id: LinkId, why: Down, now: Instant) {
+    fn link_down(&mut self, id: LinkId, why: Down, now: Instant) {
         if let Some(link) = self.links.down(id, &why, now) {
             let links = self.links.len();
             self.note(Note::LinkDown {
@@ -494,30 +740,9 @@ impl<S: BlockSink> NodeCore<S> {
     }
 
     /// The start-up listening time is over: mine.
-    pub fn listened(&mut self, unix: u64) {
+    fn listened(&mut self, unix: u64) {
         self.listening = false;
         self.maybe_mine(unix);
-    }
-
-    /// A periodic tick: forget peers gone quiet.
-    pub fn tick(&mut self, now: Instant) {
-        self.sync.forget_quiet(now);
-    }
-
-    /// When to call [`NodeCore::retry_sync`]: a peer is ahead, but the dial budget said not
-    /// yet.
-    pub fn retry_at(&self) -> Option<Instant> {
-        self.sync.retry_at()
-    }
-
-    /// The dial budget allows another download now.
-    pub fn retry_sync(&mut self, now: Instant) {
-        self.maybe_sync(now);
-    }
-
-    /// A payment arrived from `from` (by broadcast, or submitted to the block server).
-    pub fn on_payment(&mut self, payment: Payment, from: SocketAddr, unix: u64) {
-        let _ = self.take_payment(payment, from, None, unix);
     }
 
     /// Pools a payment from `from` (over `link`, if so) and passes a new one on to every
@@ -595,7 +820,7 @@ impl<S: BlockSink> NodeCore<S> {
     }
 
     /// A status from `from` arrived at `received` (the driver may get to it later, at `now`).
-    pub fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant, now: Instant) {
+    fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant, now: Instant) {
         self.sync.heard(status, from, now);
         let (height, difficulty, want) = {
             let chain = read_chain(&self.chain);
@@ -629,14 +854,9 @@ impl<S: BlockSink> NodeCore<S> {
         }
     }
 
-    /// The driver could not start the download from `peer` (its downloaders are gone).
-    pub fn download_abandoned(&mut self, peer: SocketAddr) {
-        self.sync.abandon(peer);
-    }
-
     /// A batch of a download from `peer`: says how many of its blocks were new, or why one
     /// could not be added (which ends that download).
-    pub fn on_downloaded(
+    fn on_downloaded(
         &mut self,
         peer: SocketAddr,
         blocks: Vec<Block>,
@@ -656,14 +876,14 @@ impl<S: BlockSink> NodeCore<S> {
                 Err(e)
             }
             Some(e) => {
-                self.fatal.get_or_insert(e.clone());
+                self.fail(e.clone());
                 Err(e)
             }
         }
     }
 
     /// The download from `peer` ended with `result`.
-    pub fn on_download_done(
+    fn on_download_done(
         &mut self,
         peer: SocketAddr,
         result: Result<u64, DownloadError>,
@@ -705,7 +925,7 @@ impl<S: BlockSink> NodeCore<S> {
     }
 
     /// The engine found `block` after `hashes` nonces in `took`.
-    pub fn on_mined(&mut self, block: Block, took: Duration, hashes: u64, now: Instant, unix: u64) {
+    fn on_mined(&mut self, block: Block, took: Duration, hashes: u64, now: Instant, unix: u64) {
         if self.mining_on == Some(block.header.prev_hash) {
             self.mining_on = None;
         }
@@ -719,23 +939,16 @@ impl<S: BlockSink> NodeCore<S> {
             }
             Ok(Added::Side | Added::Known) => self.note(Note::MinedTooLate { height, hash }),
             Err(ApplyError::Refused(e)) => tracing::error!("our own block {hash} was refused: {e}"),
-            Err(e) => {
-                self.fatal.get_or_insert(e);
-            }
+            Err(e) => self.fail(e),
         }
-        if self.fatal.is_some() {
+        if self.failed {
             return;
         }
         self.maybe_mine(unix);
     }
 
-    /// The engine gave up on the search (an error, or every nonce tried).
-    pub fn mining_failed(&mut self) {
-        self.mining_on = None;
-    }
-
     /// The node is stopping: stop the search.
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         if self.mining_on.take().is_some() {
             self.effects.push(Effect::StopMining);
         }

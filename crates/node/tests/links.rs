@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mvbc_node::apply::BlockSink;
-use mvbc_node::core::{Effect, NodeCore};
+use mvbc_node::core::{Effect, Input, NodeCore, Timing};
 use mvbc_node::links::{LinkId, Links, Refused};
 use mvbc_protocol::block::{GENESIS_TIMESTAMP, merkle_root};
 use mvbc_protocol::header::HEADER_VERSION;
@@ -70,18 +70,77 @@ fn chain_paying(key: &KeyPair) -> (Chain, Block) {
 }
 
 /// Node 1 on `chain`, paying its rewards to `key`, with links but none up yet.
-fn node(chain: Chain, key: &KeyPair, t0: Instant) -> NodeCore<Memory> {
+fn node(chain: Chain, key: &KeyPair, t0: Instant) -> Node {
     let chain = Arc::new(RwLock::new(chain));
-    let quiet = Duration::from_secs(16);
-    let mut core = NodeCore::new(1, 2607, chain, Memory, key.address(), quiet);
+    let timing = Timing::for_interval(Duration::from_secs(5));
+    let mut core = NodeCore::new(1, 2607, chain, Memory, key.address(), timing);
     core.set_links(Links::new(1, &[], &[], t0));
-    core
+    Node {
+        core,
+        said: Vec::new(),
+    }
+}
+
+/// A core and the effects it asked for that the test has not read yet.
+struct Node {
+    core: NodeCore<Memory>,
+    said: Vec<Effect>,
+}
+
+impl std::ops::Deref for Node {
+    type Target = NodeCore<Memory>;
+    fn deref(&self) -> &NodeCore<Memory> {
+        &self.core
+    }
+}
+
+impl Node {
+    fn handle(&mut self, input: Input, t0: Instant) {
+        self.core.handle(input, t0, NOW);
+        self.said.extend(self.core.take_effects());
+    }
+
+    /// Every effect asked for since the last call, in order.
+    fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.said)
+    }
+}
+
+/// Offers an inbound link from node `id` at 10.0.0.`i`: the core's verdict (the other effects
+/// stay to be read).
+fn offer(core: &mut Node, i: u8, id: u64, t0: Instant) -> Result<LinkId, Refused> {
+    let conn = u64::from(i) * 1_000 + id;
+    let input = Input::LinkOffered {
+        conn,
+        peer: SocketAddr::from(([10, 0, 0, i], 40_000)),
+        outbound: false,
+        hello: hello(id),
+    };
+    core.handle(input, t0);
+    let at = core
+        .said
+        .iter()
+        .position(|e| matches!(e, Effect::Link { conn: c, .. } if *c == conn))
+        .expect("every offer gets a verdict");
+    match core.said.remove(at) {
+        Effect::Link { verdict, .. } => verdict,
+        _ => unreachable!("found above"),
+    }
 }
 
 /// Brings up an inbound link from node `id` at 10.0.0.`i`.
-fn link_in(core: &mut NodeCore<Memory>, i: u8, id: u64, t0: Instant) -> LinkId {
-    core.admit_link(addr(i).ip(), &hello(id), t0).unwrap();
-    core.link_up(addr(i), false, hello(id), t0).unwrap()
+fn link_in(core: &mut Node, i: u8, id: u64, t0: Instant) -> LinkId {
+    offer(core, i, id, t0).unwrap()
+}
+
+/// A status heard from `from`.
+fn heard(core: &mut Node, status: Status, from: SocketAddr, t0: Instant) {
+    let input = Input::Status {
+        status,
+        from,
+        received: t0,
+    };
+    core.handle(input, t0);
 }
 
 fn hello(node_id: u64) -> Status {
@@ -131,30 +190,28 @@ fn a_payment_goes_on_to_every_other_link_once_and_a_bad_one_closes_its_link() {
 
     // A payment from link 1 goes to links 2 and 3, once; the same from link 2 goes nowhere.
     let payment = Payment::new_signed(&key, key.address(), Amount::from_units(5), NOW);
-    core.on_link_message(ids[0], LinkMessage::Payment(payment.clone()), t0, NOW);
+    let from_link = |id, payment| Input::LinkMessage(id, LinkMessage::Payment(payment));
+    core.handle(from_link(ids[0], payment.clone()), t0);
     assert_eq!(payments_sent(&core.take_effects()), [ids[1], ids[2]]);
-    core.on_link_message(ids[1], LinkMessage::Payment(payment), t0, NOW);
+    core.handle(from_link(ids[1], payment), t0);
     assert_eq!(payments_sent(&core.take_effects()), Vec::<LinkId>::new());
 
     // A broadcast request for status is answered by broadcast only: nothing to the links.
-    core.on_status_request();
-    let effects = core.take_effects();
-    assert!(
-        matches!(effects.as_slice(), [Effect::Announce(_)]),
-        "{effects:?}"
-    );
+    core.handle(Input::StatusRequest, t0);
+    let said = core.take_effects();
+    assert!(matches!(said.as_slice(), [Effect::Announce(_)]), "{said:?}");
 
     // A payment whose signature does not hold: the link closes, its address is refused.
     let mut forged = Payment::new_signed(&key, key.address(), Amount::from_units(6), NOW);
     forged.amount = Amount::from_units(7);
-    core.on_link_message(ids[2], LinkMessage::Payment(forged), t0, NOW);
-    let effects = core.take_effects();
-    assert!(effects.contains(&Effect::Close(ids[2])), "{effects:?}");
-    assert!(payments_sent(&effects).is_empty());
-    assert_eq!(
-        core.admit_link(addr(3).ip(), &hello(99), t0),
-        Err(Refused::Banned)
-    );
+    core.handle(from_link(ids[2], forged), t0);
+    let said = core.take_effects();
+    let closed = said
+        .iter()
+        .any(|e| matches!(e, Effect::Close(id) if *id == ids[2]));
+    assert!(closed, "{said:?}");
+    assert!(payments_sent(&said).is_empty());
+    assert_eq!(offer(&mut core, 3, 99, t0), Err(Refused::Banned));
     assert_eq!(core.links().len(), 2);
 }
 
@@ -170,14 +227,26 @@ fn payments_a_reorg_puts_back_in_the_pool_are_passed_on_to_the_links() {
     let pay = |units| Payment::new_signed(&key, key.address(), Amount::from_units(units), NOW);
     let p = pay(5);
     let ours = block_on(&first.header, &key, &[&p]);
-    core.on_mined(ours, Duration::from_millis(1), 1, t0, NOW);
+    let mined = Input::Mined {
+        block: ours,
+        took: Duration::from_millis(1),
+        hashes: 1,
+    };
+    core.handle(mined, t0);
     let (q, r) = (pay(6), pay(7));
     let theirs_2 = block_on(&first.header, &key, &[&q]);
     let theirs_3 = block_on(&theirs_2.header, &key, &[&r]);
     core.take_effects();
-    core.on_downloaded(addr(1), vec![theirs_2, theirs_3], t0, NOW)
-        .unwrap();
+    let downloaded = Input::Downloaded {
+        peer: addr(1),
+        blocks: vec![theirs_2, theirs_3],
+    };
+    core.handle(downloaded, t0);
     let effects = core.take_effects();
+    let delivered = effects
+        .iter()
+        .any(|e| matches!(e, Effect::Delivered { result: Ok(2), .. }));
+    assert!(delivered, "{effects:?}");
     let passed: Vec<&Payment> = effects
         .iter()
         .filter_map(|e| match e {
@@ -213,14 +282,14 @@ fn heard_tips_count_as_stale_only_when_their_hash_is_a_real_blocks() {
     // Made up: a hash that misses the difficulty. Ignored.
     let mut fake = Hash256([0xff; 32]);
     fake.0[0] = 1;
-    core.on_status(status(fake, 1), addr(9), t0, t0);
+    heard(&mut core, status(fake, 1), addr(9), t0);
     assert_eq!(core.stale_blocks(10).stale, 0);
     // Our own tip, said again: not stale.
-    core.on_status(status(b1.hash(), 1), addr(9), t0, t0);
+    heard(&mut core, status(b1.hash(), 1), addr(9), t0);
     assert_eq!(core.stale_blocks(10).stale, 0);
     // A real rival block 1, never fetched, heard twice: one stale block beside block 1.
-    core.on_status(status(rival.hash(), 1), addr(9), t0, t0);
-    core.on_status(status(rival.hash(), 1), addr(8), t0, t0);
+    heard(&mut core, status(rival.hash(), 1), addr(9), t0);
+    heard(&mut core, status(rival.hash(), 1), addr(8), t0);
     let count = core.stale_blocks(10);
     assert_eq!((count.stale, count.best), (1, 1));
 }

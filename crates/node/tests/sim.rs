@@ -18,8 +18,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use mvbc_node::apply::ApplyError;
 use mvbc_node::apply::BlockSink;
-use mvbc_node::core::{Effect, NodeCore, Note};
+use mvbc_node::core::{Effect, Input, NodeCore, Note, Timing};
 use mvbc_node::sync::Download;
 use mvbc_node::sync::DownloadError;
 use mvbc_protocol::block::GENESIS_TIMESTAMP;
@@ -102,7 +103,8 @@ struct Shape {
 const ANNOUNCE_EVERY: u64 = 5_000;
 
 enum Ev {
-    Listened(usize),
+    /// A node starts.
+    Start(usize),
     Status {
         to: usize,
         status: Status,
@@ -125,7 +127,8 @@ enum Ev {
         peer: usize,
     },
     Announce(usize),
-    Retry(usize),
+    /// The time a node's core asked to be woken at.
+    Wakeup(usize),
     Pay,
     Rebroadcast(usize),
     /// The end of a quiet time: every honest node must be on one tip.
@@ -135,7 +138,10 @@ enum Ev {
 struct SimNode {
     core: NodeCore<Memory>,
     job: Option<(u64, Block)>,
-    retry_at: Option<u64>,
+    /// The wake-up scheduled for it, in ms.
+    wakeup_at: Option<u64>,
+    /// How its last downloaded batch went.
+    delivered: Option<Result<u64, ApplyError>>,
 }
 
 struct Sim {
@@ -215,19 +221,24 @@ impl Sim {
         for i in 0..shape.nodes {
             let chain = Arc::new(RwLock::new(Chain::new(PARAMS)));
             let reward_to = sim.payers[i % sim.payers.len()].address();
-            let quiet = Duration::from_secs(16);
+            let timing = Timing {
+                quiet: Duration::from_secs(16),
+                listen: Duration::from_secs(1),
+                announce_every: Duration::from_millis(ANNOUNCE_EVERY),
+            };
             let core = NodeCore::new(
                 i as u64 + 1,
                 PORT,
                 chain,
                 Memory::default(),
                 reward_to,
-                quiet,
+                timing,
             );
             sim.nodes.push(SimNode {
                 core,
                 job: None,
-                retry_at: None,
+                wakeup_at: None,
+                delivered: None,
             });
             sim.by_addr.insert(addr(i), i);
             if sim.is_liar(i) {
@@ -236,10 +247,10 @@ impl Sim {
                 sim.at(at, Ev::Announce(i));
                 continue;
             }
-            let at = 1_000 + sim.rng.below(500);
-            sim.at(at, Ev::Listened(i));
-            let at = sim.rng.below(5_000);
-            sim.at(at, Ev::Announce(i));
+            // It announces at once and every status interval after, and mines once it has
+            // listened for a second.
+            let at = sim.rng.below(500);
+            sim.at(at, Ev::Start(i));
         }
         sim.at(PAY_FROM, Ev::Pay);
         if let Some((burst, quiet)) = shape.bursts {
@@ -359,19 +370,28 @@ impl Sim {
                     self.at(at, Ev::Found { node: i, job });
                 }
                 Effect::StopMining => self.nodes[i].job = None,
+                Effect::Delivered { result, .. } => self.nodes[i].delivered = Some(result),
+                Effect::Fatal(e) => panic!("node {i}: a store in memory failed: {e}"),
                 // The simulated network is one broadcast domain: no node names a peer, so no
                 // link is dialled (links are tested in `core` and over real sockets).
-                Effect::Dial(_) | Effect::Send(..) | Effect::Close(_) | Effect::SavePeers(_) => {}
+                Effect::Dial(_)
+                | Effect::Link { .. }
+                | Effect::Send(..)
+                | Effect::Close(_)
+                | Effect::SavePeers(_) => {}
             }
         }
-        if let Some(at) = self.nodes[i].core.retry_at() {
-            let t = at.saturating_duration_since(self.base).as_millis() as u64;
-            if self.nodes[i].retry_at != Some(t) {
-                self.nodes[i].retry_at = Some(t);
-                self.at(t.max(self.t), Ev::Retry(i));
+        if let Some(at) = self.nodes[i].core.next_wakeup() {
+            // Rounded up: woken before its time, a core would find nothing due and ask again.
+            let t = at
+                .saturating_duration_since(self.base)
+                .as_micros()
+                .div_ceil(1_000) as u64;
+            if self.nodes[i].wakeup_at != Some(t) {
+                self.nodes[i].wakeup_at = Some(t);
+                self.at(t.max(self.t), Ev::Wakeup(i));
             }
         }
-        assert!(self.nodes[i].core.take_fatal().is_none());
         if moved && self.shape.bursts.is_some() {
             self.watch_agreement();
         }
@@ -389,16 +409,25 @@ impl Sim {
                 .expect("every queued event is stored");
             let (now, unix) = (self.now(), self.unix());
             match ev {
-                Ev::Listened(i) => {
-                    self.nodes[i].core.listened(unix);
+                Ev::Start(i) => {
+                    self.nodes[i].core.handle(Input::Start, now, unix);
                     self.effects(i);
                 }
                 Ev::Status { to, status, from } => {
-                    self.nodes[to].core.on_status(status, addr(from), now, now);
+                    let status = Input::Status {
+                        status,
+                        from: addr(from),
+                        received: now,
+                    };
+                    self.nodes[to].core.handle(status, now, unix);
                     self.effects(to);
                 }
                 Ev::Payment { to, payment } => {
-                    self.nodes[to].core.on_payment(*payment, addr(to), unix);
+                    let payment = Input::Payment {
+                        payment: *payment,
+                        from: addr(to),
+                    };
+                    self.nodes[to].core.handle(payment, now, unix);
                     self.effects(to);
                 }
                 Ev::Found { node, job } => {
@@ -416,9 +445,12 @@ impl Sim {
                     *self.found.entry(block.header.height).or_default() += 1;
                     self.last_found = self.t;
                     let took = Duration::from_millis(1);
-                    self.nodes[node]
-                        .core
-                        .on_mined(block, took, hashes, now, unix);
+                    let mined = Input::Mined {
+                        block,
+                        took,
+                        hashes,
+                    };
+                    self.nodes[node].core.handle(mined, now, unix);
                     self.effects(node);
                 }
                 Ev::Download { node, peer } => self.download(node, peer),
@@ -427,8 +459,11 @@ impl Sim {
                         peer: addr(peer),
                         source: std::io::Error::from(std::io::ErrorKind::TimedOut),
                     };
-                    let core = &mut self.nodes[node].core;
-                    core.on_download_done(addr(peer), Err(timed_out), now, unix);
+                    let done = Input::DownloadDone {
+                        peer: addr(peer),
+                        result: Err(timed_out),
+                    };
+                    self.nodes[node].core.handle(done, now, unix);
                     self.effects(node);
                 }
                 Ev::Announce(i) if self.is_liar(i) => {
@@ -447,15 +482,14 @@ impl Sim {
                     let at = self.t + ANNOUNCE_EVERY;
                     self.at(at, Ev::Announce(i));
                 }
-                Ev::Announce(i) => {
-                    self.nodes[i].core.announce();
-                    self.effects(i);
-                    let at = self.t + ANNOUNCE_EVERY;
-                    self.at(at, Ev::Announce(i));
-                }
-                Ev::Retry(i) => {
-                    self.nodes[i].retry_at = None;
-                    self.nodes[i].core.retry_sync(now);
+                Ev::Announce(_) => unreachable!("only liars announce on their own"),
+                Ev::Wakeup(i) => {
+                    if self.nodes[i].wakeup_at != Some(self.t) {
+                        // Superseded by a later or earlier wake-up.
+                        continue;
+                    }
+                    self.nodes[i].wakeup_at = None;
+                    self.nodes[i].core.handle(Input::Wakeup, now, unix);
                     self.effects(i);
                 }
                 Ev::Pay => {
@@ -551,19 +585,25 @@ impl Sim {
                 if blocks.is_empty() {
                     break Ok(total);
                 }
-                match self.nodes[node]
-                    .core
-                    .on_downloaded(peer_addr, blocks, now, unix)
-                {
-                    Ok(0) => break Ok(total),
-                    Ok(n) => total += n,
-                    Err(e) => break Err(DownloadError::Apply(e)),
+                let batch = Input::Downloaded {
+                    peer: peer_addr,
+                    blocks,
+                };
+                self.nodes[node].core.handle(batch, now, unix);
+                self.effects(node);
+                match self.nodes[node].delivered.take() {
+                    Some(Ok(0)) => break Ok(total),
+                    Some(Ok(n)) => total += n,
+                    Some(Err(e)) => break Err(DownloadError::Apply(e)),
+                    None => panic!("node {node}: a batch without a verdict"),
                 }
             }
         };
-        self.nodes[node]
-            .core
-            .on_download_done(peer_addr, result, now, unix);
+        let done = Input::DownloadDone {
+            peer: peer_addr,
+            result,
+        };
+        self.nodes[node].core.handle(done, now, unix);
         self.effects(node);
     }
 

@@ -11,7 +11,7 @@ use mvbc_node::apply::ApplyError;
 use mvbc_protocol::Chain;
 use mvbc_protocol::chain::read_chain;
 
-use super::{Event, Input};
+use super::{Event, Message};
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,7 @@ const HEIGHT_POLL: Duration = Duration::from_millis(10);
 /// A running node.
 pub struct NodeHandle {
     events: Receiver<Event>,
-    urgent: Sender<Input>,
+    urgent: Sender<Message>,
     block_port: u16,
     api: Option<SocketAddr>,
     chain: Arc<RwLock<Chain>>,
@@ -93,7 +93,7 @@ pub struct NodeHandle {
 impl NodeHandle {
     pub(super) fn new(
         events: Receiver<Event>,
-        urgent: Sender<Input>,
+        urgent: Sender<Message>,
         block_port: u16,
         api: Option<SocketAddr>,
         chain: Arc<RwLock<Chain>>,
@@ -150,7 +150,7 @@ impl NodeHandle {
 
     /// Stops the node as Ctrl-C does (its last event is [`Event::Stopped`]) and waits for it.
     pub fn shutdown(mut self) -> Result<(), RunError> {
-        let _ = self.urgent.send(Input::Shutdown);
+        let _ = self.urgent.send(Message::Shutdown);
         self.join()
     }
 
@@ -171,7 +171,7 @@ impl Drop for NodeHandle {
     /// A handle dropped stops its node: threads never outlive the handle that owns them.
     fn drop(&mut self) {
         if self.looped.is_some() {
-            let _ = self.urgent.send(Input::Shutdown);
+            let _ = self.urgent.send(Message::Shutdown);
             let _ = self.join();
         }
     }

@@ -44,7 +44,7 @@ use mvbc_net::link::{self, LinkEvents, LinkIo};
 use mvbc_net::{self as net, BlockClient, BlockServer, Broadcaster, FetchError};
 use mvbc_net::{Inbound, NodeHooks};
 use mvbc_node::apply::ApplyError;
-use mvbc_node::core::{Effect, NodeCore};
+use mvbc_node::core::{Effect, Input, NodeCore, Timing};
 use mvbc_node::links::{Down, LinkId, Links};
 use mvbc_node::peerfile;
 use mvbc_node::sync::{Download, DownloadError, Role};
@@ -61,11 +61,8 @@ use mvbc_protocol::{Address, Block, Chain, Config, Hash256, Payment, unix_now};
 const EVENT_QUEUE: usize = 10_000;
 /// How often the node prints its periodic status line.
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
-/// How often the node publishes its state and hash rates for the API, and sees to its links.
+/// How often the node publishes its state and hash rates for the API.
 const SECOND: Duration = Duration::from_secs(1);
-/// At start, how long the node listens for peers before it mines (at most one status
-/// interval): a node joining a network downloads its chain instead of forking it at block 1.
-const STARTUP_LISTEN: Duration = Duration::from_secs(1);
 
 mod event;
 mod handle;
@@ -98,7 +95,7 @@ pub struct NodeSetup {
 }
 
 /// What the threads tell the node loop.
-enum Input {
+enum Message {
     Payment(Box<Payment>, SocketAddr),
     /// A status, where from, and when it arrived (before any queue).
     Status(Status, SocketAddr, Instant),
@@ -134,7 +131,7 @@ enum Input {
     DialFailed(SocketAddr),
     /// A named peer's name resolved, late.
     Resolved(String, SocketAddr),
-    LinkMessage(LinkId, LinkMessage),
+    FromLink(LinkId, LinkMessage),
     LinkDown(LinkId, Down),
     Shutdown,
 }
@@ -144,9 +141,9 @@ enum Input {
 struct Senders {
     /// Blocks, downloads, mining results, links ending and shutdown: never dropped, handled
     /// first.
-    urgent: Sender<Input>,
-    statuses: Sender<Input>,
-    payments: Sender<Input>,
+    urgent: Sender<Message>,
+    statuses: Sender<Message>,
+    payments: Sender<Message>,
 }
 
 impl LinkEvents for Senders {
@@ -155,20 +152,20 @@ impl LinkEvents for Senders {
             LinkMessage::Payment(_) => &self.payments,
             LinkMessage::Status(_) | LinkMessage::Addrs(_) => &self.statuses,
         };
-        if queue.try_send(Input::LinkMessage(id, message)).is_err() {
+        if queue.try_send(Message::FromLink(id, message)).is_err() {
             tracing::debug!(id, "event queue full: dropped a link message");
         }
     }
 
     fn down(&self, id: LinkId, why: Down) {
-        let _ = self.urgent.send(Input::LinkDown(id, why));
+        let _ = self.urgent.send(Message::LinkDown(id, why));
     }
 }
 
 struct Inbox {
-    urgent: Receiver<Input>,
-    statuses: Receiver<Input>,
-    payments: Receiver<Input>,
+    urgent: Receiver<Message>,
+    statuses: Receiver<Message>,
+    payments: Receiver<Message>,
     stop: Receiver<()>,
 }
 
@@ -193,9 +190,9 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
     } = setup;
     let node_id = rand_node_id();
     let chain = Arc::new(RwLock::new(chain));
-    let (urgent, urgent_inbox) = unbounded::<Input>();
-    let (statuses, status_inbox) = bounded::<Input>(EVENT_QUEUE);
-    let (payments, payment_inbox) = bounded::<Input>(EVENT_QUEUE);
+    let (urgent, urgent_inbox) = unbounded::<Message>();
+    let (statuses, status_inbox) = bounded::<Message>(EVENT_QUEUE);
+    let (payments, payment_inbox) = bounded::<Message>(EVENT_QUEUE);
     let (said, events) = bounded::<Event>(EVENTS_KEPT);
     let say = move |event: Event| {
         let _ = said.try_send(event);
@@ -225,7 +222,7 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
             move |inbound| {
                 let (queue, event) = match inbound {
                     Inbound::Payment { payment, from } => {
-                        (&events.payments, Input::Payment(Box::new(payment), from))
+                        (&events.payments, Message::Payment(Box::new(payment), from))
                     }
                     Inbound::Link {
                         stream,
@@ -233,7 +230,7 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
                         hello,
                     } => (
                         &events.statuses,
-                        Input::LinkIn {
+                        Message::LinkIn {
                             stream,
                             from,
                             hello,
@@ -288,10 +285,9 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
         move || listen(status_socket, events, node_id, "status port", dropped)
     })?;
     let (announce, announcements) = unbounded::<Status>();
-    let interval = config.status_broadcast_interval;
     if let Some(broadcaster) = broadcaster {
         spawn_thread("status-broadcaster", move || {
-            broadcast_status(broadcaster, announcements, interval)
+            broadcast_status(broadcaster, announcements)
         })?;
     }
     let (jobs, job_inbox) = unbounded::<Job>();
@@ -315,14 +311,8 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
     }
 
     let block_port = server.port();
-    let mut core = NodeCore::new(
-        node_id,
-        block_port,
-        chain.clone(),
-        store,
-        reward_to,
-        quiet(&config),
-    );
+    let timing = Timing::for_interval(config.status_broadcast_interval);
+    let mut core = NodeCore::new(node_id, block_port, chain.clone(), store, reward_to, timing);
     core.set_links(links);
     let mut node = Node {
         core,
@@ -339,23 +329,25 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
         published,
         events: senders.clone(),
         links: HashMap::new(),
-        quiet: quiet(&config),
+        quiet: timing.quiet,
+        acks: HashMap::new(),
+        offered: HashMap::new(),
+        next_conn: 0,
+        fatal: None,
         peers_file: data_dir.join(peerfile::PEERS_FILE),
         say: Box::new(say),
     };
-    let listen = STARTUP_LISTEN.min(interval);
     let looped = thread::Builder::new()
         .name("node".into())
         .spawn(move || {
-            node.core.announce();
-            node.core.maintain_links(Instant::now());
+            node.input(Input::Start);
             node.carry_out();
             if let Some(ask) = &ask
                 && let Err(e) = ask.send(&Datagram::StatusRequest)
             {
                 tracing::warn!("asking peers for their status failed: {e}");
             }
-            let result = node.event_loop(inbox, crossbeam_channel::after(listen));
+            let result = node.event_loop(inbox);
             // The block server and the API stop with the loop, before the handle hears it.
             drop((server, api));
             result
@@ -459,19 +451,14 @@ fn named_and_saved_peers(
 
 /// Resolves each name until it does, in a thread of its own: a name server that is slow or
 /// down must not hold up the node loop.
-fn resolve_later(mut names: Vec<String>, events: Sender<Input>) {
+fn resolve_later(mut names: Vec<String>, events: Sender<Message>) {
     while !names.is_empty() {
         thread::sleep(RESOLVE_AGAIN);
         names.retain(|name| match config::resolve_peer(name) {
-            Ok(addr) => events.send(Input::Resolved(name.clone(), addr)).is_err(),
+            Ok(addr) => events.send(Message::Resolved(name.clone(), addr)).is_err(),
             Err(_) => true,
         });
     }
-}
-
-/// A peer not heard for three status intervals has gone.
-fn quiet(config: &Config) -> Duration {
-    3 * config.status_broadcast_interval + Duration::from_secs(1)
 }
 
 fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
@@ -502,10 +489,10 @@ fn listen(
             continue;
         };
         let (queue, event) = match datagram {
-            Ok(Datagram::Payment(p)) => (&events.payments, Input::Payment(Box::new(p), from)),
+            Ok(Datagram::Payment(p)) => (&events.payments, Message::Payment(Box::new(p), from)),
             Ok(Datagram::Status(s)) if s.node_id == own_id => continue,
-            Ok(Datagram::Status(s)) => (&events.statuses, Input::Status(s, from, Instant::now())),
-            Ok(Datagram::StatusRequest) => (&events.statuses, Input::StatusRequest),
+            Ok(Datagram::Status(s)) => (&events.statuses, Message::Status(s, from, Instant::now())),
+            Ok(Datagram::StatusRequest) => (&events.statuses, Message::StatusRequest),
             Err(e) => {
                 dropped.note(from, port, &e);
                 continue;
@@ -517,21 +504,11 @@ fn listen(
     }
 }
 
-/// Broadcasts the latest status when it changes and every `interval` otherwise.
-fn broadcast_status(broadcaster: Broadcaster, updates: Receiver<Status>, interval: Duration) {
-    let mut latest: Option<Status> = None;
-    let timer = tick(interval);
-    loop {
-        select! {
-            recv(updates) -> s => match s {
-                Ok(s) => latest = Some(s),
-                Err(_) => return,
-            },
-            recv(timer) -> _ => {}
-        }
-        if let Some(s) = &latest
-            && let Err(e) = broadcaster.send(&Datagram::Status(*s))
-        {
+/// Broadcasts each status the node loop hands it: when the tip moves, when asked, and every
+/// status interval (the core's timer).
+fn broadcast_status(broadcaster: Broadcaster, statuses: Receiver<Status>) {
+    for status in statuses {
+        if let Err(e) = broadcaster.send(&Datagram::Status(status)) {
             tracing::warn!("status broadcast to {} failed: {e}", broadcaster.target());
         }
     }
@@ -541,7 +518,7 @@ fn broadcast_status(broadcaster: Broadcaster, updates: Receiver<Status>, interva
 fn mine(
     mut engine: Box<dyn MiningEngine>,
     jobs: Receiver<Job>,
-    events: Sender<Input>,
+    events: Sender<Message>,
     hashes_done: Arc<AtomicU64>,
 ) {
     while let Ok(mut job) = jobs.recv() {
@@ -560,7 +537,7 @@ fn mine(
             Ok(Search::Found(nonce)) => {
                 let mut block = job.block;
                 block.header.nonce = nonce;
-                Input::Mined {
+                Message::Mined {
                     block: Box::new(block),
                     took: started.elapsed(),
                     hashes: job.control.hashes(),
@@ -569,9 +546,9 @@ fn mine(
             Ok(Search::Aborted) => continue,
             Ok(Search::Exhausted) => {
                 // Every nonce of the header tried without a solution.
-                Input::MiningFailed(EngineError::EndedEarly(Search::Exhausted))
+                Message::MiningFailed(EngineError::EndedEarly(Search::Exhausted))
             }
-            Err(e) => Input::MiningFailed(e),
+            Err(e) => Message::MiningFailed(e),
         };
         if events.send(event).is_err() {
             return;
@@ -587,7 +564,7 @@ fn stopped<E>(_: E) -> FetchError {
 /// A downloader thread (there are [`Role::parallel`] of them, so a peer that stalls holds only
 /// one): runs the downloads the node loop sends, handing each batch to the loop and waiting for
 /// its verdict before asking for more.
-fn download(jobs: Receiver<Download>, events: Sender<Input>, chain: Arc<RwLock<Chain>>) {
+fn download(jobs: Receiver<Download>, events: Sender<Message>, chain: Arc<RwLock<Chain>>) {
     while let Ok(job) = jobs.recv() {
         let (locator, params) = {
             let chain = read_chain(&chain);
@@ -603,7 +580,7 @@ fn download(jobs: Receiver<Download>, events: Sender<Input>, chain: Arc<RwLock<C
                 |blocks, _| {
                     let (ack, verdict) = bounded(1);
                     events
-                        .send(Input::Downloaded {
+                        .send(Message::Downloaded {
                             peer: job.peer,
                             blocks,
                             ack,
@@ -613,7 +590,7 @@ fn download(jobs: Receiver<Download>, events: Sender<Input>, chain: Arc<RwLock<C
                 },
             )
         });
-        let done = Input::DownloadDone {
+        let done = Message::DownloadDone {
             peer: job.peer,
             result: result.map_err(DownloadError::from),
         };
@@ -644,51 +621,57 @@ struct Node {
     links: HashMap<LinkId, LinkIo>,
     /// A link silent this long is gone.
     quiet: Duration,
+    /// Downloaders waiting to hear how their batch went, by peer.
+    acks: HashMap<SocketAddr, Sender<Result<u64, ApplyError>>>,
+    /// Connections offered as links, until the core says whether to keep them.
+    offered: HashMap<u64, TcpStream>,
+    next_conn: u64,
+    /// Why the node must stop (the store failed).
+    fatal: Option<ApplyError>,
     peers_file: PathBuf,
     /// Tells the user.
     say: Box<dyn Fn(Event) + Send>,
 }
 
 impl Node {
-    /// Handles events until shutdown. Mining starts once `listened` fires (or a first download
-    /// ends), so a new node hears its peers before it builds on its own chain.
-    fn event_loop(&mut self, inbox: Inbox, listened: Receiver<Instant>) -> Result<(), RunError> {
+    /// Handles events until shutdown. Timers are the core's: the loop sleeps until
+    /// [`NodeCore::next_wakeup`] when nothing else comes.
+    fn event_loop(&mut self, inbox: Inbox) -> Result<(), RunError> {
         let report = tick(REPORT_INTERVAL);
         let second = tick(SECOND);
         self.publish();
         let mut last_report = (Instant::now(), self.hashes());
         loop {
+            if let Some(e) = self.fatal.take() {
+                self.stop_mining();
+                return Err(RunError::Store(e));
+            }
             // Urgent events first, whatever else waits; among the rest, select picks at random,
             // so a flood on one queue does not starve the other.
-            let event = match inbox.urgent.try_recv() {
-                Ok(e) => e,
-                Err(_) if inbox.stop.try_recv() != Err(TryRecvError::Empty) => Input::Shutdown,
+            let message = match inbox.urgent.try_recv() {
+                Ok(m) => m,
+                Err(_) if inbox.stop.try_recv() != Err(TryRecvError::Empty) => Message::Shutdown,
                 Err(_) => {
-                    let retry = self
+                    let wakeup = self
                         .core
-                        .retry_at()
+                        .next_wakeup()
                         .map_or_else(crossbeam_channel::never, crossbeam_channel::at);
                     select! {
-                        recv(inbox.urgent) -> e => match e {
-                            Ok(e) => e,
+                        recv(inbox.urgent) -> m => match m {
+                            Ok(m) => m,
                             Err(_) => return Ok(()),
                         },
-                        recv(inbox.statuses) -> e => match e {
-                            Ok(e) => e,
+                        recv(inbox.statuses) -> m => match m {
+                            Ok(m) => m,
                             Err(_) => return Ok(()),
                         },
-                        recv(inbox.payments) -> e => match e {
-                            Ok(e) => e,
+                        recv(inbox.payments) -> m => match m {
+                            Ok(m) => m,
                             Err(_) => return Ok(()),
                         },
-                        recv(inbox.stop) -> _ => Input::Shutdown,
-                        recv(listened) -> _ => {
-                            self.core.listened(unix_now());
-                            self.carry_out();
-                            continue;
-                        }
-                        recv(retry) -> _ => {
-                            self.core.retry_sync(Instant::now());
+                        recv(inbox.stop) -> _ => Message::Shutdown,
+                        recv(wakeup) -> _ => {
+                            self.input(Input::Wakeup);
                             self.carry_out();
                             continue;
                         }
@@ -698,109 +681,128 @@ impl Node {
                         }
                         recv(second) -> _ => {
                             self.publish();
-                            self.core.maintain_links(Instant::now());
-                            self.carry_out();
                             continue;
                         }
                     }
                 }
             };
-            let (now, unix) = (Instant::now(), unix_now());
-            match event {
-                Input::Payment(p, from) => self.core.on_payment(*p, from, unix),
-                Input::Status(s, from, received) => self.core.on_status(s, from, received, now),
-                Input::StatusRequest => self.core.on_status_request(),
-                Input::LinkIn {
-                    stream,
-                    from,
-                    hello,
-                } => {
-                    let addr = SocketAddr::new(from.ip(), hello.block_server_port);
-                    let up = self
-                        .core
-                        .admit_link(from.ip(), &hello, now)
-                        .and_then(|()| self.core.link_up(addr, false, hello, now));
-                    match up {
-                        Ok(id) => self.start_link(id, stream, now),
-                        Err(e) => tracing::debug!(%from, "refused a link: {e}"),
-                    }
-                }
-                Input::LinkOut {
-                    stream,
-                    addr,
-                    hello,
-                } => match self.core.link_up(addr, true, hello, now) {
-                    Ok(id) => self.start_link(id, stream, now),
-                    Err(e) => tracing::debug!(%addr, "link not kept: {e}"),
-                },
-                Input::DialFailed(addr) => self.core.dial_failed(addr, now),
-                Input::Resolved(name, addr) => {
-                    (self.say)(Event::PeerResolved { name, addr });
-                    self.core.add_named_peer(addr, now);
-                    self.core.maintain_links(now);
-                }
-                Input::LinkMessage(id, message) => {
-                    self.core.on_link_message(id, message, now, unix)
-                }
-                Input::LinkDown(id, why) => {
-                    self.links.remove(&id);
-                    self.core.link_down(id, why, now);
-                }
-                Input::Mined {
-                    block,
-                    took,
-                    hashes,
-                } => {
-                    if matches!(&self.job, Some((tip, _)) if *tip == block.header.prev_hash) {
-                        self.job = None;
-                    }
-                    self.core.on_mined(*block, took, hashes, now, unix);
-                }
-                Input::MiningFailed(e) => {
-                    tracing::error!("mining failed: {e}");
-                    (self.say)(Event::MiningFailed(e));
-                    self.job = None;
-                    self.core.mining_failed();
-                }
-                Input::Downloaded { peer, blocks, ack } => {
-                    let verdict = self.core.on_downloaded(peer, blocks, now, unix);
-                    let _ = ack.send(verdict);
-                }
-                Input::DownloadDone { peer, result } => {
-                    self.core.on_download_done(peer, result, now, unix)
-                }
-                Input::Shutdown => {
-                    self.core.stop();
-                    self.carry_out();
-                    self.stop_mining();
-                    let status = self.core.status();
-                    (self.say)(Event::Stopped {
-                        height: status.height,
-                        tip: status.tip,
-                        store: self.core.store().path().to_path_buf(),
-                        dropped: self.dropped.count(),
-                        refused: self.core.refused_payments.total,
-                    });
-                    return Ok(());
-                }
-            }
-            if let Some(e) = self.core.take_fatal() {
+            if let Message::Shutdown = message {
+                self.input(Input::Stop);
+                self.carry_out();
                 self.stop_mining();
-                return Err(RunError::Store(e));
+                let status = self.core.status();
+                (self.say)(Event::Stopped {
+                    height: status.height,
+                    tip: status.tip,
+                    store: self.core.store().path().to_path_buf(),
+                    dropped: self.dropped.count(),
+                    refused: self.core.refused_payments.total,
+                });
+                return Ok(());
+            }
+            if let Some(input) = self.take(message) {
+                self.input(input);
             }
             self.carry_out();
         }
     }
 
+    /// Hands the core one input, now.
+    fn input(&mut self, input: Input) {
+        self.core.handle(input, Instant::now(), unix_now());
+    }
+
+    /// What a thread's message means for the core, after what the driver itself keeps of it
+    /// (a connection offered as a link, a downloader waiting for its verdict, the search).
+    fn take(&mut self, message: Message) -> Option<Input> {
+        Some(match message {
+            Message::Payment(payment, from) => Input::Payment {
+                payment: *payment,
+                from,
+            },
+            Message::Status(status, from, received) => Input::Status {
+                status,
+                from,
+                received,
+            },
+            Message::StatusRequest => Input::StatusRequest,
+            Message::LinkIn {
+                stream,
+                from,
+                hello,
+            } => self.offer(stream, from, false, hello),
+            Message::LinkOut {
+                stream,
+                addr,
+                hello,
+            } => self.offer(stream, addr, true, hello),
+            Message::DialFailed(addr) => Input::DialFailed(addr),
+            Message::Resolved(name, addr) => {
+                (self.say)(Event::PeerResolved { name, addr });
+                Input::NamedPeer(addr)
+            }
+            Message::FromLink(id, message) => Input::LinkMessage(id, message),
+            Message::LinkDown(id, why) => {
+                self.links.remove(&id);
+                Input::LinkDown(id, why)
+            }
+            Message::Mined {
+                block,
+                took,
+                hashes,
+            } => {
+                if matches!(&self.job, Some((tip, _)) if *tip == block.header.prev_hash) {
+                    self.job = None;
+                }
+                Input::Mined {
+                    block: *block,
+                    took,
+                    hashes,
+                }
+            }
+            Message::MiningFailed(e) => {
+                tracing::error!("mining failed: {e}");
+                (self.say)(Event::MiningFailed(e));
+                self.job = None;
+                Input::MiningFailed
+            }
+            Message::Downloaded { peer, blocks, ack } => {
+                self.acks.insert(peer, ack);
+                Input::Downloaded { peer, blocks }
+            }
+            Message::DownloadDone { peer, result } => Input::DownloadDone { peer, result },
+            Message::Shutdown => return None,
+        })
+    }
+
+    /// Holds a connection offered as a link until the core's verdict.
+    fn offer(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        outbound: bool,
+        hello: Status,
+    ) -> Input {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.offered.insert(conn, stream);
+        Input::LinkOffered {
+            conn,
+            peer,
+            outbound,
+            hello,
+        }
+    }
+
     /// Starts the threads of link `id`, or takes it back from the core when they cannot start.
-    fn start_link(&mut self, id: LinkId, stream: TcpStream, now: Instant) {
+    fn start_link(&mut self, id: LinkId, stream: TcpStream) {
         match link::start(id, stream, self.quiet, self.events.clone()) {
             Ok(io) => {
                 self.links.insert(id, io);
             }
             Err(e) => {
                 tracing::warn!("cannot start a link's threads: {e}");
-                self.core.link_down(id, Down::Lost, now);
+                self.input(Input::LinkDown(id, Down::Lost));
             }
         }
     }
@@ -819,73 +821,90 @@ impl Node {
     }
 
     fn carry_out_one(&mut self, effect: Effect) {
-        {
-            match effect {
-                Effect::Note(note) => (self.say)(Event::Note(note)),
-                Effect::Announce(status) => {
-                    let _ = self.announce.send(status);
+        match effect {
+            Effect::Note(note) => (self.say)(Event::Note(note)),
+            Effect::Announce(status) => {
+                let _ = self.announce.send(status);
+            }
+            Effect::Download(download) => {
+                if self.sync_jobs.send(download).is_err() {
+                    // The downloaders are gone: the node is stopping.
+                    self.input(Input::DownloadAbandoned(download.peer));
                 }
-                Effect::Download(download) => {
-                    if self.sync_jobs.send(download).is_err() {
-                        // The downloaders are gone: the node is stopping.
-                        self.core.download_abandoned(download.peer);
-                    }
+            }
+            Effect::Delivered { peer, result } => {
+                if let Some(ack) = self.acks.remove(&peer) {
+                    let _ = ack.send(result);
                 }
-                Effect::Mine(block) => {
-                    self.stop_mining();
-                    let tip = block.header.prev_hash;
-                    let control = Arc::new(SearchControl::new());
-                    let job = Job {
-                        block,
-                        control: control.clone(),
-                    };
-                    if self.jobs.send(job).is_ok() {
-                        self.job = Some((tip, control));
-                    } else {
-                        self.core.mining_failed();
-                    }
+            }
+            Effect::Mine(block) => {
+                self.stop_mining();
+                let tip = block.header.prev_hash;
+                let control = Arc::new(SearchControl::new());
+                let job = Job {
+                    block,
+                    control: control.clone(),
+                };
+                if self.jobs.send(job).is_ok() {
+                    self.job = Some((tip, control));
+                } else {
+                    self.input(Input::MiningFailed);
                 }
-                Effect::StopMining => self.stop_mining(),
-                Effect::Dial(addr) => {
-                    let events = self.events.urgent.clone();
-                    let dialled = link::dial(addr, self.core.status(), move |result| {
-                        let _ = events.send(match result {
-                            Ok((stream, hello)) => Input::LinkOut {
-                                stream,
-                                addr,
-                                hello,
-                            },
-                            Err(_) => Input::DialFailed(addr),
-                        });
+            }
+            Effect::StopMining => self.stop_mining(),
+            Effect::Dial(addr) => {
+                let events = self.events.urgent.clone();
+                let dialled = link::dial(addr, self.core.status(), move |result| {
+                    let _ = events.send(match result {
+                        Ok((stream, hello)) => Message::LinkOut {
+                            stream,
+                            addr,
+                            hello,
+                        },
+                        Err(_) => Message::DialFailed(addr),
                     });
-                    if dialled.is_err() {
-                        self.core.dial_failed(addr, Instant::now());
-                    }
+                });
+                if dialled.is_err() {
+                    self.input(Input::DialFailed(addr));
                 }
-                Effect::Send(id, message) => {
-                    let full = self
-                        .links
-                        .get(&id)
-                        .is_some_and(|io| io.send(message).is_err());
-                    if full {
-                        // The peer does not read what it is sent: let it go rather than hold
-                        // more for it.
-                        if let Some(io) = self.links.remove(&id) {
-                            io.close();
-                        }
-                        self.core.link_down(id, Down::Lost, Instant::now());
-                    }
+            }
+            Effect::Link { conn, verdict } => {
+                let Some(stream) = self.offered.remove(&conn) else {
+                    return;
+                };
+                match verdict {
+                    Ok(id) => self.start_link(id, stream),
+                    // Dropped: closed.
+                    Err(_) => drop(stream),
                 }
-                Effect::Close(id) => {
+            }
+            Effect::Send(id, message) => {
+                let full = self
+                    .links
+                    .get(&id)
+                    .is_some_and(|io| io.send(message).is_err());
+                if full {
+                    // The peer does not read what it is sent: let it go rather than hold more
+                    // for it.
                     if let Some(io) = self.links.remove(&id) {
                         io.close();
                     }
+                    self.input(Input::LinkDown(id, Down::Lost));
                 }
-                Effect::SavePeers(addrs) => {
-                    if let Err(e) = peerfile::save(&self.peers_file, &addrs) {
-                        tracing::warn!("cannot save {}: {e}", self.peers_file.display());
-                    }
+            }
+            Effect::Close(id) => {
+                if let Some(io) = self.links.remove(&id) {
+                    io.close();
                 }
+            }
+            Effect::SavePeers(addrs) => {
+                if let Err(e) = peerfile::save(&self.peers_file, &addrs) {
+                    tracing::warn!("cannot save {}: {e}", self.peers_file.display());
+                }
+            }
+            Effect::Fatal(e) => {
+                self.stop_mining();
+                self.fatal.get_or_insert(e);
             }
         }
     }
@@ -957,7 +976,6 @@ impl Node {
         let hashes = self.hashes();
         let seconds = (now - since).as_secs_f64();
         let rate = hashes.saturating_sub(hashes_then) as f64 / seconds;
-        self.core.tick(now);
         let status = self.core.status();
         let devices = self.device_rates(seconds);
         (self.say)(Event::Report(Report {
