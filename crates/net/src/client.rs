@@ -10,7 +10,7 @@ use crate::{
     CONNECT_TIMEOUT, Cancel, Cancelled, FRAME_TIMEOUT, FrameError, read_frame, write_frame,
 };
 use mvbc_node::apply::ApplyError;
-use mvbc_node::sync::{Download, DownloadError};
+use mvbc_node::sync::{Download, DownloadError, ForkPoints};
 use mvbc_protocol::block::Block;
 use mvbc_protocol::hash::Hash256;
 use mvbc_protocol::header::BlockHeader;
@@ -287,16 +287,14 @@ impl BlockClient {
     }
 
     /// Runs `download`, headers first: the server's own status must back the claim that
-    /// sent us to it, then the branch after `locator` is judged by its headers
-    /// ([`BlockClient::check_branch`]; `ours` gives our header and chain work at a locator
-    /// hash, `params` the rules, `now` our Unix time), so a branch lighter than announced costs
-    /// no block body; then its blocks come batch by batch to `deliver`. Returns the new blocks
-    /// delivered.
+    /// sent us to it, then the branch after our fork points `from` is judged by its headers
+    /// ([`BlockClient::check_branch`]; `params` the rules, `now` our Unix time), so a branch
+    /// lighter than announced costs no block body; then its blocks come batch by batch to
+    /// `deliver`. Returns the new blocks delivered.
     pub fn fetch(
         &mut self,
         download: &Download,
-        locator: &[Hash256],
-        ours: impl Fn(&Hash256) -> Option<(BlockHeader, u128)>,
+        from: &ForkPoints,
         params: &ConsensusParams,
         now: u64,
         deliver: impl FnMut(Vec<Block>, u64) -> Result<u64, FetchError>,
@@ -314,9 +312,10 @@ impl BlockClient {
             Ok(_) | Err(FetchError::WrongReply { .. }) => {}
             Err(e) => return Err(e),
         }
+        let locator = from.locator();
         self.check_branch(
             locator,
-            ours,
+            |h| from.ours(h),
             params,
             now,
             download.announced.chain_work,

@@ -38,8 +38,8 @@ use mvbc_protocol::hash::Hash256;
 use mvbc_protocol::rate::TokenBucket;
 use mvbc_protocol::tx::Payment;
 use mvbc_protocol::wire::{
-    MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES, Reply,
-    Request, Status,
+    Identity, MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES,
+    Reply, Request, Status,
 };
 
 /// What a block server hands to the node behind it.
@@ -844,14 +844,11 @@ impl Connection<'_> {
 
     /// This node's status, as it announces it.
     fn status(&self, chain: &RwLock<Chain>) -> Status {
-        let chain = read_chain(chain);
-        Status {
+        let identity = Identity {
             node_id: self.hooks.map_or(0, |h| h.node_id),
-            height: chain.height(),
-            tip: chain.tip_hash(),
-            chain_work: chain.chain_work(),
             block_server_port: self.port,
-        }
+        };
+        identity.status(&read_chain(chain))
     }
 
     /// Waits until both this connection and its address may have another reply. `false` when
@@ -889,13 +886,7 @@ fn take(chain: &RwLock<Chain>, request: &Request) -> Taken {
     match request {
         // A node's requests: a server without a node knows no id, no port and no pool.
         Request::Status | Request::Submit(_) | Request::Link(_) => {
-            Taken::Headers(Reply::Status(Status {
-                node_id: 0,
-                height: tip_height,
-                tip,
-                chain_work: chain.chain_work(),
-                block_server_port: 0,
-            }))
+            Taken::Headers(Reply::Status(Identity::default().status(&chain)))
         }
         Request::BlocksAfter {
             locator,

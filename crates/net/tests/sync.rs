@@ -4,6 +4,8 @@
 #[path = "../../protocol/tests/common/mod.rs"]
 mod common;
 
+use mvbc_protocol::chain::TipMove;
+
 use std::sync::{Arc, RwLock};
 
 use common::*;
@@ -112,7 +114,7 @@ fn a_download_over_loopback_switches_to_the_heavier_branch() {
             let mut new = 0;
             for block in blocks {
                 match b.add_block(block, NOW).map_err(ApplyError::from)? {
-                    ChainUpdate::TipChanged { disconnected, .. } => {
+                    ChainUpdate::TipChanged(TipMove { disconnected, .. }) => {
                         reorged |= !disconnected.is_empty()
                     }
                     ChainUpdate::SideBranch => {}

@@ -7,41 +7,12 @@
 //! and must stop: the store holds every block before that one, and the next start continues
 //! from there.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use mvbc_protocol::store::{BlockStore, StoreError};
 use mvbc_protocol::{AddBlockError, Block, Chain, ChainUpdate};
 
-/// Blocks that left the best chain (highest first) and joined it (lowest first).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TipMove {
-    /// Left the best chain, highest first.
-    pub disconnected: Vec<Arc<Block>>,
-    /// Joined it, lowest first.
-    pub connected: Vec<Arc<Block>>,
-}
-
-impl TipMove {
-    /// Whether the tip moved at all.
-    pub fn is_empty(&self) -> bool {
-        self.disconnected.is_empty() && self.connected.is_empty()
-    }
-
-    /// Adds a later move: a block this one connected and `later` disconnects was never on the
-    /// best chain as far as the sum is concerned.
-    pub fn then(&mut self, later: TipMove) {
-        for gone in later.disconnected {
-            let hash = gone.hash();
-            match self.connected.iter().position(|b| b.hash() == hash) {
-                Some(i) => {
-                    self.connected.remove(i);
-                }
-                None => self.disconnected.push(gone),
-            }
-        }
-        self.connected.extend(later.connected);
-    }
-}
+pub use mvbc_protocol::chain::TipMove;
 
 /// What became of one block.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,10 +92,10 @@ pub fn add_block(
     let (disconnected, connected) = match update {
         ChainUpdate::AlreadyKnown => return Ok(Added::Known),
         ChainUpdate::SideBranch => return Ok(Added::Side),
-        ChainUpdate::TipChanged {
+        ChainUpdate::TipChanged(TipMove {
             disconnected,
             connected,
-        } => (disconnected, connected),
+        }) => (disconnected, connected),
     };
     for block in &connected {
         if let Err(source) = store.append(block) {

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use mvbc_protocol::chain::{STALE_WINDOW, StaleCount, read_chain};
 use mvbc_protocol::pool::{Added as Pooled, PoolError};
-use mvbc_protocol::wire::{LinkMessage, Status};
+use mvbc_protocol::wire::{Identity, LinkMessage, Status};
 use mvbc_protocol::{Address, Amount, Block, Chain, Hash256, Payment, Pool, Transaction};
 
 use crate::apply::{self, Added, ApplyError, BlockSink, TipMove};
 use crate::links::{Down, Kind, LinkId, Links, Refused};
 use crate::peers::{Want, Wanted};
-use crate::sync::{Download, DownloadError, Finished, Role, SyncManager};
+use crate::sync::{Download, DownloadError, Finished, ForkPoints, Role, SyncManager};
 use crate::template::next_block;
 
 /// How often links are seen to (dials due, quiet links closed, addresses shared and saved) and
@@ -245,8 +245,9 @@ pub enum Effect {
     Note(Note),
     /// Broadcast this status (the tip moved, or someone asked).
     Announce(Status),
-    /// Run this download and report its batches and its end.
-    Download(Download),
+    /// Run this download from these fork points of our chain, and report its batches and
+    /// its end.
+    Download(Download, ForkPoints),
     /// Stop any search and search a nonce for this block.
     Mine(Block),
     /// Stop the search running.
@@ -319,8 +320,7 @@ enum Source {
 /// A miner node's state: its chain and where it is stored, its pool, its peers and downloads,
 /// and what it is mining.
 pub struct NodeCore<S: BlockSink> {
-    node_id: u64,
-    block_server_port: u16,
+    identity: Identity,
     chain: Arc<RwLock<Chain>>,
     store: S,
     pool: Pool,
@@ -375,8 +375,10 @@ impl<S: BlockSink> NodeCore<S> {
         timing: Timing,
     ) -> NodeCore<S> {
         NodeCore {
-            node_id,
-            block_server_port,
+            identity: Identity {
+                node_id,
+                block_server_port,
+            },
             chain,
             store,
             pool: Pool::default(),
@@ -548,14 +550,7 @@ impl<S: BlockSink> NodeCore<S> {
 
     /// What this node announces.
     pub fn status(&self) -> Status {
-        let chain = read_chain(&self.chain);
-        Status {
-            node_id: self.node_id,
-            height: chain.height(),
-            tip: chain.tip_hash(),
-            chain_work: chain.chain_work(),
-            block_server_port: self.block_server_port,
-        }
+        self.identity.status(&read_chain(&self.chain))
     }
 
     /// The tip moved, or the node starts: broadcast our status and send it on every link.
@@ -850,7 +845,8 @@ impl<S: BlockSink> NodeCore<S> {
                 tie = download.tie,
                 "downloading a chain with more work, or a tie"
             );
-            self.effects.push(Effect::Download(download));
+            self.effects
+                .push(Effect::Download(download, ForkPoints::of(&chain)));
         }
     }
 

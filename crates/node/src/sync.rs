@@ -2,12 +2,12 @@
 //! [`SyncManager`] serves both roles; the values that differ are named in [`Role`]. It does no
 //! I/O and reads no clock: the caller runs the download and passes the time in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::Hash256;
 use mvbc_protocol::wire::Status;
+use mvbc_protocol::{BlockHeader, Chain, Hash256};
 
 use crate::apply::ApplyError;
 use crate::peers::{DOWNLOAD_SLACK, PeerBook, Pick, Want, Wanted};
@@ -172,6 +172,38 @@ impl Download {
     /// keeps sending is cut off.
     pub fn limit(&self) -> u64 {
         self.announced.height.saturating_add(DOWNLOAD_SLACK)
+    }
+}
+
+/// Where our chain may fork from a peer's, taken from our chain when a download is asked for:
+/// its locator, and our header and chain work at each hash of it. A download judges the
+/// peer's branch against this snapshot, never against the chain that it is changing meanwhile,
+/// so the miner and the wallet download the same way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForkPoints {
+    locator: Vec<Hash256>,
+    ours: HashMap<Hash256, (BlockHeader, u128)>,
+}
+
+impl ForkPoints {
+    /// The fork points of `chain` as it is now.
+    pub fn of(chain: &Chain) -> ForkPoints {
+        let locator = chain.locator();
+        let ours = locator
+            .iter()
+            .filter_map(|h| Some((*h, chain.header_and_work(h)?)))
+            .collect();
+        ForkPoints { locator, ours }
+    }
+
+    /// The locator: hashes of our best chain, densest near the tip.
+    pub fn locator(&self) -> &[Hash256] {
+        &self.locator
+    }
+
+    /// Our header and chain work at `hash`, if it is one of the locator's.
+    pub fn ours(&self, hash: &Hash256) -> Option<(BlockHeader, u128)> {
+        self.ours.get(hash).copied()
     }
 }
 

@@ -357,7 +357,7 @@ impl Sim {
                         from: i,
                     });
                 }
-                Effect::Download(Download { peer, .. }) => {
+                Effect::Download(Download { peer, .. }, _) => {
                     let peer = self.by_addr[&peer];
                     let at = self.t + self.latency();
                     self.at(at, Ev::Download { node: i, peer });

@@ -50,14 +50,39 @@ pub enum ChainUpdate {
     /// Kept on a side branch with no more work than the tip; the tip is unchanged. (It may be
     /// dropped later to keep side branches within their bounds.)
     SideBranch,
-    /// The tip moved. `disconnected` (old tip first) left the best chain and `connected`
-    /// (lowest first) joined it; a plain extension disconnects nothing.
-    TipChanged {
-        /// Blocks that left the best chain, highest first.
-        disconnected: Vec<Arc<Block>>,
-        /// Blocks that joined it, lowest first.
-        connected: Vec<Arc<Block>>,
-    },
+    /// The tip moved; a plain extension disconnects nothing.
+    TipChanged(TipMove),
+}
+
+/// Blocks that left the best chain (highest first) and joined it (lowest first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TipMove {
+    /// Left the best chain, highest first.
+    pub disconnected: Vec<Arc<Block>>,
+    /// Joined it, lowest first.
+    pub connected: Vec<Arc<Block>>,
+}
+
+impl TipMove {
+    /// Whether the tip moved at all.
+    pub fn is_empty(&self) -> bool {
+        self.disconnected.is_empty() && self.connected.is_empty()
+    }
+
+    /// Adds a later move: a block this one connected and `later` disconnects was never on the
+    /// best chain as far as the sum is concerned.
+    pub fn then(&mut self, later: TipMove) {
+        for gone in later.disconnected {
+            let hash = gone.hash();
+            match self.connected.iter().position(|b| b.hash() == hash) {
+                Some(i) => {
+                    self.connected.remove(i);
+                }
+                None => self.disconnected.push(gone),
+            }
+        }
+        self.connected.extend(later.connected);
+    }
 }
 
 /// Stale blocks beside the best chain over a range of heights ([`Chain::stale_blocks`]).
@@ -358,10 +383,10 @@ impl Chain {
         );
         if extends_tip {
             self.best.push(hash);
-            return Ok(ChainUpdate::TipChanged {
+            return Ok(ChainUpdate::TipChanged(TipMove {
                 disconnected: Vec::new(),
                 connected: vec![block],
-            });
+            }));
         }
         self.side.insert(hash);
         self.side_bytes += encoded_len;
@@ -383,10 +408,10 @@ impl Chain {
                     }
                 }
                 self.prune_side();
-                Ok(ChainUpdate::TipChanged {
+                Ok(ChainUpdate::TipChanged(TipMove {
                     disconnected,
                     connected,
-                })
+                }))
             }
             Err((bad, error)) => {
                 self.drop_side_subtree(bad);

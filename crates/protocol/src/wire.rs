@@ -77,6 +77,29 @@ pub struct Status {
     pub block_server_port: u16,
 }
 
+/// Who a node is on the network: what each status it sends says besides its chain. Every
+/// [`Status`] a node sends, by broadcast, over a link or from its block server, is built here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Its node id ([`Status::node_id`]); 0 for a bare block server.
+    pub node_id: u64,
+    /// Its block server's port; 0 for a bare block server.
+    pub block_server_port: u16,
+}
+
+impl Identity {
+    /// Its status with `chain` as its best chain.
+    pub fn status(&self, chain: &crate::chain::Chain) -> Status {
+        Status {
+            node_id: self.node_id,
+            height: chain.height(),
+            tip: chain.tip_hash(),
+            chain_work: chain.chain_work(),
+            block_server_port: self.block_server_port,
+        }
+    }
+}
+
 /// A request to a block server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {

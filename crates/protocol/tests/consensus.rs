@@ -2,6 +2,8 @@
 
 mod common;
 
+use mvbc_protocol::chain::TipMove;
+
 use common::*;
 use mvbc_protocol::chain::{AddBlockError, Chain, ChainUpdate};
 use mvbc_protocol::pool::{Pool, PoolError};
@@ -91,7 +93,7 @@ fn each_broken_rule_is_refused_with_its_reason() {
     let good = next_block(&base, vec![pay(1, 2, 1, 10), pay(2, 0, 1, 11)]);
     assert!(matches!(
         funded_chain().add_block(good.clone(), NOW),
-        Ok(ChainUpdate::TipChanged { .. })
+        Ok(ChainUpdate::TipChanged(_))
     ));
 
     type Case = (&'static str, Block, fn(&BlockError) -> bool);
@@ -278,10 +280,10 @@ fn the_heavier_branch_wins_and_the_ledger_follows() {
         0,
     );
     match chain.add_block(b4.clone(), NOW).unwrap() {
-        ChainUpdate::TipChanged {
+        ChainUpdate::TipChanged(TipMove {
             disconnected,
             connected,
-        } => {
+        }) => {
             assert_eq!(
                 disconnected.iter().map(|b| b.hash()).collect::<Vec<_>>(),
                 [a3.hash()]
@@ -330,7 +332,8 @@ fn abandoned_payments_that_are_still_valid_return_to_the_pool() {
         0,
     );
     chain.add_block(b3, NOW).unwrap();
-    let ChainUpdate::TipChanged { disconnected, .. } = chain.add_block(b4, NOW).unwrap() else {
+    let ChainUpdate::TipChanged(TipMove { disconnected, .. }) = chain.add_block(b4, NOW).unwrap()
+    else {
         panic!("expected a reorg");
     };
     let mut pool = Pool::default();

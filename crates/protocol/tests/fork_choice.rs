@@ -5,6 +5,8 @@
 
 mod common;
 
+use mvbc_protocol::chain::TipMove;
+
 use std::cmp::Ordering;
 
 use common::*;
@@ -40,7 +42,9 @@ fn add_all(blocks: &[Block]) -> (Chain, Vec<Block>) {
     let mut chain = Chain::new(REWARD_ONLY);
     let mut stored = Vec::new();
     for block in blocks {
-        if let Ok(ChainUpdate::TipChanged { connected, .. }) = chain.add_block(block.clone(), NOW) {
+        if let Ok(ChainUpdate::TipChanged(TipMove { connected, .. })) =
+            chain.add_block(block.clone(), NOW)
+        {
             stored.extend(connected.iter().map(|b| Block::clone(b)));
         }
     }
@@ -172,10 +176,10 @@ fn the_choice_stays_put_while_both_branches_grow() {
     chain.add_block(lose.clone(), NOW).unwrap();
     assert_eq!(
         chain.add_block(win.clone(), NOW),
-        Ok(ChainUpdate::TipChanged {
+        Ok(ChainUpdate::TipChanged(TipMove {
             disconnected: vec![std::sync::Arc::new(lose.clone())],
             connected: vec![std::sync::Arc::new(win.clone())],
-        }),
+        })),
         "the lower hash takes the tie at once"
     );
     let (mut w, mut l) = (win.header, lose.header);

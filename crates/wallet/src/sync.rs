@@ -1,7 +1,7 @@
 //! `mvbc-wallet sync`: follow the miners' best chain and re-broadcast pending payments. Miners
 //! are heard by broadcast, and named ones (`peers`, `--peer`) are asked over TCP.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mvbc_net::{self as net, BlockClient, Broadcaster, Cancel, Progress};
 use mvbc_node::apply;
-use mvbc_node::sync::{Finished, Role, SyncManager};
+use mvbc_node::sync::{Finished, ForkPoints, Role, SyncManager};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{BlockHeader, Chain, Config, Hash256, Payment, unix_now};
+use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
 
 use crate::WALLET_CHAIN_FILE;
 use crate::outbox::Outbox;
@@ -303,24 +303,17 @@ impl Syncer<'_> {
         let progress = std::io::stderr().is_terminal()
             && !self.quiet
             && height.saturating_sub(start) >= PROGRESS_FROM_BLOCKS;
-        let locator = self.chain.locator();
         let params = *self.chain.params();
-        // Where a branch may fork: our header and work at each locator hash, for the headers
-        // check (taken now, as the download then changes the chain).
-        let forks: HashMap<Hash256, (BlockHeader, u128)> = locator
-            .iter()
-            .filter_map(|h| Some((*h, self.chain.header_and_work(h)?)))
-            .collect();
+        // Taken now, as the download then changes the chain.
+        let from = ForkPoints::of(&self.chain);
         let (chain, store) = (&mut self.chain, &mut self.store);
         let made = &self.progress;
         let mut reorged = 0;
         let result =
             BlockClient::connect_until(peer, self.cancel.clone()).and_then(|mut client| {
-                let ours = |h: &Hash256| forks.get(h).copied();
                 client.fetch(
                     &download,
-                    &locator,
-                    ours,
+                    &from,
                     &params,
                     unix_now(),
                     |blocks, tip_height| {

@@ -47,14 +47,13 @@ use mvbc_node::apply::ApplyError;
 use mvbc_node::core::{Effect, Input, NodeCore, Timing};
 use mvbc_node::links::{Down, LinkId, Links};
 use mvbc_node::peerfile;
-use mvbc_node::sync::{Download, DownloadError, Role};
+use mvbc_node::sync::{Download, DownloadError, ForkPoints, Role};
 use mvbc_protocol::chain::STALE_WINDOW;
-use mvbc_protocol::chain::read_chain;
 use mvbc_protocol::config;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::LinkMessage;
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{Address, Block, Chain, Config, Hash256, Payment, unix_now};
+use mvbc_protocol::{Address, Block, Chain, Config, ConsensusParams, Hash256, Payment, unix_now};
 
 /// Pending payments, and pending statuses, a listener may queue before it drops datagrams (a
 /// flood must not grow memory).
@@ -301,12 +300,12 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
         let events = senders.urgent.clone();
         spawn_thread("resolver", move || resolve_later(unresolved, events))?;
     }
-    let (sync_jobs, sync_inbox) = unbounded::<Download>();
+    let (sync_jobs, sync_inbox) = unbounded::<(Download, ForkPoints)>();
+    let params = config.consensus();
     for _ in 0..Role::MINER.parallel {
         spawn_thread("downloader", {
-            let (events, chain, inbox) =
-                (senders.urgent.clone(), chain.clone(), sync_inbox.clone());
-            move || download(inbox, events, chain)
+            let (events, inbox) = (senders.urgent.clone(), sync_inbox.clone());
+            move || download(inbox, events, params)
         })?;
     }
 
@@ -564,31 +563,24 @@ fn stopped<E>(_: E) -> FetchError {
 /// A downloader thread (there are [`Role::parallel`] of them, so a peer that stalls holds only
 /// one): runs the downloads the node loop sends, handing each batch to the loop and waiting for
 /// its verdict before asking for more.
-fn download(jobs: Receiver<Download>, events: Sender<Message>, chain: Arc<RwLock<Chain>>) {
-    while let Ok(job) = jobs.recv() {
-        let (locator, params) = {
-            let chain = read_chain(&chain);
-            (chain.locator(), *chain.params())
-        };
+fn download(
+    jobs: Receiver<(Download, ForkPoints)>,
+    events: Sender<Message>,
+    params: ConsensusParams,
+) {
+    while let Ok((job, from)) = jobs.recv() {
         let result = BlockClient::connect(job.peer).and_then(|mut client| {
-            client.fetch(
-                &job,
-                &locator,
-                |h| read_chain(&chain).header_and_work(h),
-                &params,
-                unix_now(),
-                |blocks, _| {
-                    let (ack, verdict) = bounded(1);
-                    events
-                        .send(Message::Downloaded {
-                            peer: job.peer,
-                            blocks,
-                            ack,
-                        })
-                        .map_err(stopped)?;
-                    Ok(verdict.recv().map_err(stopped)??)
-                },
-            )
+            client.fetch(&job, &from, &params, unix_now(), |blocks, _| {
+                let (ack, verdict) = bounded(1);
+                events
+                    .send(Message::Downloaded {
+                        peer: job.peer,
+                        blocks,
+                        ack,
+                    })
+                    .map_err(stopped)?;
+                Ok(verdict.recv().map_err(stopped)??)
+            })
         });
         let done = Message::DownloadDone {
             peer: job.peer,
@@ -608,7 +600,7 @@ struct Node {
     /// The search running now, and the tip it builds on.
     job: Option<(Hash256, Arc<SearchControl>)>,
     jobs: Sender<Job>,
-    sync_jobs: Sender<Download>,
+    sync_jobs: Sender<(Download, ForkPoints)>,
     announce: Sender<Status>,
     hashes_done: Arc<AtomicU64>,
     /// Each device's meter and its reading at the last report, when mining on several.
@@ -826,10 +818,11 @@ impl Node {
             Effect::Announce(status) => {
                 let _ = self.announce.send(status);
             }
-            Effect::Download(download) => {
-                if self.sync_jobs.send(download).is_err() {
+            Effect::Download(download, from) => {
+                let peer = download.peer;
+                if self.sync_jobs.send((download, from)).is_err() {
                     // The downloaders are gone: the node is stopping.
-                    self.input(Input::DownloadAbandoned(download.peer));
+                    self.input(Input::DownloadAbandoned(peer));
                 }
             }
             Effect::Delivered { peer, result } => {
