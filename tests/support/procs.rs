@@ -14,6 +14,9 @@ use mvbc_net::BlockClient;
 use mvbc_protocol::Hash256;
 use mvbc_protocol::wire::{Reply, Request};
 
+/// What the wallet prints with `--json`, parsed with its own types.
+pub use mvbc_wallet::report::{Row, SyncReport};
+
 /// How long any one wait in these tests may take before it fails with the logs.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -609,14 +612,6 @@ pub fn new_address(dir: &Path, net: &Net, name: &str) -> String {
         .to_string()
 }
 
-/// What `sync --once --json` reported.
-#[derive(Debug, serde::Deserialize)]
-pub struct SyncReport {
-    pub height: u64,
-    pub tip: String,
-    pub pending: Vec<String>,
-}
-
 pub fn sync_once(dir: &Path, net: &Net) -> SyncReport {
     let out = wallet_ok(dir, net, &["sync", "--once", "--timeout", "20", "--json"]);
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
@@ -669,15 +664,6 @@ pub fn sync_via(dir: &Path, net: &Net, peer: &str) -> SyncReport {
     let args = ["sync", "--once", "--timeout", "20", "--json"];
     let out = wallet_ok(dir, net, &via(peer, &args));
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
-}
-
-/// One row of `list-addresses --json`.
-#[derive(Debug, serde::Deserialize)]
-pub struct Row {
-    pub name: String,
-    pub address: String,
-    pub balance: String,
-    pub pending: String,
 }
 
 pub fn balances(dir: &Path, net: &Net) -> Vec<Row> {

@@ -20,9 +20,8 @@ use mvbc_protocol::{
 
 use pending::{MAX_PENDING, Pending};
 
-/// The wallet keeps its own copy of the chain here, apart from a miner's `blocks.dat`, so a
-/// wallet and a miner can share a data directory (and its keys).
-pub(crate) const WALLET_CHAIN_FILE: &str = "wallet-blocks.dat";
+use mvbc_wallet::WALLET_CHAIN_FILE;
+use mvbc_wallet::report::{HistoryItem, Row};
 
 #[derive(Parser)]
 #[command(
@@ -173,16 +172,6 @@ fn new_address(dir: &Path, config: &Config, name: &str) -> Result<()> {
     Ok(())
 }
 
-#[derive(serde::Serialize)]
-struct Row {
-    name: String,
-    address: String,
-    /// Confirmed balance, six decimal places.
-    balance: String,
-    /// Net effect of this wallet's unconfirmed payments, six decimal places, signed.
-    pending: String,
-}
-
 fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
     let ledger = load_ledger(dir, config)?;
     let pending = unconfirmed(dir, &ledger)?;
@@ -236,18 +225,6 @@ fn load_chain_copy(dir: &Path, config: &Config) -> Result<Chain> {
         eprintln!("warning: {}: skipped a stored block: {e}", path.display());
     }
     Ok(chain)
-}
-
-/// One line of `history`.
-#[derive(serde::Serialize)]
-struct HistoryItem {
-    /// Height of the block holding it; `None` while pending.
-    height: Option<u64>,
-    id: String,
-    /// Signed: what it did to the address's balance.
-    amount: String,
-    /// The other side of a payment; `None` for a block reward.
-    counterparty: Option<String>,
 }
 
 /// `history`: every confirmed transaction that touched an address (a local name or any

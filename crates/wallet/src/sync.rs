@@ -17,7 +17,8 @@ use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
 
-use crate::WALLET_CHAIN_FILE;
+use mvbc_wallet::WALLET_CHAIN_FILE;
+use mvbc_wallet::report::SyncReport;
 use crate::outbox::Outbox;
 use crate::pending::Pending;
 
@@ -74,13 +75,6 @@ struct Syncer<'a> {
     liars: HashSet<SocketAddr>,
     /// Why the last download failed, for the final word.
     last_failure: Option<String>,
-}
-
-#[derive(serde::Serialize)]
-struct Report {
-    height: u64,
-    tip: String,
-    pending: Vec<String>,
 }
 
 /// Runs `sync`. Returns once synced (`--once`) or on Ctrl-C.
@@ -224,7 +218,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         s.catch_up()?;
     }
     let pending = s.rebroadcast()?;
-    let report = Report {
+    let report = SyncReport {
         height: s.chain.height(),
         tip: s.chain.tip_hash().to_string(),
         pending,
