@@ -13,16 +13,16 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use http::{api_port, get, get_json, read_reply, request};
+use http::{get, get_json, read_reply, request};
 use procs::*;
 use serde_json::Value;
 use tempfile::tempdir;
 
 /// A miner serving its API on any free port; returns it and that port.
 fn miner_with_api(dir: &Path, net: &Net) -> (Miner, u16) {
-    let mut miner = Miner::start_with(dir, net, &["--api-listen", "127.0.0.1:0"]);
-    let line = miner.wait_for("the API line", |l| l.starts_with("API: "));
-    (miner, api_port(&line))
+    let miner = Miner::start(dir, net);
+    let api = miner.api();
+    (miner, api)
 }
 
 fn is_hex64(v: &Value) -> bool {
@@ -224,7 +224,7 @@ fn every_endpoint_answers_in_shape_and_bad_input_gets_a_clear_4xx() {
         line.contains(&format!("{taken} is taken")) && line.contains("mining on"),
         "{line}"
     );
-    other.wait_log_height(height);
+    other.wait_height(height);
     drop(peer);
     let (code, log) = miner.stop();
     assert_eq!(code, Some(0), "{log}");
@@ -306,7 +306,7 @@ fn hundreds_of_malformed_or_slow_requests_leave_the_node_serving_and_mining() {
     net.block_size = 1;
     let m = tempdir().unwrap();
     let (mut miner, port) = miner_with_api(m.path(), &net);
-    miner.wait_log_height(1);
+    miner.wait_height(1);
 
     // As many stalled connections as the server serves at once: each newcomer takes the slot
     // of the one that waited longest for its head, and mining goes on meanwhile.
@@ -338,7 +338,7 @@ fn hundreds_of_malformed_or_slow_requests_leave_the_node_serving_and_mining() {
     assert!((1..=20).contains(&evicted), "{ends:?}");
     assert!(ends[evicted..].iter().all(|s| *s == 408), "{ends:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    miner.wait_log_height(before + 1);
+    miner.wait_height(before + 1);
 
     // Hundreds of malformed requests from four clients at once: each gets a 4xx or a closed
     // connection, never a 5xx.
@@ -379,7 +379,7 @@ fn hundreds_of_malformed_or_slow_requests_leave_the_node_serving_and_mining() {
     // Still serving, still mining, and nothing of it reached the node's own counters.
     let after = get_json(port, "/api/v1/summary");
     let height = after["height"].as_u64().unwrap();
-    miner.wait_log_height(height + 2);
+    miner.wait_height(height + 2);
     assert_eq!(get_json(port, "/api/v1/block/1")["height"], 1);
     let (code, log) = miner.stop();
     assert_eq!(code, Some(0), "{log}");

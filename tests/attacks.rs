@@ -621,8 +621,8 @@ fn honest_chain_is_fetched_beside_forged_statuses(
     }
     let n = tempdir().unwrap();
     let started = Instant::now();
-    let mut newcomer = Miner::start_with(n.path(), &net, &["--api-listen", "127.0.0.1:0"]);
-    let api = http::api_port(&newcomer.wait_for("the API line", |l| l.starts_with("API: ")));
+    let mut newcomer = Miner::start(n.path(), &net);
+    let api = newcomer.api();
     assert_eq!(newcomer.wait_height(30), honest_tip, "{}", newcomer.log());
     let took = started.elapsed();
     eprintln!("{what}: a fresh miner reached the honest height in {took:?}");

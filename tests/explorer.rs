@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use http::{api_port, get_json};
+use http::get_json;
 use procs::*;
 use tempfile::tempdir;
 
@@ -274,9 +274,9 @@ fn the_explorer_shows_the_tip_and_a_drawn_chart_and_a_search_opens_the_block() {
     let mut net = Net::with_difficulty(24);
     net.block_size = 1;
     let m = tempdir().unwrap();
-    let mut miner = Miner::start_with(m.path(), &net, &["--api-listen", "127.0.0.1:0"]);
-    let port = api_port(&miner.wait_for("the API line", |l| l.starts_with("API: ")));
-    miner.wait_log_height(2);
+    let mut miner = Miner::start(m.path(), &net);
+    let port = miner.api();
+    miner.wait_height(2);
     poll_until(
         &mut (),
         |_| {

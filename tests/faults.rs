@@ -4,6 +4,8 @@
 //! These mount small tmpfs filesystems, which needs root (CI runs as root and sets
 //! `MVBC_REQUIRE_ROOT=1`, which turns "not root" into a failure).
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/procs.rs"]
 mod procs;
 

@@ -3,6 +3,8 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/procs.rs"]
 mod procs;
 
@@ -345,7 +347,7 @@ fn a_block_server_that_stalls_mid_frame_is_timed_out_and_an_honest_peer_takes_ov
     // A newcomer hears only the liar, and its download hangs on it...
     let mut newcomer = Miner::start(n.path(), &net);
     // ...but the node goes on: it mines on its own chain meanwhile, and serves it.
-    newcomer.wait_for("its own block", |l| l.starts_with("Block mined: height 1"));
+    newcomer.wait_api("its own block", "summary", |s| s["blocks_mined"] == 1);
     assert_eq!(newcomer.tip().0, 1);
     // The honest miner comes back: the newcomer downloads from it beside the hung download
     // (several run at once, each from another peer) and takes the honest chain, which has
@@ -365,13 +367,8 @@ fn a_block_server_that_stalls_mid_frame_is_timed_out_and_an_honest_peer_takes_ov
         l.starts_with(&stall_failed)
     });
     assert!(failed.contains("timed out"), "{failed}");
-    assert!(
-        !newcomer
-            .lines(|l| l.starts_with("Reorg: depth 1"))
-            .is_empty(),
-        "{}",
-        newcomer.log()
-    );
+    let summary = newcomer.get("summary");
+    assert_eq!(summary["reorgs"], 1, "{summary}\n{}", newcomer.log());
     drop(honest);
 }
 
@@ -430,11 +427,11 @@ fn invalid_payments_are_refused_with_their_reason_and_never_mined() {
             thread::sleep(Duration::from_millis(20));
         }
     }
+    // The good one is mined; none of the others was pooled.
+    let pending = miner.get("pending");
     assert_eq!(
-        miner.lines(|l| l.starts_with("Payment pooled")).len(),
-        1,
-        "only the good payment was pooled\n{}",
-        miner.log()
+        pending["count"], 0,
+        "a refused payment was pooled: {pending}"
     );
     assert_eq!(miner.tip().0, 2, "nothing else was mined");
 }

@@ -2,6 +2,8 @@
 //! exactly once, and the balances on both miners' chains equal a ledger this test keeps on
 //! its own from the payments it made.
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/procs.rs"]
 mod procs;
 

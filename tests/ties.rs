@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use http::{api_port, get_json};
+use http::get_json;
 use mvbc_net::Broadcaster;
 use mvbc_protocol::wire::Datagram;
 use mvbc_protocol::{Address, Amount, Hash256, Payment, Transaction, keyfile, unix_now};
@@ -29,9 +29,9 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(5);
 
 /// A miner with its API on a free port, and that port.
 fn start(dir: &std::path::Path, net: &Net) -> (Miner, u16) {
-    let mut miner = Miner::start_with(dir, net, &["--api-listen", "127.0.0.1:0"]);
-    let line = miner.wait_for("the API line", |l| l.starts_with("API: "));
-    (miner, api_port(&line))
+    let miner = Miner::start(dir, net);
+    let api = miner.api();
+    (miner, api)
 }
 
 fn tips(miners: &[Miner]) -> Vec<(u64, Hash256)> {

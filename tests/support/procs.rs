@@ -302,6 +302,9 @@ pub struct Proc {
 pub struct Miner {
     proc: Proc,
     pub block_port: u16,
+    /// Its API's port on 127.0.0.1, where the tests watch its state: every miner a test starts
+    /// on this host serves one; `None` in a network namespace (unreachable from the test).
+    pub api: Option<u16>,
 }
 
 impl std::ops::Deref for Miner {
@@ -339,8 +342,15 @@ impl Miner {
     /// Starts a miner with `RUST_LOG` set to `log`.
     pub fn start_logging(dir: &Path, net: &Net, extra: &[&str], log: &str) -> Miner {
         let mut args = vec!["--device", "cpu", "--threads", "1"];
+        // An API on any free port, unless the test set one or the miner is in a namespace.
+        let own_api = extra.contains(&"--api-listen");
+        let api = net.host.is_none() && !own_api;
+        if api {
+            args.extend_from_slice(&["--api-listen", "127.0.0.1:0"]);
+        }
         args.extend_from_slice(extra);
         let mut proc = Proc::spawn_logging(&miner_bin(), dir, net, &args, log);
+        // The ports it bound, as it announces them once at start.
         let line = proc.wait_for("listening", |l| l.starts_with("Listening:"));
         let block_port = line
             .split("blocks on TCP ")
@@ -348,7 +358,87 @@ impl Miner {
             .and_then(|rest| rest.split(';').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no block port in {line:?}"));
-        Miner { proc, block_port }
+        let api = api.then(|| {
+            crate::http::api_port(&proc.wait_for("the API line", |l| l.starts_with("API: ")))
+        });
+        Miner {
+            proc,
+            block_port,
+            api,
+        }
+    }
+
+    /// Its API's port.
+    pub fn api(&self) -> u16 {
+        self.api
+            .unwrap_or_else(|| panic!("no API this test can reach\n{}", self.log()))
+    }
+
+    /// `GET /api/v1/PATH` as JSON.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        crate::http::get_json(self.api(), &format!("/api/v1/{path}"))
+    }
+
+    /// Polls `GET /api/v1/PATH` until `pred` holds; returns that answer.
+    pub fn wait_api(
+        &mut self,
+        what: &str,
+        path: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        poll_until(
+            self,
+            |m| Some(m.get(path)).filter(|v| pred(v)),
+            |m| {
+                format!(
+                    "timed out waiting for {what} ({path}: {})\n{}",
+                    m.get(path),
+                    m.log()
+                )
+            },
+        )
+    }
+
+    /// Its links, as its API lists them: each peer's block server, and whether it dialled.
+    pub fn links(&self) -> Vec<(String, bool)> {
+        let peers = self.get("peers");
+        peers["links"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no links in {peers}"))
+            .iter()
+            .map(|l| {
+                (
+                    l["peer"].as_str().unwrap().to_string(),
+                    l["dialled"] == true,
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until it has a link to `peer`, dialled by it or not.
+    pub fn wait_link(&mut self, peer: &str, dialled: bool) {
+        let what = format!("a link to {peer}");
+        self.wait_api(&what, "peers", |v| {
+            v["links"].as_array().is_some_and(|links| {
+                links
+                    .iter()
+                    .any(|l| l["peer"] == peer && l["dialled"] == dialled)
+            })
+        });
+    }
+
+    /// Whether it holds the payment `id`, pending or in its best chain.
+    pub fn knows_payment(&self, id: &str) -> bool {
+        crate::http::get(self.api(), &format!("/api/v1/tx/{id}")).status == 200
+    }
+
+    /// Waits until it holds the payment `id`, pending or in its best chain.
+    pub fn wait_payment(&mut self, id: &str) {
+        poll_until(
+            self,
+            |m| m.knows_payment(id).then_some(()),
+            |m| format!("timed out waiting for payment {id}\n{}", m.log()),
+        )
     }
 
     /// Its best chain's height and tip, asked of its block server.

@@ -17,10 +17,10 @@ use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
 use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
 
-use mvbc_wallet::WALLET_CHAIN_FILE;
-use mvbc_wallet::report::SyncReport;
 use crate::outbox::Outbox;
 use crate::pending::Pending;
+use mvbc_wallet::WALLET_CHAIN_FILE;
+use mvbc_wallet::report::SyncReport;
 
 /// After the first miner answers, how long `--once` listens for others before it settles.
 const SETTLE: Duration = Duration::from_millis(500);
