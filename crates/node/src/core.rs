@@ -105,8 +105,10 @@ pub enum Input {
     LinkMessage(LinkId, LinkMessage),
     /// A link ended: it closed, failed, or sent what does not decode.
     LinkDown(LinkId, Down),
-    /// The engine found this block.
+    /// The engine found this block, searching for job `job` ([`Effect::Mine`]).
     Mined {
+        /// The job it was found for.
+        job: u64,
         /// The block, nonce set.
         block: Block,
         /// How long the search took.
@@ -114,8 +116,11 @@ pub enum Input {
         /// Nonces tried.
         hashes: u64,
     },
-    /// The engine gave up on the search (an error, or every nonce tried).
-    MiningFailed,
+    /// The engine gave up on the search for this job (an error, or every nonce tried).
+    MiningFailed {
+        /// The job.
+        job: u64,
+    },
     /// A batch of the download from `peer`: [`Effect::Delivered`] says how it went.
     Downloaded {
         /// The peer's block server.
@@ -248,8 +253,14 @@ pub enum Effect {
     /// Run this download from these fork points of our chain, and report its batches and
     /// its end.
     Download(Download, ForkPoints),
-    /// Stop any search and search a nonce for this block.
-    Mine(Block),
+    /// Stop any search and search a nonce for this block, as job `job` (the core alone says
+    /// which job is current).
+    Mine {
+        /// The job's id, for [`Input::Mined`] and [`Input::MiningFailed`].
+        job: u64,
+        /// The block to find a nonce for.
+        block: Block,
+    },
     /// Stop the search running.
     StopMining,
     /// Open a link to this block server (report [`Input::LinkOffered`] or
@@ -350,7 +361,9 @@ pub struct NodeCore<S: BlockSink> {
     /// When the status is next broadcast, if nothing changes before.
     next_announce: Option<Instant>,
     /// The tip the search running builds on.
-    mining_on: Option<Hash256>,
+    mining_on: Option<(u64, Hash256)>,
+    /// The id the next job gets.
+    next_job: u64,
     /// Links to peers beyond the broadcast domain.
     links: Links,
     /// When links were last sent our status.
@@ -396,6 +409,7 @@ impl<S: BlockSink> NodeCore<S> {
             next_upkeep: None,
             next_announce: None,
             mining_on: None,
+            next_job: 1,
             links: Links::none(node_id),
             statused_links_at: None,
             heard_tips: HashMap::new(),
@@ -439,11 +453,16 @@ impl<S: BlockSink> NodeCore<S> {
             Input::LinkMessage(id, message) => self.on_link_message(id, message, now, unix),
             Input::LinkDown(id, why) => self.link_down(id, why, now),
             Input::Mined {
+                job,
                 block,
                 took,
                 hashes,
-            } => self.on_mined(block, took, hashes, now, unix),
-            Input::MiningFailed => self.mining_on = None,
+            } => self.on_mined(job, block, took, hashes, now, unix),
+            Input::MiningFailed { job } => {
+                if self.mining_on.is_some_and(|(current, _)| current == job) {
+                    self.mining_on = None;
+                }
+            }
             Input::Downloaded { peer, blocks } => {
                 let result = self.on_downloaded(peer, blocks, now, unix);
                 self.effects.push(Effect::Delivered { peer, result });
@@ -921,8 +940,16 @@ impl<S: BlockSink> NodeCore<S> {
     }
 
     /// The engine found `block` after `hashes` nonces in `took`.
-    fn on_mined(&mut self, block: Block, took: Duration, hashes: u64, now: Instant, unix: u64) {
-        if self.mining_on == Some(block.header.prev_hash) {
+    fn on_mined(
+        &mut self,
+        job: u64,
+        block: Block,
+        took: Duration,
+        hashes: u64,
+        now: Instant,
+        unix: u64,
+    ) {
+        if self.mining_on.is_some_and(|(current, _)| current == job) {
             self.mining_on = None;
         }
         let hash = block.hash();
@@ -1034,7 +1061,7 @@ impl<S: BlockSink> NodeCore<S> {
         }
         let chain = read_chain(&self.chain);
         let tip = chain.tip_hash();
-        if self.mining_on == Some(tip) {
+        if self.mining_on.is_some_and(|(_, on)| on == tip) {
             return;
         }
         let block = next_block(&chain, &self.pool, self.reward_to, unix);
@@ -1042,8 +1069,10 @@ impl<S: BlockSink> NodeCore<S> {
         match block {
             Some(block) => {
                 tracing::debug!(height = block.header.height, "mining");
-                self.mining_on = Some(tip);
-                self.effects.push(Effect::Mine(block));
+                let job = self.next_job;
+                self.next_job += 1;
+                self.mining_on = Some((job, tip));
+                self.effects.push(Effect::Mine { job, block });
             }
             None => {
                 if self.mining_on.take().is_some() {

@@ -228,6 +228,7 @@ fn payments_a_reorg_puts_back_in_the_pool_are_passed_on_to_the_links() {
     let p = pay(5);
     let ours = block_on(&first.header, &key, &[&p]);
     let mined = Input::Mined {
+        job: 1,
         block: ours,
         took: Duration::from_millis(1),
         hashes: 1,

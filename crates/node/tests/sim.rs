@@ -157,7 +157,6 @@ struct Sim {
     payers: Vec<KeyPair>,
     /// Every payment sent, and the node its wallet talks through.
     payments: Vec<(Payment, usize)>,
-    next_job: u64,
     dropped: u64,
     /// Tip moves to another branch, over every node.
     reorgs: u64,
@@ -207,7 +206,6 @@ impl Sim {
             base: Instant::now(),
             payers,
             payments: Vec::new(),
-            next_job: 0,
             dropped: 0,
             reorgs: 0,
             failed: 0,
@@ -362,9 +360,7 @@ impl Sim {
                     let at = self.t + self.latency();
                     self.at(at, Ev::Download { node: i, peer });
                 }
-                Effect::Mine(block) => {
-                    self.next_job += 1;
-                    let job = self.next_job;
+                Effect::Mine { job, block } => {
                     self.nodes[i].job = Some((job, block));
                     let at = self.t + self.rng.exp(self.shape.block_time_per_node);
                     self.at(at, Ev::Found { node: i, job });
@@ -446,6 +442,7 @@ impl Sim {
                     self.last_found = self.t;
                     let took = Duration::from_millis(1);
                     let mined = Input::Mined {
+                        job,
                         block,
                         took,
                         hashes,

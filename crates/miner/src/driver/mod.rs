@@ -53,7 +53,7 @@ use mvbc_protocol::config;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::LinkMessage;
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{Address, Block, Chain, Config, ConsensusParams, Hash256, Payment, unix_now};
+use mvbc_protocol::{Address, Block, Chain, Config, ConsensusParams, Payment, unix_now};
 
 /// Pending payments, and pending statuses, a listener may queue before it drops datagrams (a
 /// flood must not grow memory).
@@ -100,11 +100,12 @@ enum Message {
     Status(Status, SocketAddr, Instant),
     StatusRequest,
     Mined {
+        job: u64,
         block: Box<Block>,
         took: Duration,
         hashes: u64,
     },
-    MiningFailed(EngineError),
+    MiningFailed(u64, EngineError),
     Downloaded {
         peer: SocketAddr,
         blocks: Vec<Block>,
@@ -168,7 +169,9 @@ struct Inbox {
     stop: Receiver<()>,
 }
 
+/// A search the core asked for ([`Effect::Mine`]).
 struct Job {
+    id: u64,
     block: Block,
     control: Arc<SearchControl>,
 }
@@ -537,6 +540,7 @@ fn mine(
                 let mut block = job.block;
                 block.header.nonce = nonce;
                 Message::Mined {
+                    job: job.id,
                     block: Box::new(block),
                     took: started.elapsed(),
                     hashes: job.control.hashes(),
@@ -545,9 +549,9 @@ fn mine(
             Ok(Search::Aborted) => continue,
             Ok(Search::Exhausted) => {
                 // Every nonce of the header tried without a solution.
-                Message::MiningFailed(EngineError::EndedEarly(Search::Exhausted))
+                Message::MiningFailed(job.id, EngineError::EndedEarly(Search::Exhausted))
             }
-            Err(e) => Message::MiningFailed(e),
+            Err(e) => Message::MiningFailed(job.id, e),
         };
         if events.send(event).is_err() {
             return;
@@ -597,8 +601,8 @@ struct Node {
     core: NodeCore<BlockStore>,
     /// Datagrams and requests dropped as malformed.
     dropped: net::Dropped,
-    /// The search running now, and the tip it builds on.
-    job: Option<(Hash256, Arc<SearchControl>)>,
+    /// The search running now: the core's job id, and the control that stops it.
+    job: Option<(u64, Arc<SearchControl>)>,
     jobs: Sender<Job>,
     sync_jobs: Sender<(Download, ForkPoints)>,
     announce: Sender<Status>,
@@ -739,24 +743,28 @@ impl Node {
                 Input::LinkDown(id, why)
             }
             Message::Mined {
+                job,
                 block,
                 took,
                 hashes,
             } => {
-                if matches!(&self.job, Some((tip, _)) if *tip == block.header.prev_hash) {
+                if self.job.as_ref().is_some_and(|(id, _)| *id == job) {
                     self.job = None;
                 }
                 Input::Mined {
+                    job,
                     block: *block,
                     took,
                     hashes,
                 }
             }
-            Message::MiningFailed(e) => {
+            Message::MiningFailed(job, e) => {
                 tracing::error!("mining failed: {e}");
                 (self.say)(Event::MiningFailed(e));
-                self.job = None;
-                Input::MiningFailed
+                if self.job.as_ref().is_some_and(|(id, _)| *id == job) {
+                    self.job = None;
+                }
+                Input::MiningFailed { job }
             }
             Message::Downloaded { peer, blocks, ack } => {
                 self.acks.insert(peer, ack);
@@ -830,18 +838,18 @@ impl Node {
                     let _ = ack.send(result);
                 }
             }
-            Effect::Mine(block) => {
+            Effect::Mine { job, block } => {
                 self.stop_mining();
-                let tip = block.header.prev_hash;
                 let control = Arc::new(SearchControl::new());
-                let job = Job {
+                let search = Job {
+                    id: job,
                     block,
                     control: control.clone(),
                 };
-                if self.jobs.send(job).is_ok() {
-                    self.job = Some((tip, control));
+                if self.jobs.send(search).is_ok() {
+                    self.job = Some((job, control));
                 } else {
-                    self.input(Input::MiningFailed);
+                    self.input(Input::MiningFailed { job });
                 }
             }
             Effect::StopMining => self.stop_mining(),
