@@ -66,22 +66,12 @@ fn funding(funded: &[Address]) -> Chain {
             amount: PARAMS.block_reward,
             height: i as u64 + 1,
         });
-        let mut header = mvbc_protocol::BlockHeader {
-            version: mvbc_protocol::header::HEADER_VERSION,
-            prev_hash: chain.tip_hash(),
-            merkle_root: mvbc_protocol::block::merkle_root(&[reward.id()]),
-            timestamp: genesis_block().header.timestamp + 1 + i as u64,
-            height: i as u64 + 1,
-            difficulty: PARAMS.difficulty,
-            nonce: 0,
-        };
-        while !header.meets_own_difficulty() {
-            header.nonce += 1;
+        let timestamp = genesis_block().header.timestamp + 1 + i as u64;
+        let parent = *chain.tip_header();
+        let mut block = Block::assemble(&parent, vec![reward], timestamp, PARAMS.difficulty);
+        while !block.header.meets_own_difficulty() {
+            block.header.nonce += 1;
         }
-        let block = Block {
-            header,
-            transactions: vec![reward],
-        };
         chain.add_block(block, u64::MAX / 2).unwrap();
     }
     chain

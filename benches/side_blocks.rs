@@ -10,8 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mvbc_protocol::block::{GENESIS_TIMESTAMP, merkle_root};
-use mvbc_protocol::header::HEADER_VERSION;
+use mvbc_protocol::block::GENESIS_TIMESTAMP;
 use mvbc_protocol::{
     Address, Amount, Block, BlockHeader, Chain, ConsensusParams, Hash256, Reward, Transaction,
     genesis_block,
@@ -33,22 +32,16 @@ fn block_on(parent: &BlockHeader, tag: u64) -> Block {
         amount: PARAMS.block_reward,
         height: parent.height + 1,
     });
-    let mut header = BlockHeader {
-        version: HEADER_VERSION,
-        prev_hash: parent.hash(),
-        merkle_root: merkle_root(&[reward.id()]),
-        timestamp: parent.timestamp + 1,
-        height: parent.height + 1,
-        difficulty: PARAMS.difficulty,
-        nonce: 0,
-    };
-    while !header.meets_own_difficulty() {
-        header.nonce += 1;
+    let mut block = Block::assemble(
+        parent,
+        vec![reward],
+        parent.timestamp + 1,
+        PARAMS.difficulty,
+    );
+    while !block.header.meets_own_difficulty() {
+        block.header.nonce += 1;
     }
-    Block {
-        header,
-        transactions: vec![reward],
-    }
+    block
 }
 
 fn chain_of(n: u64) -> Chain {

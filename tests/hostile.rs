@@ -16,7 +16,6 @@ use std::time::Duration;
 use fake::*;
 use mvbc_net::{Cancel, read_frame};
 use mvbc_protocol::block::merkle_root;
-use mvbc_protocol::header::HEADER_VERSION;
 use mvbc_protocol::wire::{Datagram, MAX_DATAGRAM_BYTES, Status, VERSION};
 use mvbc_protocol::{
     Address, Amount, Block, BlockHeader, Hash256, KeyPair, Payment, Reward, Transaction,
@@ -168,19 +167,7 @@ fn rival_block(
             height,
         )));
     }
-    let ids: Vec<Hash256> = transactions.iter().map(Transaction::id).collect();
-    let mut block = Block {
-        header: BlockHeader {
-            version: HEADER_VERSION,
-            prev_hash: parent.hash(),
-            merkle_root: merkle_root(&ids),
-            timestamp: unix_now(),
-            height,
-            difficulty: net.difficulty,
-            nonce: 0,
-        },
-        transactions,
-    };
+    let mut block = Block::assemble(parent, transactions, unix_now(), net.difficulty);
     spoil(&mut block);
     while !block.header.meets_own_difficulty() {
         block.header.nonce += 1;

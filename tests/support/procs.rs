@@ -131,8 +131,7 @@ pub fn build_chain(
     n: u64,
     salt: u64,
 ) -> Vec<mvbc_protocol::Block> {
-    use mvbc_protocol::block::merkle_root;
-    use mvbc_protocol::{Amount, Block, BlockHeader, Payment, Reward, Transaction};
+    use mvbc_protocol::{Amount, Block, Payment, Reward, Transaction};
     let params = net.params();
     let now = mvbc_protocol::unix_now();
     let mut parent = mvbc_protocol::genesis_block().header;
@@ -153,24 +152,13 @@ pub fn build_chain(
                 stamp,
             )));
         }
-        let ids: Vec<Hash256> = txs.iter().map(Transaction::id).collect();
-        let mut header = BlockHeader {
-            version: mvbc_protocol::header::HEADER_VERSION,
-            prev_hash: parent.hash(),
-            merkle_root: merkle_root(&ids),
-            timestamp: now.saturating_sub(n) + height + salt % 60,
-            height,
-            difficulty: params.difficulty,
-            nonce: 0,
-        };
-        while !header.meets_own_difficulty() {
-            header.nonce += 1;
+        let timestamp = now.saturating_sub(n) + height + salt % 60;
+        let mut block = Block::assemble(&parent, txs, timestamp, params.difficulty);
+        while !block.header.meets_own_difficulty() {
+            block.header.nonce += 1;
         }
-        parent = header;
-        blocks.push(Block {
-            header,
-            transactions: txs,
-        });
+        parent = block.header;
+        blocks.push(block);
     }
     blocks
 }

@@ -2,9 +2,7 @@
 //! on the tip, at the network's difficulty. Built only when the pool holds what the block
 //! needs (`block_size - 1` payments; none for the first block, or with `block_size = 1`).
 
-use mvbc_protocol::block::merkle_root;
-use mvbc_protocol::header::HEADER_VERSION;
-use mvbc_protocol::{Address, Block, BlockHeader, Chain, Hash256, Pool, Reward, Transaction};
+use mvbc_protocol::{Address, Block, Chain, Pool, Reward, Transaction};
 
 /// The block to search a nonce for on `chain`'s tip, paying its reward to `reward_to`, at Unix
 /// time `now`; `None` while the pool holds fewer payments than the block needs. Its nonce is 0:
@@ -22,17 +20,10 @@ pub fn next_block(chain: &Chain, pool: &Pool, reward_to: Address, now: u64) -> O
         height,
     })];
     transactions.extend(pool.select(needed).into_iter().map(Transaction::Payment));
-    let ids: Vec<Hash256> = transactions.iter().map(Transaction::id).collect();
-    Some(Block {
-        header: BlockHeader {
-            version: HEADER_VERSION,
-            prev_hash: chain.tip_hash(),
-            merkle_root: merkle_root(&ids),
-            timestamp: now,
-            height,
-            difficulty: params.difficulty,
-            nonce: 0,
-        },
+    Some(Block::assemble(
+        chain.tip_header(),
         transactions,
-    })
+        now,
+        params.difficulty,
+    ))
 }

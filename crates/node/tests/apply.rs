@@ -1,8 +1,7 @@
 //! Adding blocks to a chain and its store, as both programs do.
 
 use mvbc_node::apply::{self, Added, ApplyError, TipMove};
-use mvbc_protocol::block::{GENESIS_TIMESTAMP, merkle_root};
-use mvbc_protocol::header::HEADER_VERSION;
+use mvbc_protocol::block::GENESIS_TIMESTAMP;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::{
     Address, Amount, Block, BlockHeader, Chain, ConsensusParams, Hash256, Reward, Transaction,
@@ -24,19 +23,12 @@ fn mine_on(parent: &BlockHeader, salt: u8) -> Block {
         amount: PARAMS.block_reward,
         height,
     });
-    let header = BlockHeader {
-        version: HEADER_VERSION,
-        prev_hash: parent.hash(),
-        merkle_root: merkle_root(&[reward.id()]),
-        timestamp: parent.timestamp + 1,
-        height,
-        difficulty: PARAMS.difficulty,
-        nonce: 0,
-    };
-    let mut block = Block {
-        header,
-        transactions: vec![reward],
-    };
+    let mut block = Block::assemble(
+        parent,
+        vec![reward],
+        parent.timestamp + 1,
+        PARAMS.difficulty,
+    );
     solve(&mut block);
     block
 }

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use mvbc_node::apply::BlockSink;
 use mvbc_node::core::{Effect, Input, NodeCore, Timing};
 use mvbc_node::links::{LinkId, Links, Refused};
-use mvbc_protocol::block::{GENESIS_TIMESTAMP, merkle_root};
-use mvbc_protocol::header::HEADER_VERSION;
+use mvbc_protocol::block::GENESIS_TIMESTAMP;
 use mvbc_protocol::store::StoreError;
 use mvbc_protocol::wire::{LinkMessage, Status};
 use mvbc_protocol::{
@@ -42,19 +41,12 @@ fn block_on(parent: &BlockHeader, miner: &KeyPair, payments: &[&Payment]) -> Blo
         height,
     })];
     transactions.extend(payments.iter().map(|p| Transaction::Payment((*p).clone())));
-    let ids: Vec<Hash256> = transactions.iter().map(Transaction::id).collect();
-    let mut block = Block {
-        header: BlockHeader {
-            version: HEADER_VERSION,
-            prev_hash: parent.hash(),
-            merkle_root: merkle_root(&ids),
-            timestamp: parent.timestamp + 1,
-            height,
-            difficulty: PARAMS.difficulty,
-            nonce: 0,
-        },
+    let mut block = Block::assemble(
+        parent,
         transactions,
-    };
+        parent.timestamp + 1,
+        PARAMS.difficulty,
+    );
     while !block.header.meets_own_difficulty() {
         block.header.nonce += 1;
     }

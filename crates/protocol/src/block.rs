@@ -28,6 +28,30 @@ impl Block {
         self.header.hash()
     }
 
+    /// The block after `parent` holding `transactions` (the reward first), stamped `timestamp`
+    /// at `difficulty`, with its merkle root computed and nonce 0: what a miner searches a
+    /// nonce for. The one way blocks are put together, by the node and by tests alike.
+    pub fn assemble(
+        parent: &BlockHeader,
+        transactions: Vec<Transaction>,
+        timestamp: u64,
+        difficulty: u32,
+    ) -> Block {
+        let ids: Vec<Hash256> = transactions.iter().map(Transaction::id).collect();
+        Block {
+            header: BlockHeader {
+                version: HEADER_VERSION,
+                prev_hash: parent.hash(),
+                merkle_root: merkle_root(&ids),
+                timestamp,
+                height: parent.height + 1,
+                difficulty,
+                nonce: 0,
+            },
+            transactions,
+        }
+    }
+
     /// Merkle root of this block's transaction ids.
     pub fn compute_merkle_root(&self) -> Hash256 {
         let ids: Vec<Hash256> = self.transactions.iter().map(Transaction::id).collect();

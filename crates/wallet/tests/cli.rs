@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::store::BlockStore;
-use mvbc_protocol::{Block, BlockHeader, Reward, Transaction, genesis_block, keyfile};
+use mvbc_protocol::{Block, Reward, Transaction, genesis_block, keyfile};
+use mvbc_wallet::WALLET_CHAIN_FILE;
 
 fn wallet(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mvbc-wallet"))
@@ -91,26 +91,12 @@ fn chain_paying(dir: &Path, key: &mvbc_protocol::KeyPair) {
         height: 1,
     });
     let parent = genesis_block().header;
-    let mut header = BlockHeader {
-        version: mvbc_protocol::header::HEADER_VERSION,
-        prev_hash: parent.hash(),
-        merkle_root: merkle_root(&[reward.id()]),
-        timestamp: parent.timestamp + 1,
-        height: 1,
-        difficulty: 4,
-        nonce: 0,
-    };
-    while !header.meets_own_difficulty() {
-        header.nonce += 1;
+    let mut block = Block::assemble(&parent, vec![reward], parent.timestamp + 1, 4);
+    while !block.header.meets_own_difficulty() {
+        block.header.nonce += 1;
     }
-    let mut opened = BlockStore::open(&dir.join("wallet-blocks.dat")).unwrap();
-    opened
-        .store
-        .append(&Block {
-            header,
-            transactions: vec![reward],
-        })
-        .unwrap();
+    let mut opened = BlockStore::open(&dir.join(WALLET_CHAIN_FILE)).unwrap();
+    opened.store.append(&block).unwrap();
 }
 
 #[test]

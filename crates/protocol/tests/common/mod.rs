@@ -3,7 +3,6 @@
 
 use std::sync::OnceLock;
 
-use mvbc_protocol::block::merkle_root;
 use mvbc_protocol::{
     Address, Amount, Block, BlockHeader, ConsensusParams, KeyPair, Payment, Reward, Transaction,
 };
@@ -53,21 +52,9 @@ pub fn solve(header: &mut BlockHeader) {
 /// A valid block on `parent` with `txs`, mined at the test difficulty. `salt` varies the
 /// timestamp so sibling blocks differ.
 pub fn mine_on(parent: &BlockHeader, txs: Vec<Transaction>, salt: u64) -> Block {
-    let ids: Vec<_> = txs.iter().map(Transaction::id).collect();
-    let mut header = BlockHeader {
-        version: mvbc_protocol::header::HEADER_VERSION,
-        prev_hash: parent.hash(),
-        merkle_root: merkle_root(&ids),
-        timestamp: parent.timestamp + 1 + salt,
-        height: parent.height + 1,
-        difficulty: PARAMS.difficulty,
-        nonce: 0,
-    };
-    solve(&mut header);
-    Block {
-        header,
-        transactions: txs,
-    }
+    let mut block = Block::assemble(parent, txs, parent.timestamp + 1 + salt, PARAMS.difficulty);
+    solve(&mut block.header);
+    block
 }
 
 /// Recomputes the merkle root and proof of work after a test changed a block on purpose.
