@@ -13,8 +13,9 @@ pub mod server;
 
 pub use client::{BlockClient, FetchError};
 pub use server::{
-    Allowance, BlockServer, IDLE_TIMEOUT, Inbound, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
-    MIN_IDLE_TO_EVICT, NodeHooks, PER_ADDRESS, PER_CONNECTION, PER_SERVER, answer,
+    Allowance, BlockReader, BlockServer, IDLE_TIMEOUT, Inbound, MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS, MIN_IDLE_TO_EVICT, NodeHooks, PER_ADDRESS, PER_CONNECTION,
+    PER_SERVER, answer,
 };
 
 use std::io::{self, Read, Write};

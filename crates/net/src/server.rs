@@ -35,6 +35,7 @@ use crate::{Cancel, Dropped, FrameError, POLL_INTERVAL, read_frame, write_frame}
 use mvbc_protocol::block::Block;
 use mvbc_protocol::chain::{Chain, read_chain};
 use mvbc_protocol::hash::Hash256;
+use mvbc_protocol::header::BlockHeader;
 use mvbc_protocol::rate::TokenBucket;
 use mvbc_protocol::tx::Payment;
 use mvbc_protocol::wire::{
@@ -148,6 +149,50 @@ pub const PER_SERVER: Allowance = Allowance {
     busy_burst: 1.0,
 };
 
+/// What a block server reads: a node's best chain, however it is kept (nakamoto's
+/// `BlockReader`). Each call is one consistent look at the chain: the tip it reports is the
+/// tip the blocks or headers were taken from.
+pub trait BlockReader: Send + Sync + 'static {
+    /// The best chain's status, announced as `identity`.
+    fn status(&self, identity: Identity) -> Status;
+    /// The tip's height and hash, and up to `max` blocks of the best chain after the first
+    /// hash of `locator` on it (after genesis when none is), at most `max_bytes` encoded but
+    /// never none when some follow.
+    fn blocks_after(
+        &self,
+        locator: &[Hash256],
+        max: usize,
+        max_bytes: usize,
+    ) -> (u64, Hash256, Vec<Arc<Block>>);
+    /// The tip's height and hash, and up to `max` headers of the best chain after the first
+    /// hash of `locator` on it.
+    fn headers_after(&self, locator: &[Hash256], max: usize) -> (u64, Hash256, Vec<BlockHeader>);
+}
+
+/// A chain in memory, shared with the node that writes it.
+impl BlockReader for RwLock<Chain> {
+    fn status(&self, identity: Identity) -> Status {
+        identity.status(&read_chain(self))
+    }
+
+    fn blocks_after(
+        &self,
+        locator: &[Hash256],
+        max: usize,
+        max_bytes: usize,
+    ) -> (u64, Hash256, Vec<Arc<Block>>) {
+        let chain = read_chain(self);
+        let blocks = chain.blocks_after(locator, max, max_bytes);
+        (chain.height(), chain.tip_hash(), blocks)
+    }
+
+    fn headers_after(&self, locator: &[Hash256], max: usize) -> (u64, Hash256, Vec<BlockHeader>) {
+        let chain = read_chain(self);
+        let headers = chain.headers_after(locator, max);
+        (chain.height(), chain.tip_hash(), headers)
+    }
+}
+
 /// A running block server.
 pub struct BlockServer {
     port: u16,
@@ -158,14 +203,14 @@ pub struct BlockServer {
 impl BlockServer {
     /// Listens on `port` of every interface (0: any free port) and serves `chain`'s best chain
     /// from a thread per connection, at most [`MAX_CONNECTIONS`] at once.
-    pub fn start(port: u16, chain: Arc<RwLock<Chain>>) -> io::Result<BlockServer> {
+    pub fn start(port: u16, chain: Arc<dyn BlockReader>) -> io::Result<BlockServer> {
         BlockServer::start_counting(port, chain, Dropped::default())
     }
 
     /// [`BlockServer::start`], counting malformed requests in `dropped`.
     pub fn start_counting(
         port: u16,
-        chain: Arc<RwLock<Chain>>,
+        chain: Arc<dyn BlockReader>,
         dropped: Dropped,
     ) -> io::Result<BlockServer> {
         BlockServer::start_node(port, chain, dropped, None)
@@ -175,7 +220,7 @@ impl BlockServer {
     /// links to `hooks`.
     pub fn start_node(
         port: u16,
-        chain: Arc<RwLock<Chain>>,
+        chain: Arc<dyn BlockReader>,
         dropped: Dropped,
         hooks: Option<NodeHooks>,
     ) -> io::Result<BlockServer> {
@@ -686,7 +731,7 @@ fn lock(r: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
 
 fn accept_loop(
     listener: TcpListener,
-    chain: Arc<RwLock<Chain>>,
+    chain: Arc<dyn BlockReader>,
     stop: Arc<AtomicBool>,
     dropped: Dropped,
     hooks: Option<NodeHooks>,
@@ -737,7 +782,7 @@ fn accept_loop(
                         hooks: hooks.as_ref(),
                         port,
                     };
-                    let link = connection.serve(stream, &chain);
+                    let link = connection.serve(stream, &*chain);
                     let mut registry = lock(&shared);
                     if stop.load(Ordering::Relaxed) {
                         registry.close(id);
@@ -775,7 +820,7 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     /// Serves requests until the client goes; returns the connection when it became a link.
-    fn serve(&self, mut stream: TcpStream, chain: &RwLock<Chain>) -> Option<(TcpStream, Status)> {
+    fn serve(&self, mut stream: TcpStream, chain: &dyn BlockReader) -> Option<(TcpStream, Status)> {
         if stream.set_nonblocking(false).is_err() {
             return None;
         }
@@ -843,12 +888,11 @@ impl Connection<'_> {
     }
 
     /// This node's status, as it announces it.
-    fn status(&self, chain: &RwLock<Chain>) -> Status {
-        let identity = Identity {
+    fn status(&self, chain: &dyn BlockReader) -> Status {
+        chain.status(Identity {
             node_id: self.hooks.map_or(0, |h| h.node_id),
             block_server_port: self.port,
-        };
-        identity.status(&read_chain(chain))
+        })
     }
 
     /// Waits until both this connection and its address may have another reply. `false` when
@@ -880,20 +924,18 @@ enum Taken {
     Headers(Reply),
 }
 
-fn take(chain: &RwLock<Chain>, request: &Request) -> Taken {
-    let chain = read_chain(chain);
-    let (tip_height, tip) = (chain.height(), chain.tip_hash());
+fn take(chain: &dyn BlockReader, request: &Request) -> Taken {
     match request {
         // A node's requests: a server without a node knows no id, no port and no pool.
         Request::Status | Request::Submit(_) | Request::Link(_) => {
-            Taken::Headers(Reply::Status(Identity::default().status(&chain)))
+            Taken::Headers(Reply::Status(chain.status(Identity::default())))
         }
         Request::BlocksAfter {
             locator,
             max_blocks,
         } => {
             let max = (*max_blocks as usize).min(MAX_BLOCKS_PER_REPLY);
-            let blocks = chain.blocks_after(locator, max, REPLY_BLOCK_BYTES);
+            let (tip_height, tip, blocks) = chain.blocks_after(locator, max, REPLY_BLOCK_BYTES);
             Taken::Blocks(tip_height, tip, blocks)
         }
         Request::HeadersAfter {
@@ -901,10 +943,11 @@ fn take(chain: &RwLock<Chain>, request: &Request) -> Taken {
             max_headers,
         } => {
             let max = (*max_headers as usize).min(MAX_HEADERS_PER_REPLY);
+            let (tip_height, tip, headers) = chain.headers_after(locator, max);
             Taken::Headers(Reply::Headers {
                 tip_height,
                 tip,
-                headers: chain.headers_after(locator, max),
+                headers,
             })
         }
     }
@@ -912,7 +955,7 @@ fn take(chain: &RwLock<Chain>, request: &Request) -> Taken {
 
 /// What a block server without a node says to one request (a node's own requests get only
 /// the chain's status).
-pub fn answer(chain: &RwLock<Chain>, request: &Request) -> Reply {
+pub fn answer(chain: &dyn BlockReader, request: &Request) -> Reply {
     match take(chain, request) {
         Taken::Blocks(tip_height, tip, blocks) => Reply::Blocks {
             tip_height,
@@ -924,7 +967,7 @@ pub fn answer(chain: &RwLock<Chain>, request: &Request) -> Reply {
 }
 
 /// [`answer`], encoded, without copying the blocks first.
-fn answer_bytes(chain: &RwLock<Chain>, request: &Request) -> Vec<u8> {
+fn answer_bytes(chain: &dyn BlockReader, request: &Request) -> Vec<u8> {
     match take(chain, request) {
         Taken::Blocks(tip_height, tip, blocks) => Reply::encode_blocks(tip_height, tip, &blocks),
         Taken::Headers(reply) => reply.encode(),
