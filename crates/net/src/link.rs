@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use mvbc_node::links::{Down, LinkId};
+use mvbc_node::links::{Down, Invalid, LinkId};
 use mvbc_protocol::wire::{LinkMessage, MAX_LINK_MESSAGE_BYTES, Status};
 
 use crate::{BlockClient, Cancel, FRAME_TIMEOUT, FetchError, FrameError, read_frame, write_frame};
@@ -109,13 +109,15 @@ fn read(id: LinkId, mut stream: TcpStream, quiet: Duration, events: impl LinkEve
     let why = loop {
         let body = match read_frame(&mut stream, MAX_LINK_MESSAGE_BYTES, quiet, &Cancel::never()) {
             Ok(body) => body,
-            Err(e @ FrameError::TooLong { .. }) => break Down::Invalid(e.to_string()),
+            Err(FrameError::TooLong { len, cap }) => {
+                break Down::Invalid(Invalid::TooLong { len, cap });
+            }
             Err(FrameError::TimedOut(_)) => break Down::Quiet,
             Err(_) => break Down::Lost,
         };
         let message = match LinkMessage::decode(&body) {
             Ok(m) => m,
-            Err(e) => break Down::Invalid(e.to_string()),
+            Err(e) => break Down::Invalid(e.into()),
         };
         events.message(id, message);
     };

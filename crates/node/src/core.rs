@@ -714,9 +714,7 @@ impl<S: BlockSink> NodeCore<S> {
                 }
                 match self.take_payment(payment, addr, Some(id), unix) {
                     Ok(()) => self.links.useful(id, now),
-                    Err(PoolError::Invalid(e)) => {
-                        self.drop_link(id, Down::Invalid(format!("invalid payment: {e}")), now)
-                    }
+                    Err(PoolError::Invalid(e)) => self.drop_link(id, Down::Invalid(e.into()), now),
                     Err(_) => {}
                 }
             }

@@ -95,9 +95,28 @@ pub enum Down {
     /// It was quiet too long.
     Quiet,
     /// It sent what does not decode or cannot be valid.
-    Invalid(String),
+    Invalid(Invalid),
     /// A newcomer took its place: it had brought nothing new for [`EVICT_AFTER`].
     Replaced,
+}
+
+/// What a peer sent that closes its link and refuses its address for [`BAN`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A frame declaring more bytes than a link message may have.
+    #[error("a frame of {len} bytes, over the cap of {cap}")]
+    TooLong {
+        /// Declared length.
+        len: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// A message that does not decode.
+    #[error("{0}")]
+    Message(#[from] mvbc_protocol::wire::WireError),
+    /// A payment that cannot be valid, whatever the chain (a bad signature, say).
+    #[error("invalid payment: {0}")]
+    Payment(#[from] mvbc_protocol::tx::TxError),
 }
 
 /// Why an inbound link was refused.
@@ -819,7 +838,7 @@ mod tests {
         let addrs = (0..10).filter(|_| l.allow(id, Kind::Addrs, t0)).count();
         assert_eq!(addrs, ADDRS_RATE.1 as usize);
         assert_eq!(l.get(id).unwrap().over, 800 + 7);
-        l.down(id, &Down::Invalid("bad signature".into()), t0);
+        l.down(id, &Down::Invalid(Invalid::TooLong { len: 9, cap: 1 }), t0);
         assert_eq!(l.admit(from.ip(), (2, 2607), t0), Err(Refused::Banned));
         assert_eq!(
             l.admit(from.ip(), (2, 2607), t0 + BAN + Duration::from_secs(1)),
