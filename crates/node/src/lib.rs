@@ -1,8 +1,12 @@
 //! The mvbc node core: what the miner and the wallet's `sync` both do with a chain and its
-//! peers, written once. It does no I/O of its own and never depends on a GPU stack.
+//! peers, written once. It does no I/O of its own, owns no socket and never depends on a GPU
+//! stack. A block received from a peer comes from `mvbc-net`'s client, through the miner's
+//! driver (`mvbc_miner::driver`) as [`core::Input::Downloaded`], to [`apply`], which adds it
+//! to the chain and the store; the limits on links are the constants of [`links`].
 //!
-//! - [`core`]: the miner node as a state machine: events in with the time, effects out
-//!   (announce, download, mine, stop, notes for the user); the miner binary is its driver.
+//! - [`core`]: the miner node as a state machine, one door (`NodeCore::handle`): inputs in
+//!   with the time, effects out (announce, download, mine, stop, keep a link, notes for the
+//!   user); `mvbc_miner::driver` is its driver.
 //!
 //! Its parts, each usable alone:
 //! - [`apply`]: one way to add blocks, mined or downloaded, to the chain and its store: what
