@@ -124,35 +124,35 @@ fn miners_on_three_hosts_cut_apart_and_healed_converge_on_the_heavier_chain() {
 
     // Host 1 mines alone at first; alice (host 3) and bob (host 2) get 3 coins each.
     let mut miner_a = Miner::start(a.path(), &h1);
-    miner_a.wait_log_height(1);
+    miner_a.wait_height(1);
     sync_once(a.path(), &h1);
     send(a.path(), &h1, "mining_rewards", "3", &alice);
     send(a.path(), &h1, "mining_rewards", "3", &bob);
-    let tip3 = miner_a.wait_log_height(3);
+    let tip3 = miner_a.wait_height(3);
     // Host 2's miner joins and downloads the chain across the bridge.
     let mut miner_b = Miner::start(b.path(), &h2);
-    assert_eq!(miner_b.wait_log_height(3), tip3);
+    assert_eq!(miner_b.wait_height(3), tip3);
 
     // Cut host 2 off. Alice pays twice on host 1's side, bob once on his own.
     lab.cut(2);
     sync_once(wa.path(), &h3);
     send(wa.path(), &h3, "alice", "1", &bob);
-    miner_a.wait_log_height(4);
+    miner_a.wait_height(4);
     sync_until_confirmed(wa.path(), &h3);
     send(wa.path(), &h3, "alice", "0.5", &bob);
-    miner_a.wait_log_height(5);
+    miner_a.wait_height(5);
     assert!(sync_until_confirmed(wa.path(), &h3).pending.is_empty());
     sync_once(wb.path(), &h2);
     send(wb.path(), &h2, "bob", "1", &alice);
-    let b4 = miner_b.wait_log_height(4);
-    assert_ne!(Some((4, b4)), miner_a.tip_from_log(), "two branches");
+    let b4 = miner_b.wait_height(4);
+    assert_ne!((4, b4), miner_a.tip(), "two branches");
     sync_until_confirmed(wb.path(), &h2);
 
     // Heal: host 2 hears the heavier chain, switches to it, and bob's payment is mined again
     // (by B, or by A too: B passes it on over the link it made to A's block server after
     // downloading from it; if both mine it, the tie-break settles it with no block after).
     lab.heal(2);
-    miner_b.wait_for("the reorg", |l| l.starts_with("Reorg: depth 1"));
+    miner_b.wait_api("the reorg", "summary", |s| s["reorgs"].as_u64() >= Some(1));
     let (_, b6) = agree(&mut [&mut miner_a, &mut miner_b], 6);
     assert_eq!(sync_until_confirmed(wa.path(), &h3).tip, b6);
     assert_eq!(sync_until_confirmed(wb.path(), &h2).tip, b6);

@@ -81,10 +81,12 @@ pub fn converge(miners: &mut [&mut Miner]) -> (u64, String) {
     })
 }
 
-/// Waits until every miner's log ends on the same tip, at least `height` (for miners in
-/// namespaces, whose block servers this process cannot reach).
+/// Waits until every miner has the same tip, at least `height` (asked of its block server).
 pub fn agree(miners: &mut [&mut Miner], height: u64) -> (u64, String) {
-    settle(miners, height, |m| m.tip_from_log())
+    settle(miners, height, |m| {
+        let (height, tip) = m.tip();
+        Some((height, tip.to_string()))
+    })
 }
 
 /// Waits until `tip_of` gives every miner the same tip, at least `height`.
@@ -277,6 +279,30 @@ impl Net {
     }
 }
 
+/// Runs `f` on a thread of its own inside network namespace `host` (made by `ip netns add`):
+/// the sockets it opens are that namespace's, as the programs' in it are.
+pub fn in_namespace<T: Send>(host: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    thread::scope(|s| {
+        s.spawn(|| {
+            let path = format!("/var/run/netns/{host}");
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: `setns` takes a valid descriptor of a network namespace and moves only
+            // this thread, which ends when `f` returns.
+            let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                entered,
+                0,
+                "entering {host}: {}",
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
 /// A running program whose output is collected line by line; killed when dropped.
 pub struct Proc {
     child: Child,
@@ -290,9 +316,11 @@ pub struct Proc {
 pub struct Miner {
     proc: Proc,
     pub block_port: u16,
-    /// Its API's port on 127.0.0.1, where the tests watch its state: every miner a test starts
-    /// on this host serves one; `None` in a network namespace (unreachable from the test).
+    /// Its API's port on 127.0.0.1 of its host, where the tests watch its state: every miner a
+    /// test starts serves one, unless the test set `--api-listen` itself.
     pub api: Option<u16>,
+    /// The network namespace it runs in; `None`: the test's own.
+    host: Option<String>,
 }
 
 impl std::ops::Deref for Miner {
@@ -330,9 +358,8 @@ impl Miner {
     /// Starts a miner with `RUST_LOG` set to `log`.
     pub fn start_logging(dir: &Path, net: &Net, extra: &[&str], log: &str) -> Miner {
         let mut args = vec!["--device", "cpu", "--threads", "1"];
-        // An API on any free port, unless the test set one or the miner is in a namespace.
-        let own_api = extra.contains(&"--api-listen");
-        let api = net.host.is_none() && !own_api;
+        // An API on any free port, unless the test set one.
+        let api = !extra.contains(&"--api-listen");
         if api {
             args.extend_from_slice(&["--api-listen", "127.0.0.1:0"]);
         }
@@ -353,6 +380,16 @@ impl Miner {
             proc,
             block_port,
             api,
+            host: net.host.clone(),
+        }
+    }
+
+    /// Runs `f` where this miner's loopback is 127.0.0.1: here, or on a thread that entered
+    /// its network namespace.
+    fn on_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.host {
+            None => f(),
+            Some(host) => in_namespace(host, f),
         }
     }
 
@@ -364,7 +401,8 @@ impl Miner {
 
     /// `GET /api/v1/PATH` as JSON.
     pub fn get(&self, path: &str) -> serde_json::Value {
-        crate::http::get_json(self.api(), &format!("/api/v1/{path}"))
+        let (api, path) = (self.api(), format!("/api/v1/{path}"));
+        self.on_host(|| crate::http::get_json(api, &path))
     }
 
     /// Polls `GET /api/v1/PATH` until `pred` holds; returns that answer.
@@ -417,7 +455,8 @@ impl Miner {
 
     /// Whether it holds the payment `id`, pending or in its best chain.
     pub fn knows_payment(&self, id: &str) -> bool {
-        crate::http::get(self.api(), &format!("/api/v1/tx/{id}")).status == 200
+        let (api, path) = (self.api(), format!("/api/v1/tx/{id}"));
+        self.on_host(|| crate::http::get(api, &path).status == 200)
     }
 
     /// Waits until it holds the payment `id`, pending or in its best chain.
@@ -431,20 +470,20 @@ impl Miner {
 
     /// Its best chain's height and tip, asked of its block server.
     pub fn tip(&self) -> (u64, Hash256) {
-        let mut client = BlockClient::connect(([127, 0, 0, 1], self.block_port).into())
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
-        let Reply::Blocks {
-            tip_height, tip, ..
-        } = client
-            .request(&Request::BlocksAfter {
+        let port = self.block_port;
+        let asked = self.on_host(|| {
+            let mut client = BlockClient::connect(([127, 0, 0, 1], port).into())?;
+            client.request(&Request::BlocksAfter {
                 locator: vec![],
                 max_blocks: 0,
             })
-            .unwrap()
-        else {
-            panic!("blocks were asked for")
-        };
-        (tip_height, tip)
+        });
+        match asked {
+            Ok(Reply::Blocks {
+                tip_height, tip, ..
+            }) => (tip_height, tip),
+            other => panic!("{other:?}\n{}", self.log()),
+        }
     }
 
     /// Waits until its chain is at least `height` high.
@@ -535,38 +574,6 @@ impl Proc {
             self.dir.display(),
             self.stdout.lock().unwrap().join("\n"),
             self.stderr.lock().unwrap().join("\n")
-        )
-    }
-
-    /// The tip its last `Block mined` or `Block adopted` line names, with its height.
-    pub fn tip_from_log(&self) -> Option<(u64, String)> {
-        let lines = self.stdout.lock().unwrap();
-        lines.iter().rev().find_map(|l| {
-            let rest = l
-                .strip_prefix("Block mined: height ")
-                .or_else(|| l.strip_prefix("Block adopted: height "))
-                .or_else(|| l.strip_prefix("Block adopted: heights "))?;
-            let (heights, rest) = rest.split_once(", ")?;
-            let height = heights.rsplit('=').next()?.parse().ok()?;
-            let tip = rest
-                .strip_prefix("hash ")
-                .or_else(|| rest.strip_prefix("tip "))?
-                .split(',')
-                .next()?;
-            Some((height, tip.to_string()))
-        })
-    }
-
-    /// Waits until [`Proc::tip_from_log`] is at least `height`; returns the tip.
-    pub fn wait_log_height(&mut self, height: u64) -> String {
-        poll_until(
-            self,
-            |p| {
-                p.tip_from_log()
-                    .filter(|(h, _)| *h >= height)
-                    .map(|(_, tip)| tip)
-            },
-            |p| format!("{} never reached height {height}\n{}", p.name, p.log()),
         )
     }
 
