@@ -32,15 +32,6 @@ impl Reply {
     }
 }
 
-/// The API port a miner printed ("API: explorer at http://127.0.0.1:PORT/, ...").
-pub fn api_port(line: &str) -> u16 {
-    line.split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no API port in {line:?}"))
-}
-
 /// Sends `raw` and reads until the server closes; `None` when it closed without a status line.
 pub fn request(port: u16, raw: &[u8]) -> Option<Reply> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mvbc_miner::driver::{PORTS_FILE, Ports};
 use mvbc_net::BlockClient;
 use mvbc_protocol::Hash256;
 use mvbc_protocol::wire::{Reply, Request};
@@ -364,22 +365,20 @@ impl Miner {
             args.extend_from_slice(&["--api-listen", "127.0.0.1:0"]);
         }
         args.extend_from_slice(extra);
+        // The ports it bound, from the file it writes once it has bound them (one left by an
+        // earlier start goes first).
+        let ports_file = dir.join(PORTS_FILE);
+        let _ = std::fs::remove_file(&ports_file);
         let mut proc = Proc::spawn_logging(&miner_bin(), dir, net, &args, log);
-        // The ports it bound, as it announces them once at start.
-        let line = proc.wait_for("listening", |l| l.starts_with("Listening:"));
-        let block_port = line
-            .split("blocks on TCP ")
-            .nth(1)
-            .and_then(|rest| rest.split(';').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no block port in {line:?}"));
-        let api = api.then(|| {
-            crate::http::api_port(&proc.wait_for("the API line", |l| l.starts_with("API: ")))
+        let ports: Ports = proc.wait_until("the ports it bound", |_| {
+            let bytes = std::fs::read(&ports_file).ok()?;
+            serde_json::from_slice(&bytes).ok()
         });
+        assert!(!api || ports.api.is_some(), "no API\n{}", proc.log());
         Miner {
             proc,
-            block_port,
-            api,
+            block_port: ports.block_server,
+            api: ports.api.map(|at| at.port()),
             host: net.host.clone(),
         }
     }
@@ -589,11 +588,19 @@ impl Proc {
 
     /// Waits for a stdout line `pred` accepts; fails with the log after [`PATIENCE`].
     pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_until(what, |p| {
+            p.stdout.lock().unwrap().iter().find(|l| pred(l)).cloned()
+        })
+    }
+
+    /// Waits until `check` gives a value; fails with the log if the program exits first or
+    /// after [`PATIENCE`].
+    pub fn wait_until<T>(&mut self, what: &str, check: impl Fn(&Proc) -> Option<T>) -> T {
         poll_until(
             self,
             |p| {
-                if let Some(line) = p.stdout.lock().unwrap().iter().find(|l| pred(l)) {
-                    return Some(line.clone());
+                if let Some(found) = check(p) {
+                    return Some(found);
                 }
                 if let Ok(Some(status)) = p.child.try_wait() {
                     thread::sleep(Duration::from_millis(100));

@@ -69,6 +69,23 @@ mod handle;
 pub use event::{Event, Report};
 pub use handle::{NodeHandle, RunError, StartError, TimedOut};
 
+/// Where a node writes the ports it bound, once it has bound them: for scripts and tests that
+/// start it with any free port (`block_server_port = 0`, `--api-listen 127.0.0.1:0`).
+pub const PORTS_FILE: &str = "ports.json";
+
+/// What [`PORTS_FILE`] holds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ports {
+    /// The block server's TCP port.
+    pub block_server: u16,
+    /// Where the API listens, if it does.
+    pub api: Option<SocketAddr>,
+    /// The UDP port for payments.
+    pub transactions: u16,
+    /// The UDP port for statuses.
+    pub status: u16,
+}
+
 /// Events kept for a reader who is slow or absent; beyond them new ones are dropped.
 const EVENTS_KEPT: usize = 4_096;
 
@@ -277,6 +294,19 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
     let published = Arc::new(Mutex::new(NodeState::new(devices)));
     let api = start_api(&config, chain.clone(), published.clone(), &say);
     let api_addr = api.as_ref().map(HttpServer::local_addr);
+    let ports = Ports {
+        block_server: server.port(),
+        api: api_addr,
+        transactions: config.transaction_port,
+        status: config.status_broadcast_port,
+    };
+    let written = serde_json::to_vec(&ports)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| mvbc_protocol::fsutil::write_atomic(&data_dir.join(PORTS_FILE), &bytes));
+    if let Err(e) = written {
+        // Only for scripts that look for it: the node runs on without it.
+        tracing::warn!("cannot write {PORTS_FILE}: {e}");
+    }
 
     spawn_thread("tx-listener", {
         let (events, dropped) = (senders.clone(), dropped.clone());
