@@ -140,12 +140,38 @@ impl EngineInfo {
     }
 }
 
+/// What went wrong on a GPU, as wgpu said it or as the engine found it.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuFailure {
+    /// The device reported an error of its own (lost, out of memory, a validation error).
+    #[error("{0}")]
+    Device(wgpu::Error),
+    /// Waiting for the device failed.
+    #[error("{0}")]
+    Poll(#[from] wgpu::PollError),
+    /// A result buffer would not map.
+    #[error("{0}")]
+    Map(#[from] wgpu::BufferAsyncError),
+    /// A mapped result buffer could not be read.
+    #[error("{0}")]
+    MapRange(#[from] wgpu::MapRangeError),
+    /// The device said a result buffer was mapped, then it was not.
+    #[error("readback was not mapped")]
+    NotMapped,
+    /// A tuning this engine cannot run.
+    #[error("unsupported tuning: {0}")]
+    UnsupportedTuning(crate::gpu::Tuning),
+    /// At the tuning the search picked, the GPU's results differ from the CPU's.
+    #[error("the GPU's results disagree with the CPU's ({0})")]
+    Disagrees(crate::gpu::Tuning),
+}
+
 /// Why an engine could not search.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The GPU device failed (lost, out of memory, a buffer that would not map).
+    /// The GPU device failed, or could not be used as asked.
     #[error("GPU error: {0}")]
-    Gpu(String),
+    Gpu(#[from] GpuFailure),
     /// The engine answered a nonce outside the range it was given.
     #[error("the engine answered nonce {nonce}, outside the range it was asked to search")]
     OutOfRange {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use bytemuck::{Pod, Zeroable};
 
 use crate::engine::{
-    DeviceKind, EngineError, EngineInfo, MiningEngine, NonceRange, Search, SearchControl,
+    DeviceKind, EngineError, EngineInfo, GpuFailure, MiningEngine, NonceRange, Search,
+    SearchControl,
 };
 use crate::work::{HighWord, WorkUnit, tail_masks};
 
@@ -58,7 +59,7 @@ pub struct GpuDevice {
     device: wgpu::Device,
     queue: wgpu::Queue,
     /// The last validation or out-of-memory error wgpu reported outside an error scope.
-    error: Arc<Mutex<Option<String>>>,
+    error: Arc<Mutex<Option<wgpu::Error>>>,
 }
 
 /// A GPU adapter wgpu sees, by its place in [`adapters`].
@@ -169,7 +170,7 @@ impl GpuDevice {
         let sink = Arc::clone(&error);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             if let Ok(mut slot) = sink.lock() {
-                *slot = Some(e.to_string());
+                *slot = Some(e);
             }
         }));
         Ok(GpuDevice {
@@ -193,7 +194,7 @@ impl GpuDevice {
 
     fn take_error(&self) -> Result<(), EngineError> {
         match self.error.lock().ok().and_then(|mut e| e.take()) {
-            Some(e) => Err(EngineError::Gpu(e)),
+            Some(e) => Err(GpuFailure::Device(e).into()),
             None => Ok(()),
         }
     }
@@ -398,7 +399,7 @@ impl GpuEngine {
     /// Compiles the shader on `gpu` with `tuning` and allocates the ring.
     pub fn with_tuning(gpu: GpuDevice, tuning: Tuning) -> Result<GpuEngine, EngineError> {
         if !tuning.is_valid() {
-            return Err(EngineError::Gpu(format!("unsupported tuning: {tuning}")));
+            return Err(GpuFailure::UnsupportedTuning(tuning).into());
         }
         let device = &gpu.device;
         let group_layout = bind_group_layout(device);
@@ -459,7 +460,7 @@ impl GpuEngine {
     /// Rebuilds the pipeline for `tuning` (the ring stays).
     pub fn retune(&mut self, tuning: Tuning) -> Result<(), EngineError> {
         if !tuning.is_valid() {
-            return Err(EngineError::Gpu(format!("unsupported tuning: {tuning}")));
+            return Err(GpuFailure::UnsupportedTuning(tuning).into());
         }
         self.pipeline = build_pipeline(&self.gpu.device, &self.layout, &tuning);
         self.gpu.take_error()?;
@@ -534,18 +535,16 @@ impl GpuEngine {
                 submission_index: Some(job.submission),
                 timeout: None,
             })
-            .map_err(|e| EngineError::Gpu(e.to_string()))?;
+            .map_err(GpuFailure::from)?;
         self.gpu.take_error()?;
         match job.mapped.try_recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(EngineError::Gpu(e.to_string())),
-            Err(_) => return Err(EngineError::Gpu("readback was not mapped".into())),
+            Ok(Err(e)) => return Err(GpuFailure::from(e).into()),
+            Err(_) => return Err(GpuFailure::NotMapped.into()),
         }
         let readback = &self.slots[job.slot].readback;
         let offset = {
-            let view = readback
-                .get_mapped_range(..)
-                .map_err(|e| EngineError::Gpu(e.to_string()))?;
+            let view = readback.get_mapped_range(..).map_err(GpuFailure::from)?;
             u32::from_le_bytes([view[0], view[1], view[2], view[3]])
         };
         readback.unmap();

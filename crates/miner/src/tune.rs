@@ -14,7 +14,7 @@ use mvbc_protocol::fsutil::{read_capped, write_atomic};
 use sha2::{Digest, Sha256};
 
 use crate::bench::count_hashes;
-use crate::engine::{EngineError, NonceRange};
+use crate::engine::{EngineError, GpuFailure, NonceRange};
 use crate::gpu::{GpuDevice, GpuEngine, MAX_DISPATCH_MS, SHADER, Tuning};
 use crate::work::{WorkUnit, synthetic_header};
 
@@ -202,9 +202,7 @@ pub fn measure(engine: &mut GpuEngine, window: Duration) -> Result<Measured, Eng
     }
     engine.retune(best)?;
     if !verifies(engine)? {
-        return Err(EngineError::Gpu(format!(
-            "the GPU's results disagree with the CPU's ({best})"
-        )));
+        return Err(GpuFailure::Disagrees(best).into());
     }
     Ok(Measured {
         best,

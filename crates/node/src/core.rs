@@ -151,7 +151,7 @@ pub const LOG_BURST: u32 = 20;
 pub const MAX_HEARD_TIPS: usize = 4_096;
 
 /// Something the node tells its user.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Note {
     /// A payment joined the pool.
     PaymentPooled {
@@ -237,7 +237,7 @@ pub enum Note {
         /// The peer's block server.
         peer: SocketAddr,
         /// Why.
-        reason: String,
+        error: Arc<DownloadError>,
         /// For how long it is passed over.
         backoff: Duration,
     },
@@ -927,7 +927,7 @@ impl<S: BlockSink> NodeCore<S> {
             Some(Finished::Failed(e, until)) if self.failed_downloads.allow() => {
                 self.note(Note::DownloadFailed {
                     peer,
-                    reason: e.to_string(),
+                    error: Arc::new(e),
                     backoff: until.saturating_duration_since(now),
                 });
             }

@@ -311,9 +311,9 @@ fn note_line(note: &Note) -> String {
         }
         Note::DownloadFailed {
             peer,
-            reason,
+            error,
             backoff,
-        } => format!("Download from {peer} failed: {reason}; passing it over for {backoff:.0?}"),
+        } => format!("Download from {peer} failed: {error}; passing it over for {backoff:.0?}"),
         Note::LinkUp {
             peer,
             outbound,
