@@ -2,10 +2,8 @@
 //! every endpoint's shape, paging limits, clear 4xx answers to bad input, and a node that keeps
 //! serving and mining through hundreds of malformed and slow requests.
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::http;
+use mvbc_testkit::procs;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

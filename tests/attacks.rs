@@ -2,12 +2,9 @@
 //! server or flood valid-looking datagrams. Each runs against real processes on loopback (a
 //! client "on another host" connects from another 127.x.y.z address) and asserts what held.
 
-#[path = "support/fake.rs"]
-mod fake;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::fake;
+use mvbc_testkit::http;
+use mvbc_testkit::procs;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! Its own test binary, and one test, so that nothing else competes for the cores while the
 //! time to stop is measured: cargo runs test binaries one at a time.
 
-mod support;
+use mvbc_testkit::gpu as support;
 
 use std::sync::Arc;
 use std::thread;

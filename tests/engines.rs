@@ -1,6 +1,6 @@
 //! The engines agree nonce for nonce (stopping is in `engine_abort.rs`).
 
-mod support;
+use mvbc_testkit::gpu as support;
 
 use mvbc_miner::gpu::Tuning;
 use mvbc_miner::tune::{self, TuneCache};

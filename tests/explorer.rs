@@ -4,10 +4,8 @@
 //! Where no browser is installed the test says it is skipped, unless `MVBC_REQUIRE_BROWSER=1`
 //! (set by `.ci/run`, which installs chromium), where that is a failure.
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::http;
+use mvbc_testkit::procs;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};

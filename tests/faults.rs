@@ -4,10 +4,7 @@
 //! These mount small tmpfs filesystems, which needs root (CI runs as root and sets
 //! `MVBC_REQUIRE_ROOT=1`, which turns "not root" into a failure).
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::procs;
 
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};

@@ -1,12 +1,8 @@
 //! A node under hostile input: whatever arrives on its UDP ports and its block server, it drops
 //! what does not decode (logged at debug level and counted), keeps serving and keeps mining.
 
-#[path = "support/fake.rs"]
-mod fake;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::fake;
+use mvbc_testkit::procs;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};

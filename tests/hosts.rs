@@ -5,12 +5,8 @@
 //! host) and removes them when it ends, even on failure. Nothing is sent outside them.
 //! It needs root; CI runs as root and sets `MVBC_REQUIRE_ROOT=1`.
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::netns;
+use mvbc_testkit::procs;
 
 use std::net::Ipv4Addr;
 use std::process::Command;

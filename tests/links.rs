@@ -3,12 +3,9 @@
 //! only over TCP, and a peer that floods a link and then sends garbage.
 //! (Across routed subnets, in network namespaces: `tests/routed.rs`.)
 
-#[path = "support/fake.rs"]
-mod fake;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::fake;
+use mvbc_testkit::http;
+use mvbc_testkit::procs;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;

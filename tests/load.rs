@@ -2,10 +2,7 @@
 //! exactly once, and the balances on both miners' chains equal a ledger this test keeps on
 //! its own from the payments it made.
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::procs;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;

@@ -1,10 +1,7 @@
 //! The network end to end: real `mvbc-miner` and `mvbc-wallet` processes on loopback, each test
 //! on its own UDP ports, at a low difficulty.
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::procs;
 
 use std::path::Path;
 use std::thread;

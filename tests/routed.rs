@@ -2,12 +2,8 @@
 //! broadcast crosses, so they meet only through named peers and gossip. Needs root; CI runs as
 //! root and sets `MVBC_REQUIRE_ROOT=1`.
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::netns;
+use mvbc_testkit::procs;
 
 use std::time::Duration;
 

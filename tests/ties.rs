@@ -2,10 +2,8 @@
 //! the same payments, and then nobody pays. They must settle on one tip by themselves, with no
 //! block after, within a few status intervals, and mine each payment once.
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/procs.rs"]
-mod procs;
+use mvbc_testkit::http;
+use mvbc_testkit::procs;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

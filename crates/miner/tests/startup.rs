@@ -1,10 +1,7 @@
 //! The miner's start-up on a data directory: config, reward key, chain store recovery, the
 //! data directory's lock, and a clean stop on SIGTERM.
 
-#[path = "../../../tests/support/http.rs"]
-mod http;
-#[path = "../../../tests/support/procs.rs"]
-mod procs;
+use mvbc_testkit::procs;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -4,8 +4,6 @@
 //! `MVBC_REQUIRE_GPU=1` (set by `.ci/run`, which installs Mesa's lavapipe), where a missing
 //! adapter fails them: CI proves the shader, it never skips it.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use mvbc_miner::gpu::{self, GpuError};
 use mvbc_miner::{CpuEngine, GpuDevice, GpuEngine, MiningEngine, MultiEngine, WorkUnit};
 use mvbc_protocol::{BlockHeader, Hash256};

@@ -1,6 +1,5 @@
 //! Real `mvbc-miner` and `mvbc-wallet` processes on loopback for the network tests: free ports
 //! per test, a low difficulty, and a miner whose stdout can be waited on line by line.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
@@ -21,21 +20,32 @@ pub use mvbc_wallet::report::{Row, SyncReport};
 /// How long any one wait in these tests may take before it fails with the logs.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The miner binary Cargo built for this test.
-pub fn miner_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mvbc-miner"))
-}
-
-/// The wallet binary: Cargo builds every workspace binary into the same folder before any test
-/// of `cargo test --workspace` runs.
-pub fn wallet_bin() -> PathBuf {
-    let path = miner_bin().with_file_name(format!("mvbc-wallet{}", std::env::consts::EXE_SUFFIX));
+/// The workspace binary `name`: Cargo builds every workspace binary into the folder above the
+/// test's own executable (`target/debug/deps/..`) before any test of `cargo test --workspace`
+/// runs.
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test runs from target/<profile>/deps");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
         "{} is missing: run the tests with `cargo test --workspace`, which builds it",
         path.display()
     );
     path
+}
+
+/// The miner binary.
+pub fn miner_bin() -> PathBuf {
+    workspace_bin("mvbc-miner")
+}
+
+/// The wallet binary.
+pub fn wallet_bin() -> PathBuf {
+    workspace_bin("mvbc-wallet")
 }
 
 /// Calls `check` on `state` every 20 ms until it gives a value; after [`PATIENCE`], fails with
@@ -59,6 +69,9 @@ pub fn poll_until<S, T>(
 pub struct Lcg(pub u64);
 
 impl Lcg {
+    /// The next 31 bits. (Named as rand's `RngCore::next_u64` is not: a test RNG, not an
+    /// iterator.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 = self
             .0
@@ -203,6 +216,12 @@ pub struct Net {
     pub broadcast: std::net::Ipv4Addr,
     /// The network namespace programs run in (`ip netns exec`); `None`: this one.
     pub host: Option<String>,
+}
+
+impl Default for Net {
+    fn default() -> Net {
+        Net::new()
+    }
 }
 
 impl Net {

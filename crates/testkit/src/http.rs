@@ -1,8 +1,6 @@
 //! A test's side of the miner's HTTP API: raw requests over TCP, so tests can send what no
 //! well-behaved client would.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -1,6 +1,5 @@
 //! Fake peers for the hostile tests: block servers that lie, stall or replay, statuses that
 //! boast, and clients that pretend to be on other hosts (every 127.x.y.z is this host).
-#![allow(dead_code)]
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};

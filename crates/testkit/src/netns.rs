@@ -1,8 +1,6 @@
 //! Test hosts in network namespaces the test makes itself, and removes when it ends (even on
 //! failure). Nothing is sent outside them. Needs root; CI runs as root.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use std::net::Ipv4Addr;
 use std::process::Command;
 
