@@ -4,6 +4,7 @@
 
 use mvbc_testkit::http;
 use mvbc_testkit::procs;
+use mvbc_testkit::rng::TestRng;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -264,7 +265,7 @@ fn malformed(n: usize, seed: u64) -> Vec<Vec<u8>> {
         )
         .into_bytes(),
     ];
-    let mut rng = Lcg(seed);
+    let mut rng = TestRng::new(seed);
     (0..n)
         .map(|i| {
             if i < fixed.len() {

@@ -5,6 +5,7 @@
 use mvbc_testkit::fake;
 use mvbc_testkit::http;
 use mvbc_testkit::procs;
+use mvbc_testkit::rng::TestRng;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -120,7 +121,7 @@ fn hog(
     received: Arc<AtomicU64>,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let mut rng = Lcg(u64::from(u32::from(source)));
+        let mut rng = TestRng::new(u64::from(u32::from(source)));
         while !stop.load(Ordering::Relaxed) {
             let Ok(mut stream) = connect_from(source, server) else {
                 thread::sleep(Duration::from_millis(50));
@@ -274,7 +275,7 @@ fn clients_asking_for_everything_get_no_more_than_their_allowance_and_honest_one
 
 /// A public key nobody holds the private half of: a random odd 8192-bit modulus with exponent
 /// `e`, as an attacker makes them by the thousand.
-fn made_up_key(e: u64, rng: &mut Lcg) -> Vec<u8> {
+fn made_up_key(e: u64, rng: &mut TestRng) -> Vec<u8> {
     use pkcs8::EncodePublicKey;
     let mut n = rng.bytes(1024);
     n[0] |= 0x80;
@@ -291,7 +292,7 @@ fn made_up_key(e: u64, rng: &mut Lcg) -> Vec<u8> {
 
 /// `n` payments "from" the address of `key`, each with its own timestamp (so its own id) and a
 /// random signature: a datagram each.
-fn forged_payments(key: &[u8], n: u64, rng: &mut Lcg) -> Vec<Vec<u8>> {
+fn forged_payments(key: &[u8], n: u64, rng: &mut TestRng) -> Vec<Vec<u8>> {
     use mvbc_protocol::encode::Bytes;
     (0..n)
         .map(|stamp| {
@@ -348,7 +349,7 @@ fn honest_payments_are_confirmed_while_forged_8192_bit_payments_flood_in() {
     let mut miner = Miner::start(m.path(), &net);
     miner.wait_height(1);
     let rich = keyfile::load_key(&m.path().join("mining_rewards.pem")).unwrap();
-    let mut rng = Lcg(0xf00d);
+    let mut rng = TestRng::new(0xf00d);
     // The review's key: exponent 2^33 - 1, from an address with no coins. And the worst case
     // the rules still allow: exponent 65537, from an address someone funded (anyone may pay
     // any address), so its payments get as far as the signature.

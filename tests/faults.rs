@@ -5,6 +5,7 @@
 //! `MVBC_REQUIRE_ROOT=1`, which turns "not root" into a failure).
 
 use mvbc_testkit::procs;
+use mvbc_testkit::rng::TestRng;
 
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
@@ -174,7 +175,7 @@ fn a_read_only_data_directory_is_a_clear_error_and_the_wallet_still_reads_it() {
 #[test]
 fn sigkill_at_random_moments_loses_no_stored_block_and_no_pending_payment() {
     let seed = 0x00c0_ffee;
-    let mut rng = Lcg(seed);
+    let mut rng = TestRng::new(seed);
     let net = Net::with_difficulty(16);
     let (a, b) = (tempdir().unwrap(), tempdir().unwrap());
     let mut miner_a = Miner::start(a.path(), &net);

@@ -3,6 +3,7 @@
 
 use mvbc_testkit::fake;
 use mvbc_testkit::procs;
+use mvbc_testkit::rng::TestRng;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
@@ -22,7 +23,7 @@ use tempfile::tempdir;
 
 /// Every kind of bad datagram, each with the reason the node's log must give for it.
 fn bad_datagrams() -> Vec<(Vec<u8>, String)> {
-    let mut rng = Lcg(0x5eed);
+    let mut rng = TestRng::new(0x5eed);
     let mut out = Vec::new();
     for _ in 0..40 {
         let len = (rng.next() % 300) as usize;

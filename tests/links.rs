@@ -6,6 +6,7 @@
 use mvbc_testkit::fake;
 use mvbc_testkit::http;
 use mvbc_testkit::procs;
+use mvbc_testkit::rng::TestRng;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -164,7 +165,7 @@ fn a_peer_flooding_a_link_stays_within_its_caps_and_garbage_closes_the_link() {
     // 60 lists of 100 addresses, and 2,000 payments nobody can afford, as fast as it can.
     let key = KeyPair::generate(1024).unwrap();
     let started = Instant::now();
-    let mut rng = Lcg(66);
+    let mut rng = TestRng::new(66);
     let mut sent = 0u64;
     for i in 0..60u32 {
         let addrs: Vec<SocketAddr> = (0..MAX_ADDRS_PER_MESSAGE as u32)

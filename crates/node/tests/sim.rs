@@ -31,35 +31,7 @@ use mvbc_protocol::{
     Amount, Block, Chain, ConsensusParams, Hash256, KeyPair, Payment, Transaction,
 };
 
-/// xorshift64*: small, fast, and the same sequence on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    /// Exponentially distributed, with mean `mean`.
-    fn exp(&mut self, mean: f64) -> u64 {
-        let u = ((self.next() >> 11) as f64 + 1.0) / ((1u64 << 53) as f64 + 1.0);
-        (-u.ln() * mean) as u64
-    }
-}
+use mvbc_testkit::rng::TestRng as Rng;
 
 /// A store that keeps what it is given.
 #[derive(Default)]

@@ -2,8 +2,8 @@
 //! written once.
 //!
 //! - [`procs`]: real `mvbc-miner` and `mvbc-wallet` processes on loopback, each test on its own
-//!   free ports, watched through their API and block server; made-up chains to start them on;
-//!   the one deterministic RNG of the tests ([`procs::Lcg`]).
+//!   free ports, watched through their API and block server; made-up chains to start them on.
+//! - [`rng`]: the tests' one seeded random generator.
 //! - [`http`]: the test's side of the miner's HTTP API, raw, so tests can send what no
 //!   well-behaved client would.
 //! - [`fake`]: peers that lie, stall or replay, and clients that pretend to be other hosts.
@@ -18,3 +18,4 @@ pub mod gpu;
 pub mod http;
 pub mod netns;
 pub mod procs;
+pub mod rng;

@@ -65,26 +65,6 @@ pub fn poll_until<S, T>(
     }
 }
 
-/// A small deterministic generator, so a failing run can be replayed from its seed.
-pub struct Lcg(pub u64);
-
-impl Lcg {
-    /// The next 31 bits. (Named as rand's `RngCore::next_u64` is not: a test RNG, not an
-    /// iterator.)
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// Waits until every miner has the same tip (asked of its block server). Two miners that find
 /// a block at the same moment settle on one by themselves, with no block after: the tie-break
 /// picks the same block everywhere (`docs/adr/0005-equal-work-tie-break.md`).
