@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mvbc_net::{Cancel, read_frame, write_frame};
 use mvbc_protocol::wire::{Datagram, Reply, Request, Status};
-use mvbc_protocol::{Block, Hash256};
+use mvbc_protocol::{Address, Amount, Block, Hash256, Payment};
 
 use crate::procs::Net;
 
@@ -148,4 +148,40 @@ pub fn flood(
         }
     });
     stop
+}
+
+/// A public key nobody holds the private half of: a random odd 8192-bit modulus with exponent
+/// `e`, as an attacker makes them by the thousand.
+pub fn made_up_key(e: u64, rng: &mut crate::rng::TestRng) -> Vec<u8> {
+    use pkcs8::EncodePublicKey;
+    let mut n = rng.bytes(1024);
+    n[0] |= 0x80;
+    n[1023] |= 1;
+    rsa::PublicKey::new(
+        rsa::BoxedUint::from_be_slice_vartime(&n),
+        rsa::BoxedUint::from(e),
+    )
+    .unwrap()
+    .to_public_key_der()
+    .unwrap()
+    .into_vec()
+}
+
+/// `n` payments "from" the address of `key`, each with its own timestamp (so its own id) and a
+/// random signature: a datagram each.
+pub fn forged_payments(key: &[u8], n: u64, rng: &mut crate::rng::TestRng) -> Vec<Vec<u8>> {
+    use mvbc_protocol::encode::Bytes;
+    (0..n)
+        .map(|stamp| {
+            Datagram::Payment(Payment {
+                from: Address::of_public_key_der(key),
+                to: Address(Hash256([5; 32])),
+                amount: Amount::from_units(1),
+                timestamp: stamp,
+                public_key: Bytes::new(key.to_vec()).unwrap(),
+                signature: Bytes::new(rng.bytes(1024)).unwrap(),
+            })
+            .encode()
+        })
+        .collect()
 }

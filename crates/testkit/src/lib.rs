@@ -6,7 +6,8 @@
 //! - [`rng`]: the tests' one seeded random generator.
 //! - [`http`]: the test's side of the miner's HTTP API, raw, so tests can send what no
 //!   well-behaved client would.
-//! - [`fake`]: peers that lie, stall or replay, and clients that pretend to be other hosts.
+//! - [`fake`]: peers that lie, stall or replay, clients that pretend to be other hosts, and
+//!   made-up keys and forged payments, as an attacker makes them.
 //! - [`netns`]: test hosts in network namespaces the test makes itself (root only).
 //! - [`gpu`]: GPU engines for tests, skipped with a visible message where no adapter exists,
 //!   a failure with `MVBC_REQUIRE_GPU=1`.
