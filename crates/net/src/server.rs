@@ -435,13 +435,12 @@ impl Admission {
     /// the connection it replaces (to be closed), if any.
     fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(u64, Option<u64>), Refusal> {
         self.forget_quiet_clients(now);
-        let client = self.clients.entry(ip).or_insert_with(|| Client {
-            connections: 0,
-            budget: Budget::new(&PER_ADDRESS, now),
-            held: Held::new(now),
-        });
-        let newcomer_usage = client.usage(now);
-        let evict = if client.connections >= MAX_CONNECTIONS_PER_ADDRESS {
+        let client = self.client(ip, now);
+        let (newcomer_usage, full) = (
+            client.usage(now),
+            client.connections >= MAX_CONNECTIONS_PER_ADDRESS,
+        );
+        let evict = if full {
             // Room only among its own, and only in place of one that idles.
             Some(
                 self.idle_longest(now, |slot| slot.ip == ip)
@@ -474,14 +473,19 @@ impl Admission {
                 ending: false,
             },
         );
-        let client = self.clients.entry(ip).or_insert_with(|| Client {
-            connections: 0,
-            budget: Budget::new(&PER_ADDRESS, now),
-            held: Held::new(now),
-        });
+        let client = self.client(ip, now);
         client.held.settle(client.connections, now);
         client.connections += 1;
         id
+    }
+
+    /// The address `ip`'s connections, budget and usage, remembered from `now` if new.
+    fn client(&mut self, ip: IpAddr, now: Instant) -> &mut Client {
+        self.clients.entry(ip).or_insert_with(|| Client {
+            connections: 0,
+            budget: Budget::new(&PER_ADDRESS, now),
+            held: Held::new(now),
+        })
     }
 
     fn ticket(&mut self) -> u64 {

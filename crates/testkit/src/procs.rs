@@ -441,14 +441,17 @@ impl Miner {
 
     /// Waits until it has a link to `peer`, dialled by it or not.
     pub fn wait_link(&mut self, peer: &str, dialled: bool) {
-        let what = format!("a link to {peer}");
-        self.wait_api(&what, "peers", |v| {
-            v["links"].as_array().is_some_and(|links| {
+        poll_until(
+            self,
+            |m| {
+                let links = m.links();
                 links
                     .iter()
-                    .any(|l| l["peer"] == peer && l["dialled"] == dialled)
-            })
-        });
+                    .any(|l| *l == (peer.to_string(), dialled))
+                    .then_some(())
+            },
+            |m| format!("no link to {peer} in {:?}\n{}", m.links(), m.log()),
+        )
     }
 
     /// Whether it holds the payment `id`, pending or in its best chain.

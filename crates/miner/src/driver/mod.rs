@@ -778,9 +778,7 @@ impl Node {
                 took,
                 hashes,
             } => {
-                if self.job.as_ref().is_some_and(|(id, _)| *id == job) {
-                    self.job = None;
-                }
+                self.search_ended(job);
                 Input::Mined {
                     job,
                     block: *block,
@@ -791,9 +789,7 @@ impl Node {
             Message::MiningFailed(job, e) => {
                 tracing::error!("mining failed: {e}");
                 (self.say)(Event::MiningFailed(e));
-                if self.job.as_ref().is_some_and(|(id, _)| *id == job) {
-                    self.job = None;
-                }
+                self.search_ended(job);
                 Input::MiningFailed { job }
             }
             Message::Downloaded { peer, blocks, ack } => {
@@ -937,6 +933,13 @@ impl Node {
                 self.stop_mining();
                 self.fatal.get_or_insert(e);
             }
+        }
+    }
+
+    /// The mining thread is done with `job`: if it is the search running, none runs now.
+    fn search_ended(&mut self, job: u64) {
+        if self.job.as_ref().is_some_and(|(id, _)| *id == job) {
+            self.job = None;
         }
     }
 
