@@ -114,6 +114,10 @@ fn every_endpoint_answers_in_shape_and_bad_input_gets_a_clear_4xx() {
     assert_eq!(a["history"]["total"], 1);
     assert_eq!(a["history"]["items"][0]["id"], paid.as_str());
     assert_eq!(a["history"]["items"][0]["amount"], "+3.000000");
+    // Addresses are shown checksummed; the old hex form still looks one up (issue 22).
+    assert!(alice.starts_with("mvbc1"), "{alice}");
+    let hex = alice.parse::<mvbc_protocol::Address>().unwrap().to_hex();
+    assert_eq!(get_json(port, &format!("/api/v1/address/{hex}")), a);
     let miner_address = tx["transaction"]["from"].as_str().unwrap().to_string();
     let all = get_json(port, &format!("/api/v1/address/{miner_address}?limit=100"));
     let total = all["history"]["total"].as_u64().unwrap();
@@ -165,6 +169,11 @@ fn every_endpoint_answers_in_shape_and_bad_input_gets_a_clear_4xx() {
     refused(port, "/api/v1/tx/123", 400);
     refused(port, &format!("/api/v1/tx/{}", "ab".repeat(32)), 404);
     refused(port, "/api/v1/address/alice", 400);
+    let mut typo = alice.clone().into_bytes();
+    typo[20] = if typo[20] == b'q' { b'p' } else { b'q' };
+    let typo = String::from_utf8(typo).unwrap();
+    let why = refused(port, &format!("/api/v1/address/{typo}"), 400);
+    assert!(why.contains("checksum"), "{why}");
     refused(port, "/api/v1/summary?verbose=1", 400);
     for path in [
         "/api/v1/nothing",

@@ -217,9 +217,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// An address given as 64 hex digits, or the address of the local key of that name.
+/// An address (`mvbc1...`), or the address of the local key of that name. A mistyped address
+/// or one in the old hex form is refused: rewards paid to it would be lost.
 fn resolve_address(dir: &Path, name_or_address: &str) -> Result<Address> {
-    if let Ok(address) = name_or_address.parse::<Address>() {
+    if let Some(address) = mvbc_protocol::keys::address_or_name(name_or_address)
+        .with_context(|| format!("--reward-address `{name_or_address}`"))?
+    {
         return Ok(address);
     }
     keyfile::check_key_name(name_or_address)

@@ -11,7 +11,7 @@ use rsa::{PrivateKey, PublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::hash::{Hash256, ParseHashError, sha256};
+use crate::hash::{Hash256, sha256};
 
 /// Smallest RSA key size accepted for new keys and in transactions.
 pub const MIN_KEY_BITS: usize = 1024;
@@ -27,34 +27,130 @@ pub const MAX_PUBLIC_KEY_DER_LEN: usize = 1_100;
 /// Cap on a signature in a transaction: one modulus length at [`MAX_KEY_BITS`].
 pub const MAX_SIGNATURE_LEN: usize = MAX_KEY_BITS / 8;
 
-/// Where coins live: SHA-256 of a public key's DER (SubjectPublicKeyInfo) encoding, shown as 64
-/// lowercase hex characters.
+/// Where coins live: SHA-256 of a public key's DER (SubjectPublicKeyInfo) encoding.
+///
+/// Shown as bech32m (BIP 350) with the prefix [`ADDRESS_PREFIX`]: `mvbc1` and 58 characters, the
+/// last six a checksum, so that a typed address with one wrong character, two neighbours swapped
+/// or a character missing is refused rather than paid (ADR 0012). [`Address::to_hex`] gives the
+/// old form (64 hex digits, no checksum), which [`Address::parse_lookup`] still reads for
+/// look-ups but [`FromStr`] refuses: nothing pays an address a typo could have made.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Address(pub Hash256);
+
+/// The human-readable part of every address: `mvbc1...`.
+pub const ADDRESS_PREFIX: &str = "mvbc";
+/// Characters in an address: prefix, separator, 52 of data (32 bytes) and 6 of checksum.
+pub const ADDRESS_LEN: usize = ADDRESS_PREFIX.len() + 1 + 52 + 6;
+
+/// Why a string is not an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseAddressError {
+    /// The old form: 64 hex digits without a checksum.
+    #[error(
+        "this is an old-style address (64 hex digits, no checksum), which mvbc no longer pays: \
+         a typo in it would go unnoticed; ask for the address in its new form (`mvbc1...`, as \
+         `mvbc-wallet list-addresses` shows it)"
+    )]
+    OldForm,
+    /// Not `mvbc1` followed by bech32 characters.
+    #[error("an address starts with `{ADDRESS_PREFIX}1` and has {ADDRESS_LEN} characters")]
+    Shape,
+    /// The prefix of another coin or network.
+    #[error(
+        "an address of another kind (prefix `{0}`); mvbc addresses start with `{ADDRESS_PREFIX}1`"
+    )]
+    Prefix(String),
+    /// The checksum does not match: some character is wrong, missing or out of place.
+    #[error("the address's checksum does not match: a character is wrong, missing or swapped")]
+    Checksum,
+    /// Well formed, but not 32 bytes.
+    #[error("the address is {0} characters long; mvbc addresses have {ADDRESS_LEN}")]
+    Length(usize),
+}
 
 impl Address {
     /// The address of a DER-encoded public key.
     pub fn of_public_key_der(der: &[u8]) -> Address {
         Address(sha256(der))
     }
+
+    /// The old form: the hash's 64 hex digits, no checksum.
+    pub fn to_hex(&self) -> String {
+        self.0.to_string()
+    }
+
+    /// Reads an address in either form, for looking one up (the API, `history`): never for
+    /// paying, where only the checksummed form is taken.
+    pub fn parse_lookup(s: &str) -> Result<Address, ParseAddressError> {
+        match s.parse::<Address>() {
+            Err(ParseAddressError::OldForm) => s
+                .parse::<Hash256>()
+                .map(Address)
+                .map_err(|_| ParseAddressError::Shape),
+            other => other,
+        }
+    }
+}
+
+/// A command-line word that names an address to pay: the address itself, or a key's name.
+///
+/// `Ok(Some(address))` for an address; `Ok(None)` for a word not shaped like one (the caller
+/// looks it up as a key name); an error for a word that is an address gone wrong (a typo, the old
+/// hex form, another coin's), so that a mistyped address is never taken for a name.
+pub fn address_or_name(word: &str) -> Result<Option<Address>, ParseAddressError> {
+    match word.parse::<Address>() {
+        Ok(a) => Ok(Some(a)),
+        Err(ParseAddressError::Shape) => Ok(None),
+        Err(ParseAddressError::Prefix(_)) if word.len() < ADDRESS_LEN - 10 => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+        let hrp = bech32::Hrp::parse_unchecked(ADDRESS_PREFIX);
+        // Writes straight into the formatter: no allocation, and no error but the formatter's.
+        bech32::encode_lower_to_fmt::<bech32::Bech32m, _>(f, hrp, &self.0.0).map_err(|_| fmt::Error)
     }
 }
 
 impl fmt::Debug for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Address({})", self.0)
+        write!(f, "Address({self})")
     }
 }
 
 impl FromStr for Address {
-    type Err = ParseHashError;
+    type Err = ParseAddressError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse().map(Address)
+        use bech32::primitives::decode::{CheckedHrpstring, UncheckedHrpstring};
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseAddressError::OldForm);
+        }
+        // Bounded before bech32 sees it: anything longer is not an address whatever it holds.
+        if s.len() > 2 * ADDRESS_LEN {
+            return Err(ParseAddressError::Length(s.chars().count()));
+        }
+        let unchecked = UncheckedHrpstring::new(s).map_err(|_| ParseAddressError::Shape)?;
+        let prefix = unchecked.hrp();
+        if !prefix.as_str().eq_ignore_ascii_case(ADDRESS_PREFIX) {
+            return Err(ParseAddressError::Prefix(prefix.to_lowercase()));
+        }
+        let checked =
+            CheckedHrpstring::new::<bech32::Bech32m>(s).map_err(|_| ParseAddressError::Checksum)?;
+        if s.len() != ADDRESS_LEN {
+            return Err(ParseAddressError::Length(s.len()));
+        }
+        let mut bytes = [0u8; 32];
+        let mut n = 0;
+        for b in checked.byte_iter() {
+            *bytes.get_mut(n).ok_or(ParseAddressError::Length(s.len()))? = b;
+            n += 1;
+        }
+        if n != 32 {
+            return Err(ParseAddressError::Length(s.len()));
+        }
+        Ok(Address(Hash256(bytes)))
     }
 }
 
@@ -286,13 +382,9 @@ pub(crate) mod tests {
     fn address_is_sha256_of_der() {
         let k = test_key(0);
         assert_eq!(k.address(), Address(sha256(k.public_key_der())));
-        let text = k.address().to_string();
-        assert_eq!(text.len(), 64);
-        assert!(
-            text.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        );
-        assert_eq!(text.parse::<Address>().unwrap(), k.address());
+        let hex = k.address().to_hex();
+        assert_eq!(hex, sha256(k.public_key_der()).to_string());
+        assert_eq!(k.address().to_string().parse::<Address>(), Ok(k.address()));
     }
 
     #[test]
@@ -311,6 +403,79 @@ pub(crate) mod tests {
     #[test]
     fn refuses_small_keys() {
         assert!(matches!(KeyPair::generate(512), Err(KeyError::Size(512))));
+    }
+
+    /// Addresses to try the checksum on: a few fixed patterns and a spread of real hashes.
+    fn sample_addresses() -> Vec<Address> {
+        let mut out = vec![Address(Hash256([0; 32])), Address(Hash256([0xff; 32]))];
+        out.extend((0u8..6).map(|i| Address(sha256(&[i]))));
+        out
+    }
+
+    #[test]
+    fn addresses_read_back_in_either_case_and_have_one_length() {
+        for a in sample_addresses() {
+            let shown = a.to_string();
+            assert!(shown.starts_with("mvbc1"), "{shown}");
+            assert_eq!(shown.len(), ADDRESS_LEN);
+            assert_eq!(shown.parse::<Address>(), Ok(a));
+            assert_eq!(shown.to_uppercase().parse::<Address>(), Ok(a));
+            assert_eq!(Address::parse_lookup(&shown), Ok(a));
+        }
+    }
+
+    #[test]
+    fn any_one_wrong_character_any_swap_and_any_truncation_is_refused() {
+        const CHARSET: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+        for a in sample_addresses() {
+            let shown = a.to_string().into_bytes();
+            let refused = |bytes: &[u8], what: &str| {
+                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                assert!(text.parse::<Address>().is_err(), "{what} accepted: {text}");
+                assert!(
+                    Address::parse_lookup(&text).is_err(),
+                    "{what} looked up: {text}"
+                );
+            };
+            // Every position after the separator, every other character of the alphabet.
+            for i in ADDRESS_PREFIX.len() + 1..shown.len() {
+                for &c in CHARSET.iter().filter(|&&c| c != shown[i]) {
+                    let mut typo = shown.clone();
+                    typo[i] = c;
+                    refused(&typo, "one wrong character");
+                }
+            }
+            for i in 0..shown.len() - 1 {
+                if shown[i] != shown[i + 1] {
+                    let mut swapped = shown.clone();
+                    swapped.swap(i, i + 1);
+                    refused(&swapped, "a swap");
+                }
+            }
+            for len in 0..shown.len() {
+                refused(&shown[..len], "a truncation");
+                let mut dropped = shown.clone();
+                dropped.remove(len);
+                refused(&dropped, "a dropped character");
+            }
+        }
+    }
+
+    #[test]
+    fn the_old_hex_form_is_refused_for_paying_and_read_for_looking_up() {
+        let a = Address(sha256(b"old"));
+        let hex = a.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hex.parse::<Address>(), Err(ParseAddressError::OldForm));
+        let why = ParseAddressError::OldForm.to_string();
+        assert!(why.contains("list-addresses"), "{why}");
+        assert_eq!(Address::parse_lookup(&hex), Ok(a));
+        // Another coin's bech32m string is named as such, not as a typo.
+        let other = a.to_string().replacen("mvbc1", "bc1", 1);
+        assert!(matches!(other.parse::<Address>(), Err(ParseAddressError::Prefix(p)) if p == "bc"));
+        assert!("x".repeat(10_000).parse::<Address>().is_err());
+        assert!("mvbc1".parse::<Address>().is_err());
+        assert!("".parse::<Address>().is_err());
     }
 
     proptest::proptest! {

@@ -33,7 +33,7 @@ pub use chain::{AddBlockError, Chain, ChainUpdate};
 pub use config::Config;
 pub use hash::Hash256;
 pub use header::BlockHeader;
-pub use keys::{Address, KeyPair};
+pub use keys::{Address, KeyPair, ParseAddressError};
 pub use ledger::Ledger;
 pub use pool::Pool;
 pub use rules::{BlockError, ConsensusParams};

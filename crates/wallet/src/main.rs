@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use mvbc_net::Cancel;
 use mvbc_protocol::config::DataDirArgs;
 use mvbc_protocol::keyfile::{self, KeyFileError};
+use mvbc_protocol::keys::address_or_name;
 use mvbc_protocol::store::read_only_chain;
 use mvbc_protocol::{
     Address, Amount, Chain, Config, KeyPair, Ledger, Payment, SignedAmount, Transaction, unix_now,
@@ -203,7 +204,7 @@ fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
         "-".repeat(16),
         "-".repeat(16),
         "-".repeat(16),
-        "-".repeat(64)
+        "-".repeat(mvbc_protocol::keys::ADDRESS_LEN)
     );
     for (name, address, balance, pending) in rows {
         println!("{name:<16} {balance:>16} {pending:>+16} {address}");
@@ -230,7 +231,8 @@ fn load_chain_copy(dir: &Path, config: &Config) -> Result<Chain> {
 /// `history`: every confirmed transaction that touched an address (a local name or any
 /// address: the chain is public), oldest first, then this wallet's pending payments.
 fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
-    let address = match who.parse::<Address>() {
+    // Looking up is not paying: the old hex form is read here too.
+    let address = match Address::parse_lookup(who) {
         Ok(a) => a,
         Err(_) => local_keys(dir)?
             .into_iter()
@@ -319,11 +321,14 @@ fn send(dir: &Path, config: &Config, from: &str, amount: &str, to: &str) -> Resu
                 dir.display()
             )
         })?;
-    let to_address = match to.parse::<Address>() {
-        Ok(a) => a,
-        Err(parse) => match keys.iter().find(|(name, _)| name == to) {
+    let to_address = match address_or_name(to).with_context(|| format!("`{to}`"))? {
+        Some(a) => a,
+        None => match keys.iter().find(|(name, _)| name == to) {
             Some((_, k)) => k.address(),
-            None => bail!("`{to}` is not an address ({parse}) nor a local key name"),
+            None => bail!(
+                "`{to}` is neither an address (`mvbc1...`) nor a local key name \
+                 (see `mvbc-wallet list-addresses`)"
+            ),
         },
     };
     let ledger = load_ledger(dir, config)?;

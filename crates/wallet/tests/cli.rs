@@ -184,7 +184,7 @@ fn send_refuses_what_it_cannot_pay_and_stores_nothing() {
         ),
         (
             &["send", "miner", "1", "abc123"],
-            "`abc123` is not an address",
+            "`abc123` is neither an address",
         ),
     ];
     for (args, message) in cases {
@@ -196,6 +196,52 @@ fn send_refuses_what_it_cannot_pay_and_stores_nothing() {
         !dir.path().join("wallet-pending.dat").exists(),
         "a refused payment is never stored"
     );
+}
+
+/// Issue 22: a typo in an address is caught by its checksum, and nothing is recorded as pending.
+#[test]
+fn a_mistyped_address_is_refused_and_nothing_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    new_address(dir.path(), "miner");
+    let miner = keyfile::load_key(&dir.path().join("miner.pem")).unwrap();
+    chain_paying(dir.path(), &miner);
+    let payee = mvbc_protocol::Address(mvbc_protocol::hash::sha256(b"payee"));
+    let good = payee.to_string();
+    let mut wrong = good.clone().into_bytes();
+    let at = wrong.len() - 20;
+    wrong[at] = if wrong[at] == b'q' { b'p' } else { b'q' };
+    let mut swapped = good.clone().into_bytes();
+    let at = (10..swapped.len() - 1)
+        .find(|&i| swapped[i] != swapped[i + 1])
+        .unwrap();
+    swapped.swap(at, at + 1);
+    let cases = [
+        (String::from_utf8(wrong).unwrap(), "checksum does not match"),
+        (
+            String::from_utf8(swapped).unwrap(),
+            "checksum does not match",
+        ),
+        (good[..good.len() - 1].to_owned(), "checksum does not match"),
+        (payee.to_hex(), "list-addresses"),
+    ];
+    for (to, message) in &cases {
+        let out = wallet(dir.path(), &["send", "miner", "1", to]);
+        assert_eq!(out.status.code(), Some(1), "{to}: {}", stdout(&out));
+        assert!(stderr(&out).contains(message), "{to}: {}", stderr(&out));
+        assert!(
+            !dir.path().join("wallet-pending.dat").exists(),
+            "{to}: a refused payment is never stored"
+        );
+    }
+    // The address as shown is taken, and its payment is pending.
+    let out = wallet(dir.path(), &["send", "miner", "1", &good]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("to {good}")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(dir.path().join("wallet-pending.dat").exists());
 }
 
 #[test]

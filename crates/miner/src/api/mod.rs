@@ -163,11 +163,8 @@ impl Api {
             }
             ("address", Some(address)) => {
                 query.only(&["offset", "limit"])?;
-                let address = address.parse::<Address>().map_err(|_| {
-                    Response::error(
-                        400,
-                        format!("{address:?} is not an address (64 hex digits)"),
-                    )
+                let address = Address::parse_lookup(address).map_err(|e| {
+                    Response::error(400, format!("{:?} is not an address: {e}", shown(address)))
                 })?;
                 self.address(&address, query.offset()?, query.limit()?)
             }
