@@ -30,11 +30,11 @@ fn a_peer_replaying_known_blocks_is_found_out_and_the_honest_chain_adopted_besid
     let key = KeyPair::generate(1024).unwrap();
     let honest_chain = build_chain(&net, &key, 30, 0);
     let honest_tip = honest_chain.last().unwrap().hash();
-    store_blocks(h.path(), &honest_chain);
+    store_blocks(&net, h.path(), &honest_chain);
     // Its block server answers every request with the genesis block alone and a tip at
     // u64::MAX, which a download used to count as progress forever.
     let replayer = serve_forever(vec![genesis_block()], u64::MAX);
-    announce_forever(&net, boast(66, replayer), Duration::from_millis(100));
+    announce_forever(&net, boast(&net, 66, replayer), Duration::from_millis(100));
 
     let mut newcomer = Miner::start(n.path(), &net);
     let refused = newcomer.wait_for("the replay to be refused", |l| {
@@ -70,7 +70,7 @@ fn sync_once_ends_within_its_timeout_and_ctrl_c_stops_a_sync_within_a_second() {
     // A block server that takes each request and never answers, announced as the chain with
     // the most work.
     let staller = serve_nothing();
-    announce_forever(&net, boast(67, staller), Duration::from_millis(100));
+    announce_forever(&net, boast(&net, 67, staller), Duration::from_millis(100));
     let w = tempdir().unwrap();
 
     let started = Instant::now();
@@ -208,7 +208,7 @@ fn busy_connections_from_one_address_or_many_do_not_lock_honest_clients_out() {
     let net = Net::new();
     let m = tempdir().unwrap();
     let key = KeyPair::generate(1024).unwrap();
-    store_blocks(m.path(), &build_chain(&net, &key, 20, 0));
+    store_blocks(&net, m.path(), &build_chain(&net, &key, 20, 0));
     let mut miner = Miner::start(m.path(), &net);
     miner.wait_height(20);
     let server: SocketAddr = ([127, 0, 0, 1], miner.block_port).into();
@@ -245,7 +245,7 @@ fn clients_asking_for_everything_get_no_more_than_their_allowance_and_honest_one
     let net = Net::new();
     let m = tempdir().unwrap();
     let key = KeyPair::generate(1024).unwrap();
-    store_blocks(m.path(), &build_chain(&net, &key, 600, 0));
+    store_blocks(&net, m.path(), &build_chain(&net, &key, 600, 0));
     let mut miner = Miner::start(m.path(), &net);
     miner.wait_height(600);
     let server: SocketAddr = ([127, 0, 0, 1], miner.block_port).into();
@@ -383,7 +383,7 @@ fn a_status_flood_does_not_make_the_node_dial_everywhere_and_an_honest_chain_is_
     let (n, h) = (tempdir().unwrap(), tempdir().unwrap());
     let key = KeyPair::generate(1024).unwrap();
     let honest_chain = build_chain(&net, &key, 30, 0);
-    store_blocks(h.path(), &honest_chain);
+    store_blocks(&net, h.path(), &honest_chain);
     let mut node = Miner::start(n.path(), &net);
     node.wait_height(1);
 
@@ -407,7 +407,7 @@ fn a_status_flood_does_not_make_the_node_dial_everywhere_and_an_honest_chain_is_
     // Statuses from fresh node ids, each boasting, naming those ports, 2,000 a second, sent
     // from 127.0.0.2: a status names the port, its source address the host to dial.
     let statuses: Vec<Vec<u8>> = (0..20_000u64)
-        .map(|i| Datagram::Status(boast(1_000 + i, ports[i as usize % ports.len()])).encode())
+        .map(|i| Datagram::Status(boast(&net, 1_000 + i, ports[i as usize % ports.len()])).encode())
         .collect();
     let flooding = flood(
         Ipv4Addr::new(127, 0, 0, 2),
@@ -514,12 +514,12 @@ fn a_lighter_side_branch_a_peer_announces_is_refused_by_its_headers_and_never_st
     let net = Net::new();
     let m = tempdir().unwrap();
     let key = KeyPair::generate(1024).unwrap();
-    store_blocks(m.path(), &build_chain(&net, &key, 40, 0));
+    store_blocks(&net, m.path(), &build_chain(&net, &key, 40, 0));
     // A peer announcing more work than it has: its 30 blocks fork at genesis, a lighter
     // branch, and each block is valid. Its headers alone show it: no block body is fetched.
     let side = build_chain(&net, &key, 30, 7_000);
     let port = serve_forever(side.clone(), 30);
-    announce_forever(&net, boast(68, port), Duration::from_millis(200));
+    announce_forever(&net, boast(&net, 68, port), Duration::from_millis(200));
 
     let mut miner = Miner::start(m.path(), &net);
     let failed = miner.wait_for("the side branch download", |l| {
@@ -549,7 +549,7 @@ fn honest_chain_is_fetched_beside_forged_statuses(
     let key = KeyPair::generate(1024).unwrap();
     let honest_chain = build_chain(&net, &key, 30, 0);
     let honest_tip = honest_chain.last().unwrap().hash();
-    store_blocks(h.path(), &honest_chain);
+    store_blocks(&net, h.path(), &honest_chain);
     let honest = Miner::start(h.path(), &net);
     let honest_at = SocketAddr::from((Ipv4Addr::LOCALHOST, honest.block_port));
     let id = BlockClient::connect(honest_at)
@@ -557,7 +557,7 @@ fn honest_chain_is_fetched_beside_forged_statuses(
         .status()
         .unwrap()
         .node_id;
-    let mut forged = boast(id, forged_port(honest.block_port));
+    let mut forged = boast(&net, id, forged_port(honest.block_port));
     forged.height = 1_000;
     announce_forever(&net, forged, Duration::from_millis(50));
     thread::sleep(Duration::from_millis(300));

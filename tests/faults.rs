@@ -118,7 +118,7 @@ fn a_full_disk_stops_the_miner_with_a_clear_error_and_leaves_its_store_whole() {
     assert!(log.contains("No space left on device"), "{log}");
 
     // The store holds whole records only, and they make a valid chain.
-    let opened = BlockStore::open(&data.join("blocks.dat")).unwrap();
+    let opened = BlockStore::open(&data.join("blocks.dat"), &net.params()).unwrap();
     assert!(opened.recovery.is_none(), "{:?}", opened.recovery);
     let stored = opened.blocks.len();
     assert!(stored >= 2, "it mined on until the disk was full");

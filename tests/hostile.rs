@@ -229,6 +229,7 @@ fn invalid_blocks_from_a_peer_are_refused_with_their_reason_never_stored_and_the
     for (i, (block, reason)) in cases.iter().enumerate() {
         let port = serve_forever(vec![base.clone(), block.clone()], 2);
         let lie = Datagram::Status(Status {
+            network: net.params().network_id(),
             node_id: 1_000 + i as u64,
             height: 2,
             tip: block.hash(),
@@ -311,6 +312,7 @@ fn a_block_server_that_stalls_mid_frame_is_timed_out_and_an_honest_peer_takes_ov
         }
     });
     let lie = Datagram::Status(Status {
+        network: net.params().network_id(),
         node_id: 77,
         height: 1_000,
         tip: Hash256([7; 32]),

@@ -152,6 +152,7 @@ fn a_peer_flooding_a_link_stays_within_its_caps_and_garbage_closes_the_link() {
 
     // A link from "another host", by the book.
     let hello = Status {
+        network: net.params().network_id(),
         node_id: 0xbad,
         height: 0,
         tip: Hash256::ZERO,

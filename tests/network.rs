@@ -296,6 +296,7 @@ fn a_claim_a_block_server_disowns_is_asked_about_once_and_blames_nobody() {
     });
     let server = BlockServer::start(0, Arc::new(RwLock::new(empty))).unwrap();
     let lie = Datagram::Status(Status {
+        network: net.params().network_id(),
         node_id: 42,
         height: 1_000_000,
         tip: mvbc_protocol::Hash256([7; 32]),

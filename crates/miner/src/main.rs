@@ -153,8 +153,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     if let Some(r) = &loaded.recovery {
         println!("Recovered {}: {r}", path.display());
     }
-    for e in &loaded.refused {
-        println!("Skipped a stored block the rules refuse: {e}");
+    // One line however many: a store of these parameters holds none unless it was damaged.
+    if let Some(first) = loaded.refused.first() {
+        println!(
+            "Skipped {} stored block(s) the rules refuse; the first: {first}",
+            loaded.refused.len()
+        );
     }
     let named = match &cli.reward_address {
         Some(name_or_address) => Some(resolve_address(dir, name_or_address)?),

@@ -57,7 +57,7 @@ fn first_start_creates_the_reward_key_and_later_starts_reuse_it() {
 fn rewards_can_go_to_a_named_key_or_an_address() {
     let dir = tempfile::tempdir().unwrap();
     let net = Net::new();
-    let address = "ab".repeat(32);
+    let address = mvbc_protocol::Address(mvbc_protocol::Hash256([0xab; 32])).to_string();
     let running = Miner::start_with(dir.path(), &net, &["--reward-address", &address]);
     let (_, text) = running.stop();
     assert!(
@@ -69,6 +69,19 @@ fn rewards_can_go_to_a_named_key_or_an_address() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`nobody` is not an address"), "{err}");
+    // A mistyped address, or one in the old hex form, would lose every reward: refused.
+    let mut typo = address.clone().into_bytes();
+    typo[30] = if typo[30] == b'q' { b'p' } else { b'q' };
+    let typo = String::from_utf8(typo).unwrap();
+    for (bad, says) in [
+        (typo.as_str(), "checksum does not match"),
+        (&"ab".repeat(32), "old-style address"),
+    ] {
+        let out = miner(dir.path(), &["--reward-address", bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }
 
 #[test]
@@ -87,12 +100,45 @@ fn a_second_miner_on_the_same_data_directory_is_refused() {
 #[test]
 fn a_torn_chain_store_is_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bytes = mvbc_protocol::store::STORE_MAGIC.to_vec();
+    let net = Net::new();
+    procs::store_blocks(&net, dir.path(), &[]);
+    let path = dir.path().join("blocks.dat");
+    let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]); // a record header torn mid-write
-    std::fs::write(dir.path().join("blocks.dat"), &bytes).unwrap();
-    let miner = Miner::start(dir.path(), &Net::new());
+    std::fs::write(&path, &bytes).unwrap();
+    let miner = Miner::start(dir.path(), &net);
     let (_, text) = miner.stop();
     assert!(text.contains("cut 6 bytes"), "{text}");
+}
+
+/// Issue 22: a data directory of other rules is refused in a line that names what differs,
+/// with a non-zero exit and the store byte for byte as it was; its own rules open it.
+#[test]
+fn a_data_directory_of_other_rules_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::new();
+    let key = mvbc_protocol::KeyPair::generate(1024).unwrap();
+    procs::store_blocks(&net, dir.path(), &procs::build_chain(&net, &key, 5, 0));
+    let path = dir.path().join("blocks.dat");
+    let before = mvbc_protocol::hash::sha256(&std::fs::read(&path).unwrap());
+    let other = format!("block_size={}", net.block_size + 1);
+    let out = miner(dir.path(), &["-s", &other]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let says = format!(
+        "holds a chain of block_size {}; the config says block_size {}",
+        net.block_size,
+        net.block_size + 1
+    );
+    assert!(err.contains(&says), "{err}");
+    assert!(err.lines().count() <= 2, "{err}");
+    let after = mvbc_protocol::hash::sha256(&std::fs::read(&path).unwrap());
+    assert_eq!(before, after, "the store is untouched");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Skipped"));
+    // Under the rules it was made with, the same directory loads its 5 blocks.
+    let miner = Miner::start(dir.path(), &net);
+    let (_, text) = miner.stop();
+    assert!(text.contains("Chain loaded: height 5"), "{text}");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! announces them; a store that fails is [`Effect::Fatal`], after which the core takes nothing
 //! more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use mvbc_protocol::chain::{STALE_WINDOW, StaleCount, read_chain};
 use mvbc_protocol::pool::{Added as Pooled, PoolError};
 use mvbc_protocol::wire::{Identity, LinkMessage, Status};
-use mvbc_protocol::{Address, Amount, Block, Chain, Hash256, Payment, Pool, Transaction};
+use mvbc_protocol::{
+    Address, Amount, Block, Chain, Hash256, NetworkId, Payment, Pool, Transaction,
+};
 
 use crate::apply::{self, Added, ApplyError, BlockSink, TipMove};
 use crate::links::{Down, Kind, LinkId, Links, Refused};
@@ -214,6 +216,16 @@ pub enum Note {
         /// Since the status telling of them arrived.
         since_heard: Option<Duration>,
     },
+    /// A node of another network was heard (told once per network; the rest are counted in
+    /// [`NodeCore::other_network`]).
+    OtherNetwork {
+        /// Who sent it.
+        from: SocketAddr,
+        /// Its network.
+        network: NetworkId,
+        /// This node's.
+        ours: NetworkId,
+    },
     /// A link to a peer came up.
     LinkUp {
         /// The peer's block server.
@@ -292,6 +304,9 @@ pub enum Effect {
     SavePeers(Vec<SocketAddr>),
 }
 
+/// Other networks told of by [`Note::OtherNetwork`]; statuses of more are only counted.
+pub const MAX_OTHER_NETWORKS_NOTED: usize = 16;
+
 /// Counts lines of one kind and lets at most [`LOG_BURST`] of them through per report
 /// interval, so a flood cannot flood the log: the rest are summed up once per interval.
 #[derive(Clone, Debug, Default)]
@@ -348,6 +363,13 @@ pub struct NodeCore<S: BlockSink> {
     pub blocks_mined: u64,
     /// Times the tip moved to another branch since it started.
     pub reorgs: u64,
+    /// The network of this node's chain (ADR 13).
+    network: NetworkId,
+    /// Statuses and link offers from nodes of other networks, ignored, since start.
+    pub other_network: u64,
+    /// Other networks heard, each told of once ([`Note::OtherNetwork`]); at most
+    /// [`MAX_OTHER_NETWORKS_NOTED`].
+    other_networks: HashSet<NetworkId>,
     /// Still listening for peers after start: not mining yet.
     listening: bool,
     /// The store failed: the core takes nothing more.
@@ -387,6 +409,7 @@ impl<S: BlockSink> NodeCore<S> {
         reward_to: Address,
         timing: Timing,
     ) -> NodeCore<S> {
+        let network = read_chain(&chain).params().network_id();
         NodeCore {
             identity: Identity {
                 node_id,
@@ -402,6 +425,9 @@ impl<S: BlockSink> NodeCore<S> {
             failed_downloads: Quota::default(),
             blocks_mined: 0,
             reorgs: 0,
+            network,
+            other_network: 0,
+            other_networks: HashSet::new(),
             listening: true,
             failed: false,
             timing,
@@ -651,7 +677,9 @@ impl<S: BlockSink> NodeCore<S> {
         } else {
             SocketAddr::new(peer.ip(), hello.block_server_port)
         };
-        let admitted = if outbound {
+        let admitted = if !self.same_network(hello.network, peer) {
+            Err(Refused::OtherNetwork(hello.network))
+        } else if outbound {
             Ok(())
         } else {
             self.admit_link(peer.ip(), &hello, now)
@@ -833,6 +861,9 @@ impl<S: BlockSink> NodeCore<S> {
 
     /// A status from `from` arrived at `received` (the driver may get to it later, at `now`).
     fn on_status(&mut self, status: Status, from: SocketAddr, received: Instant, now: Instant) {
+        if !self.same_network(status.network, from) {
+            return;
+        }
         self.sync.heard(status, from, now);
         let (height, difficulty, want) = {
             let chain = read_chain(&self.chain);
@@ -849,6 +880,25 @@ impl<S: BlockSink> NodeCore<S> {
             }
             self.maybe_sync(now);
         }
+    }
+
+    /// Whether `network` is this node's; a status or link of another one is counted, and the
+    /// first from each other network is told of once.
+    fn same_network(&mut self, network: NetworkId, from: SocketAddr) -> bool {
+        if network == self.network {
+            return true;
+        }
+        self.other_network += 1;
+        if self.other_networks.len() < MAX_OTHER_NETWORKS_NOTED
+            && self.other_networks.insert(network)
+        {
+            self.note(Note::OtherNetwork {
+                from,
+                network,
+                ours: self.network,
+            });
+        }
+        false
     }
 
     /// Starts downloads from peers whose chain ours wants (more work, or an equal-work tip

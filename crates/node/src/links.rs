@@ -140,6 +140,9 @@ pub enum Refused {
     /// Its hello names no block server port: nothing to download from or to share.
     #[error("it announces no block server port")]
     NoPort,
+    /// It belongs to another network (other consensus parameters).
+    #[error("it belongs to another network ({0})")]
+    OtherNetwork(mvbc_protocol::NetworkId),
 }
 
 /// One link.

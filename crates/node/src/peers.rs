@@ -369,6 +369,7 @@ mod tests {
     /// bits).
     fn status(node_id: u64, chain_work: u128) -> Status {
         Status {
+            network: mvbc_protocol::NetworkId::default(),
             node_id,
             height: 1,
             tip: Hash256::ZERO,

@@ -422,6 +422,7 @@ mod tests {
 
     fn status(node_id: u64, height: u64, work: u128) -> Status {
         Status {
+            network: mvbc_protocol::NetworkId::default(),
             node_id,
             height,
             tip: mvbc_protocol::Hash256([height as u8; 32]),

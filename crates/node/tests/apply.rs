@@ -51,7 +51,7 @@ fn branch(parent: &BlockHeader, n: usize, salt: u8) -> Vec<Block> {
 }
 
 fn stored(path: &std::path::Path) -> Vec<Hash256> {
-    let opened = BlockStore::open(path).unwrap();
+    let opened = BlockStore::open(path, &PARAMS).unwrap();
     opened.blocks.iter().map(Block::hash).collect()
 }
 
@@ -59,7 +59,7 @@ fn stored(path: &std::path::Path) -> Vec<Hash256> {
 fn a_batch_counts_new_blocks_and_stores_what_joins_the_best_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blocks.dat");
-    let mut store = BlockStore::open(&path).unwrap().store;
+    let mut store = BlockStore::open(&path, &PARAMS).unwrap().store;
     let mut chain = Chain::new(PARAMS);
     let main = branch(&genesis_block().header, 3, 1);
 
@@ -103,7 +103,7 @@ fn a_batch_counts_new_blocks_and_stores_what_joins_the_best_chain() {
 fn a_refused_block_ends_the_batch_and_what_came_before_stays() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blocks.dat");
-    let mut store = BlockStore::open(&path).unwrap().store;
+    let mut store = BlockStore::open(&path, &PARAMS).unwrap().store;
     let mut chain = Chain::new(PARAMS);
     let mut blocks = branch(&genesis_block().header, 3, 1);
     blocks[1].header.nonce ^= 1; // no longer meets its difficulty (or links on)
@@ -120,7 +120,7 @@ fn a_refused_block_ends_the_batch_and_what_came_before_stays() {
 #[test]
 fn a_lock_is_taken_per_block_and_gives_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = BlockStore::open(&dir.path().join("blocks.dat"))
+    let mut store = BlockStore::open(&dir.path().join("blocks.dat"), &PARAMS)
         .unwrap()
         .store;
     let shared = std::sync::RwLock::new(Chain::new(PARAMS));

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mvbc_node::apply::BlockSink;
-use mvbc_node::core::{Effect, Input, NodeCore, Timing};
+use mvbc_node::core::{Effect, Input, NodeCore, Note, Timing};
 use mvbc_node::links::{LinkId, Links, Refused};
 use mvbc_protocol::block::GENESIS_TIMESTAMP;
 use mvbc_protocol::store::StoreError;
@@ -137,6 +137,7 @@ fn heard(core: &mut Node, status: Status, from: SocketAddr, t0: Instant) {
 
 fn hello(node_id: u64) -> Status {
     Status {
+        network: PARAMS.network_id(),
         node_id,
         height: 0,
         tip: Hash256::ZERO,
@@ -266,6 +267,7 @@ fn heard_tips_count_as_stale_only_when_their_hash_is_a_real_blocks() {
         &[],
     );
     let status = |tip: Hash256, height: u64| Status {
+        network: PARAMS.network_id(),
         node_id: 9,
         height,
         tip,
@@ -285,4 +287,82 @@ fn heard_tips_count_as_stale_only_when_their_hash_is_a_real_blocks() {
     heard(&mut core, status(rival.hash(), 1), addr(8), t0);
     let count = core.stale_blocks(10);
     assert_eq!((count.stale, count.best), (1, 1));
+}
+
+/// Issue 22: nodes of another network (other consensus parameters) are ignored: their statuses
+/// start no download and count no peer, their link offers are refused, and the first from
+/// each network is told of once while the rest are only counted.
+#[test]
+fn nodes_of_another_network_are_ignored_told_of_once_and_counted() {
+    let t0 = Instant::now();
+    let key = KeyPair::generate(1024).unwrap();
+    let (chain, _) = chain_paying(&key);
+    let mut core = node(chain, &key, t0);
+    core.handle(Input::Start, t0);
+    core.take_effects();
+    let other = ConsensusParams {
+        block_size: PARAMS.block_size + 1,
+        ..PARAMS
+    }
+    .network_id();
+    let boast = Status {
+        network: other,
+        node_id: 9,
+        height: 1_000,
+        tip: Hash256([7; 32]),
+        chain_work: u128::MAX / 2,
+        block_server_port: 2607,
+    };
+    for i in 0..5 {
+        heard(&mut core, boast, addr(20 + i), t0);
+    }
+    let effects = core.take_effects();
+    let told = effects
+        .iter()
+        .filter(
+            |e| matches!(e, Effect::Note(Note::OtherNetwork { network, .. }) if *network == other),
+        )
+        .count();
+    assert_eq!(told, 1, "{effects:?}");
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Download(..))),
+        "{effects:?}"
+    );
+    assert!(core.sync().peers().is_empty());
+    assert_eq!(core.other_network, 5);
+
+    let conn = 77;
+    core.handle(
+        Input::LinkOffered {
+            conn,
+            peer: addr(30),
+            outbound: false,
+            hello: boast,
+        },
+        t0,
+    );
+    let verdict = core.take_effects().into_iter().find_map(|e| match e {
+        Effect::Link { conn: c, verdict } if c == conn => Some(verdict),
+        _ => None,
+    });
+    assert!(
+        matches!(verdict, Some(Err(Refused::OtherNetwork(n))) if n == other),
+        "{verdict:?}"
+    );
+    assert_eq!(core.other_network, 6);
+    // The same status on our network is heeded: a download starts.
+    heard(
+        &mut core,
+        Status {
+            network: PARAMS.network_id(),
+            ..boast
+        },
+        addr(40),
+        t0,
+    );
+    assert!(
+        core.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Download(..)))
+    );
 }

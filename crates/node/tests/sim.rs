@@ -437,6 +437,7 @@ impl Sim {
                 }
                 Ev::Announce(i) if self.is_liar(i) => {
                     let boast = Status {
+                        network: PARAMS.network_id(),
                         node_id: i as u64 + 1,
                         height: 1_000_000,
                         tip: Hash256([7; 32]),

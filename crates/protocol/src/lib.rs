@@ -36,7 +36,7 @@ pub use header::BlockHeader;
 pub use keys::{Address, KeyPair, ParseAddressError};
 pub use ledger::Ledger;
 pub use pool::Pool;
-pub use rules::{BlockError, ConsensusParams};
+pub use rules::{BlockError, ConsensusParams, NetworkId};
 pub use tx::{Payment, Reward, Transaction};
 
 /// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).

@@ -2,6 +2,9 @@
 //! block itself, its parent's header, the network's parameters and the clock.
 
 use std::collections::HashSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use crate::amount::Amount;
 use crate::block::{Block, MAX_BLOCK_BYTES};
@@ -24,7 +27,94 @@ pub struct ConsensusParams {
     pub block_reward: Amount,
 }
 
+/// What tells one mvbc network from another: the first 8 bytes of a hash of genesis and every
+/// consensus parameter ([`ConsensusParams::network_id`]). Nodes of two networks cannot agree on
+/// a single block after genesis, so each ignores the other's statuses and links, and a data
+/// directory remembers the parameters its chain was made with (ADR 13).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct NetworkId(pub [u8; 8]);
+
+impl fmt::Display for NetworkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for NetworkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NetworkId({self})")
+    }
+}
+
+/// Bytes of [`ConsensusParams::to_bytes`]: genesis's hash, then each parameter.
+pub const PARAMS_BYTES: usize = 32 + 4 + 8 + 8;
+
 impl ConsensusParams {
+    /// The network these parameters make.
+    pub fn network_id(&self) -> NetworkId {
+        let mut message = b"mvbc network\0".to_vec();
+        message.extend_from_slice(&self.to_bytes());
+        let digest = crate::hash::sha256(&message);
+        let mut id = [0; 8];
+        id.copy_from_slice(&digest.0[..8]);
+        NetworkId(id)
+    }
+
+    /// Genesis's hash and the parameters, little-endian and fixed-width: what a store's header
+    /// holds and the network id hashes.
+    pub fn to_bytes(&self) -> [u8; PARAMS_BYTES] {
+        let mut out = [0; PARAMS_BYTES];
+        out[..32].copy_from_slice(&crate::block::genesis_block().hash().0);
+        out[32..36].copy_from_slice(&self.difficulty.to_le_bytes());
+        out[36..44].copy_from_slice(&(self.block_size as u64).to_le_bytes());
+        out[44..].copy_from_slice(&self.block_reward.units().to_le_bytes());
+        out
+    }
+
+    /// Reads [`ConsensusParams::to_bytes`]; `None` when the bytes are not that, or name another
+    /// genesis (or a `block_size` this machine cannot hold).
+    pub fn from_bytes(bytes: &[u8]) -> Option<ConsensusParams> {
+        let bytes: &[u8; PARAMS_BYTES] = bytes.try_into().ok()?;
+        if bytes[..32] != crate::block::genesis_block().hash().0 {
+            return None;
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        Some(ConsensusParams {
+            difficulty: u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes")),
+            block_size: usize::try_from(u64_at(36)).ok()?,
+            block_reward: Amount::from_units(u64_at(44)),
+        })
+    }
+
+    /// What differs from `other`, as `NAME VALUE` pairs of each side: (`["block_size 1"],
+    /// ["block_size 2"]`) for a chain of block size 1 read under a config of 2.
+    pub fn differences(&self, other: &ConsensusParams) -> (Vec<String>, Vec<String>) {
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut note = |name: &str, a: String, b: String| {
+            if a != b {
+                ours.push(format!("{name} {a}"));
+                theirs.push(format!("{name} {b}"));
+            }
+        };
+        note(
+            "difficulty",
+            self.difficulty.to_string(),
+            other.difficulty.to_string(),
+        );
+        note(
+            "block_size",
+            self.block_size.to_string(),
+            other.block_size.to_string(),
+        );
+        note(
+            "block_reward",
+            self.block_reward.to_string(),
+            other.block_reward.to_string(),
+        );
+        (ours, theirs)
+    }
+
     /// How many transactions a block at `height` must hold: the first block after genesis holds
     /// only its reward (nobody has coins yet), every later one exactly `block_size`.
     pub fn required_txs(&self, height: u64) -> usize {

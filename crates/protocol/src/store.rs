@@ -1,9 +1,16 @@
 //! The block store: one append-only file of checksummed, length-prefixed block records.
 //!
 //! ```text
-//! file   = "MVBCBLK1" record*
+//! file   = "MVBCBLK3" header record*
+//! header = 52:u32 LE | crc32(params):u32 LE | params (`ConsensusParams::to_bytes`: genesis's
+//!          hash, difficulty, block_size, block_reward)
 //! record = len:u32 LE | crc32(payload):u32 LE | payload (the block's canonical encoding)
 //! ```
+//!
+//! The header says which network the chain belongs to: opening the store under other
+//! parameters is refused before a byte is written, naming what differs (ADR 13). A store of the
+//! previous format (`MVBCBLK2`, no header) is upgraded on open, once its first blocks are shown
+//! to follow the parameters it is opened with.
 //!
 //! Each append is one write followed by `fsync`, so a crash can only leave a torn last record.
 //! Opening reads and verifies every record and truncates at the first one that is torn or
@@ -20,14 +27,21 @@ use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::chain::{AddBlockError, Chain};
 use crate::encode::DecodeError;
 use crate::hash::Hash256;
-use crate::rules::ConsensusParams;
+use crate::rules::{ConsensusParams, PARAMS_BYTES};
 
 /// The first bytes of every store file. The digit is the rules generation: a store of another
 /// generation holds blocks these rules refuse, and is left as it is.
-pub const STORE_MAGIC: &[u8; 8] = b"MVBCBLK2";
+pub const STORE_MAGIC: &[u8; 8] = b"MVBCBLK3";
+/// The magic of stores of these rules written before stores had a header: upgraded on open.
+pub const UNLABELLED_STORE_MAGIC: &[u8; 8] = b"MVBCBLK2";
 /// The magic of stores written under header version 1 (proof of work at the digest's start).
 const OLDER_STORE_MAGIC: &[u8; 8] = b"MVBCBLK1";
 const RECORD_HEADER_LEN: usize = 8;
+/// Where the first block record of a labelled store starts.
+const FIRST_RECORD_AT: u64 = (STORE_MAGIC.len() + RECORD_HEADER_LEN + PARAMS_BYTES) as u64;
+/// How many of an unlabelled store's first blocks are checked before it is labelled: a
+/// difficulty, block size or reward other than the config's shows by block 2.
+const UNLABELLED_BLOCKS_CHECKED: usize = 16;
 
 /// What went wrong with the store.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -44,6 +58,34 @@ pub enum StoreError {
          it was left as it is: move it away, or use another data directory, to start a new chain"
     )]
     OlderRules(PathBuf),
+    /// The store's chain was made under other consensus parameters than the config's.
+    #[error(
+        "{} holds a chain of {}; the config says {}. It was left as it is: start with the \
+         settings it was made with, or use another data directory for a new chain",
+        path.display(), .differs.0.join(", "), .differs.1.join(", ")
+    )]
+    OtherNetwork {
+        /// The store file.
+        path: PathBuf,
+        /// What differs: the store's values, then the config's.
+        differs: (Vec<String>, Vec<String>),
+    },
+    /// A store without a header whose first blocks these parameters refuse.
+    #[error(
+        "{} holds blocks these settings refuse ({error}); it was most likely made with another \
+         difficulty, block_size or block_reward. It was left as it is: start with the settings \
+         it was made with, or use another data directory for a new chain",
+        path.display()
+    )]
+    UnlabelledRefused {
+        /// The store file.
+        path: PathBuf,
+        /// Why the first refused block was refused.
+        error: Box<AddBlockError>,
+    },
+    /// The header is damaged: which network the chain belongs to cannot be told.
+    #[error("{0}: the store's header is damaged; it was left as it is")]
+    BadHeader(PathBuf),
     /// An I/O error, with the file.
     #[error("{path}: {source}")]
     Io {
@@ -98,8 +140,10 @@ pub struct BlockStore {
 }
 
 impl BlockStore {
-    /// Opens (creating if needed) and verifies the store at `path`.
-    pub fn open(path: &Path) -> Result<Opened, StoreError> {
+    /// Opens (creating if needed) and verifies the store at `path`, whose chain must belong to
+    /// the network of `params`. A store of other parameters is refused before anything is
+    /// written; an unlabelled one (the previous format) is labelled once its first blocks pass.
+    pub fn open(path: &Path, params: &ConsensusParams) -> Result<Opened, StoreError> {
         let io_err = |source| StoreError::Io {
             path: path.to_owned(),
             source: Arc::new(source),
@@ -118,6 +162,7 @@ impl BlockStore {
         }
         let file_len = file.metadata().map_err(io_err)?.len();
         let Scan {
+            label,
             blocks,
             kept,
             damage,
@@ -127,13 +172,26 @@ impl BlockStore {
             dropped_bytes: file_len - kept,
             reason,
         });
-        if kept < STORE_MAGIC.len() as u64 {
-            // New, or torn while being created: start it afresh.
-            file.set_len(0).map_err(io_err)?;
-            file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-            file.write_all(STORE_MAGIC).map_err(io_err)?;
-        } else if kept < file_len {
-            file.set_len(kept).map_err(io_err)?;
+        // Every check comes before the first write: a refused store is left byte for byte.
+        match label {
+            Label::Params(stored) if stored != *params => {
+                return Err(StoreError::OtherNetwork {
+                    path: path.to_owned(),
+                    differs: stored.differences(params),
+                });
+            }
+            Label::Unlabelled => check_unlabelled(path, params, &blocks)?,
+            _ => {}
+        }
+        match label {
+            Label::Fresh => {
+                file.set_len(0).map_err(io_err)?;
+                file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+                file.write_all(&labelled_start(params)).map_err(io_err)?;
+            }
+            Label::Unlabelled => file = label_unlabelled(path, params, file, kept)?,
+            Label::Params(_) if kept < file_len => file.set_len(kept).map_err(io_err)?,
+            Label::Params(_) => {}
         }
         file.sync_all().map_err(io_err)?;
         let len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
@@ -201,6 +259,82 @@ impl BlockStore {
     }
 }
 
+/// A labelled store's first bytes: the magic and the header of `params`.
+fn labelled_start(params: &ConsensusParams) -> Vec<u8> {
+    let header = params.to_bytes();
+    let mut out = STORE_MAGIC.to_vec();
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+    out.extend_from_slice(&header);
+    out
+}
+
+/// An unlabelled store may be labelled with `params` only if its first blocks follow them: a
+/// chain made with another difficulty, block size or reward is refused by block 2 at the latest.
+fn check_unlabelled(
+    path: &Path,
+    params: &ConsensusParams,
+    blocks: &[Block],
+) -> Result<(), StoreError> {
+    let first = blocks
+        .iter()
+        .take(UNLABELLED_BLOCKS_CHECKED)
+        .cloned()
+        .collect();
+    // The clock is no rule here: stored blocks were judged against it when they arrived.
+    let (_, refused) = rebuild_chain(*params, first, u64::MAX);
+    match refused.into_iter().next() {
+        Some(error) => Err(StoreError::UnlabelledRefused {
+            path: path.to_owned(),
+            error: Box::new(error),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Rewrites an unlabelled store as a labelled one: its intact records, after the magic and the
+/// header, in a file beside it that is locked, synced and renamed over it. A crash leaves the
+/// old store or the new one, never a mix; the lock on the old one is held until the new one
+/// has its own.
+fn label_unlabelled(
+    path: &Path,
+    params: &ConsensusParams,
+    mut old: File,
+    kept: u64,
+) -> Result<File, StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    };
+    let mut name = path.as_os_str().to_owned();
+    name.push(".labelling");
+    let beside = PathBuf::from(name);
+    let mut new = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&beside)
+        .map_err(io_err)?;
+    new.try_lock()
+        .map_err(|e| io_err(io::Error::other(e.to_string())))?;
+    new.write_all(&labelled_start(params)).map_err(io_err)?;
+    old.seek(SeekFrom::Start(UNLABELLED_STORE_MAGIC.len() as u64))
+        .map_err(io_err)?;
+    let records = kept.saturating_sub(UNLABELLED_STORE_MAGIC.len() as u64);
+    let copied = io::copy(&mut (&mut old).take(records), &mut new).map_err(io_err)?;
+    if copied != records {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the store shrank while it was being labelled",
+        )));
+    }
+    new.sync_all().map_err(io_err)?;
+    std::fs::rename(&beside, path).map_err(io_err)?;
+    crate::fsutil::sync_parent_dir(path).map_err(io_err)?;
+    Ok(new)
+}
+
 /// Why a store's bytes stop being intact records at some point (a crash while appending, or
 /// damage): everything from there on is cut off when the store opens.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,9 +378,22 @@ pub enum Damage {
     },
 }
 
+/// What a store says of the network its chain belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// No store yet, or one torn while being created: it holds no block.
+    Fresh,
+    /// A labelled store, with the parameters its chain was made under.
+    Params(ConsensusParams),
+    /// A store of the previous format, which does not say.
+    Unlabelled,
+}
+
 /// What a store's bytes hold.
 #[derive(Debug)]
 pub struct Scan {
+    /// Which network the store says it belongs to.
+    pub label: Label,
     /// Every intact block, in order.
     pub blocks: Vec<Block>,
     /// Length of the intact prefix.
@@ -278,25 +425,43 @@ fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Sca
         source: Arc::new(source),
     };
     let mut magic = [0u8; 8];
-    if file_len < STORE_MAGIC.len() as u64 {
-        let damage = (file_len > 0).then_some(Damage::TornHeader);
-        return Ok(Scan {
+    let fresh = |file_len| {
+        Ok(Scan {
+            label: Label::Fresh,
             blocks: Vec::new(),
             kept: 0,
-            damage,
-        });
+            damage: (file_len > 0).then_some(Damage::TornHeader),
+        })
+    };
+    if file_len < STORE_MAGIC.len() as u64 {
+        return fresh(file_len);
     }
     reader.read_exact(&mut magic).map_err(io_err)?;
-    if &magic == OLDER_STORE_MAGIC {
-        return Err(StoreError::OlderRules(path.to_owned()));
-    }
-    if &magic != STORE_MAGIC {
-        return Err(StoreError::NotAStore(path.to_owned()));
-    }
-    let mut pos = STORE_MAGIC.len() as u64;
+    let (label, mut pos) = match &magic {
+        m if m == OLDER_STORE_MAGIC => return Err(StoreError::OlderRules(path.to_owned())),
+        m if m == UNLABELLED_STORE_MAGIC => (Label::Unlabelled, STORE_MAGIC.len() as u64),
+        m if m == STORE_MAGIC => {
+            if file_len < FIRST_RECORD_AT {
+                // Torn while being created: no block was ever written after it.
+                return fresh(file_len);
+            }
+            let mut header = [0u8; RECORD_HEADER_LEN + PARAMS_BYTES];
+            reader.read_exact(&mut header).map_err(io_err)?;
+            let (head, params) = header.split_at(RECORD_HEADER_LEN);
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            let params = (len == PARAMS_BYTES && crc32fast::hash(params) == crc)
+                .then(|| ConsensusParams::from_bytes(params))
+                .flatten()
+                .ok_or_else(|| StoreError::BadHeader(path.to_owned()))?;
+            (Label::Params(params), FIRST_RECORD_AT)
+        }
+        _ => return Err(StoreError::NotAStore(path.to_owned())),
+    };
     let mut blocks = Vec::new();
     let cut = |blocks, at, damage| {
         Ok(Scan {
+            label,
             blocks,
             kept: at,
             damage: Some(damage),
@@ -329,6 +494,7 @@ fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Sca
         pos += (RECORD_HEADER_LEN + len) as u64;
     }
     Ok(Scan {
+        label,
         blocks,
         kept: pos,
         damage: None,
@@ -357,7 +523,7 @@ pub fn load_chain(
         store,
         blocks,
         recovery,
-    } = BlockStore::open(path)?;
+    } = BlockStore::open(path, &params)?;
     let (chain, refused) = rebuild_chain(params, blocks, now);
     Ok(LoadedChain {
         store,
@@ -394,8 +560,16 @@ pub fn read_only_chain(
             source: Arc::new(source),
         })?
         .len();
-    let blocks = read_records(&mut file, path, file_len)?.blocks;
-    Ok(rebuild_chain(params, blocks, now))
+    let scan = read_records(&mut file, path, file_len)?;
+    if let Label::Params(stored) = scan.label
+        && stored != params
+    {
+        return Err(StoreError::OtherNetwork {
+            path: path.to_owned(),
+            differs: stored.differences(&params),
+        });
+    }
+    Ok(rebuild_chain(params, scan.blocks, now))
 }
 
 /// Rebuilds a chain from stored blocks (parents are always stored before children). Blocks the

@@ -22,12 +22,13 @@ use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::encode::{self, DecodeError};
 use crate::hash::Hash256;
 use crate::header::BlockHeader;
+use crate::rules::NetworkId;
 use crate::tx::{MAX_TX_BYTES, Payment};
 
 /// The first bytes of every message.
 pub const MAGIC: [u8; 4] = *b"MVBC";
 /// The protocol version this build speaks; messages of any other version are dropped.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 const PREFIX_LEN: usize = MAGIC.len() + 1;
 
 /// Cap on one UDP datagram: a payment with the largest key fits, with room to spare.
@@ -65,6 +66,8 @@ pub enum Datagram {
 /// A miner's announcement of its best chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// The network of the sender's chain: a node of another one is ignored.
+    pub network: NetworkId,
     /// Random per process: lets a node recognise its own broadcasts and count distinct peers.
     pub node_id: u64,
     /// Height of the tip.
@@ -91,6 +94,7 @@ impl Identity {
     /// Its status with `chain` as its best chain.
     pub fn status(&self, chain: &crate::chain::Chain) -> Status {
         Status {
+            network: chain.params().network_id(),
             node_id: self.node_id,
             height: chain.height(),
             tip: chain.tip_hash(),
@@ -319,6 +323,7 @@ mod tests {
 
     fn status() -> Status {
         Status {
+            network: NetworkId([1, 2, 3, 4, 5, 6, 7, 8]),
             node_id: 7,
             height: 3,
             tip: genesis_block().hash(),

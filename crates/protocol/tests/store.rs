@@ -22,7 +22,7 @@ fn three_blocks() -> Vec<mvbc_protocol::Block> {
 }
 
 fn write_store(path: &std::path::Path, blocks: &[mvbc_protocol::Block]) -> u64 {
-    let mut opened = BlockStore::open(path).unwrap();
+    let mut opened = BlockStore::open(path, &PARAMS).unwrap();
     assert!(opened.blocks.is_empty() && opened.recovery.is_none());
     for b in blocks {
         opened.store.append(b).unwrap();
@@ -36,7 +36,7 @@ fn blocks_come_back_and_rebuild_the_chain() {
     let path = dir.path().join("blocks.dat");
     let blocks = three_blocks();
     write_store(&path, &blocks);
-    let opened = BlockStore::open(&path).unwrap();
+    let opened = BlockStore::open(&path, &PARAMS).unwrap();
     assert_eq!(opened.blocks, blocks);
     assert!(opened.recovery.is_none());
     let (chain, refused) = rebuild_chain(PARAMS, opened.blocks, NOW);
@@ -59,7 +59,7 @@ fn truncation_at_every_byte_of_the_last_record_keeps_the_earlier_blocks() {
     for cut in two_len..full_len {
         let path = dir.path().join(format!("cut{cut}.dat"));
         std::fs::write(&path, &bytes[..cut as usize]).unwrap();
-        let opened = BlockStore::open(&path).unwrap();
+        let opened = BlockStore::open(&path, &PARAMS).unwrap();
         assert_eq!(opened.blocks, blocks[..2], "cut at {cut}");
         let recovery = opened.recovery.clone();
         assert_eq!(recovery.is_some(), cut > two_len, "cut at {cut}");
@@ -71,7 +71,7 @@ fn truncation_at_every_byte_of_the_last_record_keeps_the_earlier_blocks() {
         store.append(&blocks[2]).unwrap();
         drop(store);
         assert_eq!(
-            BlockStore::open(&path).unwrap().blocks,
+            BlockStore::open(&path, &PARAMS).unwrap().blocks,
             blocks,
             "cut at {cut}, re-appended"
         );
@@ -88,7 +88,7 @@ fn a_flipped_byte_cuts_the_store_at_that_record() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[one_len as usize + 20] ^= 0x40; // inside block 2's record
     std::fs::write(&path, &bytes).unwrap();
-    let opened = BlockStore::open(&path).unwrap();
+    let opened = BlockStore::open(&path, &PARAMS).unwrap();
     assert_eq!(opened.blocks, blocks[..1]);
     let r = opened.recovery.unwrap();
     assert_eq!(r.kept_bytes, one_len);
@@ -101,12 +101,12 @@ fn a_torn_store_header_and_a_foreign_file() {
     let dir = tempfile::tempdir().unwrap();
     let torn = dir.path().join("torn.dat");
     std::fs::write(&torn, b"MVBC").unwrap();
-    let opened = BlockStore::open(&torn).unwrap();
+    let opened = BlockStore::open(&torn, &PARAMS).unwrap();
     assert!(opened.blocks.is_empty() && opened.recovery.is_some());
     let foreign = dir.path().join("foreign.dat");
     std::fs::write(&foreign, b"#!/bin/sh\necho hi\n").unwrap();
     assert!(matches!(
-        BlockStore::open(&foreign),
+        BlockStore::open(&foreign, &PARAMS),
         Err(StoreError::NotAStore(_))
     ));
     assert_eq!(
@@ -119,7 +119,7 @@ fn a_torn_store_header_and_a_foreign_file() {
     let mut bytes = b"MVBCBLK1".to_vec();
     bytes.extend_from_slice(&[7; 100]);
     std::fs::write(&older, &bytes).unwrap();
-    let Err(err) = BlockStore::open(&older) else {
+    let Err(err) = BlockStore::open(&older, &PARAMS) else {
         panic!("a version-1 store was opened");
     };
     assert!(matches!(err, StoreError::OlderRules(_)), "{err}");
@@ -131,13 +131,13 @@ fn a_torn_store_header_and_a_foreign_file() {
 fn a_second_open_is_refused_while_the_first_holds_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blocks.dat");
-    let first = BlockStore::open(&path).unwrap();
+    let first = BlockStore::open(&path, &PARAMS).unwrap();
     assert!(matches!(
-        BlockStore::open(&path),
+        BlockStore::open(&path, &PARAMS),
         Err(StoreError::Locked(_))
     ));
     drop(first);
-    assert!(BlockStore::open(&path).is_ok());
+    assert!(BlockStore::open(&path, &PARAMS).is_ok());
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn a_reader_sees_the_chain_while_a_writer_holds_it_and_skips_a_half_written_reco
     let (empty, _) = read_only_chain(&path, PARAMS, NOW).unwrap();
     assert_eq!(empty.height(), 0, "no file yet: an empty chain");
     let blocks = three_blocks();
-    let mut writer = BlockStore::open(&path).unwrap();
+    let mut writer = BlockStore::open(&path, &PARAMS).unwrap();
     for b in &blocks[..2] {
         writer.store.append(b).unwrap();
     }
@@ -169,26 +169,113 @@ fn a_reader_sees_the_chain_while_a_writer_holds_it_and_skips_a_half_written_reco
     );
 }
 
+/// Issue 22: a data directory remembers its network. Under other parameters the store is
+/// refused, naming what differs, and not a byte of it changes.
+#[test]
+fn a_store_of_other_parameters_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    write_store(&path, &three_blocks());
+    let before = std::fs::read(&path).unwrap();
+    let other = mvbc_protocol::ConsensusParams {
+        block_size: PARAMS.block_size + 1,
+        ..PARAMS
+    };
+    assert_ne!(other.network_id(), PARAMS.network_id());
+    let Err(err) = BlockStore::open(&path, &other) else {
+        panic!(
+            "a store of block size {} opened under {}",
+            PARAMS.block_size, other.block_size
+        );
+    };
+    let text = err.to_string();
+    let expected = format!(
+        "holds a chain of block_size {}; the config says block_size {}",
+        PARAMS.block_size, other.block_size
+    );
+    assert!(text.contains(&expected), "{text}");
+    assert!(matches!(
+        read_only_chain(&path, other, NOW),
+        Err(StoreError::OtherNetwork { .. })
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), before, "left byte for byte");
+    // Under its own parameters it opens as before.
+    assert_eq!(BlockStore::open(&path, &PARAMS).unwrap().blocks.len(), 3);
+    // A damaged header is refused too: which network it is cannot be told.
+    let mut damaged = before.clone();
+    damaged[20] ^= 1;
+    std::fs::write(&path, &damaged).unwrap();
+    assert!(matches!(
+        BlockStore::open(&path, &PARAMS),
+        Err(StoreError::BadHeader(_))
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), damaged);
+}
+
+/// A store of the previous format (no header) is labelled on open when its blocks follow the
+/// parameters, and refused untouched when they do not.
+#[test]
+fn an_unlabelled_store_is_labelled_when_its_blocks_pass_and_kept_when_they_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let labelled = dir.path().join("labelled.dat");
+    let blocks = three_blocks();
+    write_store(&labelled, &blocks);
+    let labelled = std::fs::read(&labelled).unwrap();
+    // The previous format: its magic, then the same records with no header.
+    let header_len = 8 + 8 + mvbc_protocol::rules::PARAMS_BYTES;
+    let mut unlabelled = mvbc_protocol::store::UNLABELLED_STORE_MAGIC.to_vec();
+    unlabelled.extend_from_slice(&labelled[header_len..]);
+    let path = dir.path().join("blocks.dat");
+    std::fs::write(&path, &unlabelled).unwrap();
+
+    let other = mvbc_protocol::ConsensusParams {
+        block_size: PARAMS.block_size + 1,
+        ..PARAMS
+    };
+    let Err(err) = BlockStore::open(&path, &other) else {
+        panic!("blocks of another block size were labelled");
+    };
+    assert!(matches!(err, StoreError::UnlabelledRefused { .. }), "{err}");
+    assert!(err.to_string().contains("block_size"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        unlabelled,
+        "left byte for byte"
+    );
+
+    let opened = BlockStore::open(&path, &PARAMS).unwrap();
+    assert_eq!(opened.blocks, blocks);
+    assert!(opened.recovery.is_none());
+    drop(opened);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        labelled,
+        "labelled as a new store is"
+    );
+    assert!(!dir.path().join("blocks.dat.labelling").exists());
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
-    /// Whatever follows the magic, opening never panics, keeps only intact records, and leaves
+    /// Whatever follows the header, opening never panics, keeps only intact records, and leaves
     /// a store that opens again cleanly with the same blocks.
     #[test]
-    fn any_bytes_after_the_magic_open_cleanly(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+    fn any_bytes_after_the_header_open_cleanly(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blocks.dat");
-        let mut bytes = mvbc_protocol::store::STORE_MAGIC.to_vec();
+        drop(BlockStore::open(&path, &PARAMS).unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&tail);
         std::fs::write(&path, &bytes).unwrap();
-        let first = BlockStore::open(&path).unwrap();
+        let first = BlockStore::open(&path, &PARAMS).unwrap();
         let blocks = first.blocks.clone();
         // The in-memory scan (what the fuzz target drives) sees exactly what opening saw.
         let scan = mvbc_protocol::store::scan(&bytes).unwrap();
         proptest::prop_assert_eq!(&scan.blocks, &blocks);
         proptest::prop_assert_eq!(scan.kept, std::fs::metadata(&path).unwrap().len());
         drop(first);
-        let again = BlockStore::open(&path).unwrap();
+        let again = BlockStore::open(&path, &PARAMS).unwrap();
         proptest::prop_assert!(again.recovery.is_none());
         proptest::prop_assert_eq!(again.blocks, blocks);
     }

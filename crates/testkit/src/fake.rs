@@ -74,9 +74,10 @@ pub fn serve_nothing() -> u16 {
     port
 }
 
-/// A status claiming far more work than any chain, for a block server on `port`.
-pub fn boast(node_id: u64, port: u16) -> Status {
+/// A status on `net` claiming far more work than any chain, for a block server on `port`.
+pub fn boast(net: &Net, node_id: u64, port: u16) -> Status {
     Status {
+        network: net.params().network_id(),
         node_id,
         height: u64::MAX,
         tip: Hash256([7; 32]),

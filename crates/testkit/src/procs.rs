@@ -159,9 +159,10 @@ pub fn build_chain(
     blocks
 }
 
-/// Writes `blocks` into the miner store of `dir`, as if a miner there had mined them.
-pub fn store_blocks(dir: &Path, blocks: &[mvbc_protocol::Block]) {
-    let opened = mvbc_protocol::store::BlockStore::open(&dir.join("blocks.dat")).unwrap();
+/// Writes `blocks` into the miner store of `dir`, as if a miner of `net` there had mined them.
+pub fn store_blocks(net: &Net, dir: &Path, blocks: &[mvbc_protocol::Block]) {
+    let opened =
+        mvbc_protocol::store::BlockStore::open(&dir.join("blocks.dat"), &net.params()).unwrap();
     let mut store = opened.store;
     for block in blocks {
         store.append(block).unwrap();

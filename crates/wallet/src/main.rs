@@ -222,8 +222,12 @@ fn load_ledger(dir: &Path, config: &Config) -> Result<Ledger> {
 fn load_chain_copy(dir: &Path, config: &Config) -> Result<Chain> {
     let path = dir.join(WALLET_CHAIN_FILE);
     let (chain, refused) = read_only_chain(&path, config.consensus(), unix_now())?;
-    for e in &refused {
-        eprintln!("warning: {}: skipped a stored block: {e}", path.display());
+    if let Some(first) = refused.first() {
+        eprintln!(
+            "warning: {}: skipped {} stored block(s) the rules refuse; the first: {first}",
+            path.display(),
+            refused.len()
+        );
     }
     Ok(chain)
 }

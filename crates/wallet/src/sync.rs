@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mvbc_net::{self as net, BlockClient, Broadcaster, Cancel, Progress};
 use mvbc_node::apply;
+use mvbc_node::core::MAX_OTHER_NETWORKS_NOTED;
 use mvbc_node::sync::{Finished, ForkPoints, Role, SyncManager};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
+use mvbc_protocol::{Chain, Config, Hash256, NetworkId, Payment, unix_now};
 
 use crate::outbox::Outbox;
 use crate::pending::Pending;
@@ -75,6 +76,8 @@ struct Syncer<'a> {
     liars: HashSet<SocketAddr>,
     /// Why the last download failed, for the final word.
     last_failure: Option<String>,
+    /// Networks other than ours heard, each told of once.
+    other_networks: HashSet<NetworkId>,
 }
 
 /// Runs `sync`. Returns once synced (`--once`) or on Ctrl-C.
@@ -125,6 +128,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         progress: progress.clone(),
         liars: HashSet::new(),
         last_failure: None,
+        other_networks: HashSet::new(),
     };
     let mut whom = vec![format!(
         "listening for miners on UDP {}",
@@ -189,11 +193,10 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         if !s.outbox.peers().is_empty() && now >= next_peer_ask {
             let cancel = s.cancel.clone();
             for (status, at) in s.outbox.statuses(&cancel) {
-                if first_heard.is_none() {
+                if s.heard(status, at) && first_heard.is_none() {
                     first_heard = Some(Instant::now());
                     progress.made();
                 }
-                s.heard(status, at);
             }
             next_peer_ask = Instant::now()
                 + if first_heard.is_some() {
@@ -205,11 +208,10 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         if let Some((from, datagram)) = net::recv_datagram(&socket) {
             match datagram {
                 Ok(Datagram::Status(status)) => {
-                    if first_heard.is_none() {
+                    if s.heard(status, from) && first_heard.is_none() {
                         first_heard = Some(Instant::now());
                         progress.made();
                     }
-                    s.heard(status, from);
                 }
                 Ok(_) => {}
                 Err(e) => dropped.note(from, "status port", &e),
@@ -243,8 +245,25 @@ impl Syncer<'_> {
         }
     }
 
-    fn heard(&mut self, status: Status, from: SocketAddr) {
+    /// Takes a miner's status; `false` for one of another network, which is ignored (and
+    /// told of once per network).
+    fn heard(&mut self, status: Status, from: SocketAddr) -> bool {
+        let ours = self.chain.params().network_id();
+        if status.network != ours {
+            if self.other_networks.len() < MAX_OTHER_NETWORKS_NOTED
+                && self.other_networks.insert(status.network)
+            {
+                eprintln!(
+                    "warning: ignoring {from} and every miner of network {}: other consensus \
+                     settings (difficulty, block_size or block_reward) than this wallet's \
+                     network {ours}",
+                    status.network
+                );
+            }
+            return false;
+        }
         self.sync.heard(status, from, Instant::now());
+        true
     }
 
     /// The most-work status heard from an address not caught lying.

@@ -95,7 +95,11 @@ fn chain_paying(dir: &Path, key: &mvbc_protocol::KeyPair) {
     while !block.header.meets_own_difficulty() {
         block.header.nonce += 1;
     }
-    let mut opened = BlockStore::open(&dir.join(WALLET_CHAIN_FILE)).unwrap();
+    let params = mvbc_protocol::ConsensusParams {
+        difficulty: 4,
+        ..mvbc_protocol::Config::default().consensus()
+    };
+    let mut opened = BlockStore::open(&dir.join(WALLET_CHAIN_FILE), &params).unwrap();
     opened.store.append(&block).unwrap();
 }
 

@@ -84,6 +84,8 @@ pub struct NodeState {
     pub blocks_mined: u64,
     /// Times its tip moved to another branch since it started.
     pub reorgs: u64,
+    /// Statuses and link offers from nodes of other networks, ignored.
+    pub other_network: u64,
     /// The devices, in the order of the rate history's counters.
     pub devices: Vec<Device>,
     /// Each device's nonces over time.
@@ -106,6 +108,7 @@ impl NodeState {
             stale: StaleCount::default(),
             blocks_mined: 0,
             reorgs: 0,
+            other_network: 0,
             rates: RateHistory::new(devices.len()),
             devices,
         }
@@ -222,6 +225,7 @@ impl Api {
             "difficulty": chain.params().difficulty,
             "block_size": chain.params().block_size,
             "block_reward": chain.params().block_reward.to_string(),
+            "network": chain.params().network_id().to_string(),
             "mining": mining,
             "hashes_per_second": total,
             "devices": devices,
@@ -234,6 +238,7 @@ impl Api {
             "refused_payments": state.refused,
             "blocks_mined": state.blocks_mined,
             "reorgs": state.reorgs,
+            "other_network_messages": state.other_network,
             "stale_blocks": {
                 "window": STALE_WINDOW,
                 "stale": stale.stale,

@@ -114,6 +114,8 @@ pub struct Report {
     pub dropped: u64,
     /// Payments refused since it started.
     pub refused: u64,
+    /// Messages from nodes of other networks ignored since it started.
+    pub other_network: u64,
 }
 
 impl fmt::Display for Event {
@@ -243,6 +245,13 @@ impl fmt::Display for Report {
             self.dropped,
             self.refused,
         )?;
+        if self.other_network > 0 {
+            write!(
+                f,
+                ", {} messages of other networks ignored",
+                self.other_network
+            )?;
+        }
         if let Some(hint) = stale.hint() {
             write!(f, "\nHint: {hint}")?;
         }
@@ -314,6 +323,15 @@ fn note_line(note: &Note) -> String {
             error,
             backoff,
         } => format!("Download from {peer} failed: {error}; passing it over for {backoff:.0?}"),
+        Note::OtherNetwork {
+            from,
+            network,
+            ours,
+        } => format!(
+            "Ignoring {from} and every node of network {network}: other consensus settings \
+             (difficulty, block_size or block_reward) than this node's network {ours}; \
+             their messages are counted, not shown"
+        ),
         Note::LinkUp {
             peer,
             outbound,

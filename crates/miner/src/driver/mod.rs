@@ -1001,6 +1001,7 @@ impl Node {
         state.refused = self.core.refused_payments.total;
         state.blocks_mined = self.core.blocks_mined;
         state.reorgs = self.core.reorgs;
+        state.other_network = self.core.other_network;
         state.rates.record(now, counts);
     }
 
@@ -1022,6 +1023,7 @@ impl Node {
             stale: self.core.stale_blocks(STALE_WINDOW),
             dropped: self.dropped.count(),
             refused: self.core.refused_payments.total,
+            other_network: self.core.other_network,
         }));
         let seconds = REPORT_INTERVAL.as_secs();
         let held = self.core.refused_payments.new_window();
