@@ -352,3 +352,55 @@ fn block_size_one_mines_reward_only_blocks_continuously_and_bare_settings_work()
     let mut miner = Miner::start_with(m.path(), &net, &["block_size=1"]);
     miner.wait_height(4);
 }
+
+/// Issue 22: a fresh miner joining a chain thousands of blocks ahead downloads it before it
+/// mines: it mines no block below the network's tip, says so in its log (one line to begin, one
+/// to end, no `Block adopted` line per batch) and shows its progress in the API meanwhile.
+#[test]
+fn a_miner_joining_a_long_chain_downloads_it_before_mining_and_shows_its_progress() {
+    const HEIGHT: u64 = 3_000;
+    let net = Net::new();
+    let (a, b) = (tempdir().unwrap(), tempdir().unwrap());
+    let key = mvbc_protocol::KeyPair::generate(1024).unwrap();
+    store_blocks(&net, a.path(), &build_chain(&net, &key, HEIGHT, 0));
+    // A holds the network's chain; with no payment to mine, it stays at its tip.
+    let mut miner_a = Miner::start(a.path(), &net);
+    let tip = miner_a.wait_height(HEIGHT);
+    let mut miner_b = Miner::start(b.path(), &net);
+    let mut seen = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let summary = miner_b.get("summary");
+        let height = summary["height"].as_u64().unwrap();
+        if !summary["initial_download"].is_null() {
+            seen = Some(summary);
+        }
+        if height >= HEIGHT {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B is at {height}\n{}",
+            miner_b.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(miner_b.wait_height(HEIGHT), tip);
+    let log = miner_b.log();
+    assert!(
+        !log.contains("Block mined"),
+        "nothing mined below the network's tip\n{log}"
+    );
+    let began = format!("announces height {}", "3,000");
+    assert!(log.contains(&began), "{log}");
+    assert!(log.contains("Downloaded 3,000 blocks"), "{log}");
+    assert!(
+        miner_b.lines(|l| l.starts_with("Block adopted")).len() <= 1,
+        "{log}"
+    );
+    let seen = seen.unwrap_or_else(|| panic!("the API never showed the download\n{log}"));
+    assert_eq!(seen["mining"], "downloading", "{seen}");
+    assert_eq!(seen["initial_download"]["target_height"], HEIGHT, "{seen}");
+    let progress = seen["initial_download"]["progress"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&progress), "{seen}");
+}

@@ -24,6 +24,7 @@ use mvbc_protocol::{
 };
 
 use crate::apply::{self, Added, ApplyError, BlockSink, TipMove};
+use crate::catchup::{self, CatchUp, Progress};
 use crate::links::{Down, Kind, LinkId, Links, Refused};
 use crate::peers::{Want, Wanted};
 use crate::sync::{Download, DownloadError, Finished, ForkPoints, Role, SyncManager};
@@ -216,6 +217,28 @@ pub enum Note {
         /// Since the status telling of them arrived.
         since_heard: Option<Duration>,
     },
+    /// A download from a peer far ahead began: the node does not mine while it brings blocks.
+    CatchingUp {
+        /// Whose chain.
+        peer: SocketAddr,
+        /// Our height.
+        height: u64,
+        /// The height it announced.
+        target: u64,
+    },
+    /// How a catch-up goes, every few seconds (blocks it brings are not told of one by one).
+    Downloading(Progress),
+    /// A catch-up ended.
+    CaughtUp {
+        /// Our height now.
+        height: u64,
+        /// Blocks it brought.
+        blocks: u64,
+        /// How long it took.
+        took: Duration,
+        /// Whether mining goes on (false: the download ended short, and another may follow).
+        done: bool,
+    },
     /// A node of another network was heard (told once per network; the rest are counted in
     /// [`NodeCore::other_network`]).
     OtherNetwork {
@@ -372,6 +395,12 @@ pub struct NodeCore<S: BlockSink> {
     other_networks: HashSet<NetworkId>,
     /// Still listening for peers after start: not mining yet.
     listening: bool,
+    /// A download from a peer far ahead, during which the node does not mine.
+    catch_up: Option<CatchUp>,
+    /// Whether `catch_up` keeps the node from mining now.
+    catching_up: bool,
+    /// When the next catch-up that no block has proven yet may pause mining.
+    unproven_pause_at: Option<Instant>,
     /// The store failed: the core takes nothing more.
     failed: bool,
     /// Its timers.
@@ -429,6 +458,9 @@ impl<S: BlockSink> NodeCore<S> {
             other_network: 0,
             other_networks: HashSet::new(),
             listening: true,
+            catch_up: None,
+            catching_up: false,
+            unproven_pause_at: None,
             failed: false,
             timing,
             listen_until: None,
@@ -510,6 +542,7 @@ impl<S: BlockSink> NodeCore<S> {
             self.next_upkeep,
             self.next_announce,
             self.sync.retry_at(),
+            self.catch_up.as_ref().map(|c| c.wakeup(self.catching_up)),
         ]
         .into_iter()
         .flatten()
@@ -542,6 +575,28 @@ impl<S: BlockSink> NodeCore<S> {
         if self.sync.retry_at().is_some_and(|t| t <= now) {
             self.maybe_sync(now);
         }
+        if let Some(progress) = self.catch_up.as_mut().and_then(|c| c.report(now)) {
+            self.note(Note::Downloading(progress));
+        }
+        self.see_to_catch_up(now, unix);
+    }
+
+    /// Whether the catch-up still keeps the node from mining; mines again when it stops doing
+    /// so (its grace ran out with no block, or its blocks stalled).
+    fn see_to_catch_up(&mut self, now: Instant, unix: u64) {
+        let pauses = self.catch_up.as_ref().is_some_and(|c| c.pauses_mining(now));
+        if self.catching_up && !pauses {
+            self.catching_up = false;
+            if self.catch_up.as_ref().is_some_and(|c| !c.proven()) {
+                self.unproven_pause_at = Some(now + catchup::UNPROVEN_PAUSE_EVERY);
+            }
+            self.maybe_mine(unix);
+        }
+    }
+
+    /// Where a catch-up stands, while one runs.
+    pub fn catch_up(&self, now: Instant) -> Option<Progress> {
+        self.catch_up.as_ref().map(|c| c.progress(now))
     }
 
     /// The store failed: say so once, stop mining, take nothing more.
@@ -912,6 +967,30 @@ impl<S: BlockSink> NodeCore<S> {
                 tie = download.tie,
                 "downloading a chain with more work, or a tie"
             );
+            let behind = catchup::far_behind(
+                chain.chain_work(),
+                download.announced.chain_work,
+                chain.params().difficulty,
+            );
+            let may_pause = self.unproven_pause_at.is_none_or(|t| t <= now);
+            if behind && may_pause && self.catch_up.is_none() {
+                let c = CatchUp::new(
+                    download.peer,
+                    download.announced.height,
+                    chain.height(),
+                    now,
+                );
+                self.catch_up = Some(c);
+                self.catching_up = true;
+                self.effects.push(Effect::Note(Note::CatchingUp {
+                    peer: download.peer,
+                    height: chain.height(),
+                    target: download.announced.height,
+                }));
+                if self.mining_on.take().is_some() {
+                    self.effects.push(Effect::StopMining);
+                }
+            }
             self.effects
                 .push(Effect::Download(download, ForkPoints::of(&chain)));
         }
@@ -928,6 +1007,18 @@ impl<S: BlockSink> NodeCore<S> {
     ) -> Result<u64, ApplyError> {
         let mut chain = &*self.chain;
         let batch = apply::add_batch(&mut chain, &mut self.store, blocks, unix);
+        if batch.new > 0
+            && let Some(c) = self.catch_up.as_mut().filter(|c| c.peer == peer)
+        {
+            c.progressed(read_chain(&self.chain).height(), now);
+            // Blocks after the grace ran out: the chain is real, stop mining below it again.
+            if !self.catching_up {
+                self.catching_up = true;
+                if self.mining_on.take().is_some() {
+                    self.effects.push(Effect::StopMining);
+                }
+            }
+        }
         if !batch.moved.connected.is_empty() {
             self.on_tip_changed(batch.moved, Source::Peer(peer), now);
             self.maybe_mine(unix);
@@ -983,8 +1074,23 @@ impl<S: BlockSink> NodeCore<S> {
             }
             Some(Finished::Failed(..)) | None => {}
         }
+        if let Some(c) = self.catch_up.take_if(|c| c.peer == peer) {
+            self.catching_up = false;
+            if !c.proven() {
+                self.unproven_pause_at = Some(now + catchup::UNPROVEN_PAUSE_EVERY);
+            }
+            let height = read_chain(&self.chain).height();
+            let done = height >= c.target;
+            self.note(Note::CaughtUp {
+                height,
+                blocks: height.saturating_sub(c.start_height),
+                took: c.took(now),
+                done,
+            });
+        }
         // Still behind someone (another announcer, or this one mined on): go again.
         self.maybe_sync(now);
+        self.maybe_mine(unix);
     }
 
     /// The engine found `block` after `hashes` nonces in `took`.
@@ -1081,6 +1187,8 @@ impl<S: BlockSink> NodeCore<S> {
                     took,
                 });
             }
+            // A catch-up's blocks are told of in its progress, not one batch at a time.
+            Source::Peer(peer) if self.catch_up.as_ref().is_some_and(|c| c.peer == peer) => {}
             Source::Peer(peer) => {
                 let first = connected.first().map_or(height, |b| b.header.height);
                 let since_heard = self
@@ -1104,7 +1212,7 @@ impl<S: BlockSink> NodeCore<S> {
     /// Mines on the tip when the pool has enough payments for the next block; stops a search
     /// on an old tip.
     fn maybe_mine(&mut self, unix: u64) {
-        if self.listening {
+        if self.listening || self.catching_up {
             return;
         }
         let chain = read_chain(&self.chain);

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod catchup;
 pub mod core;
 pub mod links;
 pub mod peerfile;

@@ -366,3 +366,140 @@ fn nodes_of_another_network_are_ignored_told_of_once_and_counted() {
             .any(|e| matches!(e, Effect::Download(..)))
     );
 }
+
+/// Issue 22: a node far behind downloads before it mines. Its download's blocks are told of in
+/// its progress, not one line a batch, and mining waits until they are in; a peer that
+/// announces a chain it does not serve keeps the node from mining for the grace at most, and
+/// the next such peer not at all for a while.
+#[test]
+fn a_node_far_behind_downloads_before_it_mines_and_a_liar_costs_only_the_grace() {
+    use mvbc_node::catchup::{CATCH_UP_BLOCKS, PROOF_GRACE};
+    use mvbc_node::sync::DownloadError;
+    let t0 = Instant::now();
+    let key = KeyPair::generate(1024).unwrap();
+    let mut blocks = vec![block_on(&genesis_block().header, &key, &[])];
+    for i in 1..=CATCH_UP_BLOCKS + 3 {
+        let p = Payment::new_signed(&key, key.address(), Amount::from_units(1), NOW - 100 + i);
+        let parent = blocks.last().unwrap().header;
+        blocks.push(block_on(&parent, &key, &[&p]));
+    }
+    let work = |n: usize| n as u128 * (1u128 << PARAMS.difficulty);
+    let status = |height: u64, work: u128| Status {
+        network: PARAMS.network_id(),
+        node_id: 9,
+        height,
+        tip: blocks[height as usize - 1].hash(),
+        chain_work: work,
+        block_server_port: 2607,
+    };
+    let mines = |effects: &[Effect]| effects.iter().any(|e| matches!(e, Effect::Mine { .. }));
+    let listened = t0 + Timing::for_interval(Duration::from_secs(5)).listen;
+
+    // The honest case: the network is 10 blocks ahead.
+    let mut core = node(Chain::new(PARAMS), &key, t0);
+    core.handle(Input::Start, t0);
+    core.take_effects();
+    let peer = addr(9);
+    heard(
+        &mut core,
+        status(blocks.len() as u64, work(blocks.len())),
+        peer,
+        t0,
+    );
+    let effects = core.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Download(..))),
+        "{effects:?}"
+    );
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Note(Note::CatchingUp { target, .. }) if *target == blocks.len() as u64)),
+        "{effects:?}"
+    );
+    core.handle(Input::Wakeup, listened);
+    assert!(
+        !mines(&core.take_effects()),
+        "no block below the network's tip"
+    );
+    let t1 = listened + Duration::from_millis(500);
+    core.handle(
+        Input::Downloaded {
+            peer,
+            blocks: blocks[..5].to_vec(),
+        },
+        t1,
+    );
+    let effects = core.take_effects();
+    assert!(!mines(&effects), "{effects:?}");
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Note(Note::BlockAdopted { .. }))),
+        "batches are folded into the progress: {effects:?}"
+    );
+    let progress = core.catch_up(t1).expect("catching up");
+    assert_eq!((progress.height, progress.target), (5, blocks.len() as u64));
+    // Past the grace, blocks keep coming: still not mining.
+    let t2 = t1 + PROOF_GRACE + Duration::from_secs(1);
+    core.handle(Input::Wakeup, t2);
+    assert!(!mines(&core.take_effects()));
+    core.handle(
+        Input::Downloaded {
+            peer,
+            blocks: blocks[5..].to_vec(),
+        },
+        t2,
+    );
+    core.handle(
+        Input::DownloadDone {
+            peer,
+            result: Ok(blocks.len() as u64),
+        },
+        t2,
+    );
+    let effects = core.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Note(Note::CaughtUp { done: true, height, .. }) if *height == blocks.len() as u64)),
+        "{effects:?}"
+    );
+    assert!(core.catch_up(t2).is_none());
+
+    // A liar: announces far more than it serves. Mining waits for the grace, then goes on.
+    let mut core = node(Chain::new(PARAMS), &key, t0);
+    core.handle(Input::Start, t0);
+    core.take_effects();
+    heard(&mut core, status(1, work(1_000)), addr(66), t0);
+    core.handle(Input::Wakeup, listened);
+    assert!(!mines(&core.take_effects()));
+    core.handle(Input::Wakeup, t0 + PROOF_GRACE);
+    assert!(mines(&core.take_effects()), "the grace is over: it mines");
+    // Its download fails; the next liar right after gets no pause at all.
+    core.handle(
+        Input::DownloadDone {
+            peer: addr(66),
+            result: Err(DownloadError::LightBranch {
+                work: 0,
+                announced: work(1_000),
+            }),
+        },
+        t0 + PROOF_GRACE,
+    );
+    core.take_effects();
+    heard(
+        &mut core,
+        status(1, work(2_000)),
+        addr(67),
+        t0 + PROOF_GRACE,
+    );
+    let effects = core.take_effects();
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Download(..))),
+        "{effects:?}"
+    );
+    assert!(
+        !effects.iter().any(|e| matches!(
+            e,
+            Effect::StopMining | Effect::Note(Note::CatchingUp { .. })
+        )),
+        "{effects:?}"
+    );
+}

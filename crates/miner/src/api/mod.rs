@@ -64,6 +64,8 @@ pub struct NodeState {
     pub mining: bool,
     /// Downloads running now.
     pub downloads: usize,
+    /// The catch-up running, if any: a download from a peer far ahead, while not mining.
+    pub catch_up: Option<mvbc_node::catchup::Progress>,
     /// Payments waiting for a block.
     pub pending_count: usize,
     /// The first of them, in the order blocks take them (at most [`MAX_PENDING_LISTED`]).
@@ -98,6 +100,7 @@ impl NodeState {
         NodeState {
             mining: false,
             downloads: 0,
+            catch_up: None,
             pending_count: 0,
             pending: Vec::new(),
             peers: Vec::new(),
@@ -234,6 +237,14 @@ impl Api {
             "links": state.links.len(),
             "known_addresses": state.known_addresses,
             "downloads": state.downloads,
+            "initial_download": state.catch_up.as_ref().map(|p| json!({
+                "peer": p.peer.to_string(),
+                "height": p.height,
+                "target_height": p.target,
+                "progress": p.fraction(),
+                "blocks_per_second": p.blocks_per_second,
+                "seconds_left": p.left.map(|d| d.as_secs()),
+            })),
             "dropped_messages": state.dropped,
             "refused_payments": state.refused,
             "blocks_mined": state.blocks_mined,

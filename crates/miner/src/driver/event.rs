@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use mvbc_node::core::Note;
 use mvbc_node::links::Down;
@@ -116,6 +117,8 @@ pub struct Report {
     pub refused: u64,
     /// Messages from nodes of other networks ignored since it started.
     pub other_network: u64,
+    /// Downloading a chain far ahead, not mining.
+    pub catching_up: bool,
 }
 
 impl fmt::Display for Event {
@@ -225,6 +228,7 @@ impl fmt::Display for Report {
                 }
                 s
             }
+            None if self.catching_up => "downloading a chain far ahead, not mining".into(),
             None => "idle, waiting for payments".into(),
         };
         let peers = match self.peers {
@@ -323,6 +327,49 @@ fn note_line(note: &Note) -> String {
             error,
             backoff,
         } => format!("Download from {peer} failed: {error}; passing it over for {backoff:.0?}"),
+        Note::CatchingUp {
+            peer,
+            height,
+            target,
+        } => format!(
+            "Downloading: {peer} announces height {}, {} blocks beyond ours; not mining until \
+             they are in",
+            thousands(*target),
+            thousands(target.saturating_sub(*height))
+        ),
+        Note::Downloading(p) => {
+            let mut line = format!(
+                "Downloading: {}/{} ({:.0}%)",
+                thousands(p.height),
+                thousands(p.target),
+                100.0 * p.fraction()
+            );
+            if let Some(rate) = p.blocks_per_second {
+                line += &format!(", {} blocks/s", thousands(rate.round() as u64));
+            }
+            if let Some(left) = p.left {
+                line += &format!(", about {} left", rough_duration(left));
+            }
+            line + &format!(", from {}", p.peer)
+        }
+        Note::CaughtUp {
+            height,
+            blocks,
+            took,
+            done,
+        } => {
+            let then = if *done {
+                "mining on"
+            } else {
+                "short of what was announced; trying others"
+            };
+            format!(
+                "Downloaded {} blocks in {:.1} s: height {}; {then}",
+                thousands(*blocks),
+                took.as_secs_f64(),
+                thousands(*height)
+            )
+        }
         Note::OtherNetwork {
             from,
             network,
@@ -357,5 +404,47 @@ fn note_line(note: &Note) -> String {
                 if *links == 1 { "" } else { "s" }
             )
         }
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A duration as a person says it: `40 s`, `2 min`, `3 h`.
+fn rough_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 90 {
+        format!("{s} s")
+    } else if s < 90 * 60 {
+        format!("{} min", (s + 30) / 60)
+    } else {
+        format!("{} h", (s + 1800) / 3600)
+    }
+}
+
+#[cfg(test)]
+mod numbers {
+    use super::*;
+
+    #[test]
+    fn counts_and_durations_read_as_people_write_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(6_500), "6,500");
+        assert_eq!(thousands(279_000), "279,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(rough_duration(Duration::from_secs(40)), "40 s");
+        assert_eq!(rough_duration(Duration::from_secs(130)), "2 min");
+        assert_eq!(rough_duration(Duration::from_secs(3 * 3600)), "3 h");
     }
 }

@@ -44,7 +44,7 @@ use mvbc_net::link::{self, LinkEvents, LinkIo};
 use mvbc_net::{self as net, BlockClient, BlockServer, Broadcaster, FetchError};
 use mvbc_net::{Inbound, NodeHooks};
 use mvbc_node::apply::ApplyError;
-use mvbc_node::core::{Effect, Input, NodeCore, Timing};
+use mvbc_node::core::{Effect, Input, NodeCore, Note, Timing};
 use mvbc_node::links::{Down, LinkId, Links};
 use mvbc_node::peerfile;
 use mvbc_node::sync::{Download, DownloadError, ForkPoints, Role};
@@ -848,7 +848,14 @@ impl Node {
 
     fn carry_out_one(&mut self, effect: Effect) {
         match effect {
-            Effect::Note(note) => (self.say)(Event::Note(note)),
+            Effect::Note(note) => {
+                // A catch-up's start and end show in the API at once, not up to a second late.
+                let catch_up = matches!(note, Note::CatchingUp { .. } | Note::CaughtUp { .. });
+                (self.say)(Event::Note(note));
+                if catch_up {
+                    self.publish();
+                }
+            }
             Effect::Announce(status) => {
                 let _ = self.announce.send(status);
             }
@@ -984,6 +991,7 @@ impl Node {
         let mut state = self.published.lock().unwrap_or_else(|e| e.into_inner());
         state.mining = self.job.is_some();
         state.downloads = self.core.sync().running().len();
+        state.catch_up = self.core.catch_up(now);
         state.pending_count = self.core.pending();
         state.stale = self.core.stale_blocks(STALE_WINDOW);
         state.pending = pending;
@@ -1024,6 +1032,7 @@ impl Node {
             dropped: self.dropped.count(),
             refused: self.core.refused_payments.total,
             other_network: self.core.other_network,
+            catching_up: self.core.catch_up(now).is_some(),
         }));
         let seconds = REPORT_INTERVAL.as_secs();
         let held = self.core.refused_payments.new_window();

@@ -1,0 +1,235 @@
+//! Catching up: while a peer whose chain is far ahead serves it, the node downloads and does not
+//! mine, so that a joining miner does not spend its first minutes mining blocks below the
+//! network's tip that the download then reorgs away (issue 22).
+//!
+//! A status alone does not stop mining: anyone may announce a huge chain. A download from a
+//! peer announcing more than [`CATCH_UP_BLOCKS`] blocks of work beyond ours pauses mining for
+//! at most [`PROOF_GRACE`] until its first blocks arrive, and such an unproven pause is granted
+//! at most once per [`UNPROVEN_PAUSE_EVERY`]; a liar can cost a node a tenth of its mining at
+//! worst. Once blocks arrive (each one real proof of work, fully validated) the pause lasts
+//! while they keep coming: a download that brings nothing for [`STALL`] mines again.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Behind by more than this many blocks of work: download before mining.
+pub const CATCH_UP_BLOCKS: u64 = 6;
+/// How long a download that has brought no block yet may keep the node from mining.
+pub const PROOF_GRACE: Duration = Duration::from_secs(3);
+/// After an unproven pause, how long until the next may start.
+pub const UNPROVEN_PAUSE_EVERY: Duration = Duration::from_secs(30);
+/// A download whose last block came this long ago no longer keeps the node from mining.
+pub const STALL: Duration = Duration::from_secs(10);
+/// How often progress is reported.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether a chain of `announced` work is far enough beyond ours (`ours`, blocks of
+/// `difficulty` leading zero bits) to download before mining.
+pub fn far_behind(ours: u128, announced: u128, difficulty: u32) -> bool {
+    let block = 1u128.checked_shl(difficulty).unwrap_or(u128::MAX);
+    announced.saturating_sub(ours) > block.saturating_mul(u128::from(CATCH_UP_BLOCKS))
+}
+
+/// One catch-up: a download from `peer` toward its announced height.
+#[derive(Clone, Debug)]
+pub struct CatchUp {
+    /// Whose chain is downloaded.
+    pub peer: SocketAddr,
+    /// The height it announced.
+    pub target: u64,
+    /// Our height when it began.
+    pub start_height: u64,
+    /// Our height now.
+    pub height: u64,
+    started: Instant,
+    /// When its first block arrived, and its last.
+    first_block: Option<Instant>,
+    last_block: Option<Instant>,
+    next_report: Instant,
+}
+
+/// Where a catch-up stands, for the log and the API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// Whose chain is downloaded.
+    pub peer: SocketAddr,
+    /// Our height.
+    pub height: u64,
+    /// The height the peer announced.
+    pub target: u64,
+    /// Blocks a second since the first arrived; `None` before two reports' worth.
+    pub blocks_per_second: Option<f64>,
+    /// Time left at that rate.
+    pub left: Option<Duration>,
+}
+
+impl Progress {
+    /// How far, 0 to 1.
+    pub fn fraction(&self) -> f64 {
+        if self.target == 0 {
+            1.0
+        } else {
+            (self.height as f64 / self.target as f64).min(1.0)
+        }
+    }
+}
+
+impl CatchUp {
+    /// Starts catching up with `peer`, which announced `target`, from `height`.
+    pub fn new(peer: SocketAddr, target: u64, height: u64, now: Instant) -> CatchUp {
+        CatchUp {
+            peer,
+            target,
+            start_height: height,
+            height,
+            started: now,
+            first_block: None,
+            last_block: None,
+            next_report: now + PROGRESS_EVERY,
+        }
+    }
+
+    /// Blocks from the peer took our chain to `height`.
+    pub fn progressed(&mut self, height: u64, now: Instant) {
+        self.height = height;
+        self.target = self.target.max(height);
+        self.first_block.get_or_insert(now);
+        self.last_block = Some(now);
+    }
+
+    /// Whether a block has arrived: the peer's chain is real.
+    pub fn proven(&self) -> bool {
+        self.first_block.is_some()
+    }
+
+    /// Whether it keeps the node from mining at `now`.
+    pub fn pauses_mining(&self, now: Instant) -> bool {
+        match self.last_block {
+            Some(last) => now.saturating_duration_since(last) < STALL,
+            None => now.saturating_duration_since(self.started) < PROOF_GRACE,
+        }
+    }
+
+    /// When it next wants the clock: a report, or, while `pausing`, the end of its pause
+    /// (once that has passed and the node mines again, only reports).
+    pub fn wakeup(&self, pausing: bool) -> Instant {
+        let pause_ends = match self.last_block {
+            Some(last) => last + STALL,
+            None => self.started + PROOF_GRACE,
+        };
+        if pausing {
+            self.next_report.min(pause_ends)
+        } else {
+            self.next_report
+        }
+    }
+
+    /// Where it stands at `now`.
+    pub fn progress(&self, now: Instant) -> Progress {
+        let rate = self.first_block.and_then(|first| {
+            let secs = now.saturating_duration_since(first).as_secs_f64();
+            (secs >= 1.0).then(|| (self.height - self.start_height) as f64 / secs)
+        });
+        let left = rate
+            .filter(|r| *r > 0.0)
+            .map(|r| Duration::from_secs_f64(self.target.saturating_sub(self.height) as f64 / r));
+        Progress {
+            peer: self.peer,
+            height: self.height,
+            target: self.target,
+            blocks_per_second: rate,
+            left,
+        }
+    }
+
+    /// Its progress when a report is due at `now` and a block has arrived (before that, the
+    /// line saying it began is all there is to say).
+    pub fn report(&mut self, now: Instant) -> Option<Progress> {
+        if now < self.next_report {
+            return None;
+        }
+        self.next_report = now + PROGRESS_EVERY;
+        self.proven().then(|| self.progress(now))
+    }
+
+    /// How long it has run.
+    pub fn took(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], 2607))
+    }
+
+    #[test]
+    fn far_behind_means_more_than_a_few_blocks_of_work() {
+        let block = 1u128 << 20;
+        assert!(!far_behind(0, 6 * block, 20));
+        assert!(far_behind(0, 6 * block + 1, 20));
+        assert!(
+            !far_behind(10 * block, 5 * block, 20),
+            "ahead is not behind"
+        );
+        assert!(far_behind(0, u128::MAX, 100));
+        assert!(
+            !far_behind(0, u128::MAX, 200),
+            "no overflow at any difficulty"
+        );
+    }
+
+    #[test]
+    fn an_unproven_download_pauses_mining_only_for_its_grace() {
+        let t0 = Instant::now();
+        let c = CatchUp::new(peer(), 5_000, 0, t0);
+        assert!(c.pauses_mining(t0));
+        assert!(c.pauses_mining(t0 + PROOF_GRACE - Duration::from_millis(1)));
+        assert!(!c.pauses_mining(t0 + PROOF_GRACE));
+        assert_eq!(c.wakeup(true), t0 + PROOF_GRACE);
+        assert_eq!(
+            c.wakeup(false),
+            t0 + PROGRESS_EVERY,
+            "a pause that ended wants no clock"
+        );
+        assert!(!c.proven());
+    }
+
+    #[test]
+    fn blocks_keep_the_pause_until_they_stall_and_progress_reads_as_a_user_expects() {
+        let t0 = Instant::now();
+        let mut c = CatchUp::new(peer(), 5_000, 100, t0);
+        c.progressed(600, t0 + Duration::from_secs(1));
+        let t = t0 + Duration::from_secs(11);
+        c.progressed(5_100, t);
+        assert!(c.pauses_mining(t + STALL - Duration::from_millis(1)));
+        assert!(!c.pauses_mining(t + STALL));
+        let p = c.progress(t);
+        assert_eq!(
+            (p.height, p.target),
+            (5_100, 5_100),
+            "a longer chain raises the target"
+        );
+        assert_eq!(p.blocks_per_second, Some(500.0));
+        assert_eq!(p.left, Some(Duration::ZERO));
+        assert!((p.fraction() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reports_come_every_few_seconds() {
+        let t0 = Instant::now();
+        let mut c = CatchUp::new(peer(), 1_000, 0, t0);
+        assert!(
+            c.report(t0 + PROGRESS_EVERY).is_none(),
+            "nothing to report before a block"
+        );
+        c.progressed(10, t0);
+        assert!(c.report(t0).is_none());
+        assert!(c.report(t0 + 2 * PROGRESS_EVERY).is_some());
+        assert!(c.report(t0 + 2 * PROGRESS_EVERY).is_none());
+        assert!(c.report(t0 + 3 * PROGRESS_EVERY).is_some());
+    }
+}
