@@ -31,6 +31,8 @@ const ASK_AGAIN: Duration = Duration::from_secs(1);
 const PEER_QUIET: Duration = Duration::from_secs(30);
 /// Downloads this long or longer get a progress line on a terminal.
 const PROGRESS_FROM_BLOCKS: u64 = 50;
+/// How often a download's progress is printed when stderr is not a terminal.
+const PIPED_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// How `sync` runs.
 pub struct SyncOptions {
@@ -313,9 +315,11 @@ impl Syncer<'_> {
         let (peer, height) = (download.peer, download.announced.height);
         let start = self.chain.height();
         let tip = self.chain.tip_hash();
-        let progress = std::io::stderr().is_terminal()
-            && !self.quiet
-            && height.saturating_sub(start) >= PROGRESS_FROM_BLOCKS;
+        // On a terminal one line that counts up; piped, a line every few seconds, so a log or
+        // a script sees the download move too.
+        let terminal = std::io::stderr().is_terminal();
+        let progress = !self.quiet && height.saturating_sub(start) >= PROGRESS_FROM_BLOCKS;
+        let mut last_line = Instant::now();
         let params = *self.chain.params();
         // Taken now, as the download then changes the chain.
         let from = ForkPoints::of(&self.chain);
@@ -338,18 +342,20 @@ impl Syncer<'_> {
                         if let Some(e) = batch.error {
                             return Err(e.into());
                         }
-                        if progress {
-                            eprint!(
-                                "\r\x1b[KDownloading blocks: {}/{tip_height}",
-                                chain.height()
-                            );
+                        let at = chain.height();
+                        let percent = 100 * at / tip_height.max(1);
+                        if progress && terminal {
+                            eprint!("\r\x1b[KDownloading blocks: {at}/{tip_height} ({percent}%)");
                             let _ = std::io::stderr().flush();
+                        } else if progress && last_line.elapsed() >= PIPED_PROGRESS_EVERY {
+                            last_line = Instant::now();
+                            eprintln!("Downloading blocks: {at}/{tip_height} ({percent}%)");
                         }
                         Ok(batch.new)
                     },
                 )
             });
-        if progress {
+        if progress && terminal {
             eprint!("\r\x1b[K");
         }
         match self.sync.finished(

@@ -193,6 +193,8 @@ impl Api {
     fn summary(&self) -> Value {
         let state = self.state();
         let chain = read_chain(&self.chain);
+        // Over mining time, as the `Status:` line gives them: idle spells do not drag them down.
+        let mining_rate = |i, window| state.rates.mining_rate(i, window).unwrap_or(0.0);
         let devices: Vec<Value> = state
             .devices
             .iter()
@@ -202,15 +204,15 @@ impl Api {
                     "kind": d.kind,
                     "name": d.name,
                     "hashes_per_second": {
-                        "10s": state.rates.rate(i, Duration::from_secs(10)),
-                        "60s": state.rates.rate(i, Duration::from_secs(60)),
-                        "15m": state.rates.rate(i, rates::KEEP),
+                        "10s": mining_rate(i, Duration::from_secs(10)),
+                        "60s": mining_rate(i, Duration::from_secs(60)),
+                        "15m": mining_rate(i, rates::KEEP),
                     },
                 })
             })
             .collect();
         let total: f64 = (0..state.devices.len())
-            .map(|i| state.rates.rate(i, Duration::from_secs(10)))
+            .map(|i| mining_rate(i, Duration::from_secs(10)))
             .sum();
         let mining = if state.mining {
             "mining"

@@ -1,5 +1,8 @@
-//! Hash rates over time: the nonces each device has tried, sampled about once a second for
-//! the last [`KEEP`], from which rates over any window up to it are read.
+//! Hash rates over time: the nonces each device has tried, and how long the node has mined,
+//! sampled about once a second for the last [`KEEP`], from which rates over any window up to it
+//! are read: over the window's wall time for charts, over its mining time for what a miner
+//! reads as the engine's speed (xmrig's 10 s / 60 s / 15 min), which idle spells do not drag
+//! down.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -8,6 +11,8 @@ use std::time::{Duration, Instant};
 pub const KEEP: Duration = Duration::from_secs(15 * 60);
 /// Cap on the points of one series (one chart line).
 pub const MAX_POINTS: usize = 180;
+/// Less mining than this in a window gives no mining rate: too little to say.
+pub const MIN_MINED: Duration = Duration::from_millis(500);
 /// Cap on samples kept: one a second for [`KEEP`], and a margin for a fast sampler.
 const MAX_SAMPLES: usize = 2 * 15 * 60;
 
@@ -15,8 +20,8 @@ const MAX_SAMPLES: usize = 2 * 15 * 60;
 #[derive(Debug)]
 pub struct RateHistory {
     devices: usize,
-    /// (when, each device's count then), oldest first.
-    samples: VecDeque<(Instant, Vec<u64>)>,
+    /// (when, each device's count then, time spent mining until then), oldest first.
+    samples: VecDeque<(Instant, Vec<u64>, Duration)>,
 }
 
 /// One chart's data: rates per device at evenly spaced times, oldest first.
@@ -39,22 +44,23 @@ impl RateHistory {
         }
     }
 
-    /// Records each device's count at `now`, forgetting samples older than [`KEEP`] (one more
-    /// is kept so a full window has both ends). A sample of another length is ignored.
-    pub fn record(&mut self, now: Instant, counts: Vec<u64>) {
+    /// Records each device's count at `now` and the time mined so far (`mined`), forgetting
+    /// samples older than [`KEEP`] (one more is kept so a full window has both ends). A sample
+    /// of another length is ignored.
+    pub fn record(&mut self, now: Instant, counts: Vec<u64>, mined: Duration) {
         if counts.len() != self.devices {
             return;
         }
-        if self.samples.back().is_some_and(|(t, _)| now < *t) {
+        if self.samples.back().is_some_and(|(t, _, _)| now < *t) {
             return;
         }
-        self.samples.push_back((now, counts));
+        self.samples.push_back((now, counts, mined));
         while self.samples.len() > MAX_SAMPLES
             || self.samples.len() > 2
                 && self
                     .samples
                     .get(1)
-                    .is_some_and(|(t, _)| now.duration_since(*t) >= KEEP)
+                    .is_some_and(|(t, _, _)| now.duration_since(*t) >= KEEP)
         {
             self.samples.pop_front();
         }
@@ -63,24 +69,47 @@ impl RateHistory {
     /// `device`'s hashes per second over the last `window` (or as much of it as was seen);
     /// zero before two samples.
     pub fn rate(&self, device: usize, window: Duration) -> f64 {
-        let Some((now, newest)) = self.samples.back() else {
-            return 0.0;
-        };
-        let Some((then, oldest)) = self
-            .samples
-            .iter()
-            .find(|(t, _)| now.duration_since(*t) <= window)
-        else {
-            return 0.0;
-        };
-        let seconds = now.duration_since(*then).as_secs_f64();
-        if seconds <= 0.0 {
-            return 0.0;
+        self.over(device, window, |then, now, _, _| now.duration_since(then))
+            .unwrap_or(0.0)
+    }
+
+    /// `device`'s hashes per second of mining over the last `window`: idle time left out.
+    /// `None` when the window holds less than [`MIN_MINED`] of mining.
+    pub fn mining_rate(&self, device: usize, window: Duration) -> Option<f64> {
+        self.over(device, window, |_, _, before, after| {
+            after.saturating_sub(before)
+        })
+        .filter(|_| self.mined(window) >= MIN_MINED)
+    }
+
+    /// Time mined over the last `window`.
+    pub fn mined(&self, window: Duration) -> Duration {
+        match (self.samples.back(), self.oldest_within(window)) {
+            (Some((_, _, after)), Some((_, _, before))) => after.saturating_sub(*before),
+            _ => Duration::ZERO,
         }
-        let (Some(a), Some(b)) = (oldest.get(device), newest.get(device)) else {
-            return 0.0;
-        };
-        b.saturating_sub(*a) as f64 / seconds
+    }
+
+    fn oldest_within(&self, window: Duration) -> Option<&(Instant, Vec<u64>, Duration)> {
+        let (now, _, _) = self.samples.back()?;
+        self.samples
+            .iter()
+            .find(|(t, _, _)| now.duration_since(*t) <= window)
+    }
+
+    /// `device`'s nonces over the last `window`, divided by the time `span` gives from the
+    /// window's two ends (when, mined so far): `None` when that is zero.
+    fn over(
+        &self,
+        device: usize,
+        window: Duration,
+        span: impl Fn(Instant, Instant, Duration, Duration) -> Duration,
+    ) -> Option<f64> {
+        let (now, newest, mined_now) = self.samples.back()?;
+        let (then, oldest, mined_then) = self.oldest_within(window)?;
+        let seconds = span(*then, *now, *mined_then, *mined_now).as_secs_f64();
+        let (a, b) = (oldest.get(device)?, newest.get(device)?);
+        (seconds > 0.0).then(|| b.saturating_sub(*a) as f64 / seconds)
     }
 
     /// Every device's rate over `window` at up to [`MAX_POINTS`] evenly spaced steps of
@@ -93,7 +122,7 @@ impl RateHistory {
             ages: Vec::new(),
             rates: vec![Vec::new(); self.devices],
         };
-        let Some((now, _)) = self.samples.back() else {
+        let Some((now, _, _)) = self.samples.back() else {
             return series;
         };
         // The count at `age` seconds before the newest sample: the latest sample at or before.
@@ -102,8 +131,8 @@ impl RateHistory {
             self.samples
                 .iter()
                 .rev()
-                .find(|(t, _)| *t <= when)
-                .map(|(t, c)| (*t, c))
+                .find(|(t, _, _)| *t <= when)
+                .map(|(t, c, _)| (*t, c))
         };
         let mut age = window;
         while age >= step {
@@ -132,7 +161,11 @@ mod tests {
         let start = Instant::now();
         let mut h = RateHistory::new(2);
         for s in 0..=seconds {
-            h.record(start + Duration::from_secs(s), vec![100 * s, 1000 * s]);
+            h.record(
+                start + Duration::from_secs(s),
+                vec![100 * s, 1000 * s],
+                Duration::from_secs(s),
+            );
         }
         (h, start + Duration::from_secs(seconds))
     }
@@ -156,10 +189,41 @@ mod tests {
         let mut count = 0;
         for s in 0..=100 {
             count += if s > 90 { 0 } else { 50 };
-            h.record(start + Duration::from_secs(s), vec![count]);
+            h.record(
+                start + Duration::from_secs(s),
+                vec![count],
+                Duration::from_secs(s),
+            );
         }
         assert_eq!(h.rate(0, Duration::from_secs(10)), 0.0);
         assert!(h.rate(0, Duration::from_secs(60)) > 30.0);
+    }
+
+    /// Issue 22: `34.9 MH/s average` was printed for an engine at 150.5 MH/s, idle time
+    /// included. Over mining time, a half-idle minute still reads as the engine's speed.
+    #[test]
+    fn the_mining_rate_leaves_idle_time_out() {
+        let start = Instant::now();
+        let mut h = RateHistory::new(1);
+        let (mut count, mut mined) = (0, Duration::ZERO);
+        for s in 0..=60 {
+            // Mines at 1,000 a second in the first ten seconds of every twenty, idles after.
+            if s > 0 && (s - 1) / 10 % 2 == 0 {
+                count += 1_000;
+                mined += Duration::from_secs(1);
+            }
+            h.record(start + Duration::from_secs(s), vec![count], mined);
+        }
+        let minute = Duration::from_secs(60);
+        assert!(
+            (h.rate(0, minute) - 500.0).abs() < 1e-9,
+            "wall time halves it"
+        );
+        assert_eq!(h.mining_rate(0, minute), Some(1_000.0));
+        assert_eq!(h.mined(minute), Duration::from_secs(30));
+        // The last ten seconds were idle: no mining rate to give.
+        assert_eq!(h.mining_rate(0, Duration::from_secs(10)), None);
+        assert_eq!(RateHistory::new(1).mining_rate(0, minute), None);
     }
 
     #[test]
@@ -169,16 +233,20 @@ mod tests {
         let start = Instant::now();
         let mut fast = RateHistory::new(1);
         for ms in 0..10_000u64 {
-            fast.record(start + Duration::from_millis(ms), vec![ms]);
+            fast.record(
+                start + Duration::from_millis(ms),
+                vec![ms],
+                Duration::from_millis(ms),
+            );
         }
         assert!(fast.samples.len() <= MAX_SAMPLES);
-        fast.record(start, vec![1]);
+        fast.record(start, vec![1], Duration::ZERO);
         assert_eq!(
             fast.samples.back().unwrap().1,
             vec![9_999],
             "time never runs back"
         );
-        fast.record(start + Duration::from_secs(60), vec![1, 2]);
+        fast.record(start + Duration::from_secs(60), vec![1, 2], Duration::ZERO);
         assert_eq!(
             fast.samples.back().unwrap().1,
             vec![9_999],

@@ -79,6 +79,18 @@ pub enum Event {
         /// The interval, in seconds.
         seconds: u64,
     },
+    /// Block lines held back in the last second: at most [`super::BLOCK_LINES_PER_SECOND`]
+    /// are shown one by one.
+    BlocksNotShown {
+        /// Blocks this node found.
+        mined: u64,
+        /// Blocks adopted from peers (batches).
+        adopted: u64,
+        /// The height then.
+        height: u64,
+        /// The tip then.
+        tip: Hash256,
+    },
     /// The node stopped cleanly.
     Stopped {
         /// Its height.
@@ -101,10 +113,15 @@ pub struct Report {
     pub height: u64,
     /// Its tip.
     pub tip: Hash256,
-    /// Hashes a second since the last report, when mining; `None` when idle.
-    pub rate: Option<f64>,
-    /// Each device's name and rate, when mining on several.
-    pub devices: Vec<(String, f64)>,
+    /// Whether a search runs now.
+    pub mining: bool,
+    /// Hashes a second of mining time over each of [`super::RATE_WINDOWS`], all devices
+    /// together; `None` for a window with too little mining in it.
+    pub rates: [Option<f64>; 3],
+    /// Each device's name and rate over the first window, when mining on several.
+    pub devices: Vec<(String, Option<f64>)>,
+    /// Blocks this node found since it started.
+    pub blocks_found: u64,
     /// Payments pending.
     pub pending: usize,
     /// Peers heard lately.
@@ -193,6 +210,26 @@ impl fmt::Display for Event {
             Event::Note(note) => f.write_str(&note_line(note)),
             Event::MiningFailed(e) => write!(f, "Mining failed: {e}"),
             Event::Report(r) => r.fmt(f),
+            Event::BlocksNotShown {
+                mined,
+                adopted,
+                height,
+                tip,
+            } => {
+                let mut what = Vec::new();
+                if *mined > 0 {
+                    what.push(format!("{} more mined", thousands(*mined)));
+                }
+                if *adopted > 0 {
+                    what.push(format!("{} more adopted", thousands(*adopted)));
+                }
+                write!(
+                    f,
+                    "Blocks: {} in the last second, not shown one by one; height {}, tip {tip}",
+                    what.join(" and "),
+                    thousands(*height)
+                )
+            }
             Event::DownloadsNotShown { count, seconds } => write!(
                 f,
                 "Downloads failed: {count} more in the last {seconds} s, not shown one by one"
@@ -215,21 +252,34 @@ impl fmt::Display for Event {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.rate {
-            Some(rate) => {
-                let mut s = format!("mining, {} average", format_rate(rate));
-                if !self.devices.is_empty() {
-                    let each: Vec<String> = self
-                        .devices
-                        .iter()
-                        .map(|(name, rate)| format!("{name} {}", format_rate(*rate)))
-                        .collect();
-                    s += &format!(" ({})", each.join(", "));
-                }
-                s
-            }
-            None if self.catching_up => "downloading a chain far ahead, not mining".into(),
-            None => "idle, waiting for payments".into(),
+        let shown = |rate: Option<f64>| rate.map_or_else(|| "-".to_string(), format_rate);
+        let rates = format!(
+            "{} {} {} (10 s, 60 s, 15 min of mining)",
+            shown(self.rates[0]),
+            shown(self.rates[1]),
+            shown(self.rates[2])
+        );
+        let mut state = if self.mining {
+            format!("mining at {rates}")
+        } else if self.catching_up {
+            "downloading a chain far ahead, not mining".into()
+        } else {
+            "idle, waiting for payments".into()
+        };
+        if !self.mining && self.rates.iter().any(Option::is_some) {
+            state += &format!(", mined at {rates}");
+        }
+        if !self.devices.is_empty() {
+            let each: Vec<String> = self
+                .devices
+                .iter()
+                .map(|(name, rate)| format!("{name} {}", shown(*rate)))
+                .collect();
+            state += &format!(" [{}]", each.join(", "));
+        }
+        let found = match self.blocks_found {
+            1 => "1 block found".to_string(),
+            n => format!("{n} blocks found"),
         };
         let peers = match self.peers {
             1 => "1 peer".to_string(),
@@ -238,8 +288,8 @@ impl fmt::Display for Report {
         let stale = &self.stale;
         write!(
             f,
-            "Status: height {}, tip {}, {state}, {} pending, {peers}, {} stale of the last {} \
-             blocks ({:.1}%), {} malformed messages dropped, {} payments refused",
+            "Status: height {}, tip {}, {state}, {found}, {} pending, {peers}, {} stale of the \
+             last {} blocks ({:.1}%), {} malformed messages dropped, {} payments refused",
             self.height,
             self.tip,
             self.pending,
@@ -446,5 +496,61 @@ mod numbers {
         assert_eq!(rough_duration(Duration::from_secs(40)), "40 s");
         assert_eq!(rough_duration(Duration::from_secs(130)), "2 min");
         assert_eq!(rough_duration(Duration::from_secs(3 * 3600)), "3 h");
+    }
+
+    /// Issue 22: the status line gives the rate as xmrig does, over mining time, with blocks
+    /// found, and says when it is idle or downloading.
+    #[test]
+    fn the_status_line_gives_three_windows_of_mining_time_and_blocks_found() {
+        let mut report = Report {
+            height: 7,
+            tip: Hash256::ZERO,
+            mining: true,
+            rates: [Some(150.5e6), Some(150.2e6), None],
+            devices: vec![
+                ("cpu sha-ni x3".into(), Some(50.0e6)),
+                ("gpu H100".into(), None),
+            ],
+            blocks_found: 3,
+            pending: 0,
+            peers: 1,
+            stale: Default::default(),
+            dropped: 0,
+            refused: 0,
+            other_network: 0,
+            catching_up: false,
+        };
+        let line = report.to_string();
+        assert!(
+            line.contains("mining at 150.5 MH/s 150.2 MH/s - (10 s, 60 s, 15 min of mining)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("[cpu sha-ni x3 50.0 MH/s, gpu H100 -]"),
+            "{line}"
+        );
+        assert!(
+            line.contains("3 blocks found, 0 pending, 1 peer,"),
+            "{line}"
+        );
+        report.mining = false;
+        report.devices.clear();
+        let line = report.to_string();
+        assert!(
+            line.contains("idle, waiting for payments, mined at 150.5 MH/s"),
+            "{line}"
+        );
+        report.catching_up = true;
+        report.rates = [None; 3];
+        report.other_network = 5;
+        let line = report.to_string();
+        assert!(
+            line.contains("downloading a chain far ahead, not mining, 3 blocks"),
+            "{line}"
+        );
+        assert!(
+            line.contains("5 messages of other networks ignored"),
+            "{line}"
+        );
     }
 }

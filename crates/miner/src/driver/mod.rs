@@ -62,6 +62,16 @@ const EVENT_QUEUE: usize = 10_000;
 const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the node publishes its state and hash rates for the API.
 const SECOND: Duration = Duration::from_secs(1);
+/// At most this many `Block mined` and `Block adopted` lines a second; the rest are summed up
+/// in one line ([`Event::BlocksNotShown`]): at a low difficulty a node finds thousands a second.
+pub const BLOCK_LINES_PER_SECOND: u32 = 4;
+/// The windows the `Status:` line gives the hash rate over, as xmrig does: 10 s, 60 s, 15 min
+/// of mining time.
+pub const RATE_WINDOWS: [Duration; 3] = [
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+    Duration::from_secs(15 * 60),
+];
 
 mod event;
 mod handle;
@@ -350,14 +360,13 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
         core,
         dropped,
         job: None,
+        mining_clock: MiningClock::default(),
+        block_lines: BlockLines::new(Instant::now()),
         jobs,
         sync_jobs,
         announce,
         hashes_done,
-        meters: meters.map(|m| {
-            let last = vec![0; m.devices.len()];
-            (m, last)
-        }),
+        meters,
         published,
         events: senders.clone(),
         links: HashMap::new(),
@@ -633,12 +642,16 @@ struct Node {
     dropped: net::Dropped,
     /// The search running now: the core's job id, and the control that stops it.
     job: Option<(u64, Arc<SearchControl>)>,
+    /// How long a search has run, all told: rates over mining time leave idle spells out.
+    mining_clock: MiningClock,
+    /// Block lines shown this second, and those held back.
+    block_lines: BlockLines,
     jobs: Sender<Job>,
     sync_jobs: Sender<(Download, ForkPoints)>,
     announce: Sender<Status>,
     hashes_done: Arc<AtomicU64>,
     /// Each device's meter and its reading at the last report, when mining on several.
-    meters: Option<(DeviceMeters, Vec<u64>)>,
+    meters: Option<DeviceMeters>,
     /// What the API shows, published every [`SECOND`].
     published: Arc<Mutex<NodeState>>,
     /// For the threads of new links and dials.
@@ -666,7 +679,6 @@ impl Node {
         let report = tick(REPORT_INTERVAL);
         let second = tick(SECOND);
         self.publish();
-        let mut last_report = (Instant::now(), self.hashes());
         loop {
             if let Some(e) = self.fatal.take() {
                 self.stop_mining();
@@ -702,11 +714,12 @@ impl Node {
                             continue;
                         }
                         recv(report) -> _ => {
-                            last_report = self.report(last_report);
+                            self.report();
                             continue;
                         }
                         recv(second) -> _ => {
                             self.publish();
+                            self.flush_block_lines(Instant::now());
                             continue;
                         }
                     }
@@ -851,6 +864,17 @@ impl Node {
             Effect::Note(note) => {
                 // A catch-up's start and end show in the API at once, not up to a second late.
                 let catch_up = matches!(note, Note::CatchingUp { .. } | Note::CaughtUp { .. });
+                let block = match note {
+                    Note::BlockMined { .. } => Some(true),
+                    Note::BlockAdopted { .. } => Some(false),
+                    _ => None,
+                };
+                if let Some(mined) = block {
+                    self.flush_block_lines(Instant::now());
+                    if !self.block_lines.allow(mined) {
+                        return;
+                    }
+                }
                 (self.say)(Event::Note(note));
                 if catch_up {
                     self.publish();
@@ -881,6 +905,7 @@ impl Node {
                 };
                 if self.jobs.send(search).is_ok() {
                     self.job = Some((job, control));
+                    self.mining_clock.start(Instant::now());
                 } else {
                     self.input(Input::MiningFailed { job });
                 }
@@ -947,12 +972,28 @@ impl Node {
     fn search_ended(&mut self, job: u64) {
         if self.job.as_ref().is_some_and(|(id, _)| *id == job) {
             self.job = None;
+            self.mining_clock.stop(Instant::now());
         }
     }
 
     fn stop_mining(&mut self) {
         if let Some((_, control)) = self.job.take() {
             control.stop();
+            self.mining_clock.stop(Instant::now());
+        }
+    }
+
+    /// Once a second has passed since the block lines' window began: the count of those held
+    /// back, in one line, and a new window.
+    fn flush_block_lines(&mut self, now: Instant) {
+        if let Some((mined, adopted)) = self.block_lines.next_window(now) {
+            let status = self.core.status();
+            (self.say)(Event::BlocksNotShown {
+                mined,
+                adopted,
+                height: status.height,
+                tip: status.tip,
+            });
         }
     }
 
@@ -966,7 +1007,7 @@ impl Node {
     fn publish(&mut self) {
         let now = Instant::now();
         let counts = match &self.meters {
-            Some((m, _)) => m.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            Some(m) => m.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
             None => vec![self.hashes()],
         };
         let pending = self.core.pool().select(api::MAX_PENDING_LISTED);
@@ -1010,22 +1051,46 @@ impl Node {
         state.blocks_mined = self.core.blocks_mined;
         state.reorgs = self.core.reorgs;
         state.other_network = self.core.other_network;
-        state.rates.record(now, counts);
+        state
+            .rates
+            .record(now, counts, self.mining_clock.total(now));
     }
 
     /// The periodic report: height, tip, hash rate since the last one, pool, peers.
-    fn report(&mut self, (since, hashes_then): (Instant, u64)) -> (Instant, u64) {
+    fn report(&mut self) {
         let now = Instant::now();
-        let hashes = self.hashes();
-        let seconds = (now - since).as_secs_f64();
-        let rate = hashes.saturating_sub(hashes_then) as f64 / seconds;
+        // A fresh sample first: the rates end now.
+        self.publish();
+        let (rates, devices) = {
+            let state = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            let n = state.devices.len();
+            let total = |window| -> Option<f64> {
+                (0..n).map(|i| state.rates.mining_rate(i, window)).sum()
+            };
+            let rates = RATE_WINDOWS.map(total);
+            let devices = if n > 1 {
+                state
+                    .devices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        let rate = state.rates.mining_rate(i, RATE_WINDOWS[0]);
+                        (format!("{} {}", d.kind, d.name), rate)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (rates, devices)
+        };
         let status = self.core.status();
-        let devices = self.device_rates(seconds);
         (self.say)(Event::Report(Report {
             height: status.height,
             tip: status.tip,
-            rate: self.job.is_some().then_some(rate),
+            mining: self.job.is_some(),
+            rates,
             devices,
+            blocks_found: self.core.blocks_mined,
             pending: self.core.pending(),
             peers: self.core.sync().peers().len(),
             stale: self.core.stale_blocks(STALE_WINDOW),
@@ -1045,26 +1110,115 @@ impl Node {
         if count > 0 {
             (self.say)(Event::DownloadsNotShown { count, seconds });
         }
-        (now, hashes)
+    }
+}
+
+/// Time spent mining: what a search has run, summed over searches.
+#[derive(Debug, Default)]
+struct MiningClock {
+    before: Duration,
+    since: Option<Instant>,
+}
+
+impl MiningClock {
+    /// A search runs from `now` (one running already goes on).
+    fn start(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
     }
 
-    /// Each device's name and rate since the last report, when mining on several devices;
-    /// empty otherwise.
-    fn device_rates(&mut self, seconds: f64) -> Vec<(String, f64)> {
-        let Some((meters, last)) = &mut self.meters else {
-            return Vec::new();
-        };
-        meters
-            .devices
-            .iter()
-            .zip(meters.counts.iter())
-            .zip(last.iter_mut())
-            .map(|((info, count), last)| {
-                let now = count.load(Ordering::Relaxed);
-                let rate = now.saturating_sub(*last) as f64 / seconds.max(1e-9);
-                *last = now;
-                (format!("{} {}", info.device, info.adapter), rate)
-            })
-            .collect()
+    /// No search runs from `now`.
+    fn stop(&mut self, now: Instant) {
+        if let Some(since) = self.since.take() {
+            self.before += now.saturating_duration_since(since);
+        }
+    }
+
+    /// Mining time up to `now`.
+    fn total(&self, now: Instant) -> Duration {
+        self.before
+            + self
+                .since
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
+
+/// Block lines in the current second: at most [`BLOCK_LINES_PER_SECOND`] shown, the rest
+/// counted.
+#[derive(Debug)]
+struct BlockLines {
+    window: Instant,
+    shown: u32,
+    mined: u64,
+    adopted: u64,
+}
+
+impl BlockLines {
+    fn new(now: Instant) -> BlockLines {
+        BlockLines {
+            window: now,
+            shown: 0,
+            mined: 0,
+            adopted: 0,
+        }
+    }
+
+    /// Whether a block line (of a block `mined` here, or adopted) is shown.
+    fn allow(&mut self, mined: bool) -> bool {
+        if self.shown < BLOCK_LINES_PER_SECOND {
+            self.shown += 1;
+            return true;
+        }
+        if mined {
+            self.mined += 1;
+        } else {
+            self.adopted += 1;
+        }
+        false
+    }
+
+    /// Starts a new window once a second has passed; the counts held back in the last one,
+    /// if any were.
+    fn next_window(&mut self, now: Instant) -> Option<(u64, u64)> {
+        if now.saturating_duration_since(self.window) < SECOND {
+            return None;
+        }
+        let held = (self.mined, self.adopted);
+        *self = BlockLines::new(now);
+        (held != (0, 0)).then_some(held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_lines_are_a_few_a_second_and_the_rest_are_counted() {
+        let t0 = Instant::now();
+        let mut lines = BlockLines::new(t0);
+        let shown = (0..1_000).filter(|i| lines.allow(i % 3 != 0)).count();
+        assert_eq!(shown, BLOCK_LINES_PER_SECOND as usize);
+        assert_eq!(
+            lines.next_window(t0 + SECOND / 2),
+            None,
+            "within the second"
+        );
+        // The 996 held back: 664 mined (i % 3 != 0), 332 adopted.
+        assert_eq!(lines.next_window(t0 + SECOND), Some((664, 332)));
+        assert_eq!(lines.next_window(t0 + 2 * SECOND), None, "nothing held");
+        assert!(lines.allow(true));
+    }
+
+    #[test]
+    fn the_mining_clock_counts_only_searches() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut clock = MiningClock::default();
+        clock.start(t0);
+        clock.start(t0 + s(1));
+        clock.stop(t0 + s(2));
+        clock.stop(t0 + s(5));
+        clock.start(t0 + s(10));
+        assert_eq!(clock.total(t0 + s(13)), s(5));
     }
 }
