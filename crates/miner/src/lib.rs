@@ -14,6 +14,7 @@ pub mod driver;
 pub mod engine;
 pub mod gpu;
 pub mod multi;
+pub mod pick;
 pub mod select;
 #[cfg(target_arch = "x86_64")]
 pub mod shani;

@@ -12,7 +12,6 @@ use clap::Parser;
 use mvbc_miner::bench::{self, BenchReport};
 use mvbc_miner::cpu::Kernel;
 use mvbc_miner::driver;
-use mvbc_miner::engine::DeviceKind;
 use mvbc_miner::select::{self, DeviceChoice, KernelChoice};
 use mvbc_miner::tune::TuneCache;
 use mvbc_miner::{CpuEngine, MiningEngine};
@@ -43,8 +42,9 @@ struct Cli {
     /// CPU engine threads [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
-    /// The CPU engine's kernel: `auto` measures each one this CPU runs at start (0.3 s) and
-    /// takes the fastest.
+    /// The CPU engine's kernel: `auto` takes the fastest on this CPU, measured on first start
+    /// (each kernel's best of 5 alternating rounds, under a second) and kept in
+    /// `cpu-kernel.json` per CPU model.
     #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
     cpu_kernel: KernelChoice,
     /// Pay mining rewards to this address, or to the local key of this name, instead of the
@@ -56,7 +56,8 @@ struct Cli {
     #[arg(long)]
     benchmark: bool,
     /// Measure the GPU engine's tuning again (workgroup size, nonces per invocation, dispatch
-    /// time, shader checks) instead of using `gpu-tuning.json` in the data directory.
+    /// time, shader checks) instead of using `gpu-tuning.json` in the data directory, and the
+    /// CPU kernels instead of using `cpu-kernel.json`.
     #[arg(long)]
     retune: bool,
     /// How long to measure each engine, after a one-second warm-up.
@@ -184,15 +185,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     if let Some(note) = &selection.note {
         println!("Devices: {note}");
     }
-    let uses_cpu = selection
-        .engines
-        .iter()
-        .any(|e| e.info().device == DeviceKind::Cpu);
-    if uses_cpu && cli.cpu_kernel == KernelChoice::Auto {
-        println!(
-            "CPU kernels measured on one thread: {}",
-            Kernel::measured_summary()
-        );
+    if let Some(pick) = &selection.kernel_pick {
+        println!("CPU kernel: {pick}");
     }
     let (engine, meters) = selection.combine();
     let info = engine.info();

@@ -124,6 +124,8 @@ pub struct Selection {
     pub note: Option<String>,
     /// For each GPU engine: its adapter and how it is tuned, for the user.
     pub tuning: Vec<String>,
+    /// How `--cpu-kernel auto` picked the CPU engine's kernel, when it did.
+    pub kernel_pick: Option<crate::pick::Pick>,
 }
 
 /// Nonces each device has tried, for reporting rates while several mine together.
@@ -168,12 +170,17 @@ pub fn engines(
         tuning.push(format!("{name}: {line}"));
         Ok(Box::new(engine))
     };
-    let cpu = || {
-        let engine = match kernel {
-            Some(k) => CpuEngine::with_kernel(threads, k),
-            None => CpuEngine::new(threads),
-        };
-        Box::new(engine) as Box<dyn MiningEngine>
+    let mut kernel_pick = None;
+    let mut cpu = || {
+        let kernel = kernel.unwrap_or_else(|| {
+            // The kernel cache lives beside the GPU tuning cache, in the data directory.
+            let path = cache.path.as_deref().and_then(std::path::Path::parent);
+            let pick = crate::pick::pick(path.map(crate::pick::cache_in).as_deref(), cache.retune);
+            let kernel = pick.kernel;
+            kernel_pick = Some(pick);
+            kernel
+        });
+        Box::new(CpuEngine::with_kernel(threads, kernel)) as Box<dyn MiningEngine>
     };
     let (engines, note) = match choice {
         DeviceChoice::Cpu => (vec![cpu()], None),
@@ -232,6 +239,7 @@ pub fn engines(
         engines,
         note,
         tuning,
+        kernel_pick,
     })
 }
 

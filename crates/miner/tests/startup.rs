@@ -38,15 +38,19 @@ fn first_start_creates_the_reward_key_and_later_starts_reuse_it() {
     // The kernel was picked by measurement, and every kernel this CPU runs was measured.
     let measured = text
         .lines()
-        .find(|l| l.starts_with("CPU kernels measured on one thread: "))
+        .find(|l| l.starts_with("CPU kernel: "))
         .unwrap_or_else(|| panic!("no kernel figures\n{text}"));
+    assert!(measured.contains("best of 5 rounds"), "{measured}");
     assert!(measured.contains("portable"), "{measured}");
     assert!(text.contains("Shutting down: height "), "{text}");
+    assert!(dir.path().join("cpu-kernel.json").exists());
 
     let second = Miner::start(dir.path(), &net);
     let (code, text) = second.stop_with("INT");
     assert_eq!(code, Some(0), "Ctrl-C is a clean stop\n{text}");
     assert!(!text.contains("Generated key"), "{text}");
+    // The second start reads the pick this CPU measured: no new measurement.
+    assert!(text.contains("as measured before on this CPU"), "{text}");
     assert!(
         text.contains(&format!("Mining rewards go to {}", key.address())),
         "{text}"
