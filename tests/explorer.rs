@@ -230,10 +230,12 @@ impl Browser {
         }
     }
 
-    /// A left click in the middle of the element `selector` names, as a mouse would.
+    /// A left click in the middle of the element `selector` names, as a mouse would, after
+    /// scrolling it into view as a user would.
     fn click(&mut self, selector: &str) {
         let at = self.eval(&format!(
-            "(() => {{ const r = document.querySelector('{selector}').getBoundingClientRect(); \
+            "(() => {{ const e = document.querySelector('{selector}'); \
+             e.scrollIntoView({{ block: 'center' }}); const r = e.getBoundingClientRect(); \
              return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
         ));
         let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
@@ -353,6 +355,101 @@ fn the_explorer_shows_the_tip_and_a_drawn_chart_and_a_search_opens_the_block() {
         "a real picture"
     );
     eprintln!("{test}: screenshot in {}", shot.display());
+    let (code, log) = miner.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Issue 22: a view replaces the dashboard, so a block clicked at a phone's width (390 px) or
+/// a desktop's (1280 px) opens on the first screen; the address bar follows and Back returns;
+/// older blocks are a page away; a search's error stays through the page's refreshes.
+#[test]
+fn a_clicked_block_opens_on_the_first_screen_at_390_and_1280_px_and_back_returns() {
+    let test = "explorer navigation";
+    let Some(bin) = browser(test) else { return };
+    let net = Net::new();
+    let m = tempdir().unwrap();
+    let key = mvbc_protocol::KeyPair::generate(1024).unwrap();
+    store_blocks(&net, m.path(), &build_chain(&net, &key, 40, 0));
+    let mut miner = Miner::start(m.path(), &net);
+    let port = miner.api();
+    miner.wait_height(40);
+    let home = format!("http://127.0.0.1:{port}/");
+    let hash = |h: u64| get_json(port, &format!("/api/v1/block/{h}"))["hash"].clone();
+    let profile = tempdir().unwrap();
+    let mut browser = Browser::start(&bin, profile.path());
+    for (width, height) in [(390, 844), (1280, 800)] {
+        browser.open(&home);
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500 }),
+        );
+        browser.wait(
+            "the latest blocks",
+            "!!document.querySelector('#view a[href=\"#/block/38\"]')",
+        );
+        browser.click("#view a[href=\"#/block/38\"]");
+        browser.wait(
+            "block 38",
+            &format!(
+                "document.getElementById('view').dataset.hash === {}",
+                hash(38)
+            ),
+        );
+        assert_eq!(
+            browser.eval("location.hash"),
+            json!("#/block/38"),
+            "{width} px"
+        );
+        let first_screen = browser.eval(
+            "(() => { const r = document.getElementById('block-height').getBoundingClientRect(); \
+             return scrollY === 0 && r.top >= 0 && r.bottom <= innerHeight; })()",
+        );
+        // In the document's first screen, not merely where the click had scrolled to.
+        assert_eq!(
+            first_screen,
+            json!(true),
+            "block 38 is on the first screen at {width} px"
+        );
+        assert_eq!(
+            browser.eval("document.getElementById('dashboard').hidden"),
+            json!(true)
+        );
+        // Back: the dashboard and the latest blocks again.
+        browser.eval("history.back()");
+        browser.wait(
+            "the dashboard after Back",
+            "document.getElementById('view').dataset.view === 'home' && \
+             !document.getElementById('dashboard').hidden",
+        );
+        // Older blocks, a page away.
+        browser.wait(
+            "the older blocks link",
+            "!!document.getElementById('older-blocks')",
+        );
+        browser.click("#older-blocks");
+        browser.wait(
+            "an older page",
+            "document.getElementById('view').dataset.view === 'blocks' && \
+             !!document.querySelector('#view a[href=\"#/block/10\"]')",
+        );
+        let age = browser.eval("document.querySelector('#view .age').textContent");
+        assert!(age.as_str().is_some_and(|a| a.ends_with(" ago")), "{age}");
+        // A search that finds nothing says so, and the message outlives the next refresh.
+        browser.click("#q");
+        browser.call("Input.insertText", json!({ "text": "no such thing" }));
+        browser.click("#search button");
+        browser.wait(
+            "the search's error",
+            "!document.getElementById('error').hidden",
+        );
+        std::thread::sleep(Duration::from_millis(3_500));
+        assert_eq!(
+            browser.eval("document.getElementById('error').hidden"),
+            json!(false),
+            "the error stayed through a refresh at {width} px"
+        );
+    }
+    drop(browser);
     let (code, log) = miner.stop();
     assert_eq!(code, Some(0), "{log}");
 }

@@ -3,7 +3,11 @@
 use std::process::{Command, Output};
 
 fn miner(args: &[&str], env: &[(&str, &str)]) -> Output {
+    // The default data directory is the current one, where the kernel pick and GPU tuning are
+    // kept: a directory of the test's own, not the source tree.
+    let dir = tempfile::tempdir().unwrap();
     Command::new(env!("CARGO_BIN_EXE_mvbc-miner"))
+        .current_dir(dir.path())
         .args(args)
         .envs(env.iter().copied())
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())

@@ -440,15 +440,16 @@ impl Miner {
             .collect()
     }
 
-    /// Waits until it has a link to `peer`, dialled by it or not.
-    pub fn wait_link(&mut self, peer: &str, dialled: bool) {
+    /// Waits until it has a link to `peer`: dialled by it (`Some(true)`), by the peer
+    /// (`Some(false)`), or either way (`None`).
+    pub fn wait_link(&mut self, peer: &str, dialled: Option<bool>) {
         poll_until(
             self,
             |m| {
                 let links = m.links();
                 links
                     .iter()
-                    .any(|l| *l == (peer.to_string(), dialled))
+                    .any(|(p, d)| p == peer && dialled.is_none_or(|want| want == *d))
                     .then_some(())
             },
             |m| format!("no link to {peer} in {:?}\n{}", m.links(), m.log()),
