@@ -137,7 +137,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", mvbc_protocol::error_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -169,7 +169,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     let selection = select_engines(cli)?;
     let reward_to = match named {
         Some(address) => address,
-        None => reward_key(dir, config.key_size)?.address(),
+        None => reward_address(dir, config.key_size)?,
     };
     println!("Mining rewards go to {reward_to}");
     let chain = loaded.chain;
@@ -225,8 +225,7 @@ fn resolve_address(dir: &Path, name_or_address: &str) -> Result<Address> {
     }
     keyfile::check_key_name(name_or_address)
         .with_context(|| format!("`{name_or_address}` is neither an address nor a key name"))?;
-    let path = keyfile::key_path(dir, name_or_address);
-    let key = keyfile::load_key(&path).with_context(|| {
+    let key = keyfile::read_key(dir, name_or_address).with_context(|| {
         format!(
             "`{name_or_address}` is not an address, and not a key in {}",
             dir.display()
@@ -381,17 +380,21 @@ fn measure_one(engine: &mut dyn MiningEngine, seconds: Duration) -> Result<bench
 }
 
 /// Loads `mining_rewards.pem`, creating it on first start.
-fn reward_key(dir: &Path, bits: usize) -> Result<KeyPair> {
+/// The reward key's address, the key created on first start. Only the address is needed, so
+/// a key the user has since encrypted is read by its public half.
+fn reward_address(dir: &Path, bits: usize) -> Result<Address> {
     let path = keyfile::key_path(dir, REWARD_KEY_NAME);
     if path.exists() {
-        return keyfile::load_key(&path).context("loading the reward key");
+        return Ok(keyfile::read_key(dir, REWARD_KEY_NAME)
+            .context("loading the reward key")?
+            .address());
     }
     let key = KeyPair::generate(bits)?;
-    let path = keyfile::save_new_key(dir, REWARD_KEY_NAME, &key)?;
+    let path = keyfile::save_new_key(dir, REWARD_KEY_NAME, &key, None)?;
     println!(
         "Generated key [{REWARD_KEY_NAME}] with address {}. Key saved in {}",
         key.address(),
         path.display()
     );
-    Ok(key)
+    Ok(key.address())
 }

@@ -24,13 +24,13 @@ pub const MAX_DIFFICULTY: u32 = 64;
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataDirArgs {
     /// Directory holding keys (*.pem), the chain store and mvbc.toml.
-    #[arg(long, default_value = ".")]
+    #[arg(long, default_value = ".", global = true)]
     pub data_dir: PathBuf,
     /// Config file to read instead of <data-dir>/mvbc.toml.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// Override one config key, e.g. -s difficulty=16 (repeatable).
-    #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
+    #[arg(short = 's', long = "set", value_name = "KEY=VALUE", global = true)]
     pub settings: Vec<String>,
     /// A node to talk to over TCP, wherever it is (its block server's host:port), besides any
     /// heard by broadcast; adds to the `peers` config key (repeatable).
@@ -172,6 +172,31 @@ pub const KEYS: [&str; 13] = [
     "api_allow_origin",
 ];
 
+/// The TOML parser's message with the line and column it points at, and a hint for the
+/// mistake most often made: a text value, such as an address, left unquoted.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_owned();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    let source = text.lines().nth(line - 1).unwrap_or_default();
+    let unquoted = source.split_once('=').is_some_and(|(_, value)| {
+        let value = value.trim();
+        value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.parse::<f64>().is_err()
+            && value != "true"
+            && value != "false"
+    });
+    let hint = if unquoted {
+        "; a text value such as an address goes in double quotes (key = \"192.168.1.255\")"
+    } else {
+        ""
+    };
+    format!("line {line}, column {column}: {}{hint}", e.message())
+}
+
 impl Config {
     /// Loads the configuration: defaults, then the file (`config_file`, which must exist, or
     /// else `mvbc.toml` in `data_dir` if present), then each `KEY=VALUE` of `settings`.
@@ -213,7 +238,7 @@ impl Config {
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
                     path: PathBuf::new(),
-                    message: e.message().to_owned(),
+                    message: located(text, &e),
                 })?;
         for (key, value) in &table {
             self.set(key, value)?;
@@ -538,6 +563,19 @@ mod tests {
                 format!("`{bad}` is not a number of seconds from 0.5 to 3600")
             );
         }
+    }
+
+    /// Issue 22: `invalid float, expected nothing` said neither where nor why.
+    #[test]
+    fn a_toml_error_names_its_line_and_an_unquoted_address_gets_a_hint() {
+        let mut c = Config::default();
+        let text = "difficulty = 20\nbroadcast_address = 192.168.1.255\n";
+        let err = c.apply_toml(text).unwrap_err().to_string();
+        assert!(err.contains("line 2, column"), "{err}");
+        assert!(err.contains("goes in double quotes"), "{err}");
+        let err = c.apply_toml("difficulty = = 3").unwrap_err().to_string();
+        assert!(err.contains("line 1, column"), "{err}");
+        assert!(!err.contains("double quotes"), "{err}");
     }
 
     #[test]

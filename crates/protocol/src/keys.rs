@@ -169,6 +169,9 @@ pub enum KeyError {
     /// Not a PKCS#8 PEM RSA private key.
     #[error("not a PKCS#8 PEM RSA private key: {0}")]
     Pem(String),
+    /// An encrypted key that this passphrase does not open (or a damaged one).
+    #[error("the passphrase does not open this key (or the key file is damaged)")]
+    Passphrase,
 }
 
 /// Why a signature did not verify.
@@ -218,6 +221,34 @@ impl KeyPair {
             public_der,
             address,
         })
+    }
+
+    /// Reads a PKCS#8 PEM private key encrypted under `passphrase` (`ENCRYPTED PRIVATE KEY`).
+    pub fn from_pkcs8_encrypted_pem(pem: &str, passphrase: &str) -> Result<KeyPair, KeyError> {
+        let key = PrivateKey::from_pkcs8_encrypted_pem(pem, passphrase.as_bytes())
+            .map_err(|_| KeyError::Passphrase)?;
+        Self::from_private_key(key)
+    }
+
+    /// The private key as PKCS#8 PEM text encrypted under `passphrase`: PBES2 with scrypt
+    /// and AES-256-CBC, a fresh salt and IV from the operating system.
+    pub fn to_pkcs8_encrypted_pem(&self, passphrase: &str) -> Result<String, KeyError> {
+        let pem = self
+            .signing
+            .as_ref()
+            .to_pkcs8_encrypted_pem(passphrase.as_bytes(), LineEnding::LF)
+            .map_err(|e| KeyError::Pem(e.to_string()))?;
+        Ok(pem.as_str().to_owned())
+    }
+
+    /// The public key as SubjectPublicKeyInfo PEM: what an encrypted key's address is read
+    /// from without its passphrase.
+    pub fn public_key_pem(&self) -> Result<String, KeyError> {
+        self.signing
+            .as_ref()
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Pem(e.to_string()))
     }
 
     /// Reads a PKCS#8 PEM private key.

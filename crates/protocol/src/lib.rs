@@ -46,3 +46,35 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// An error and its causes on one line, each said once: a message that already holds its
+/// cause's text (`path: No such file or directory (os error 2)`) is not followed by that text
+/// again, as printing the whole chain would.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = crate::keyfile::KeyFileError::Io {
+            path: "alice.pem".into(),
+            source: io,
+        };
+        let line = super::error_line(&e);
+        assert_eq!(line.matches("not found").count(), 1, "{line}");
+        assert!(line.starts_with("alice.pem: "), "{line}");
+    }
+}

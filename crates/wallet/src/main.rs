@@ -4,7 +4,8 @@ mod outbox;
 mod pending;
 mod sync;
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mvbc_net::Cancel;
 use mvbc_protocol::config::DataDirArgs;
-use mvbc_protocol::keyfile::{self, KeyFileError};
+use mvbc_protocol::keyfile::{self, KeyFileError, Stored};
 use mvbc_protocol::keys::address_or_name;
 use mvbc_protocol::store::read_only_chain;
 use mvbc_protocol::{
@@ -43,6 +44,14 @@ enum Command {
     NewAddress {
         /// A local name for the address (letters, digits, '-', '_', '.').
         name: String,
+        /// Keep the key encrypted under a passphrase (asked for twice on the terminal, or read
+        /// from --passphrase-file); `send` asks for it to sign. Its address stays readable
+        /// from NAME.pub.
+        #[arg(long)]
+        encrypt: bool,
+        /// With --encrypt: read the passphrase from the first line of FILE (for scripts).
+        #[arg(long, value_name = "FILE", requires = "encrypt")]
+        passphrase_file: Option<PathBuf>,
     },
     /// List local addresses with their balances.
     ListAddresses {
@@ -60,6 +69,10 @@ enum Command {
         amount: String,
         /// The receiving address, or the name of a local key.
         to: String,
+        /// When the paying key is encrypted: read its passphrase from the first line of FILE
+        /// instead of asking on the terminal.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Show every confirmed transaction of an address, then this wallet's pending ones.
     History {
@@ -121,11 +134,28 @@ fn main() -> ExitCode {
             Ok(config)
         })
         .and_then(|config| match command {
-            Command::NewAddress { name } => new_address(&cli.args.data_dir, &config, &name),
-            Command::ListAddresses { json } => list_addresses(&cli.args.data_dir, &config, json),
-            Command::Send { from, amount, to } => {
-                send(&cli.args.data_dir, &config, &from, &amount, &to)
+            Command::NewAddress {
+                name,
+                encrypt,
+                passphrase_file,
+            } => {
+                let passphrase = encrypt
+                    .then(|| passphrase(passphrase_file.as_deref(), &name, true))
+                    .transpose()?;
+                new_address(&cli.args.data_dir, &config, &name, passphrase.as_deref())
             }
+            Command::ListAddresses { json } => list_addresses(&cli.args.data_dir, &config, json),
+            Command::Send {
+                from,
+                amount,
+                to,
+                passphrase_file,
+            } => send(
+                &cli.args.data_dir,
+                &config,
+                [&from, &amount, &to],
+                passphrase_file.as_deref(),
+            ),
             Command::History { address, json } => {
                 history(&cli.args.data_dir, &config, &address, json)
             }
@@ -155,22 +185,68 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", mvbc_protocol::error_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
-fn new_address(dir: &Path, config: &Config, name: &str) -> Result<()> {
+fn new_address(dir: &Path, config: &Config, name: &str, passphrase: Option<&str>) -> Result<()> {
     keyfile::check_key_name(name)?;
     if keyfile::key_path(dir, name).exists() {
         bail!(KeyFileError::Exists(name.to_owned()));
     }
     let key = KeyPair::generate(config.key_size)?;
-    let path = keyfile::save_new_key(dir, name, &key)?;
+    let path = keyfile::save_new_key(dir, name, &key, passphrase)?;
     println!("Generated key [{name}] with address {}.", key.address());
-    println!("Key saved in {}", path.display());
+    if passphrase.is_some() {
+        println!(
+            "Key saved in {}, encrypted under your passphrase (its address in {}). Back up \
+             the file and remember the passphrase: without it the coins cannot be spent.",
+            path.display(),
+            keyfile::public_path(dir, name).display()
+        );
+    } else {
+        println!("Key saved in {}", path.display());
+    }
     Ok(())
+}
+
+/// Longest passphrase file read.
+const MAX_PASSPHRASE_FILE: u64 = 4096;
+
+/// A passphrase for key `name`: the first line of `file`, or asked on the terminal without
+/// echo (twice when `confirm`, for a new key). Never empty.
+fn passphrase(file: Option<&Path>, name: &str, confirm: bool) -> Result<String> {
+    let phrase = match file {
+        Some(file) => {
+            let bytes = mvbc_protocol::fsutil::read_capped(file, MAX_PASSPHRASE_FILE)
+                .with_context(|| format!("reading the passphrase from {}", file.display()))?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8 text", file.display()))?;
+            text.lines().next().unwrap_or_default().to_owned()
+        }
+        None if std::io::stdin().is_terminal() => {
+            let phrase = rpassword::prompt_password(format!("Passphrase for key [{name}]: "))
+                .context("reading the passphrase")?;
+            if confirm {
+                let again = rpassword::prompt_password("The same passphrase again: ")
+                    .context("reading the passphrase")?;
+                if again != phrase {
+                    bail!("the two passphrases differ; nothing was saved");
+                }
+            }
+            phrase
+        }
+        None => bail!(
+            "key [{name}] needs a passphrase: run this on a terminal, or name a file holding \
+             it with --passphrase-file FILE"
+        ),
+    };
+    if phrase.is_empty() {
+        bail!("an empty passphrase protects nothing; give one");
+    }
+    Ok(phrase)
 }
 
 fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
@@ -193,6 +269,14 @@ fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
             })
             .collect();
         println!("{}", serde_json::to_string(&items)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "No keys in {}: `mvbc-wallet --data-dir {} new-address NAME` makes one.",
+            dir.display(),
+            dir.display()
+        );
         return Ok(());
     }
     println!(
@@ -288,12 +372,13 @@ fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
 }
 
 /// Every local key, by name.
-fn local_keys(dir: &Path) -> Result<Vec<(String, KeyPair)>> {
+/// Every key of the data directory by name; encrypted ones by their address alone.
+fn local_keys(dir: &Path) -> Result<Vec<(String, Stored)>> {
     keyfile::list_key_names(dir)?
         .into_iter()
         .map(|name| {
-            let key = keyfile::load_key(&keyfile::key_path(dir, &name))
-                .with_context(|| format!("reading key {name:?}"))?;
+            let key =
+                keyfile::read_key(dir, &name).with_context(|| format!("reading key {name:?}"))?;
             Ok((name, key))
         })
         .collect()
@@ -306,8 +391,14 @@ fn unconfirmed(dir: &Path, ledger: &Ledger) -> Result<Vec<Payment>> {
     Ok(payments)
 }
 
-/// `send`: checks, signs, stores as pending (atomically, under the wallet lock), broadcasts.
-fn send(dir: &Path, config: &Config, from: &str, amount: &str, to: &str) -> Result<()> {
+/// `send FROM AMOUNT TO`: checks, signs (asking for the paying key's passphrase when it is
+/// encrypted), stores as pending (atomically, under the wallet lock), broadcasts.
+fn send(
+    dir: &Path,
+    config: &Config,
+    [from, amount, to]: [&str; 3],
+    passphrase_file: Option<&Path>,
+) -> Result<()> {
     let amount: Amount = amount
         .parse()
         .with_context(|| format!("bad amount `{amount}`"))?;
@@ -334,6 +425,17 @@ fn send(dir: &Path, config: &Config, from: &str, amount: &str, to: &str) -> Resu
                  (see `mvbc-wallet list-addresses`)"
             ),
         },
+    };
+    // Asked before the wallet's lock is taken: a person typing holds nothing up.
+    let unlocked;
+    let key = match key {
+        Stored::Open(key) => key,
+        Stored::Encrypted { address, path } => {
+            let phrase = passphrase(passphrase_file, from_name, false)?;
+            unlocked = keyfile::unlock(path, &phrase, *address)
+                .with_context(|| format!("key [{from_name}]"))?;
+            &unlocked
+        }
     };
     let ledger = load_ledger(dir, config)?;
     let mut pending = Pending::open(dir)?;

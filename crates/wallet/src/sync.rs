@@ -230,11 +230,13 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
     if options.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let pending = match report.pending.len() {
+            1 => "1 payment pending".to_string(),
+            n => format!("{n} payments pending"),
+        };
         println!(
-            "Synced: height {}, tip {}, {} payments pending",
-            report.height,
-            report.tip,
-            report.pending.len()
+            "Synced: height {}, tip {}, {pending}",
+            report.height, report.tip
         );
     }
     Ok(())

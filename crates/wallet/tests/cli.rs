@@ -270,3 +270,89 @@ fn history_lists_an_addresss_confirmed_transactions() {
         stdout(&out)
     );
 }
+
+/// Issue 22: a key kept encrypted signs only with its passphrase; its address and balance are
+/// listed without it; a wrong or missing passphrase records nothing.
+#[test]
+fn an_encrypted_key_signs_only_with_the_right_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let right = dir.path().join("right.txt");
+    let wrong = dir.path().join("wrong.txt");
+    std::fs::write(&right, "correct horse battery\n").unwrap();
+    std::fs::write(&wrong, "correct horse\n").unwrap();
+    let args = ["new-address", "safe", "--encrypt", "--passphrase-file"];
+    let out = wallet(
+        dir.path(),
+        &[&args[..], &[right.to_str().unwrap()]].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("encrypted under your passphrase"),
+        "{}",
+        stdout(&out)
+    );
+    let pem = std::fs::read_to_string(dir.path().join("safe.pem")).unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{pem}"
+    );
+    let stored = keyfile::read_key(dir.path(), "safe").unwrap();
+    let address = stored.address();
+    let key = keyfile::unlock(
+        &dir.path().join("safe.pem"),
+        "correct horse battery",
+        address,
+    )
+    .unwrap();
+    chain_paying(dir.path(), &key);
+    let listed = stdout(&wallet(dir.path(), &["list-addresses", "--json"]));
+    assert!(listed.contains(&address.to_string()), "{listed}");
+    assert!(listed.contains("10.000000"), "{listed}");
+
+    let to = mvbc_protocol::Address(mvbc_protocol::hash::sha256(b"payee")).to_string();
+    let send = ["send", "safe", "1", &to, "--passphrase-file"];
+    for (args, says) in [
+        (
+            [&send[..], &[wrong.to_str().unwrap()]].concat(),
+            "passphrase does not open",
+        ),
+        (send[..4].to_vec(), "needs a passphrase"),
+    ] {
+        let out = wallet(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(!dir.path().join("wallet-pending.dat").exists());
+    }
+    let out = wallet(
+        dir.path(),
+        &[&send[..], &[right.to_str().unwrap()]].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("wallet-pending.dat").exists());
+}
+
+/// Issue 22's papercuts: `--data-dir` after the command, as `--peer` already was; an empty key
+/// table says how to make a key; an OS error is said once.
+#[test]
+fn data_dir_after_the_command_an_empty_table_with_a_hint_and_errors_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mvbc-wallet"))
+        .args(["list-addresses", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("new-address NAME` makes one"),
+        "{}",
+        stdout(&out)
+    );
+    let missing = dir.path().join("nothing.toml");
+    let out = wallet(
+        dir.path(),
+        &["--config", missing.to_str().unwrap(), "list-addresses"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
