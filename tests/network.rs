@@ -404,3 +404,29 @@ fn a_miner_joining_a_long_chain_downloads_it_before_mining_and_shows_its_progres
     let progress = seen["initial_download"]["progress"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&progress), "{seen}");
 }
+
+/// Issue 22: two networks on one LAN (other consensus settings, the same ports) ignore each
+/// other: one line each, the rest counted, no download of a chain that would be refused.
+#[test]
+fn miners_of_two_networks_on_one_lan_ignore_each_other_with_one_line() {
+    let net = Net::new();
+    let (a, b) = (tempdir().unwrap(), tempdir().unwrap());
+    let mut miner_a = Miner::start(a.path(), &net);
+    let other = format!("block_size={}", net.block_size + 1);
+    let mut miner_b = Miner::start_with(b.path(), &net, &["-s", &other]);
+    let tip_a = miner_a.wait_height(1);
+    let tip_b = miner_b.wait_height(1);
+    assert_ne!(tip_a, tip_b, "each mined its own block 1");
+    for miner in [&mut miner_a, &mut miner_b] {
+        miner.wait_api("statuses of the other network counted", "summary", |s| {
+            s["other_network_messages"].as_u64() > Some(1) && s["peers"] == 0
+        });
+    }
+    let (_, log_a) = miner_a.stop();
+    let (_, log_b) = miner_b.stop();
+    for log in [&log_a, &log_b] {
+        assert_eq!(log.matches("and every node of network").count(), 1, "{log}");
+        assert!(!log.contains("Download from"), "{log}");
+        assert!(!log.contains("Block adopted"), "{log}");
+    }
+}
