@@ -125,3 +125,41 @@ fn a_second_node_in_the_same_process_downloads_the_first_ones_chain() {
     a.shutdown().unwrap();
     b.shutdown().unwrap();
 }
+
+/// Issue 22: at a low difficulty a node finds thousands of blocks a second; it says a few a
+/// second one by one and sums up the rest, never one line per block.
+#[test]
+fn thousands_of_blocks_a_second_are_told_a_few_a_second_and_the_rest_summed_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        difficulty: 8,
+        ..config(free_udp_port(), free_udp_port())
+    };
+    let node = start(dir.path(), config);
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let events = node.events().clone();
+    node.shutdown().unwrap();
+    let seconds = started.elapsed().as_secs() + 1;
+    let (mut shown, mut summed, mut height) = (0, 0, 0);
+    for event in events.try_iter() {
+        match event {
+            Event::Note(Note::BlockMined { .. }) => shown += 1,
+            Event::BlocksNotShown { mined, .. } => summed += mined,
+            Event::Stopped { height: h, .. } => height = h,
+            _ => {}
+        }
+    }
+    assert!(height > 500, "the test needs many blocks: {height}");
+    assert!(
+        shown <= u64::from(driver::BLOCK_LINES_PER_SECOND) * (seconds + 1),
+        "{shown} blocks told one by one in {seconds} s"
+    );
+    assert!(summed > 0);
+    // Each block found is told or counted, but for those of the last second, still held.
+    assert!(shown + summed <= height, "{shown} + {summed} > {height}");
+    assert!(
+        shown + summed >= height / 2,
+        "{shown} + {summed} of {height}"
+    );
+}
