@@ -114,7 +114,12 @@ fn a_node_started_through_its_handle_mines_says_so_in_typed_events_and_stops_wit
 #[test]
 fn a_second_node_in_the_same_process_downloads_the_first_ones_chain() {
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = config(free_udp_port(), free_udp_port());
+    // Tens of blocks a second, not thousands: a node catching up with a chain far ahead does
+    // not mine until it is in, and must be able to get in.
+    let config = Config {
+        difficulty: 20,
+        ..config(free_udp_port(), free_udp_port())
+    };
     let a = start(a_dir.path(), config.clone());
     a.wait_for_height(5, PATIENCE).unwrap();
     // The first mines ahead; the second joins, downloads and mines on the same chain.

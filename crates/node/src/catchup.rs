@@ -5,9 +5,12 @@
 //! A status alone does not stop mining: anyone may announce a huge chain. A download from a
 //! peer announcing more than [`CATCH_UP_BLOCKS`] blocks of work beyond ours pauses mining for
 //! at most [`PROOF_GRACE`] until its first blocks arrive, and such an unproven pause is granted
-//! at most once per [`UNPROVEN_PAUSE_EVERY`]; a liar can cost a node a tenth of its mining at
-//! worst. Once blocks arrive (each one real proof of work, fully validated) the pause lasts
-//! while they keep coming: a download that brings nothing for [`STALL`] mines again.
+//! at most once per [`UNPROVEN_PAUSE_EVERY`] (a first block gives the allowance back); a liar
+//! can cost a node a tenth of its mining at worst. Once blocks arrive (each one real proof of
+//! work, fully validated) the pause lasts while they keep coming, and starts again if they come
+//! after it ended: a download that brings nothing for [`STALL`] mines again. The pause is the
+//! [`CatchUp`]'s own state ([`CatchUp::paused`]), moved by [`CatchUp::progressed`] and
+//! [`CatchUp::tick`].
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,6 +49,8 @@ pub struct CatchUp {
     first_block: Option<Instant>,
     last_block: Option<Instant>,
     next_report: Instant,
+    /// Whether it keeps the node from mining now.
+    paused: bool,
 }
 
 /// Where a catch-up stands, for the log and the API.
@@ -86,15 +91,33 @@ impl CatchUp {
             first_block: None,
             last_block: None,
             next_report: now + PROGRESS_EVERY,
+            paused: true,
         }
     }
 
-    /// Blocks from the peer took our chain to `height`.
-    pub fn progressed(&mut self, height: u64, now: Instant) {
+    /// Blocks from the peer took our chain to `height`: the pause goes on, or starts again if
+    /// it had ended (then `true`: a search running must stop).
+    pub fn progressed(&mut self, height: u64, now: Instant) -> bool {
         self.height = height;
         self.target = self.target.max(height);
         self.first_block.get_or_insert(now);
         self.last_block = Some(now);
+        !std::mem::replace(&mut self.paused, true)
+    }
+
+    /// Whether it keeps the node from mining.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Ends the pause at `now` if its grace ran out with no block, or its blocks stalled;
+    /// `true` when it ends now.
+    pub fn tick(&mut self, now: Instant) -> bool {
+        if self.paused && !self.pauses_mining(now) {
+            self.paused = false;
+            return true;
+        }
+        false
     }
 
     /// Whether a block has arrived: the peer's chain is real.
@@ -102,22 +125,22 @@ impl CatchUp {
         self.first_block.is_some()
     }
 
-    /// Whether it keeps the node from mining at `now`.
-    pub fn pauses_mining(&self, now: Instant) -> bool {
+    /// Whether its pause, by the clock, lasts at `now`.
+    fn pauses_mining(&self, now: Instant) -> bool {
         match self.last_block {
             Some(last) => now.saturating_duration_since(last) < STALL,
             None => now.saturating_duration_since(self.started) < PROOF_GRACE,
         }
     }
 
-    /// When it next wants the clock: a report, or, while `pausing`, the end of its pause
-    /// (once that has passed and the node mines again, only reports).
-    pub fn wakeup(&self, pausing: bool) -> Instant {
+    /// When it next wants the clock: a report, or, while paused, the end of its pause (once
+    /// that has passed and the node mines again, only reports).
+    pub fn wakeup(&self) -> Instant {
         let pause_ends = match self.last_block {
             Some(last) => last + STALL,
             None => self.started + PROOF_GRACE,
         };
-        if pausing {
+        if self.paused {
             self.next_report.min(pause_ends)
         } else {
             self.next_report
@@ -185,28 +208,35 @@ mod tests {
     #[test]
     fn an_unproven_download_pauses_mining_only_for_its_grace() {
         let t0 = Instant::now();
-        let c = CatchUp::new(peer(), 5_000, 0, t0);
-        assert!(c.pauses_mining(t0));
-        assert!(c.pauses_mining(t0 + PROOF_GRACE - Duration::from_millis(1)));
-        assert!(!c.pauses_mining(t0 + PROOF_GRACE));
-        assert_eq!(c.wakeup(true), t0 + PROOF_GRACE);
+        let mut c = CatchUp::new(peer(), 5_000, 0, t0);
+        assert!(c.paused());
+        assert_eq!(c.wakeup(), t0 + PROOF_GRACE);
+        assert!(!c.tick(t0 + PROOF_GRACE - Duration::from_millis(1)));
+        assert!(c.tick(t0 + PROOF_GRACE), "the grace ran out");
+        assert!(!c.paused() && !c.tick(t0 + PROOF_GRACE));
         assert_eq!(
-            c.wakeup(false),
+            c.wakeup(),
             t0 + PROGRESS_EVERY,
             "a pause that ended wants no clock"
         );
         assert!(!c.proven());
+        // Blocks after all: the chain is real, the pause starts again.
+        assert!(c.progressed(10, t0 + PROOF_GRACE));
+        assert!(c.paused() && c.proven());
     }
 
     #[test]
     fn blocks_keep_the_pause_until_they_stall_and_progress_reads_as_a_user_expects() {
         let t0 = Instant::now();
         let mut c = CatchUp::new(peer(), 5_000, 100, t0);
-        c.progressed(600, t0 + Duration::from_secs(1));
+        assert!(
+            !c.progressed(600, t0 + Duration::from_secs(1)),
+            "paused already"
+        );
         let t = t0 + Duration::from_secs(11);
         c.progressed(5_100, t);
-        assert!(c.pauses_mining(t + STALL - Duration::from_millis(1)));
-        assert!(!c.pauses_mining(t + STALL));
+        assert!(!c.tick(t + STALL - Duration::from_millis(1)));
+        assert!(c.tick(t + STALL), "the blocks stalled");
         let p = c.progress(t);
         assert_eq!(
             (p.height, p.target),

@@ -397,9 +397,8 @@ pub struct NodeCore<S: BlockSink> {
     listening: bool,
     /// A download from a peer far ahead, during which the node does not mine.
     catch_up: Option<CatchUp>,
-    /// Whether `catch_up` keeps the node from mining now.
-    catching_up: bool,
-    /// When the next catch-up that no block has proven yet may pause mining.
+    /// While a catch-up that no block has proven yet has paused mining less than
+    /// [`catchup::UNPROVEN_PAUSE_EVERY`] ago: when the next may start.
     unproven_pause_at: Option<Instant>,
     /// The store failed: the core takes nothing more.
     failed: bool,
@@ -459,7 +458,6 @@ impl<S: BlockSink> NodeCore<S> {
             other_networks: HashSet::new(),
             listening: true,
             catch_up: None,
-            catching_up: false,
             unproven_pause_at: None,
             failed: false,
             timing,
@@ -542,7 +540,7 @@ impl<S: BlockSink> NodeCore<S> {
             self.next_upkeep,
             self.next_announce,
             self.sync.retry_at(),
-            self.catch_up.as_ref().map(|c| c.wakeup(self.catching_up)),
+            self.catch_up.as_ref().map(CatchUp::wakeup),
         ]
         .into_iter()
         .flatten()
@@ -578,18 +576,8 @@ impl<S: BlockSink> NodeCore<S> {
         if let Some(progress) = self.catch_up.as_mut().and_then(|c| c.report(now)) {
             self.note(Note::Downloading(progress));
         }
-        self.see_to_catch_up(now, unix);
-    }
-
-    /// Whether the catch-up still keeps the node from mining; mines again when it stops doing
-    /// so (its grace ran out with no block, or its blocks stalled).
-    fn see_to_catch_up(&mut self, now: Instant, unix: u64) {
-        let pauses = self.catch_up.as_ref().is_some_and(|c| c.pauses_mining(now));
-        if self.catching_up && !pauses {
-            self.catching_up = false;
-            if self.catch_up.as_ref().is_some_and(|c| !c.proven()) {
-                self.unproven_pause_at = Some(now + catchup::UNPROVEN_PAUSE_EVERY);
-            }
+        // The catch-up's pause is over (no block within its grace, or its blocks stalled).
+        if self.catch_up.as_mut().is_some_and(|c| c.tick(now)) {
             self.maybe_mine(unix);
         }
     }
@@ -981,7 +969,8 @@ impl<S: BlockSink> NodeCore<S> {
                     now,
                 );
                 self.catch_up = Some(c);
-                self.catching_up = true;
+                // Given back by its first block; a status alone pauses once per interval.
+                self.unproven_pause_at = Some(now + catchup::UNPROVEN_PAUSE_EVERY);
                 self.effects.push(Effect::Note(Note::CatchingUp {
                     peer: download.peer,
                     height: chain.height(),
@@ -1010,13 +999,12 @@ impl<S: BlockSink> NodeCore<S> {
         if batch.new > 0
             && let Some(c) = self.catch_up.as_mut().filter(|c| c.peer == peer)
         {
-            c.progressed(read_chain(&self.chain).height(), now);
-            // Blocks after the grace ran out: the chain is real, stop mining below it again.
-            if !self.catching_up {
-                self.catching_up = true;
-                if self.mining_on.take().is_some() {
-                    self.effects.push(Effect::StopMining);
-                }
+            self.unproven_pause_at = None;
+            // Blocks after the pause ended: the chain is real, stop mining below it again.
+            if c.progressed(read_chain(&self.chain).height(), now)
+                && self.mining_on.take().is_some()
+            {
+                self.effects.push(Effect::StopMining);
             }
         }
         if !batch.moved.connected.is_empty() {
@@ -1075,10 +1063,6 @@ impl<S: BlockSink> NodeCore<S> {
             Some(Finished::Failed(..)) | None => {}
         }
         if let Some(c) = self.catch_up.take_if(|c| c.peer == peer) {
-            self.catching_up = false;
-            if !c.proven() {
-                self.unproven_pause_at = Some(now + catchup::UNPROVEN_PAUSE_EVERY);
-            }
             let height = read_chain(&self.chain).height();
             let done = height >= c.target;
             self.note(Note::CaughtUp {
@@ -1212,7 +1196,7 @@ impl<S: BlockSink> NodeCore<S> {
     /// Mines on the tip when the pool has enough payments for the next block; stops a search
     /// on an old tip.
     fn maybe_mine(&mut self, unix: u64) {
-        if self.listening || self.catching_up {
+        if self.listening || self.catch_up.as_ref().is_some_and(CatchUp::paused) {
             return;
         }
         let chain = read_chain(&self.chain);
