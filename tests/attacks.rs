@@ -594,8 +594,10 @@ fn honest_chain_is_fetched_beside_forged_statuses(
     thread::sleep(Duration::from_millis(1_200));
     let summary = http::get_json(api, "/api/v1/summary");
     assert_eq!(
-        summary["blocks_mined"], 0,
-        "{what}: it forked off: {summary}"
+        summary["blocks_mined"],
+        0,
+        "{what}: it forked off: {summary}\n{}",
+        newcomer.log()
     );
     (honest, newcomer, api)
 }

@@ -3,12 +3,14 @@
 //! network's tip that the download then reorgs away (issue 22).
 //!
 //! A status alone does not stop mining: anyone may announce a huge chain. A download from a
-//! peer announcing more than [`CATCH_UP_BLOCKS`] blocks of work beyond ours pauses mining for
-//! at most [`PROOF_GRACE`] until its first blocks arrive, and such an unproven pause is granted
-//! at most once per [`UNPROVEN_PAUSE_EVERY`] (a first block gives the allowance back); a liar
-//! can cost a node a tenth of its mining at worst. Once blocks arrive (each one real proof of
-//! work, fully validated) the pause lasts while they keep coming, and starts again if they come
-//! after it ended: a download that brings nothing for [`STALL`] mines again. The pause is the
+//! peer announcing more than [`CATCH_UP_BLOCKS`] blocks of work beyond ours pauses mining until
+//! its first blocks arrive for no longer than what is left of a budget of [`PROOF_GRACE`] per
+//! [`UNPROVEN_PAUSE_EVERY`] ([`Allowance`]): pauses that no block proved spend it, so liars,
+//! however many, cost a node a tenth of its mining at worst, while a liar found out at once (a
+//! status that was not its own) spends next to nothing and leaves the honest download that
+//! follows its pause. Once blocks arrive (each one real proof of work, fully validated) the
+//! pause is free and lasts while they keep coming, and starts again if they come after it
+//! ended: a download that brings nothing for [`STALL`] mines again. The pause is the
 //! [`CatchUp`]'s own state ([`CatchUp::paused`]), moved by [`CatchUp::progressed`] and
 //! [`CatchUp::tick`].
 
@@ -17,10 +19,45 @@ use std::time::{Duration, Instant};
 
 /// Behind by more than this many blocks of work: download before mining.
 pub const CATCH_UP_BLOCKS: u64 = 6;
-/// How long a download that has brought no block yet may keep the node from mining.
+/// How long downloads that bring no block may keep the node from mining, all told, per
+/// [`UNPROVEN_PAUSE_EVERY`].
 pub const PROOF_GRACE: Duration = Duration::from_secs(3);
-/// After an unproven pause, how long until the next may start.
+/// The window [`PROOF_GRACE`] is a budget for.
 pub const UNPROVEN_PAUSE_EVERY: Duration = Duration::from_secs(30);
+
+/// What is left of the time unproven pauses may take: [`PROOF_GRACE`] per
+/// [`UNPROVEN_PAUSE_EVERY`].
+#[derive(Clone, Debug, Default)]
+pub struct Allowance {
+    /// When the current window began, and what pauses no block proved took in it.
+    spent: Option<(Instant, Duration)>,
+}
+
+impl Allowance {
+    /// The grace a catch-up starting at `now` may pause for before a block proves it.
+    pub fn left(&self, now: Instant) -> Duration {
+        match self.spent {
+            Some((since, spent)) if now.saturating_duration_since(since) < UNPROVEN_PAUSE_EVERY => {
+                PROOF_GRACE.saturating_sub(spent)
+            }
+            _ => PROOF_GRACE,
+        }
+    }
+
+    /// A catch-up ended at `now`: what its pause took while no block proved it is spent.
+    pub fn spend(&mut self, catch_up: &CatchUp, now: Instant) {
+        let took = catch_up.unproven_pause(now);
+        if took.is_zero() {
+            return;
+        }
+        self.spent = match self.spent {
+            Some((since, spent)) if now.saturating_duration_since(since) < UNPROVEN_PAUSE_EVERY => {
+                Some((since, spent + took))
+            }
+            _ => Some((now, took)),
+        };
+    }
+}
 /// A download whose last block came this long ago no longer keeps the node from mining.
 pub const STALL: Duration = Duration::from_secs(10);
 /// How often progress is reported.
@@ -45,6 +82,8 @@ pub struct CatchUp {
     /// Our height now.
     pub height: u64,
     started: Instant,
+    /// How long it may pause before a block proves it.
+    grace: Duration,
     /// When its first block arrived, and its last.
     first_block: Option<Instant>,
     last_block: Option<Instant>,
@@ -80,14 +119,22 @@ impl Progress {
 }
 
 impl CatchUp {
-    /// Starts catching up with `peer`, which announced `target`, from `height`.
-    pub fn new(peer: SocketAddr, target: u64, height: u64, now: Instant) -> CatchUp {
+    /// Starts catching up with `peer`, which announced `target`, from `height`, pausing mining
+    /// for `grace` at most until a block proves the peer's chain.
+    pub fn new(
+        peer: SocketAddr,
+        target: u64,
+        height: u64,
+        now: Instant,
+        grace: Duration,
+    ) -> CatchUp {
         CatchUp {
             peer,
             target,
             start_height: height,
             height,
             started: now,
+            grace,
             first_block: None,
             last_block: None,
             next_report: now + PROGRESS_EVERY,
@@ -129,7 +176,7 @@ impl CatchUp {
     fn pauses_mining(&self, now: Instant) -> bool {
         match self.last_block {
             Some(last) => now.saturating_duration_since(last) < STALL,
-            None => now.saturating_duration_since(self.started) < PROOF_GRACE,
+            None => now.saturating_duration_since(self.started) < self.grace,
         }
     }
 
@@ -138,7 +185,7 @@ impl CatchUp {
     pub fn wakeup(&self) -> Instant {
         let pause_ends = match self.last_block {
             Some(last) => last + STALL,
-            None => self.started + PROOF_GRACE,
+            None => self.started + self.grace,
         };
         if self.paused {
             self.next_report.min(pause_ends)
@@ -175,6 +222,15 @@ impl CatchUp {
         self.proven().then(|| self.progress(now))
     }
 
+    /// How long its pause kept the node from mining with no block to prove it, up to `now`.
+    fn unproven_pause(&self, now: Instant) -> Duration {
+        if self.proven() {
+            Duration::ZERO
+        } else {
+            now.saturating_duration_since(self.started).min(self.grace)
+        }
+    }
+
     /// How long it has run.
     pub fn took(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
@@ -208,7 +264,7 @@ mod tests {
     #[test]
     fn an_unproven_download_pauses_mining_only_for_its_grace() {
         let t0 = Instant::now();
-        let mut c = CatchUp::new(peer(), 5_000, 0, t0);
+        let mut c = CatchUp::new(peer(), 5_000, 0, t0, PROOF_GRACE);
         assert!(c.paused());
         assert_eq!(c.wakeup(), t0 + PROOF_GRACE);
         assert!(!c.tick(t0 + PROOF_GRACE - Duration::from_millis(1)));
@@ -228,7 +284,7 @@ mod tests {
     #[test]
     fn blocks_keep_the_pause_until_they_stall_and_progress_reads_as_a_user_expects() {
         let t0 = Instant::now();
-        let mut c = CatchUp::new(peer(), 5_000, 100, t0);
+        let mut c = CatchUp::new(peer(), 5_000, 100, t0, PROOF_GRACE);
         assert!(
             !c.progressed(600, t0 + Duration::from_secs(1)),
             "paused already"
@@ -248,10 +304,39 @@ mod tests {
         assert!((p.fraction() - 1.0).abs() < 1e-9);
     }
 
+    /// Pauses no block proved share one budget: a liar found out at once leaves the rest of
+    /// it to the next catch-up; one that ran its grace out leaves nothing for a while.
+    #[test]
+    fn unproven_pauses_share_a_budget_and_proven_ones_cost_nothing() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut allowance = Allowance::default();
+        assert_eq!(allowance.left(t0), PROOF_GRACE);
+        let quick_liar = CatchUp::new(peer(), 1_000, 0, t0, allowance.left(t0));
+        allowance.spend(&quick_liar, t0 + ms(10));
+        assert_eq!(allowance.left(t0 + ms(10)), PROOF_GRACE - ms(10));
+        let mut honest = CatchUp::new(peer(), 30, 0, t0 + ms(10), allowance.left(t0 + ms(10)));
+        honest.progressed(30, t0 + ms(500));
+        allowance.spend(&honest, t0 + ms(600));
+        assert_eq!(
+            allowance.left(t0 + ms(600)),
+            PROOF_GRACE - ms(10),
+            "proven: free"
+        );
+        let slow_liar = CatchUp::new(peer(), 1_000, 30, t0 + ms(600), allowance.left(t0));
+        allowance.spend(&slow_liar, t0 + ms(3_600));
+        assert_eq!(allowance.left(t0 + ms(3_600)), Duration::ZERO, "spent");
+        assert_eq!(
+            allowance.left(t0 + ms(10) + UNPROVEN_PAUSE_EVERY),
+            PROOF_GRACE,
+            "a new window"
+        );
+    }
+
     #[test]
     fn reports_come_every_few_seconds() {
         let t0 = Instant::now();
-        let mut c = CatchUp::new(peer(), 1_000, 0, t0);
+        let mut c = CatchUp::new(peer(), 1_000, 0, t0, PROOF_GRACE);
         assert!(
             c.report(t0 + PROGRESS_EVERY).is_none(),
             "nothing to report before a block"

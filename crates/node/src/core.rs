@@ -24,7 +24,7 @@ use mvbc_protocol::{
 };
 
 use crate::apply::{self, Added, ApplyError, BlockSink, TipMove};
-use crate::catchup::{self, CatchUp, Progress};
+use crate::catchup::{self, Allowance, CatchUp, Progress};
 use crate::links::{Down, Kind, LinkId, Links, Refused};
 use crate::peers::{Want, Wanted};
 use crate::sync::{Download, DownloadError, Finished, ForkPoints, Role, SyncManager};
@@ -51,12 +51,13 @@ pub struct Timing {
 
 impl Timing {
     /// For a network whose nodes announce their status every `interval`: a peer not heard for
-    /// three intervals (and a second) has gone; listen [`STARTUP_LISTEN`], or one interval if
-    /// shorter.
+    /// three intervals (and a second) has gone; listen [`STARTUP_LISTEN`], or two intervals if
+    /// shorter (one interval left a node whose request for statuses went unanswered racing
+    /// the next broadcast, and mining a block 1 of its own when it lost).
     pub fn for_interval(interval: Duration) -> Timing {
         Timing {
             quiet: 3 * interval + Duration::from_secs(1),
-            listen: STARTUP_LISTEN.min(interval),
+            listen: STARTUP_LISTEN.min(2 * interval),
             announce_every: interval,
         }
     }
@@ -397,9 +398,8 @@ pub struct NodeCore<S: BlockSink> {
     listening: bool,
     /// A download from a peer far ahead, during which the node does not mine.
     catch_up: Option<CatchUp>,
-    /// While a catch-up that no block has proven yet has paused mining less than
-    /// [`catchup::UNPROVEN_PAUSE_EVERY`] ago: when the next may start.
-    unproven_pause_at: Option<Instant>,
+    /// How long catch-ups that no block proved may still pause mining.
+    allowance: Allowance,
     /// The store failed: the core takes nothing more.
     failed: bool,
     /// Its timers.
@@ -458,7 +458,7 @@ impl<S: BlockSink> NodeCore<S> {
             other_networks: HashSet::new(),
             listening: true,
             catch_up: None,
-            unproven_pause_at: None,
+            allowance: Allowance::default(),
             failed: false,
             timing,
             listen_until: None,
@@ -558,7 +558,7 @@ impl<S: BlockSink> NodeCore<S> {
     /// Whatever of the timers is due at `now`.
     fn wake(&mut self, now: Instant, unix: u64) {
         if self.listening && self.listen_until.is_some_and(|t| t <= now) {
-            self.listened(unix);
+            self.listened(now, unix);
         }
         if self.next_upkeep.is_some_and(|t| t <= now) {
             self.next_upkeep = Some(now + UPKEEP_EVERY);
@@ -578,6 +578,12 @@ impl<S: BlockSink> NodeCore<S> {
         }
         // The catch-up's pause is over (no block within its grace, or its blocks stalled).
         if self.catch_up.as_mut().is_some_and(|c| c.tick(now)) {
+            // One that waited for a download which never started ends here: a later one may
+            // start in its place.
+            let started = |c: &CatchUp| self.sync.running().iter().any(|d| d.peer == c.peer);
+            if let Some(c) = self.catch_up.take_if(|c| !c.proven() && !started(c)) {
+                self.allowance.spend(&c, now);
+            }
             self.maybe_mine(unix);
         }
     }
@@ -822,10 +828,40 @@ impl<S: BlockSink> NodeCore<S> {
         self.on_status(status, addr, now, now);
     }
 
-    /// The start-up listening time is over: mine.
-    fn listened(&mut self, unix: u64) {
+    /// The start-up listening time is over: mine, unless a peer far ahead waits its turn to
+    /// be downloaded from.
+    fn listened(&mut self, now: Instant, unix: u64) {
         self.listening = false;
+        self.wait_for_peers_ahead(now);
         self.maybe_mine(unix);
+    }
+
+    /// When no catch-up runs but a peer not passed over announces a chain far ahead, whose
+    /// download waits its turn (downloads from one host start once a second, a few at a time):
+    /// a catch-up that waits for it, within what is left of the allowance. Without it, a node
+    /// whose first download failed mined a block 1 of its own in the gap, and lost it.
+    fn wait_for_peers_ahead(&mut self, now: Instant) {
+        if self.catch_up.is_some() {
+            return;
+        }
+        let grace = self.allowance.left(now);
+        if grace.is_zero() {
+            return;
+        }
+        let chain = read_chain(&self.chain);
+        let (ours, difficulty) = (chain.chain_work(), chain.params().difficulty);
+        let ahead = self
+            .sync
+            .peers()
+            .iter()
+            .filter(|p| p.backoff_until.is_none_or(|t| t <= now))
+            .filter(|p| catchup::far_behind(ours, p.status.chain_work, difficulty))
+            .max_by_key(|p| p.status.chain_work);
+        if let Some(p) = ahead {
+            let c = CatchUp::new(p.block_server, p.status.height, chain.height(), now, grace);
+            drop(chain);
+            self.catch_up = Some(c);
+        }
     }
 
     /// Pools a payment from `from` (over `link`, if so) and passes a new one on to every
@@ -960,17 +996,16 @@ impl<S: BlockSink> NodeCore<S> {
                 download.announced.chain_work,
                 chain.params().difficulty,
             );
-            let may_pause = self.unproven_pause_at.is_none_or(|t| t <= now);
-            if behind && may_pause && self.catch_up.is_none() {
+            let grace = self.allowance.left(now);
+            if behind && !grace.is_zero() && self.catch_up.is_none() {
                 let c = CatchUp::new(
                     download.peer,
                     download.announced.height,
                     chain.height(),
                     now,
+                    grace,
                 );
                 self.catch_up = Some(c);
-                // Given back by its first block; a status alone pauses once per interval.
-                self.unproven_pause_at = Some(now + catchup::UNPROVEN_PAUSE_EVERY);
                 self.effects.push(Effect::Note(Note::CatchingUp {
                     peer: download.peer,
                     height: chain.height(),
@@ -999,7 +1034,6 @@ impl<S: BlockSink> NodeCore<S> {
         if batch.new > 0
             && let Some(c) = self.catch_up.as_mut().filter(|c| c.peer == peer)
         {
-            self.unproven_pause_at = None;
             // Blocks after the pause ended: the chain is real, stop mining below it again.
             if c.progressed(read_chain(&self.chain).height(), now)
                 && self.mining_on.take().is_some()
@@ -1032,7 +1066,9 @@ impl<S: BlockSink> NodeCore<S> {
         now: Instant,
         unix: u64,
     ) {
-        if self.listening {
+        // A download that brought the peer's chain ends the start-up listening early; one that
+        // failed (or was a status in another's name) says nothing of the network: listen on.
+        if self.listening && result.is_ok() {
             self.listening = false;
             self.maybe_mine(unix);
         }
@@ -1063,6 +1099,7 @@ impl<S: BlockSink> NodeCore<S> {
             Some(Finished::Failed(..)) | None => {}
         }
         if let Some(c) = self.catch_up.take_if(|c| c.peer == peer) {
+            self.allowance.spend(&c, now);
             let height = read_chain(&self.chain).height();
             let done = height >= c.target;
             self.note(Note::CaughtUp {
@@ -1074,6 +1111,7 @@ impl<S: BlockSink> NodeCore<S> {
         }
         // Still behind someone (another announcer, or this one mined on): go again.
         self.maybe_sync(now);
+        self.wait_for_peers_ahead(now);
         self.maybe_mine(unix);
     }
 

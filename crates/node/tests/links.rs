@@ -503,3 +503,92 @@ fn a_node_far_behind_downloads_before_it_mines_and_a_liar_costs_only_the_grace()
         "{effects:?}"
     );
 }
+
+/// A node whose first download failed while a peer far ahead waits its turn (downloads from
+/// one host start once a second) waits for it within its allowance, instead of mining a block
+/// 1 of its own in the gap and losing it.
+#[test]
+fn after_a_failed_download_the_node_waits_for_the_peer_far_ahead_whose_turn_comes_next() {
+    use mvbc_node::sync::DownloadError;
+    let t0 = Instant::now();
+    let key = KeyPair::generate(1024).unwrap();
+    // Statuses every 200 ms: the node listens 400 ms, less than a host's dial interval.
+    let timing = Timing::for_interval(Duration::from_millis(200));
+    let chain = Arc::new(RwLock::new(Chain::new(PARAMS)));
+    let mut core = Node {
+        core: NodeCore::new(1, 2607, chain, Memory, key.address(), timing),
+        said: Vec::new(),
+    };
+    core.core.set_links(Links::new(1, &[], &[], t0));
+    core.handle(Input::Start, t0);
+    core.take_effects();
+    let work = |n: u128| n * (1u128 << PARAMS.difficulty);
+    let status = |height: u64, port: u16| Status {
+        network: PARAMS.network_id(),
+        node_id: u64::from(port),
+        height,
+        tip: Hash256([port as u8; 32]),
+        chain_work: work(u128::from(height)),
+        block_server_port: port,
+    };
+    // One host, two block servers: a liar far ahead, and an honest peer 10 blocks ahead.
+    let liar = SocketAddr::from(([10, 0, 0, 9], 1_000));
+    let honest = SocketAddr::from(([10, 0, 0, 9], 2_000));
+    heard(&mut core, status(1_000, 1_000), liar, t0);
+    heard(&mut core, status(10, 2_000), honest, t0);
+    let downloads = |effects: &[Effect]| -> Vec<SocketAddr> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Download(d, _) => Some(d.peer),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        downloads(&core.take_effects()),
+        [liar],
+        "one host, one at a time"
+    );
+    let listened = t0 + timing.listen;
+    core.handle(Input::Wakeup, listened);
+    let failed = listened + Duration::from_millis(10);
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    core.handle(
+        Input::DownloadDone {
+            peer: liar,
+            result: Err(DownloadError::Connect {
+                peer: liar,
+                source: refused,
+            }),
+        },
+        failed,
+    );
+    let effects = core.take_effects();
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Mine { .. })),
+        "no block 1 of its own while the honest peer waits its turn: {effects:?}"
+    );
+    assert!(
+        downloads(&effects).is_empty(),
+        "not its turn yet: {effects:?}"
+    );
+    let progress = core.catch_up(failed).expect("waiting for the honest peer");
+    assert_eq!((progress.peer, progress.target), (honest, 10));
+    // Its turn comes within the second: the honest download starts, the node still waiting.
+    let mut effects = Vec::new();
+    while downloads(&effects).is_empty() {
+        let at = core.next_wakeup().expect("a retry is due");
+        assert!(
+            at < failed + Duration::from_secs(2),
+            "no turn for the honest peer"
+        );
+        core.handle(Input::Wakeup, at);
+        effects.extend(core.take_effects());
+    }
+    assert_eq!(downloads(&effects), [honest], "{effects:?}");
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Mine { .. })),
+        "{effects:?}"
+    );
+}
