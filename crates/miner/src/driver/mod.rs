@@ -729,6 +729,8 @@ impl Node {
                 self.input(Input::Stop);
                 self.carry_out();
                 self.stop_mining();
+                // Block lines still held are counted before the last word.
+                self.flush_block_lines(Instant::now() + SECOND);
                 let status = self.core.status();
                 (self.say)(Event::Stopped {
                     height: status.height,
