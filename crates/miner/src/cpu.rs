@@ -54,6 +54,11 @@ impl Kernel {
         Kernel::Portable,
     ];
 
+    /// The kernels this CPU runs, in [`Kernel::ALL`]'s order.
+    pub fn available() -> impl Iterator<Item = Kernel> {
+        Kernel::ALL.into_iter().filter(|k| k.is_available())
+    }
+
     /// The kernel that measured fastest on this CPU ([`Kernel::measured`]).
     pub fn detect() -> Kernel {
         Kernel::measured()[0].0
@@ -73,10 +78,7 @@ impl Kernel {
     pub fn measured() -> &'static [(Kernel, f64)] {
         static MEASURED: OnceLock<Vec<(Kernel, f64)>> = OnceLock::new();
         MEASURED.get_or_init(|| {
-            let kernels: Vec<Kernel> = Kernel::ALL
-                .into_iter()
-                .filter(|k| k.is_available())
-                .collect();
+            let kernels: Vec<Kernel> = Kernel::available().collect();
             best_of_rounds(&kernels, MEASURE_ROUNDS, |k| k.rate(MEASURE_WINDOW))
         })
     }

@@ -273,11 +273,7 @@ fn list_devices(cli: &Cli) -> Result<ExitCode> {
             adapter.index, info.name, info.backend, info.device_type
         );
     }
-    let kernels: Vec<&str> = Kernel::ALL
-        .into_iter()
-        .filter(|k| k.is_available())
-        .map(Kernel::key)
-        .collect();
+    let kernels: Vec<&str> = Kernel::available().map(Kernel::key).collect();
     println!(
         "cpu    {} threads; kernels this CPU runs: {}",
         threads(cli),

@@ -89,11 +89,7 @@ pub fn cpu_key() -> String {
                 .map(|(_, name)| name.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let kernels: Vec<&str> = Kernel::ALL
-        .into_iter()
-        .filter(|k| k.is_available())
-        .map(Kernel::key)
-        .collect();
+    let kernels: Vec<&str> = Kernel::available().map(Kernel::key).collect();
     format!(
         "{model} | {} | mvbc {}",
         kernels.join(" "),

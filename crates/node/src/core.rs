@@ -241,7 +241,7 @@ pub enum Note {
         done: bool,
     },
     /// A node of another network was heard (told once per network; the rest are counted in
-    /// [`NodeCore::other_network`]).
+    /// [`NodeCore::other_network_messages`]).
     OtherNetwork {
         /// Who sent it.
         from: SocketAddr,
@@ -331,6 +331,28 @@ pub enum Effect {
 /// Other networks told of by [`Note::OtherNetwork`]; statuses of more are only counted.
 pub const MAX_OTHER_NETWORKS_NOTED: usize = 16;
 
+/// What a node or wallet heard of nodes of other networks (ADR 13): how many messages, and the
+/// networks told of so far, each once, at most [`MAX_OTHER_NETWORKS_NOTED`].
+#[derive(Clone, Debug, Default)]
+pub struct OtherNetworks {
+    told: HashSet<NetworkId>,
+    messages: u64,
+}
+
+impl OtherNetworks {
+    /// Counts a message of `network`; whether it is the first heard of that network, to be
+    /// told of once.
+    pub fn heard(&mut self, network: NetworkId) -> bool {
+        self.messages += 1;
+        self.told.len() < MAX_OTHER_NETWORKS_NOTED && self.told.insert(network)
+    }
+
+    /// Messages of other networks heard so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+}
+
 /// Counts lines of one kind and lets at most [`LOG_BURST`] of them through per report
 /// interval, so a flood cannot flood the log: the rest are summed up once per interval.
 #[derive(Clone, Debug, Default)]
@@ -389,11 +411,8 @@ pub struct NodeCore<S: BlockSink> {
     pub reorgs: u64,
     /// The network of this node's chain (ADR 13).
     network: NetworkId,
-    /// Statuses and link offers from nodes of other networks, ignored, since start.
-    pub other_network: u64,
-    /// Other networks heard, each told of once ([`Note::OtherNetwork`]); at most
-    /// [`MAX_OTHER_NETWORKS_NOTED`].
-    other_networks: HashSet<NetworkId>,
+    /// Statuses and link offers from nodes of other networks, ignored since start.
+    other_networks: OtherNetworks,
     /// Still listening for peers after start: not mining yet.
     listening: bool,
     /// A download from a peer far ahead, during which the node does not mine.
@@ -437,7 +456,7 @@ impl<S: BlockSink> NodeCore<S> {
         reward_to: Address,
         timing: Timing,
     ) -> NodeCore<S> {
-        let network = read_chain(&chain).params().network_id();
+        let network = read_chain(&chain).network_id();
         NodeCore {
             identity: Identity {
                 node_id,
@@ -454,8 +473,7 @@ impl<S: BlockSink> NodeCore<S> {
             blocks_mined: 0,
             reorgs: 0,
             network,
-            other_network: 0,
-            other_networks: HashSet::new(),
+            other_networks: OtherNetworks::default(),
             listening: true,
             catch_up: None,
             allowance: Allowance::default(),
@@ -586,6 +604,11 @@ impl<S: BlockSink> NodeCore<S> {
             }
             self.maybe_mine(unix);
         }
+    }
+
+    /// Statuses and link offers from nodes of other networks ignored since start.
+    pub fn other_network_messages(&self) -> u64 {
+        self.other_networks.messages()
     }
 
     /// Where a catch-up stands, while one runs.
@@ -967,10 +990,7 @@ impl<S: BlockSink> NodeCore<S> {
         if network == self.network {
             return true;
         }
-        self.other_network += 1;
-        if self.other_networks.len() < MAX_OTHER_NETWORKS_NOTED
-            && self.other_networks.insert(network)
-        {
+        if self.other_networks.heard(network) {
             self.note(Note::OtherNetwork {
                 from,
                 network,

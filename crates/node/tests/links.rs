@@ -329,7 +329,7 @@ fn nodes_of_another_network_are_ignored_told_of_once_and_counted() {
         "{effects:?}"
     );
     assert!(core.sync().peers().is_empty());
-    assert_eq!(core.other_network, 5);
+    assert_eq!(core.other_network_messages(), 5);
 
     let conn = 77;
     core.handle(
@@ -349,7 +349,7 @@ fn nodes_of_another_network_are_ignored_told_of_once_and_counted() {
         matches!(verdict, Some(Err(Refused::OtherNetwork(n))) if n == other),
         "{verdict:?}"
     );
-    assert_eq!(core.other_network, 6);
+    assert_eq!(core.other_network_messages(), 6);
     // The same status on our network is heeded: a download starts.
     heard(
         &mut core,

@@ -23,7 +23,7 @@ use crate::block::{Block, genesis_block};
 use crate::hash::Hash256;
 use crate::header::BlockHeader;
 use crate::ledger::Ledger;
-use crate::rules::{BlockError, ConsensusParams, checked_size};
+use crate::rules::{BlockError, ConsensusParams, NetworkId, checked_size};
 use crate::wire::MAX_LOCATOR_LEN;
 
 /// Cap on remembered invalid block hashes (so a flood of bad blocks cannot grow memory).
@@ -141,6 +141,8 @@ pub enum AddBlockError {
 /// The best (most-work) chain and its ledger, and the side branches kept beside it.
 pub struct Chain {
     params: ConsensusParams,
+    /// The network `params` make, worked out once: every status the node sends carries it.
+    network: NetworkId,
     tree: HashMap<Hash256, Entry>,
     /// The best chain by height: `best[h]` is the hash at height `h`.
     best: Vec<Hash256>,
@@ -169,6 +171,7 @@ impl Chain {
         );
         Chain {
             params,
+            network: params.network_id(),
             tree,
             best: vec![hash],
             ledger: Ledger::default(),
@@ -182,6 +185,11 @@ impl Chain {
     /// The consensus parameters this chain enforces.
     pub fn params(&self) -> &ConsensusParams {
         &self.params
+    }
+
+    /// The network its parameters make ([`ConsensusParams::network_id`]).
+    pub fn network_id(&self) -> NetworkId {
+        self.network
     }
 
     /// Hash of the best chain's tip.

@@ -94,7 +94,7 @@ impl Identity {
     /// Its status with `chain` as its best chain.
     pub fn status(&self, chain: &crate::chain::Chain) -> Status {
         Status {
-            network: chain.params().network_id(),
+            network: chain.network_id(),
             node_id: self.node_id,
             height: chain.height(),
             tip: chain.tip_hash(),

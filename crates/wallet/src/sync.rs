@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use mvbc_net::{self as net, BlockClient, Broadcaster, Cancel, Progress};
 use mvbc_node::apply;
-use mvbc_node::core::MAX_OTHER_NETWORKS_NOTED;
+use mvbc_node::core::OtherNetworks;
 use mvbc_node::sync::{Finished, ForkPoints, Role, SyncManager};
 use mvbc_protocol::store::{BlockStore, load_chain};
 use mvbc_protocol::wire::{Datagram, Status};
-use mvbc_protocol::{Chain, Config, Hash256, NetworkId, Payment, unix_now};
+use mvbc_protocol::{Chain, Config, Hash256, Payment, unix_now};
 
 use crate::outbox::Outbox;
 use crate::pending::Pending;
@@ -78,8 +78,8 @@ struct Syncer<'a> {
     liars: HashSet<SocketAddr>,
     /// Why the last download failed, for the final word.
     last_failure: Option<String>,
-    /// Networks other than ours heard, each told of once.
-    other_networks: HashSet<NetworkId>,
+    /// Miners of networks other than ours heard, each network told of once.
+    other_networks: OtherNetworks,
 }
 
 /// Runs `sync`. Returns once synced (`--once`) or on Ctrl-C.
@@ -130,7 +130,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         progress: progress.clone(),
         liars: HashSet::new(),
         last_failure: None,
-        other_networks: HashSet::new(),
+        other_networks: OtherNetworks::default(),
     };
     let mut whom = vec![format!(
         "listening for miners on UDP {}",
@@ -252,11 +252,9 @@ impl Syncer<'_> {
     /// Takes a miner's status; `false` for one of another network, which is ignored (and
     /// told of once per network).
     fn heard(&mut self, status: Status, from: SocketAddr) -> bool {
-        let ours = self.chain.params().network_id();
+        let ours = self.chain.network_id();
         if status.network != ours {
-            if self.other_networks.len() < MAX_OTHER_NETWORKS_NOTED
-                && self.other_networks.insert(status.network)
-            {
+            if self.other_networks.heard(status.network) {
                 eprintln!(
                     "warning: ignoring {from} and every miner of network {}: other consensus \
                      settings (difficulty, block_size or block_reward) than this wallet's \

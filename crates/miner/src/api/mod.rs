@@ -230,7 +230,7 @@ impl Api {
             "difficulty": chain.params().difficulty,
             "block_size": chain.params().block_size,
             "block_reward": chain.params().block_reward.to_string(),
-            "network": chain.params().network_id().to_string(),
+            "network": chain.network_id().to_string(),
             "mining": mining,
             "hashes_per_second": total,
             "devices": devices,

@@ -1052,7 +1052,7 @@ impl Node {
         state.refused = self.core.refused_payments.total;
         state.blocks_mined = self.core.blocks_mined;
         state.reorgs = self.core.reorgs;
-        state.other_network = self.core.other_network;
+        state.other_network = self.core.other_network_messages();
         state
             .rates
             .record(now, counts, self.mining_clock.total(now));
@@ -1098,7 +1098,7 @@ impl Node {
             stale: self.core.stale_blocks(STALE_WINDOW),
             dropped: self.dropped.count(),
             refused: self.core.refused_payments.total,
-            other_network: self.core.other_network,
+            other_network: self.core.other_network_messages(),
             catching_up: self.core.catch_up(now).is_some(),
         }));
         let seconds = REPORT_INTERVAL.as_secs();
