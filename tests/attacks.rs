@@ -297,6 +297,7 @@ fn wait_confirmed(dir: &std::path::Path, net: &Net, ids: &[Hash256]) -> u64 {
                 chain
                     .block_at(h)
                     .unwrap()
+                    .unwrap()
                     .transactions
                     .iter()
                     .any(|t| ids.contains(&t.id()))
@@ -490,7 +491,7 @@ fn an_honest_payment_is_confirmed_within_two_blocks_behind_5000_of_one_payer() {
     let height = wait_confirmed(m.path(), &net, &[honest.id()]);
     let chain = stored_chain(m.path(), &net);
     let greedy_confirmed = (1..=chain.height())
-        .flat_map(|h| chain.block_at(h).unwrap().transactions.clone())
+        .flat_map(|h| chain.block_at(h).unwrap().unwrap().transactions.clone())
         .filter(|t| matches!(t, Transaction::Payment(p) if p.from == greedy.address()))
         .count();
     eprintln!(

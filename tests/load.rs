@@ -26,7 +26,7 @@ const PER_PAYER_PER_BURST: usize = 100;
 fn confirmations(chain: &Chain) -> HashMap<Hash256, usize> {
     let mut seen = HashMap::new();
     for height in 1..=chain.height() {
-        for tx in &chain.block_at(height).unwrap().transactions {
+        for tx in &chain.block_at(height).unwrap().unwrap().transactions {
             *seen.entry(tx.id()).or_insert(0) += 1;
         }
     }

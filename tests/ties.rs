@@ -100,7 +100,7 @@ fn settle_at_rest(count: usize) {
         let chain = stored_chain(dir.path(), &net);
         let mut seen: HashMap<Hash256, usize> = HashMap::new();
         for height in 1..=chain.height() {
-            for tx in &chain.block_at(height).unwrap().transactions {
+            for tx in &chain.block_at(height).unwrap().unwrap().transactions {
                 if let Transaction::Payment(p) = tx {
                     *seen.entry(p.id()).or_default() += 1;
                 }

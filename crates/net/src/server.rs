@@ -37,6 +37,7 @@ use mvbc_protocol::chain::{Chain, read_chain};
 use mvbc_protocol::hash::Hash256;
 use mvbc_protocol::header::BlockHeader;
 use mvbc_protocol::rate::TokenBucket;
+use mvbc_protocol::store::StoreError;
 use mvbc_protocol::tx::Payment;
 use mvbc_protocol::wire::{
     Identity, MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES,
@@ -157,13 +158,13 @@ pub trait BlockReader: Send + Sync + 'static {
     fn status(&self, identity: Identity) -> Status;
     /// The tip's height and hash, and up to `max` blocks of the best chain after the first
     /// hash of `locator` on it (after genesis when none is), at most `max_bytes` encoded but
-    /// never none when some follow.
+    /// never none when some follow; or why the blocks could not be read.
     fn blocks_after(
         &self,
         locator: &[Hash256],
         max: usize,
         max_bytes: usize,
-    ) -> (u64, Hash256, Vec<Arc<Block>>);
+    ) -> Result<(u64, Hash256, Vec<Arc<Block>>), StoreError>;
     /// The tip's height and hash, and up to `max` headers of the best chain after the first
     /// hash of `locator` on it.
     fn headers_after(&self, locator: &[Hash256], max: usize) -> (u64, Hash256, Vec<BlockHeader>);
@@ -180,10 +181,10 @@ impl BlockReader for RwLock<Chain> {
         locator: &[Hash256],
         max: usize,
         max_bytes: usize,
-    ) -> (u64, Hash256, Vec<Arc<Block>>) {
+    ) -> Result<(u64, Hash256, Vec<Arc<Block>>), StoreError> {
         let chain = read_chain(self);
-        let blocks = chain.blocks_after(locator, max, max_bytes);
-        (chain.height(), chain.tip_hash(), blocks)
+        let blocks = chain.blocks_after(locator, max, max_bytes)?;
+        Ok((chain.height(), chain.tip_hash(), blocks))
     }
 
     fn headers_after(&self, locator: &[Hash256], max: usize) -> (u64, Hash256, Vec<BlockHeader>) {
@@ -874,7 +875,13 @@ impl Connection<'_> {
                     link = Some(hello);
                     Reply::Linked(self.status(chain)).encode()
                 }
-                request => answer_bytes(chain, &request),
+                request => match answer_bytes(chain, &request) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        tracing::warn!(peer = %self.peer, "cannot serve blocks: {e}");
+                        return None;
+                    }
+                },
             };
             let busy = started.elapsed();
             budget.spend(1.0, reply.len(), busy);
@@ -928,8 +935,8 @@ enum Taken {
     Headers(Reply),
 }
 
-fn take(chain: &dyn BlockReader, request: &Request) -> Taken {
-    match request {
+fn take(chain: &dyn BlockReader, request: &Request) -> Result<Taken, StoreError> {
+    Ok(match request {
         // A node's requests: a server without a node knows no id, no port and no pool.
         Request::Status | Request::Submit(_) | Request::Link(_) => {
             Taken::Headers(Reply::Status(chain.status(Identity::default())))
@@ -939,7 +946,7 @@ fn take(chain: &dyn BlockReader, request: &Request) -> Taken {
             max_blocks,
         } => {
             let max = (*max_blocks as usize).min(MAX_BLOCKS_PER_REPLY);
-            let (tip_height, tip, blocks) = chain.blocks_after(locator, max, REPLY_BLOCK_BYTES);
+            let (tip_height, tip, blocks) = chain.blocks_after(locator, max, REPLY_BLOCK_BYTES)?;
             Taken::Blocks(tip_height, tip, blocks)
         }
         Request::HeadersAfter {
@@ -954,28 +961,28 @@ fn take(chain: &dyn BlockReader, request: &Request) -> Taken {
                 headers,
             })
         }
-    }
+    })
 }
 
 /// What a block server without a node says to one request (a node's own requests get only
-/// the chain's status).
-pub fn answer(chain: &dyn BlockReader, request: &Request) -> Reply {
-    match take(chain, request) {
+/// the chain's status), or why the blocks asked for could not be read.
+pub fn answer(chain: &dyn BlockReader, request: &Request) -> Result<Reply, StoreError> {
+    Ok(match take(chain, request)? {
         Taken::Blocks(tip_height, tip, blocks) => Reply::Blocks {
             tip_height,
             tip,
             blocks: blocks.iter().map(|b| Block::clone(b)).collect(),
         },
         Taken::Headers(reply) => reply,
-    }
+    })
 }
 
 /// [`answer`], encoded, without copying the blocks first.
-fn answer_bytes(chain: &dyn BlockReader, request: &Request) -> Vec<u8> {
-    match take(chain, request) {
+fn answer_bytes(chain: &dyn BlockReader, request: &Request) -> Result<Vec<u8>, StoreError> {
+    Ok(match take(chain, request)? {
         Taken::Blocks(tip_height, tip, blocks) => Reply::encode_blocks(tip_height, tip, &blocks),
         Taken::Headers(reply) => reply.encode(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ fn a_locator_is_short_recent_first_and_ends_at_genesis() {
     let (a, _) = forked();
     let locator = a.locator();
     assert_eq!(locator[0], a.tip_hash());
-    assert_eq!(locator[9], a.block_at(31).unwrap().hash());
+    assert_eq!(locator[9], a.block_at(31).unwrap().unwrap().hash());
     assert_eq!(*locator.last().unwrap(), genesis_block().hash());
     assert!(locator.len() < 20 && locator.len() <= MAX_LOCATOR_LEN);
     assert_eq!(
@@ -77,6 +77,7 @@ fn the_server_sends_only_the_blocks_after_the_fork_point() {
             max_blocks: 100,
         },
     )
+    .unwrap()
     else {
         panic!("blocks were asked for")
     };
@@ -90,7 +91,8 @@ fn the_server_sends_only_the_blocks_after_the_fork_point() {
             locator: vec![mvbc_protocol::Hash256::ZERO],
             max_blocks: 7,
         },
-    ) else {
+    )
+    .unwrap() else {
         panic!("blocks were asked for")
     };
     assert_eq!(blocks.first().unwrap().header.height, 1);
@@ -148,6 +150,7 @@ fn a_branch_is_judged_by_its_headers_before_any_block_is_fetched() {
             max_headers: 100,
         },
     )
+    .unwrap()
     else {
         panic!("headers were asked for")
     };

@@ -1,7 +1,9 @@
 //! Adding blocks to the chain and its store.
 //!
-//! A block that joins the best chain is appended to the store at once; a side block stays in
-//! memory only, so a restart never replays a branch that lost. When the store cannot take a
+//! A block that joins the best chain is appended to the store at once, and from then on the
+//! chain reads its body back from there; a side block stays in memory only, so a restart
+//! never replays a branch that lost. A block the store holds already (it left the best chain
+//! and came back) is not written again. When the store cannot take a
 //! block (a full disk, a read-only directory) the tip move is taken back in memory, so the
 //! best chain there never runs ahead of the store, and the caller gets [`ApplyError::Store`]
 //! and must stop: the store holds every block before that one, and the next start continues
@@ -9,7 +11,7 @@
 
 use std::sync::RwLock;
 
-use mvbc_protocol::store::{BlockStore, StoreError};
+use mvbc_protocol::store::{BlockStore, BodyAt, StoreError};
 use mvbc_protocol::{AddBlockError, Block, Chain, ChainUpdate};
 
 pub use mvbc_protocol::chain::TipMove;
@@ -71,13 +73,14 @@ impl ChainAccess for &RwLock<Chain> {
 /// Where blocks that join the best chain go: the block store file, or anything standing in for
 /// it (a simulation's memory).
 pub trait BlockSink {
-    /// Appends one block, durably before it returns.
-    fn append(&mut self, block: &Block) -> Result<(), StoreError>;
+    /// Appends one block, durably before it returns, and says where it lies if the chain can
+    /// read it back from there (a store file can; a simulation's memory need not).
+    fn append(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError>;
 }
 
 impl BlockSink for BlockStore {
-    fn append(&mut self, block: &Block) -> Result<(), StoreError> {
-        BlockStore::append(self, block)
+    fn append(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError> {
+        BlockStore::append(self, block).map(Some)
     }
 }
 
@@ -98,14 +101,22 @@ pub fn add_block(
         }) => (disconnected, connected),
     };
     for block in &connected {
-        if let Err(source) = store.append(block) {
-            // The best chain in memory must not run ahead of the store: the move is taken
-            // back (what was appended already is the store's, and the next start reads it).
-            chain.with(|c| c.revert(&disconnected, &connected));
-            return Err(ApplyError::Store {
-                height: block.header.height.saturating_sub(1),
-                source,
-            });
+        let hash = block.hash();
+        if chain.with(|c| c.is_stored(&hash)) {
+            continue;
+        }
+        match store.append(block) {
+            Ok(Some(at)) => chain.with(|c| c.stored(&hash, at)),
+            Ok(None) => {}
+            Err(source) => {
+                // The best chain in memory must not run ahead of the store: the move is taken
+                // back (what was appended already is the store's, and the next start reads it).
+                chain.with(|c| c.revert(&disconnected, &connected));
+                return Err(ApplyError::Store {
+                    height: block.header.height.saturating_sub(1),
+                    source,
+                });
+            }
         }
     }
     Ok(Added::Moved(TipMove {

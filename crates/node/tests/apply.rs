@@ -209,7 +209,10 @@ struct Full {
 }
 
 impl apply::BlockSink for Full {
-    fn append(&mut self, block: &Block) -> Result<(), mvbc_protocol::store::StoreError> {
+    fn append(
+        &mut self,
+        block: &Block,
+    ) -> Result<Option<mvbc_protocol::store::BodyAt>, mvbc_protocol::store::StoreError> {
         if self.taken.len() == self.room {
             return Err(mvbc_protocol::store::StoreError::Io {
                 path: "blocks.dat".into(),
@@ -217,7 +220,7 @@ impl apply::BlockSink for Full {
             });
         }
         self.taken.push(block.hash());
-        Ok(())
+        Ok(None)
     }
 }
 

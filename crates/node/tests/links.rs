@@ -9,7 +9,7 @@ use mvbc_node::apply::BlockSink;
 use mvbc_node::core::{Effect, Input, NodeCore, Note, Timing};
 use mvbc_node::links::{LinkId, Links, Refused};
 use mvbc_protocol::block::GENESIS_TIMESTAMP;
-use mvbc_protocol::store::StoreError;
+use mvbc_protocol::store::{BodyAt, StoreError};
 use mvbc_protocol::wire::{LinkMessage, Status};
 use mvbc_protocol::{
     Amount, Block, BlockHeader, Chain, ConsensusParams, Hash256, KeyPair, Payment, Reward,
@@ -26,8 +26,8 @@ const NOW: u64 = GENESIS_TIMESTAMP + 86_400;
 struct Memory;
 
 impl BlockSink for Memory {
-    fn append(&mut self, _: &Block) -> Result<(), StoreError> {
-        Ok(())
+    fn append(&mut self, _: &Block) -> Result<Option<BodyAt>, StoreError> {
+        Ok(None)
     }
 }
 

@@ -25,7 +25,7 @@ use mvbc_node::sync::Download;
 use mvbc_node::sync::DownloadError;
 use mvbc_protocol::block::GENESIS_TIMESTAMP;
 use mvbc_protocol::chain::read_chain;
-use mvbc_protocol::store::StoreError;
+use mvbc_protocol::store::{BodyAt, StoreError};
 use mvbc_protocol::wire::Status;
 use mvbc_protocol::{
     Amount, Block, Chain, ConsensusParams, Hash256, KeyPair, Payment, Transaction,
@@ -38,9 +38,9 @@ use mvbc_testkit::rng::TestRng as Rng;
 struct Memory(Vec<Block>);
 
 impl BlockSink for Memory {
-    fn append(&mut self, block: &Block) -> Result<(), StoreError> {
+    fn append(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError> {
         self.0.push(block.clone());
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -549,6 +549,7 @@ impl Sim {
                 let locator = read_chain(self.nodes[node].core.chain()).locator();
                 let blocks: Vec<Block> = read_chain(self.nodes[peer].core.chain())
                     .blocks_after(&locator, 500, 4 << 20)
+                    .unwrap()
                     .iter()
                     .map(|b| Block::clone(b))
                     .collect();
@@ -688,7 +689,7 @@ fn run_and_check(shape: Shape, seed: u64) -> Sim {
     );
     let mut confirmed: HashMap<Hash256, usize> = HashMap::new();
     for height in 1..=chain.height() {
-        for tx in &chain.block_at(height).unwrap().transactions {
+        for tx in &chain.block_at(height).unwrap().unwrap().transactions {
             if let Transaction::Payment(p) = tx {
                 *confirmed.entry(p.id()).or_default() += 1;
             }

@@ -14,6 +14,11 @@
 //! hash as shown (more leading zeros) wins. So every node holding the same blocks picks the same
 //! tip, whatever order they came in and after a restart, and the choice stays put while both
 //! branches grow (`docs/adr/0005-equal-work-tie-break.md`).
+//!
+//! Memory holds what fork choice and validation need: every header with its chain's work,
+//! and the ledger. A body stays in memory until the store holds it ([`Chain::stored`]); from
+//! then on it is read back from the store ([`BodyFile`]) when a reorg, a peer or the API asks
+//! for it, so memory grows by about 170 bytes a block, whatever the blocks hold.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -24,6 +29,7 @@ use crate::hash::Hash256;
 use crate::header::BlockHeader;
 use crate::ledger::Ledger;
 use crate::rules::{BlockError, ConsensusParams, NetworkId, checked_size};
+use crate::store::{BodyAt, BodyFile, StoreError};
 use crate::wire::MAX_LOCATOR_LEN;
 
 /// Cap on remembered invalid block hashes (so a flood of bad blocks cannot grow memory).
@@ -34,12 +40,29 @@ pub const MAX_SIDE_BLOCKS: usize = 10_000;
 /// Bytes of side blocks kept at most.
 pub const MAX_SIDE_BYTES: usize = 256 << 20;
 
+/// A block of the tree: its header, the work of its chain, and its body or where it lies.
 struct Entry {
-    block: Arc<Block>,
+    header: BlockHeader,
     /// Work of the chain from genesis up to and including this block.
     chain_work: u128,
-    /// Bytes of its encoding, worked out once: a block server sizes its replies by it.
-    encoded_len: usize,
+    body: Body,
+}
+
+/// A block's body: in memory until the store holds it.
+enum Body {
+    /// In memory, with the bytes of its encoding (a block server sizes its replies by it).
+    Held { block: Arc<Block>, len: u32 },
+    /// In the store only.
+    Stored(BodyAt),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::Held { len, .. } => *len as usize,
+            Body::Stored(at) => at.len as usize,
+        }
+    }
 }
 
 /// What adding a block did.
@@ -128,6 +151,15 @@ pub enum AddBlockError {
     /// A block already found invalid.
     #[error("block {0} was already rejected as invalid")]
     KnownInvalid(Hash256),
+    /// Choosing it meant reading blocks back from the store, which failed: the block is
+    /// kept beside the best chain, which did not move.
+    #[error("block {hash} could not be weighed against the best chain: {error}")]
+    Unreadable {
+        /// The block's hash.
+        hash: Hash256,
+        /// What reading the store said.
+        error: String,
+    },
     /// It breaks a rule.
     #[error("invalid block {hash}: {error}")]
     Invalid {
@@ -143,9 +175,17 @@ pub struct Chain {
     params: ConsensusParams,
     /// The network `params` make, worked out once: every status the node sends carries it.
     network: NetworkId,
-    tree: HashMap<Hash256, Entry>,
-    /// The best chain by height: `best[h]` is the hash at height `h`.
-    best: Vec<Hash256>,
+    /// Every block of the tree by hash: its place in `entries`.
+    ids: HashMap<Hash256, u32>,
+    /// The blocks of the tree; a place freed by a dropped side block is reused (`free`).
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    /// The best chain by height: `best[h]` is the place of the block at height `h`.
+    best: Vec<u32>,
+    /// The hash of `best`'s last block.
+    tip: Hash256,
+    /// Where stored bodies are read back from; none for a chain without a store.
+    bodies: Option<BodyFile>,
     ledger: Ledger,
     invalid: HashSet<Hash256>,
     /// Blocks in the tree that are not on the best chain, and their encoded bytes in all.
@@ -155,31 +195,48 @@ pub struct Chain {
     ledger_moves: u64,
 }
 
+/// Why moving the tip failed.
+enum MoveError {
+    /// This block of the branch breaks a rule.
+    Invalid(Hash256, BlockError),
+    /// A body could not be read back from the store; nothing changed.
+    Unreadable(StoreError),
+}
+
 impl Chain {
     /// A chain holding only the genesis block.
     pub fn new(params: ConsensusParams) -> Chain {
         let genesis = genesis_block();
         let hash = genesis.hash();
-        let mut tree = HashMap::new();
-        tree.insert(
-            hash,
-            Entry {
-                encoded_len: genesis.encode().len(),
+        let len = genesis.encode().len() as u32;
+        let entry = Entry {
+            header: genesis.header,
+            chain_work: 0,
+            body: Body::Held {
                 block: Arc::new(genesis),
-                chain_work: 0,
+                len,
             },
-        );
+        };
         Chain {
             params,
             network: params.network_id(),
-            tree,
-            best: vec![hash],
+            ids: HashMap::from([(hash, 0)]),
+            entries: vec![Some(entry)],
+            free: Vec::new(),
+            best: vec![0],
+            tip: hash,
+            bodies: None,
             ledger: Ledger::default(),
             invalid: HashSet::new(),
             side: HashSet::new(),
             side_bytes: 0,
             ledger_moves: 0,
         }
+    }
+
+    /// Reads bodies the store holds from `bodies` from now on ([`Chain::stored`]).
+    pub fn set_bodies(&mut self, bodies: BodyFile) {
+        self.bodies = Some(bodies);
     }
 
     /// The consensus parameters this chain enforces.
@@ -192,12 +249,59 @@ impl Chain {
         self.network
     }
 
+    fn entry(&self, id: u32) -> &Entry {
+        self.entries[id as usize]
+            .as_ref()
+            .expect("ids, best and side name only blocks of the tree")
+    }
+
+    fn get(&self, hash: &Hash256) -> Option<&Entry> {
+        self.ids.get(hash).map(|id| self.entry(*id))
+    }
+
+    /// The entry of a hash known to be in the tree.
+    fn known(&self, hash: &Hash256) -> &Entry {
+        self.get(hash).expect("a block of the tree")
+    }
+
+    fn insert(&mut self, hash: Hash256, entry: Entry) -> u32 {
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.entries[id as usize] = Some(entry);
+                id
+            }
+            None => {
+                self.entries.push(Some(entry));
+                u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 blocks")
+            }
+        };
+        self.ids.insert(hash, id);
+        id
+    }
+
+    fn remove(&mut self, hash: &Hash256) -> Option<Entry> {
+        let id = self.ids.remove(hash)?;
+        self.free.push(id);
+        self.entries[id as usize].take()
+    }
+
+    /// Reads a body: from memory, or back from the store.
+    fn body(&self, hash: &Hash256, entry: &Entry) -> Result<Arc<Block>, StoreError> {
+        match &entry.body {
+            Body::Held { block, .. } => Ok(block.clone()),
+            Body::Stored(at) => {
+                let bodies = self.bodies.as_ref().ok_or_else(|| StoreError::Io {
+                    path: "<no store>".into(),
+                    source: Arc::new(std::io::Error::other("a stored body with no store")),
+                })?;
+                bodies.read(*at, hash).map(Arc::new)
+            }
+        }
+    }
+
     /// Hash of the best chain's tip.
     pub fn tip_hash(&self) -> Hash256 {
-        *self
-            .best
-            .last()
-            .expect("the best chain always holds genesis")
+        self.tip
     }
 
     /// Height of the tip (genesis is 0).
@@ -207,12 +311,12 @@ impl Chain {
 
     /// The tip's header.
     pub fn tip_header(&self) -> &BlockHeader {
-        &self.tree[&self.tip_hash()].block.header
+        &self.known(&self.tip).header
     }
 
     /// Cumulative work of the best chain.
     pub fn chain_work(&self) -> u128 {
-        self.tree[&self.tip_hash()].chain_work
+        self.known(&self.tip).chain_work
     }
 
     /// The ledger of the best chain.
@@ -220,25 +324,81 @@ impl Chain {
         &self.ledger
     }
 
-    /// The block at `height` on the best chain.
-    pub fn block_at(&self, height: u64) -> Option<&Arc<Block>> {
-        let hash = self.best.get(usize::try_from(height).ok()?)?;
-        Some(&self.tree[hash].block)
+    /// The header of the block at `height` on the best chain.
+    pub fn header_at(&self, height: u64) -> Option<&BlockHeader> {
+        let id = self.best.get(usize::try_from(height).ok()?)?;
+        Some(&self.entry(*id).header)
     }
 
-    /// Any block in the tree by hash.
-    pub fn block(&self, hash: &Hash256) -> Option<&Arc<Block>> {
-        self.tree.get(hash).map(|e| &e.block)
+    /// The hash of the block at `height` on the best chain.
+    pub fn hash_at(&self, height: u64) -> Option<Hash256> {
+        if height == self.height() {
+            return Some(self.tip);
+        }
+        self.header_at(height).map(BlockHeader::hash)
+    }
+
+    /// The block at `height` on the best chain, read back from the store if need be.
+    pub fn block_at(&self, height: u64) -> Result<Option<Arc<Block>>, StoreError> {
+        match self.hash_at(height) {
+            Some(hash) => self.block(&hash),
+            None => Ok(None),
+        }
+    }
+
+    /// Any block in the tree by hash, read back from the store if need be.
+    pub fn block(&self, hash: &Hash256) -> Result<Option<Arc<Block>>, StoreError> {
+        match self.get(hash) {
+            Some(entry) => self.body(hash, entry).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Any header in the tree by hash.
+    pub fn header(&self, hash: &Hash256) -> Option<&BlockHeader> {
+        self.get(hash).map(|e| &e.header)
     }
 
     /// Whether the tree holds this block.
     pub fn contains(&self, hash: &Hash256) -> bool {
-        self.tree.contains_key(hash)
+        self.ids.contains_key(hash)
+    }
+
+    /// Whether the store holds this block's body ([`Chain::stored`]).
+    pub fn is_stored(&self, hash: &Hash256) -> bool {
+        self.get(hash)
+            .is_some_and(|e| matches!(e.body, Body::Stored(_)))
+    }
+
+    /// Notes that the store holds block `hash` at `at`: its body leaves memory and is read
+    /// back from there. A chain without a store ([`Chain::set_bodies`]) keeps it.
+    pub fn stored(&mut self, hash: &Hash256, at: BodyAt) {
+        if self.bodies.is_none() {
+            return;
+        }
+        if let Some(&id) = self.ids.get(hash)
+            && let Some(entry) = self.entries[id as usize].as_mut()
+        {
+            entry.body = Body::Stored(at);
+        }
+    }
+
+    /// Adds a block read from the store, which holds it at `at` ([`Chain::add_block`]).
+    pub fn add_stored(
+        &mut self,
+        block: Block,
+        at: BodyAt,
+        now: u64,
+    ) -> Result<ChainUpdate, AddBlockError> {
+        let hash = block.hash();
+        let update = self.add_block(block, now)?;
+        self.stored(&hash, at);
+        Ok(update)
     }
 
     /// Number of blocks in the tree, side branches included.
     pub fn tree_len(&self) -> usize {
-        self.tree.len()
+        self.ids.len()
     }
 
     /// Number of blocks kept on side branches.
@@ -255,7 +415,7 @@ impl Chain {
         let stale = self
             .side
             .iter()
-            .filter(|h| (from..=height).contains(&self.tree[*h].block.header.height))
+            .filter(|h| (from..=height).contains(&self.known(h).header.height))
             .count() as u64;
         StaleCount {
             stale,
@@ -271,9 +431,10 @@ impl Chain {
 
     /// Whether `hash` is on the best chain.
     pub fn is_on_best_chain(&self, hash: &Hash256) -> bool {
-        self.tree
-            .get(hash)
-            .is_some_and(|e| self.best.get(e.block.header.height as usize) == Some(hash))
+        self.ids.get(hash).is_some_and(|id| {
+            let height = self.entry(*id).header.height;
+            usize::try_from(height).ok().and_then(|h| self.best.get(h)) == Some(id)
+        })
     }
 
     /// A block locator of the best chain: the tip and the nine blocks below it, then hashes at
@@ -283,8 +444,9 @@ impl Chain {
         let mut out = Vec::new();
         let mut height = self.height();
         let mut step = 1;
+        let hash_at = |h: u64| self.hash_at(h).expect("a height of the best chain");
         loop {
-            out.push(self.best[height as usize]);
+            out.push(hash_at(height));
             if height == 0 || out.len() == MAX_LOCATOR_LEN - 1 {
                 break;
             }
@@ -294,7 +456,7 @@ impl Chain {
             height = height.saturating_sub(step);
         }
         if height != 0 {
-            out.push(self.best[0]);
+            out.push(hash_at(0));
         }
         out
     }
@@ -304,7 +466,7 @@ impl Chain {
         locator
             .iter()
             .find(|h| self.is_on_best_chain(h))
-            .map_or(0, |h| self.tree[h].block.header.height as usize)
+            .map_or(0, |h| self.known(h).header.height as usize)
     }
 
     /// The headers of the best-chain blocks after the first `locator` hash on the best chain
@@ -315,37 +477,41 @@ impl Chain {
             .iter()
             .skip(fork + 1)
             .take(max)
-            .map(|h| self.tree[h].block.header)
+            .map(|id| self.entry(*id).header)
             .collect()
     }
 
     /// The header of the block `hash` and the work of the chain from genesis up to and
     /// including it, if the tree holds it: where a branch forks, for judging it by headers.
     pub fn header_and_work(&self, hash: &Hash256) -> Option<(BlockHeader, u128)> {
-        self.tree.get(hash).map(|e| (e.block.header, e.chain_work))
+        self.get(hash).map(|e| (e.header, e.chain_work))
     }
 
     /// The best-chain blocks after the first `locator` hash that is on the best chain (after
     /// genesis if none is), lowest first: at most `max_blocks`, and no more once `max_bytes`
-    /// of encoded blocks are taken (but at least one block when there is one).
+    /// of encoded blocks are taken (but at least one block when there is one). Bodies the
+    /// store holds are read back from it.
     pub fn blocks_after(
         &self,
         locator: &[Hash256],
         max_blocks: usize,
         max_bytes: usize,
-    ) -> Vec<Arc<Block>> {
+    ) -> Result<Vec<Arc<Block>>, StoreError> {
         let fork = self.fork_height(locator);
         let mut out = Vec::new();
         let mut bytes = 0;
-        for hash in self.best.iter().skip(fork + 1).take(max_blocks) {
-            let entry = &self.tree[hash];
-            bytes += entry.encoded_len;
+        for (height, id) in self.best.iter().enumerate().skip(fork + 1).take(max_blocks) {
+            let entry = self.entry(*id);
+            bytes += entry.body.len();
             if bytes > max_bytes && !out.is_empty() {
                 break;
             }
-            out.push(entry.block.clone());
+            let hash = self
+                .hash_at(height as u64)
+                .expect("a height of the best chain");
+            out.push(self.body(&hash, entry)?);
         }
-        out
+        Ok(out)
     }
 
     /// Adds a block received from anywhere. `now` is our clock in Unix seconds.
@@ -358,22 +524,22 @@ impl Chain {
     /// the one [`Chain::compare_tips`] prefers wins, whichever came first.
     pub fn add_block(&mut self, block: Block, now: u64) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
-        if self.tree.contains_key(&hash) {
+        if self.ids.contains_key(&hash) {
             return Ok(ChainUpdate::AlreadyKnown);
         }
         if self.invalid.contains(&hash) {
             return Err(AddBlockError::KnownInvalid(hash));
         }
         let parent_hash = block.header.prev_hash;
-        let Some(parent) = self.tree.get(&parent_hash) else {
+        let Some(parent) = self.get(&parent_hash) else {
             return Err(AddBlockError::UnknownParent(parent_hash));
         };
         let chain_work = parent.chain_work.saturating_add(block.header.work());
-        let encoded_len = match checked_size(&block, &parent.block.header, &self.params, now) {
+        let encoded_len = match checked_size(&block, &parent.header, &self.params, now) {
             Ok(size) => size,
             Err(error) => return Err(self.reject(hash, error)),
         };
-        let extends_tip = parent_hash == self.tip_hash();
+        let extends_tip = parent_hash == self.tip;
         let block = Arc::new(block);
         if extends_tip {
             if let Err(error) = self.ledger.apply_block(&block) {
@@ -381,16 +547,20 @@ impl Chain {
             }
             self.ledger_moves += 1;
         }
-        self.tree.insert(
+        let id = self.insert(
             hash,
             Entry {
-                block: block.clone(),
+                header: block.header,
                 chain_work,
-                encoded_len,
+                body: Body::Held {
+                    block: block.clone(),
+                    len: encoded_len as u32,
+                },
             },
         );
         if extends_tip {
-            self.best.push(hash);
+            self.best.push(id);
+            self.tip = hash;
             return Ok(ChainUpdate::TipChanged(TipMove {
                 disconnected: Vec::new(),
                 connected: vec![block],
@@ -398,7 +568,7 @@ impl Chain {
         }
         self.side.insert(hash);
         self.side_bytes += encoded_len;
-        let beats_tip = self.compare_tips(&hash, &self.tip_hash()) == Some(Ordering::Greater);
+        let beats_tip = self.compare_tips(&hash, &self.tip) == Some(Ordering::Greater);
         if !beats_tip {
             self.prune_side();
             return Ok(ChainUpdate::SideBranch);
@@ -408,11 +578,12 @@ impl Chain {
                 for b in &disconnected {
                     let h = b.hash();
                     self.side.insert(h);
-                    self.side_bytes += self.tree[&h].encoded_len;
+                    self.side_bytes += self.known(&h).body.len();
                 }
                 for b in &connected {
-                    if self.side.remove(&b.hash()) {
-                        self.side_bytes -= self.tree[&b.hash()].encoded_len;
+                    let h = b.hash();
+                    if self.side.remove(&h) {
+                        self.side_bytes -= self.known(&h).body.len();
                     }
                 }
                 self.prune_side();
@@ -421,10 +592,14 @@ impl Chain {
                     connected,
                 }))
             }
-            Err((bad, error)) => {
+            Err(MoveError::Invalid(bad, error)) => {
                 self.drop_side_subtree(bad);
                 Err(self.reject(bad, error))
             }
+            Err(MoveError::Unreadable(error)) => Err(AddBlockError::Unreadable {
+                hash,
+                error: crate::error_line(&error),
+            }),
         }
     }
 
@@ -434,7 +609,7 @@ impl Chain {
     /// first block after the fork point has the lower hash as shown ([`Hash256::cmp_shown`]).
     /// Costs a walk from each tip to the fork point, and only on equal work.
     pub fn compare_tips(&self, a: &Hash256, b: &Hash256) -> Option<Ordering> {
-        let (entry_a, entry_b) = (self.tree.get(a)?, self.tree.get(b)?);
+        let (entry_a, entry_b) = (self.get(a)?, self.get(b)?);
         let by_work = entry_a.chain_work.cmp(&entry_b.chain_work);
         if by_work != Ordering::Equal || a == b {
             return Some(by_work);
@@ -448,8 +623,8 @@ impl Chain {
     /// after their fork point on each side. (An ancestor has less work, so equal-work tips
     /// never are one.)
     fn first_after_fork(&self, mut a: Hash256, mut b: Hash256) -> (Hash256, Hash256) {
-        let height = |h: &Hash256| self.tree[h].block.header.height;
-        let parent = |h: &Hash256| self.tree[h].block.header.prev_hash;
+        let height = |h: &Hash256| self.known(h).header.height;
+        let parent = |h: &Hash256| self.known(h).header.prev_hash;
         while height(&a) > height(&b) {
             a = parent(&a);
         }
@@ -472,37 +647,48 @@ impl Chain {
     pub fn revert(&mut self, disconnected: &[Arc<Block>], connected: &[Arc<Block>]) {
         for block in connected.iter().rev() {
             let hash = block.hash();
-            if self.best.last() != Some(&hash) {
+            if self.tip != hash {
                 return; // not the move just made: leave the chain as it is
             }
             self.best.pop();
+            self.tip = block.header.prev_hash;
             self.ledger.undo_block(block);
             self.ledger_moves += 1;
-            if let Some(entry) = self.tree.get(&hash)
+            if let Some(len) = self.get(&hash).map(|e| e.body.len())
                 && self.side.insert(hash)
             {
-                self.side_bytes += entry.encoded_len;
+                self.side_bytes += len;
             }
         }
         for block in disconnected.iter().rev() {
             let hash = block.hash();
-            if !self.tree.contains_key(&hash) {
-                // Pruned from the side branches since it left: its entry comes back.
-                let parent = self.tree[&block.header.prev_hash].chain_work;
-                let entry = Entry {
-                    block: block.clone(),
-                    chain_work: parent.saturating_add(block.header.work()),
-                    encoded_len: block.encode().len(),
-                };
-                self.tree.insert(hash, entry);
-            } else if self.side.remove(&hash) {
-                self.side_bytes -= self.tree[&hash].encoded_len;
-            }
+            let id = match self.ids.get(&hash) {
+                Some(&id) => {
+                    if self.side.remove(&hash) {
+                        self.side_bytes -= self.entry(id).body.len();
+                    }
+                    id
+                }
+                None => {
+                    // Pruned from the side branches since it left: its entry comes back.
+                    let parent = self.known(&block.header.prev_hash).chain_work;
+                    let entry = Entry {
+                        header: block.header,
+                        chain_work: parent.saturating_add(block.header.work()),
+                        body: Body::Held {
+                            block: block.clone(),
+                            len: block.encode().len() as u32,
+                        },
+                    };
+                    self.insert(hash, entry)
+                }
+            };
             self.ledger
                 .apply_block(block)
                 .expect("blocks of the previous best chain re-apply");
             self.ledger_moves += 1;
-            self.best.push(hash);
+            self.best.push(id);
+            self.tip = hash;
         }
     }
 
@@ -519,32 +705,39 @@ impl Chain {
     }
 
     /// Makes `target` (already in the tree) the tip: undoes the best chain back to the fork
-    /// point and applies `target`'s branch. On failure the chain is as before, and the block
-    /// that failed is named.
+    /// point and applies `target`'s branch. Every body either side needs is read first, so on
+    /// failure the chain is as before, and the block that failed is named.
     #[allow(clippy::type_complexity)]
     fn move_tip_to(
         &mut self,
         target: Hash256,
-    ) -> Result<(Vec<Arc<Block>>, Vec<Arc<Block>>), (Hash256, BlockError)> {
+    ) -> Result<(Vec<Arc<Block>>, Vec<Arc<Block>>), MoveError> {
         // The branch from the fork point (exclusive) up to target, lowest first.
         let mut branch = Vec::new();
         let mut cursor = target;
         loop {
-            let block = &self.tree[&cursor].block;
-            let height = block.header.height as usize;
-            if self.best.get(height) == Some(&cursor) {
+            if self.is_on_best_chain(&cursor) {
                 break;
             }
-            branch.push(block.clone());
-            cursor = block.header.prev_hash;
+            let entry = self.known(&cursor);
+            branch.push(self.body(&cursor, entry).map_err(MoveError::Unreadable)?);
+            cursor = entry.header.prev_hash;
         }
         branch.reverse();
-        let fork_height = self.tree[&cursor].block.header.height as usize;
+        let fork_height = self.known(&cursor).header.height as usize;
+        // The best chain above the fork point, highest first.
+        let mut leaving = Vec::with_capacity(self.best.len() - fork_height - 1);
+        for height in (fork_height + 1..self.best.len()).rev() {
+            let hash = self
+                .hash_at(height as u64)
+                .expect("a height of the best chain");
+            let body = self.body(&hash, self.known(&hash));
+            leaving.push(body.map_err(MoveError::Unreadable)?);
+        }
 
         let mut disconnected = Vec::new();
-        while self.best.len() > fork_height + 1 {
-            let hash = self.best.pop().expect("above the fork point");
-            let block = self.tree[&hash].block.clone();
+        for block in leaving {
+            self.best.pop();
             self.ledger.undo_block(&block);
             self.ledger_moves += 1;
             disconnected.push(block);
@@ -560,13 +753,14 @@ impl Chain {
                     self.ledger
                         .apply_block(back)
                         .expect("blocks of the previous best chain re-apply");
-                    self.best.push(back.hash());
+                    self.best.push(self.ids[&back.hash()]);
                 }
                 self.ledger_moves += (applied + disconnected.len()) as u64;
-                return Err((block.hash(), error));
+                return Err(MoveError::Invalid(block.hash(), error));
             }
-            self.best.push(block.hash());
+            self.best.push(self.ids[&block.hash()]);
         }
+        self.tip = target;
         Ok((disconnected, branch))
     }
 
@@ -577,11 +771,11 @@ impl Chain {
         let mut by_height: Vec<(u64, Hash256)> = self
             .side
             .iter()
-            .map(|h| (self.tree[h].block.header.height, *h))
+            .map(|h| (self.known(h).header.height, *h))
             .collect();
         by_height.sort_unstable();
         for (_, h) in by_height {
-            if doomed.contains(&self.tree[&h].block.header.prev_hash) {
+            if doomed.contains(&self.known(&h).header.prev_hash) {
                 doomed.insert(h);
             }
         }
@@ -595,9 +789,9 @@ impl Chain {
 
     fn remove_side(&mut self, hash: &Hash256) {
         if self.side.remove(hash)
-            && let Some(entry) = self.tree.remove(hash)
+            && let Some(entry) = self.remove(hash)
         {
-            self.side_bytes -= entry.encoded_len;
+            self.side_bytes -= entry.body.len();
         }
     }
 
@@ -611,27 +805,25 @@ impl Chain {
         let (blocks, bytes) = (MAX_SIDE_BLOCKS * 9 / 10, MAX_SIDE_BYTES / 10 * 9);
         let mut children: HashMap<Hash256, usize> = HashMap::new();
         for h in &self.side {
-            *children
-                .entry(self.tree[h].block.header.prev_hash)
-                .or_default() += 1;
+            *children.entry(self.known(h).header.prev_hash).or_default() += 1;
         }
         // Lightest tip first.
         let mut tips: BinaryHeap<std::cmp::Reverse<(u128, Hash256)>> = self
             .side
             .iter()
             .filter(|h| !children.contains_key(h))
-            .map(|h| std::cmp::Reverse((self.tree[h].chain_work, *h)))
+            .map(|h| std::cmp::Reverse((self.known(h).chain_work, *h)))
             .collect();
         while self.side.len() > blocks || self.side_bytes > bytes {
             let Some(std::cmp::Reverse((_, tip))) = tips.pop() else {
                 break;
             };
-            let parent = self.tree[&tip].block.header.prev_hash;
+            let parent = self.known(&tip).header.prev_hash;
             self.remove_side(&tip);
             if let Some(n) = children.get_mut(&parent) {
                 *n -= 1;
                 if *n == 0 && self.side.contains(&parent) {
-                    tips.push(std::cmp::Reverse((self.tree[&parent].chain_work, parent)));
+                    tips.push(std::cmp::Reverse((self.known(&parent).chain_work, parent)));
                 }
             }
         }

@@ -10,7 +10,8 @@ use crate::rules::BlockError;
 use crate::tx::Transaction;
 
 /// The state a chain's blocks add up to: a balance per address (O(1) to look up) and the id of
-/// every transaction confirmed so far (to refuse replays).
+/// every payment confirmed so far (to refuse replays). Rewards are not kept: a reward names
+/// its block's height, so it can never be valid in another block of the same chain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
     balances: HashMap<Address, Amount>,
@@ -23,12 +24,12 @@ impl Ledger {
         self.balances.get(address).copied().unwrap_or(Amount::ZERO)
     }
 
-    /// Whether a transaction with this id is confirmed.
+    /// Whether a payment with this id is confirmed.
     pub fn is_confirmed(&self, id: &Hash256) -> bool {
         self.confirmed.contains(id)
     }
 
-    /// Number of confirmed transactions.
+    /// Number of confirmed payments.
     pub fn confirmed_count(&self) -> usize {
         self.confirmed.len()
     }
@@ -45,19 +46,30 @@ impl Ledger {
         let mut touched: HashMap<Address, Amount> = HashMap::new();
         let mut ids = Vec::with_capacity(block.transactions.len());
         for tx in &block.transactions {
-            let id = tx.id();
-            if self.confirmed.contains(&id) {
-                return Err(BlockError::Replay(id));
-            }
             let (from, to, amount) = transfer(tx);
+            // A reward's id is not kept: its height ties it to its block.
+            let paid = match tx {
+                Transaction::Payment(p) => {
+                    let id = p.id();
+                    if self.confirmed.contains(&id) {
+                        return Err(BlockError::Replay(id));
+                    }
+                    ids.push(id);
+                    Some(id)
+                }
+                Transaction::Reward(_) => None,
+            };
+            let id = || paid.unwrap_or_else(|| tx.id());
             if let Some(from) = from {
                 let balance = *touched.entry(from).or_insert_with(|| self.balance(&from));
-                let left = balance.checked_sub(amount).ok_or(BlockError::Overspend {
-                    id,
-                    from,
-                    amount,
-                    balance,
-                })?;
+                let left = balance
+                    .checked_sub(amount)
+                    .ok_or_else(|| BlockError::Overspend {
+                        id: id(),
+                        from,
+                        amount,
+                        balance,
+                    })?;
                 touched.insert(from, left);
             }
             let balance = *touched.entry(to).or_insert_with(|| self.balance(&to));
@@ -65,9 +77,8 @@ impl Ledger {
                 to,
                 balance
                     .checked_add(amount)
-                    .ok_or(BlockError::Overflow(id))?,
+                    .ok_or_else(|| BlockError::Overflow(id()))?,
             );
-            ids.push(id);
         }
         for (address, amount) in touched {
             self.set_balance(address, amount);
@@ -93,7 +104,9 @@ impl Ledger {
                         .unwrap_or(Amount::from_units(u64::MAX)),
                 );
             }
-            self.confirmed.remove(&tx.id());
+            if let Transaction::Payment(p) = tx {
+                self.confirmed.remove(&p.id());
+            }
         }
     }
 

@@ -17,9 +17,9 @@
 //! corrupt, saying so: an earlier block is never lost and the store always loads. The open
 //! store holds an exclusive lock on the file, so a second process is refused.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -83,6 +83,14 @@ pub enum StoreError {
         /// Why the first refused block was refused.
         error: Box<AddBlockError>,
     },
+    /// A block record read back on demand is not what was written there.
+    #[error("{}: {damage}; the store changed under the running node", path.display())]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What is wrong with the record.
+        damage: Damage,
+    },
     /// The header is damaged: which network the chain belongs to cannot be told.
     #[error("{0}: the store's header is damaged; it was left as it is")]
     BadHeader(PathBuf),
@@ -127,6 +135,16 @@ pub struct Opened {
     pub recovery: Option<Recovery>,
 }
 
+/// Where a block's record lies in the store: its payload (the block's encoding) starts at
+/// byte `at` and is `len` bytes long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyAt {
+    /// The payload's first byte.
+    pub at: u64,
+    /// The payload's length.
+    pub len: u32,
+}
+
 /// An open, locked block store.
 pub struct BlockStore {
     file: File,
@@ -135,15 +153,153 @@ pub struct BlockStore {
     len: u64,
     /// Set when a failed append could not be undone: no further append is made.
     broken: bool,
-    /// Every block in the file, so appending one again writes nothing.
-    stored: HashSet<Hash256>,
+}
+
+/// A store opened and locked whose blocks are still to be read ([`BlockStore::begin_open`]).
+pub struct Opening {
+    file: File,
+    path: PathBuf,
+    /// Bytes in the file, all of them after its header still to be read.
+    file_len: u64,
+    /// What labelling a store of the previous format cut off.
+    recovery: Option<Recovery>,
+}
+
+impl Opening {
+    /// A reader of the store's bodies, for the chain the blocks are about to build. It opens
+    /// the file again rather than sharing the locked one, so the lock ends with the store even
+    /// where the chain lives on.
+    pub fn bodies(&self) -> Result<BodyFile, StoreError> {
+        BodyFile::open(&self.path)
+    }
+
+    /// Reads every intact block in the order appended, handing each to `each` with where its
+    /// record lies, and cuts off a torn or corrupt tail, saying so: the store is then ready
+    /// for appends.
+    pub fn read_blocks(
+        self,
+        mut each: impl FnMut(Block, BodyAt),
+    ) -> Result<(BlockStore, Option<Recovery>), StoreError> {
+        let Opening {
+            mut file,
+            path,
+            file_len,
+            mut recovery,
+        } = self;
+        let io_err = |source| StoreError::Io {
+            path: path.clone(),
+            source: Arc::new(source),
+        };
+        file.seek(SeekFrom::Start(FIRST_RECORD_AT))
+            .map_err(io_err)?;
+        let end = scan_from(
+            &mut BufReader::with_capacity(1 << 16, &mut file),
+            &path,
+            FIRST_RECORD_AT,
+            file_len,
+            &mut each,
+        )?;
+        if let Some(reason) = end.damage {
+            file.set_len(end.kept).map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+            recovery.get_or_insert(Recovery {
+                kept_bytes: end.kept,
+                dropped_bytes: file_len - end.kept,
+                reason,
+            });
+        }
+        let len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
+        Ok((
+            BlockStore {
+                file,
+                path,
+                len,
+                broken: false,
+            },
+            recovery,
+        ))
+    }
+}
+
+/// A store read by position, for the bodies a chain does not keep in memory: any number of
+/// threads read at once (`pread`), beside the one that appends.
+pub struct BodyFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl BodyFile {
+    /// Opens the store at `path` for reading only.
+    pub fn open(path: &Path) -> Result<BodyFile, StoreError> {
+        let file = File::open(path).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        })?;
+        Ok(BodyFile {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Reads the block whose record lies at `at`, checking the record's length and checksum
+    /// and that it is the block `hash` names.
+    pub fn read(&self, at: BodyAt, hash: &Hash256) -> Result<Block, StoreError> {
+        let record = at.at.saturating_sub(RECORD_HEADER_LEN as u64);
+        let damaged = |damage| StoreError::Damaged {
+            path: self.path.clone(),
+            damage,
+        };
+        if at.len as usize > MAX_BLOCK_BYTES || at.at < FIRST_RECORD_AT {
+            return Err(damaged(Damage::Oversized {
+                at: record,
+                len: at.len as usize,
+            }));
+        }
+        let mut bytes = vec![0u8; RECORD_HEADER_LEN + at.len as usize];
+        self.file
+            .read_exact_at(&mut bytes, record)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => damaged(Damage::TornRecord { at: record }),
+                _ => StoreError::Io {
+                    path: self.path.clone(),
+                    source: Arc::new(e),
+                },
+            })?;
+        let (head, payload) = bytes.split_at(RECORD_HEADER_LEN);
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len != at.len || crc32fast::hash(payload) != crc {
+            return Err(damaged(Damage::Checksum { at: record }));
+        }
+        let block = Block::decode(payload)
+            .map_err(|error| damaged(Damage::NotABlock { at: record, error }))?;
+        if block.hash() != *hash {
+            return Err(damaged(Damage::OtherBlock { at: record }));
+        }
+        Ok(block)
+    }
 }
 
 impl BlockStore {
     /// Opens (creating if needed) and verifies the store at `path`, whose chain must belong to
-    /// the network of `params`. A store of other parameters is refused before anything is
-    /// written; an unlabelled one (the previous format) is labelled once its first blocks pass.
+    /// the network of `params`, and returns every intact block with it. A node streams the
+    /// blocks instead ([`BlockStore::begin_open`]); this is for tools and tests.
     pub fn open(path: &Path, params: &ConsensusParams) -> Result<Opened, StoreError> {
+        let mut blocks = Vec::new();
+        let (store, recovery) =
+            BlockStore::begin_open(path, params)?.read_blocks(|block, _| blocks.push(block))?;
+        Ok(Opened {
+            store,
+            blocks,
+            recovery,
+        })
+    }
+
+    /// Opens (creating if needed) and locks the store at `path`, whose chain must belong to
+    /// the network of `params`: a store of other parameters is refused before anything is
+    /// written; an unlabelled one (the previous format) is labelled once its first blocks pass.
+    /// Its blocks are read next, with [`Opening::read_blocks`].
+    pub fn begin_open(path: &Path, params: &ConsensusParams) -> Result<Opening, StoreError> {
         let io_err = |source| StoreError::Io {
             path: path.to_owned(),
             source: Arc::new(source),
@@ -161,63 +317,67 @@ impl BlockStore {
             Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
         let file_len = file.metadata().map_err(io_err)?.len();
-        let Scan {
-            label,
-            blocks,
-            kept,
-            damage,
-        } = read_records(&mut file, path, file_len)?;
-        let recovery = damage.map(|reason| Recovery {
-            kept_bytes: kept,
-            dropped_bytes: file_len - kept,
-            reason,
-        });
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let label = read_label(&mut BufReader::new(&mut file), path, file_len)?;
         // Every check comes before the first write: a refused store is left byte for byte.
-        match label {
+        let (file, file_len, recovery) = match label {
             Label::Params(stored) if stored != *params => {
                 return Err(StoreError::OtherNetwork {
                     path: path.to_owned(),
                     differs: stored.differences(params),
                 });
             }
-            Label::Unlabelled => check_unlabelled(path, params, &blocks)?,
-            _ => {}
-        }
-        match label {
+            Label::Params(_) => (file, file_len, None),
             Label::Fresh => {
                 file.set_len(0).map_err(io_err)?;
                 file.seek(SeekFrom::Start(0)).map_err(io_err)?;
                 file.write_all(&labelled_start(params)).map_err(io_err)?;
+                file.sync_all().map_err(io_err)?;
+                let recovery = (file_len > 0).then_some(Recovery {
+                    kept_bytes: 0,
+                    dropped_bytes: file_len,
+                    reason: Damage::TornHeader,
+                });
+                (file, FIRST_RECORD_AT, recovery)
             }
-            Label::Unlabelled => file = label_unlabelled(path, params, file, kept)?,
-            Label::Params(_) if kept < file_len => file.set_len(kept).map_err(io_err)?,
-            Label::Params(_) => {}
-        }
-        file.sync_all().map_err(io_err)?;
-        let len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
-        let stored = blocks.iter().map(Block::hash).collect();
-        Ok(Opened {
-            store: BlockStore {
-                file,
-                path: path.to_owned(),
-                len,
-                broken: false,
-                stored,
-            },
-            blocks,
+            Label::Unlabelled => {
+                let start = UNLABELLED_STORE_MAGIC.len() as u64;
+                file.seek(SeekFrom::Start(start)).map_err(io_err)?;
+                let mut first = Vec::new();
+                let end = scan_from(
+                    &mut BufReader::new(&mut file),
+                    path,
+                    start,
+                    file_len,
+                    &mut |block, _| {
+                        if first.len() < UNLABELLED_BLOCKS_CHECKED {
+                            first.push(block);
+                        }
+                    },
+                )?;
+                check_unlabelled(path, params, first)?;
+                let file = label_unlabelled(path, params, file, end.kept)?;
+                let recovery = end.damage.map(|reason| Recovery {
+                    kept_bytes: end.kept,
+                    dropped_bytes: file_len - end.kept,
+                    reason,
+                });
+                (file, FIRST_RECORD_AT + end.kept - start, recovery)
+            }
+        };
+        Ok(Opening {
+            file,
+            path: path.to_owned(),
+            file_len,
             recovery,
         })
     }
 
-    /// Appends one block and syncs it to disk before returning; a block already in the store
-    /// is not written again. If the write fails (a full disk), the partial record is cut off
+    /// Appends one block and syncs it to disk before returning, and says where its record
+    /// lies. If the write fails (a full disk), the partial record is cut off
     /// again, so the store stays a run of intact records that later appends can follow; if
     /// even that fails, the store refuses further appends.
-    pub fn append(&mut self, block: &Block) -> Result<(), StoreError> {
-        let hash = block.hash();
-        if self.stored.contains(&hash) {
-            return Ok(());
-        }
+    pub fn append(&mut self, block: &Block) -> Result<BodyAt, StoreError> {
         if self.broken {
             return Err(StoreError::Io {
                 path: self.path.clone(),
@@ -248,9 +408,12 @@ impl BlockStore {
             self.broken = undone.is_err();
             return Err(io_err(e));
         }
+        let at = BodyAt {
+            at: self.len + RECORD_HEADER_LEN as u64,
+            len: payload.len() as u32,
+        };
         self.len += record.len() as u64;
-        self.stored.insert(hash);
-        Ok(())
+        Ok(at)
     }
 
     /// The store's path.
@@ -274,13 +437,8 @@ fn labelled_start(params: &ConsensusParams) -> Vec<u8> {
 fn check_unlabelled(
     path: &Path,
     params: &ConsensusParams,
-    blocks: &[Block],
+    first: Vec<Block>,
 ) -> Result<(), StoreError> {
-    let first = blocks
-        .iter()
-        .take(UNLABELLED_BLOCKS_CHECKED)
-        .cloned()
-        .collect();
     // The clock is no rule here: stored blocks were judged against it when they arrived.
     let (_, refused) = rebuild_chain(*params, first, u64::MAX);
     match refused.into_iter().next() {
@@ -368,6 +526,12 @@ pub enum Damage {
         /// Where the record starts.
         at: u64,
     },
+    /// An intact record, but of another block than the one looked for.
+    #[error("record at byte {at} holds another block")]
+    OtherBlock {
+        /// Where the record starts.
+        at: u64,
+    },
     /// The checksum matches but the bytes are not a block.
     #[error("record at byte {at}: {error}")]
     NotABlock {
@@ -405,97 +569,126 @@ pub struct Scan {
 /// Checks a whole store image held in memory exactly as opening a store file does. Nothing is
 /// written; for tools, tests and fuzzing.
 pub fn scan(bytes: &[u8]) -> Result<Scan, StoreError> {
-    scan_records(bytes, Path::new("<memory>"), bytes.len() as u64)
+    let path = Path::new("<memory>");
+    let file_len = bytes.len() as u64;
+    let mut reader = bytes;
+    let label = read_label(&mut reader, path, file_len)?;
+    let mut blocks = Vec::new();
+    let start = match label {
+        Label::Fresh => {
+            return Ok(Scan {
+                label,
+                blocks,
+                kept: 0,
+                damage: (file_len > 0).then_some(Damage::TornHeader),
+            });
+        }
+        Label::Unlabelled => UNLABELLED_STORE_MAGIC.len() as u64,
+        Label::Params(_) => FIRST_RECORD_AT,
+    };
+    let end = scan_from(&mut reader, path, start, file_len, &mut |block, _| {
+        blocks.push(block)
+    })?;
+    Ok(Scan {
+        label,
+        blocks,
+        kept: end.kept,
+        damage: end.damage,
+    })
 }
 
-/// Reads every intact record of the file from its start.
-fn read_records(file: &mut File, path: &Path, file_len: u64) -> Result<Scan, StoreError> {
-    file.seek(SeekFrom::Start(0))
-        .map_err(|source| StoreError::Io {
-            path: path.to_owned(),
-            source: Arc::new(source),
-        })?;
-    scan_records(BufReader::new(file), path, file_len)
-}
-
-/// Reads every intact record of `file_len` bytes from `reader`.
-fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Scan, StoreError> {
+/// Reads the magic and the header from the start of a store of `file_len` bytes: which
+/// network it says it belongs to. After it, `reader` is at the first record.
+fn read_label(reader: &mut impl Read, path: &Path, file_len: u64) -> Result<Label, StoreError> {
     let io_err = |source| StoreError::Io {
         path: path.to_owned(),
         source: Arc::new(source),
     };
-    let mut magic = [0u8; 8];
-    let fresh = |file_len| {
-        Ok(Scan {
-            label: Label::Fresh,
-            blocks: Vec::new(),
-            kept: 0,
-            damage: (file_len > 0).then_some(Damage::TornHeader),
-        })
-    };
     if file_len < STORE_MAGIC.len() as u64 {
-        return fresh(file_len);
+        return Ok(Label::Fresh);
     }
+    let mut magic = [0u8; 8];
     reader.read_exact(&mut magic).map_err(io_err)?;
-    let (label, mut pos) = match &magic {
-        m if m == OLDER_STORE_MAGIC => return Err(StoreError::OlderRules(path.to_owned())),
-        m if m == UNLABELLED_STORE_MAGIC => (Label::Unlabelled, STORE_MAGIC.len() as u64),
+    match &magic {
+        m if m == OLDER_STORE_MAGIC => Err(StoreError::OlderRules(path.to_owned())),
+        m if m == UNLABELLED_STORE_MAGIC => Ok(Label::Unlabelled),
+        // Torn while being created: no block was ever written after it.
+        m if m == STORE_MAGIC && file_len < FIRST_RECORD_AT => Ok(Label::Fresh),
         m if m == STORE_MAGIC => {
-            if file_len < FIRST_RECORD_AT {
-                // Torn while being created: no block was ever written after it.
-                return fresh(file_len);
-            }
             let mut header = [0u8; RECORD_HEADER_LEN + PARAMS_BYTES];
             reader.read_exact(&mut header).map_err(io_err)?;
             let (head, params) = header.split_at(RECORD_HEADER_LEN);
             let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
             let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            let params = (len == PARAMS_BYTES && crc32fast::hash(params) == crc)
+            (len == PARAMS_BYTES && crc32fast::hash(params) == crc)
                 .then(|| ConsensusParams::from_bytes(params))
                 .flatten()
-                .ok_or_else(|| StoreError::BadHeader(path.to_owned()))?;
-            (Label::Params(params), FIRST_RECORD_AT)
+                .map(Label::Params)
+                .ok_or_else(|| StoreError::BadHeader(path.to_owned()))
         }
-        _ => return Err(StoreError::NotAStore(path.to_owned())),
+        _ => Err(StoreError::NotAStore(path.to_owned())),
+    }
+}
+
+/// Where the intact records end, and why the bytes after them were refused.
+struct ScanEnd {
+    kept: u64,
+    damage: Option<Damage>,
+}
+
+/// Reads every intact record from byte `pos` of a store of `file_len` bytes (`reader` is
+/// there), handing each block to `each` with where it lies.
+fn scan_from(
+    reader: &mut impl Read,
+    path: &Path,
+    mut pos: u64,
+    file_len: u64,
+    each: &mut dyn FnMut(Block, BodyAt),
+) -> Result<ScanEnd, StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_owned(),
+        source: Arc::new(source),
     };
-    let mut blocks = Vec::new();
-    let cut = |blocks, at, damage| {
-        Ok(Scan {
-            label,
-            blocks,
+    let cut = |at, damage| {
+        Ok(ScanEnd {
             kept: at,
             damage: Some(damage),
         })
     };
+    let mut payload = Vec::new();
     while pos < file_len {
         let remaining = file_len - pos;
         if remaining < RECORD_HEADER_LEN as u64 {
-            return cut(blocks, pos, Damage::TornRecordHeader { at: pos });
+            return cut(pos, Damage::TornRecordHeader { at: pos });
         }
         let mut head = [0u8; RECORD_HEADER_LEN];
         reader.read_exact(&mut head).map_err(io_err)?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if len > MAX_BLOCK_BYTES {
-            return cut(blocks, pos, Damage::Oversized { at: pos, len });
+            return cut(pos, Damage::Oversized { at: pos, len });
         }
         if (len as u64) > remaining - RECORD_HEADER_LEN as u64 {
-            return cut(blocks, pos, Damage::TornRecord { at: pos });
+            return cut(pos, Damage::TornRecord { at: pos });
         }
-        let mut payload = vec![0u8; len];
+        payload.resize(len, 0);
         reader.read_exact(&mut payload).map_err(io_err)?;
         if crc32fast::hash(&payload) != crc {
-            return cut(blocks, pos, Damage::Checksum { at: pos });
+            return cut(pos, Damage::Checksum { at: pos });
         }
         match Block::decode(&payload) {
-            Ok(block) => blocks.push(block),
-            Err(error) => return cut(blocks, pos, Damage::NotABlock { at: pos, error }),
+            Ok(block) => each(
+                block,
+                BodyAt {
+                    at: pos + RECORD_HEADER_LEN as u64,
+                    len: len as u32,
+                },
+            ),
+            Err(error) => return cut(pos, Damage::NotABlock { at: pos, error }),
         }
         pos += (RECORD_HEADER_LEN + len) as u64;
     }
-    Ok(Scan {
-        label,
-        blocks,
+    Ok(ScanEnd {
         kept: pos,
         damage: None,
     })
@@ -505,7 +698,7 @@ fn scan_records(mut reader: impl Read, path: &Path, file_len: u64) -> Result<Sca
 pub struct LoadedChain {
     /// The store, locked and ready for appends.
     pub store: BlockStore,
-    /// The chain the stored blocks add up to.
+    /// The chain the stored blocks add up to; it reads their bodies from the store.
     pub chain: Chain,
     /// Set when a torn or corrupt tail was cut off.
     pub recovery: Option<Recovery>,
@@ -514,17 +707,21 @@ pub struct LoadedChain {
 }
 
 /// Opens the store at `path` and rebuilds its chain: what every node and wallet does at start.
+/// The chain keeps headers in memory and reads bodies from the store when asked.
 pub fn load_chain(
     path: &Path,
     params: ConsensusParams,
     now: u64,
 ) -> Result<LoadedChain, StoreError> {
-    let Opened {
-        store,
-        blocks,
-        recovery,
-    } = BlockStore::open(path, &params)?;
-    let (chain, refused) = rebuild_chain(params, blocks, now);
+    let opening = BlockStore::begin_open(path, &params)?;
+    let mut chain = Chain::new(params);
+    chain.set_bodies(opening.bodies()?);
+    let mut refused = Vec::new();
+    let (store, recovery) = opening.read_blocks(|block, at| {
+        if let Err(e) = chain.add_stored(block, at, now) {
+            refused.push(e);
+        }
+    })?;
     Ok(LoadedChain {
         store,
         chain,
@@ -541,40 +738,56 @@ pub fn read_only_chain(
     params: ConsensusParams,
     now: u64,
 ) -> Result<(Chain, Vec<AddBlockError>), StoreError> {
-    let mut file = match File::open(path) {
+    let io_err = |source| StoreError::Io {
+        path: path.to_owned(),
+        source: Arc::new(source),
+    };
+    let bodies = match BodyFile::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Ok((Chain::new(params), Vec::new()));
         }
-        Err(source) => {
-            return Err(StoreError::Io {
+        Err(e) => return Err(e),
+    };
+    let mut file = bodies.file.try_clone().map_err(io_err)?;
+    let file_len = file.metadata().map_err(io_err)?.len();
+    let mut reader = BufReader::with_capacity(1 << 16, &mut file);
+    let label = read_label(&mut reader, path, file_len)?;
+    let start = match label {
+        Label::Fresh => return Ok((Chain::new(params), Vec::new())),
+        Label::Params(stored) if stored != params => {
+            return Err(StoreError::OtherNetwork {
                 path: path.to_owned(),
-                source: Arc::new(source),
+                differs: stored.differences(&params),
             });
         }
+        Label::Params(_) => FIRST_RECORD_AT,
+        Label::Unlabelled => UNLABELLED_STORE_MAGIC.len() as u64,
     };
-    let file_len = file
-        .metadata()
-        .map_err(|source| StoreError::Io {
-            path: path.to_owned(),
-            source: Arc::new(source),
-        })?
-        .len();
-    let scan = read_records(&mut file, path, file_len)?;
-    if let Label::Params(stored) = scan.label
-        && stored != params
-    {
-        return Err(StoreError::OtherNetwork {
-            path: path.to_owned(),
-            differs: stored.differences(&params),
-        });
+    let mut chain = Chain::new(params);
+    // Positions in a store of the previous format are not where a labelled store puts
+    // them: its bodies stay in memory.
+    let labelled = matches!(label, Label::Params(_));
+    if labelled {
+        chain.set_bodies(bodies);
     }
-    Ok(rebuild_chain(params, scan.blocks, now))
+    let mut refused = Vec::new();
+    scan_from(&mut reader, path, start, file_len, &mut |block, at| {
+        let added = if labelled {
+            chain.add_stored(block, at, now)
+        } else {
+            chain.add_block(block, now)
+        };
+        if let Err(e) = added {
+            refused.push(e);
+        }
+    })?;
+    Ok((chain, refused))
 }
 
-/// Rebuilds a chain from stored blocks (parents are always stored before children). Blocks the
-/// rules now refuse (for example after a consensus parameter changed) are skipped and returned
-/// with the reason.
+/// Rebuilds a chain from stored blocks (parents are always stored before children), keeping
+/// every body in memory. Blocks the rules now refuse (for example after a consensus parameter
+/// changed) are skipped and returned with the reason.
 pub fn rebuild_chain(
     params: ConsensusParams,
     blocks: Vec<Block>,

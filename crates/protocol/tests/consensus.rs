@@ -187,7 +187,7 @@ fn each_broken_rule_is_refused_with_its_reason() {
     cases.push(("double spend within a block", b, |e| {
         matches!(e, BlockError::Overspend { .. })
     }));
-    let replayed = base.block_at(2).unwrap().transactions[1].clone();
+    let replayed = base.block_at(2).unwrap().unwrap().transactions[1].clone();
     let b = next_block(&base, vec![replayed, pay(2, 0, 1, 11)]);
     cases.push(("replay of a confirmed payment", b, |e| {
         matches!(e, BlockError::Replay(_))
@@ -248,7 +248,7 @@ fn unknown_parent_and_wrong_parent_hash() {
 #[test]
 fn the_heavier_branch_wins_and_the_ledger_follows() {
     let mut chain = funded_chain();
-    let fork = chain.block_at(2).unwrap().header;
+    let fork = chain.block_at(2).unwrap().unwrap().header;
     // Main: block 3 pays key 1 -> key 2.
     let a3 = next_block(&chain, vec![pay(1, 2, 2, 20), pay(2, 0, 1, 21)]);
     let a3_payment = a3.transactions[1].id();
@@ -317,7 +317,7 @@ fn the_heavier_branch_wins_and_the_ledger_follows() {
 #[test]
 fn abandoned_payments_that_are_still_valid_return_to_the_pool() {
     let mut chain = funded_chain();
-    let fork = chain.block_at(2).unwrap().header;
+    let fork = chain.block_at(2).unwrap().unwrap().header;
     let a3 = next_block(&chain, vec![pay(1, 2, 1, 20), pay(2, 0, 1, 21)]);
     let returned: Vec<_> = a3.transactions[1..].iter().map(Transaction::id).collect();
     chain.add_block(a3.clone(), NOW).unwrap();
@@ -347,7 +347,7 @@ fn abandoned_payments_that_are_still_valid_return_to_the_pool() {
 #[test]
 fn a_side_branch_invalid_on_its_own_ledger_is_refused_when_it_would_take_over() {
     let mut chain = funded_chain();
-    let fork = chain.block_at(2).unwrap().header;
+    let fork = chain.block_at(2).unwrap().unwrap().header;
     let a3 = next_block(&chain, vec![pay(1, 2, 1, 20), pay(2, 0, 1, 21)]);
     chain.add_block(a3.clone(), NOW).unwrap();
     let tip = chain.tip_hash();
@@ -490,7 +490,7 @@ fn pool_checks_signature_balance_pending_and_duplicates() {
     ));
     pool.add(p(pay(1, 0, 1, 62)), l).unwrap();
     assert_eq!(pool.pending_spend(&addr(1)), coins(3));
-    let confirmed = p(chain.block_at(2).unwrap().transactions[1].clone());
+    let confirmed = p(chain.block_at(2).unwrap().unwrap().transactions[1].clone());
     assert_eq!(
         pool.add(confirmed.clone(), l),
         Err(PoolError::Confirmed(confirmed.id()))

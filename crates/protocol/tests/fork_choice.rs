@@ -150,7 +150,7 @@ fn every_order_of_two_to_five_rival_blocks_ends_on_the_lowest_hash() {
         for order in orders {
             let mut chain = Chain::new(REWARD_ONLY);
             for h in 1..=base.height() {
-                let block = Block::clone(base.block_at(h).unwrap());
+                let block = Block::clone(&base.block_at(h).unwrap().unwrap());
                 chain.add_block(block, NOW).unwrap();
             }
             for &i in &order {

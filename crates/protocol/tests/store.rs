@@ -3,8 +3,11 @@
 mod common;
 
 use common::*;
+use mvbc_protocol::ChainUpdate;
 use mvbc_protocol::genesis_block;
-use mvbc_protocol::store::{BlockStore, Damage, StoreError, read_only_chain, rebuild_chain};
+use mvbc_protocol::store::{
+    BlockStore, Damage, StoreError, load_chain, read_only_chain, rebuild_chain,
+};
 
 fn three_blocks() -> Vec<mvbc_protocol::Block> {
     let b1 = mine_on(&genesis_block().header, vec![reward(0, 1)], 0);
@@ -278,5 +281,126 @@ proptest::proptest! {
         let again = BlockStore::open(&path, &PARAMS).unwrap();
         proptest::prop_assert!(again.recovery.is_none());
         proptest::prop_assert_eq!(again.blocks, blocks);
+    }
+}
+
+/// A chain of reward-only blocks on `parent`, `salt` keeping two of them apart.
+fn rewards_on(parent: &mvbc_protocol::BlockHeader, n: u64, salt: u64) -> Vec<mvbc_protocol::Block> {
+    let mut parent = *parent;
+    (0..n)
+        .map(|_| {
+            let height = parent.height + 1;
+            let block = mine_on(&parent, vec![reward(0, height)], salt);
+            parent = block.header;
+            block
+        })
+        .collect()
+}
+
+const REWARD_ONLY: mvbc_protocol::ConsensusParams = mvbc_protocol::ConsensusParams {
+    block_size: 1,
+    ..PARAMS
+};
+
+/// A loaded chain keeps headers and reads bodies back from the store: every block comes back
+/// as it was stored, a reorg undoes stored blocks read from disk, and blocks that come back to
+/// the best chain are not written twice.
+#[test]
+fn a_loaded_chain_reads_its_bodies_back_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    let main = rewards_on(&genesis_block().header, 30, 0);
+    {
+        let mut store = BlockStore::open(&path, &REWARD_ONLY).unwrap().store;
+        for b in &main {
+            store.append(b).unwrap();
+        }
+    }
+    let loaded = load_chain(&path, REWARD_ONLY, NOW).unwrap();
+    let (mut chain, mut store) = (loaded.chain, loaded.store);
+    assert!(loaded.refused.is_empty() && loaded.recovery.is_none());
+    assert_eq!(chain.height(), 30);
+    for b in &main {
+        assert!(chain.is_stored(&b.hash()));
+        let read = chain.block_at(b.header.height).unwrap().unwrap();
+        assert_eq!(*read, *b);
+        assert_eq!(*chain.block(&b.hash()).unwrap().unwrap(), *b);
+    }
+    let served = chain
+        .blocks_after(&[main[9].hash()], 100, usize::MAX)
+        .unwrap();
+    assert_eq!(served.len(), 20);
+    assert!(served.iter().zip(&main[10..]).all(|(a, b)| **a == *b));
+
+    // A heavier branch from height 10: the 20 stored blocks above it are read back to be undone.
+    let fork = rewards_on(&main[9].header, 21, 1);
+    let mut moved = None;
+    for b in &fork {
+        if let ChainUpdate::TipChanged(m) = chain.add_block(b.clone(), NOW).unwrap() {
+            for joined in &m.connected {
+                let at = store.append(joined).unwrap();
+                chain.stored(&joined.hash(), at);
+            }
+            moved = Some(m);
+        }
+    }
+    let moved = moved.expect("the heavier branch took the tip");
+    assert_eq!(chain.height(), 31);
+    assert_eq!(chain.tip_hash(), fork[20].hash());
+    let gone: Vec<_> = moved.disconnected.iter().map(|b| b.hash()).collect();
+    let expected: Vec<_> = main[10..].iter().rev().map(|b| b.hash()).collect();
+    assert_eq!(gone, expected);
+    // The ledger followed: 10 rewards of the old chain and 21 of the new one.
+    assert_eq!(
+        chain.ledger().balance(&addr(0)),
+        mvbc_protocol::Amount::from_units(REWARD_ONLY.block_reward.units() * 31)
+    );
+    // The old branch's blocks are side blocks whose bodies are still read from the store.
+    assert_eq!(*chain.block(&main[29].hash()).unwrap().unwrap(), main[29]);
+    drop((chain, store));
+
+    // After a restart the same chain comes back from the one store.
+    let again = load_chain(&path, REWARD_ONLY, NOW).unwrap();
+    assert_eq!(again.chain.tip_hash(), fork[20].hash());
+    assert_eq!(*again.chain.block_at(5).unwrap().unwrap(), main[4]);
+}
+
+/// A store changed under a running chain gives an error naming the damage, not a panic and
+/// not another block.
+#[test]
+fn a_store_damaged_under_the_chain_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    let main = rewards_on(&genesis_block().header, 3, 0);
+    write_store_with(&path, &REWARD_ONLY, &main);
+    let loaded = load_chain(&path, REWARD_ONLY, NOW).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = loaded.chain.block_at(3).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Damaged {
+                damage: Damage::Checksum { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("changed under"), "{err}");
+    // Other blocks still read.
+    assert_eq!(*loaded.chain.block_at(2).unwrap().unwrap(), main[1]);
+}
+
+fn write_store_with(
+    path: &std::path::Path,
+    params: &mvbc_protocol::ConsensusParams,
+    blocks: &[mvbc_protocol::Block],
+) {
+    let mut store = BlockStore::open(path, params).unwrap().store;
+    for b in blocks {
+        store.append(b).unwrap();
     }
 }

@@ -342,7 +342,9 @@ fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
         });
     };
     for height in 1..=chain.height() {
-        let block = chain.block_at(height).expect("every height up to the tip");
+        let block = chain
+            .block_at(height)?
+            .context("the chain lost a block below its tip")?;
         for tx in &block.transactions {
             note(Some(height), tx);
         }

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use mvbc_protocol::encode::{self, bounded_vec};
 use mvbc_protocol::fsutil;
 use mvbc_protocol::tx::MAX_TX_BYTES;
-use mvbc_protocol::{Chain, Hash256, Payment};
+use mvbc_protocol::{Chain, Payment};
 use serde::{Deserialize, Serialize};
 
 const PENDING_FILE: &str = "wallet-pending.dat";
@@ -82,10 +82,12 @@ impl Pending {
     /// the wallet sees it unconfirmed and broadcasts it again.
     pub fn drop_settled(&mut self, chain: &Chain) -> Result<()> {
         let top = chain.height();
-        let recent: HashSet<Hash256> = (top.saturating_sub(SETTLED_DEPTH - 2)..=top)
-            .filter_map(|h| chain.block_at(h))
-            .flat_map(|b| b.transactions.iter().map(|t| t.id()))
-            .collect();
+        let mut recent = HashSet::new();
+        for height in top.saturating_sub(SETTLED_DEPTH - 2)..=top {
+            if let Some(block) = chain.block_at(height)? {
+                recent.extend(block.transactions.iter().map(|t| t.id()));
+            }
+        }
         let before = self.payments.len();
         self.payments.retain(|p| {
             let id = p.id();

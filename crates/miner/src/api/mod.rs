@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use mvbc_protocol::chain::read_chain;
 use mvbc_protocol::chain::{STALE_WINDOW, StaleCount};
+use mvbc_protocol::store::StoreError;
 use mvbc_protocol::{Address, Block, Chain, Hash256, Payment, Transaction};
 use serde_json::{Value, json};
 
@@ -267,7 +268,7 @@ impl Api {
         let chain = read_chain(&self.chain);
         let block = if is_height(id) {
             let height = parse_height(id)?;
-            chain.block_at(height).ok_or_else(|| {
+            read(chain.block_at(height))?.ok_or_else(|| {
                 Response::error(
                     404,
                     format!(
@@ -278,11 +279,10 @@ impl Api {
             })?
         } else {
             let hash = parse_hash(id, "block hash or height")?;
-            chain
-                .block(&hash)
+            read(chain.block(&hash))?
                 .ok_or_else(|| Response::error(404, format!("no block {hash}")))?
         };
-        Ok(block_json(&chain, block))
+        Ok(block_json(&chain, &block))
     }
 
     fn blocks(&self, before: Option<u64>, limit: usize) -> Result<Value, Response> {
@@ -292,16 +292,16 @@ impl Api {
             Some(b) => Some((b - 1).min(chain.height())),
             None => Some(chain.height()),
         };
-        let blocks: Vec<Value> = top
-            .map(|top| {
-                (0..=top)
-                    .rev()
-                    .take(limit)
-                    .filter_map(|h| chain.block_at(h))
-                    .map(|b| block_summary(&chain, b))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut blocks = Vec::new();
+        for height in top
+            .map(|top| (0..=top).rev().take(limit))
+            .into_iter()
+            .flatten()
+        {
+            if let Some(block) = read(chain.block_at(height))? {
+                blocks.push(block_summary(&chain, &block));
+            }
+        }
         let next = blocks
             .last()
             .and_then(|b| b["height"].as_u64())
@@ -313,7 +313,7 @@ impl Api {
         {
             let chain = read_chain(&self.chain);
             for height in (0..=chain.height()).rev() {
-                let Some(block) = chain.block_at(height) else {
+                let Some(block) = read(chain.block_at(height))? else {
                     continue;
                 };
                 if let Some(tx) = block.transactions.iter().find(|tx| tx.id() == *id) {
@@ -347,7 +347,7 @@ impl Api {
             let mut items = Vec::new();
             let mut total = 0usize;
             for height in (0..=chain.height()).rev() {
-                let Some(block) = chain.block_at(height) else {
+                let Some(block) = read(chain.block_at(height))? else {
                     continue;
                 };
                 for tx in block.transactions.iter().rev() {
@@ -567,6 +567,11 @@ impl<'a> Query<'a> {
 }
 
 /// Client text as echoed in an error: at most 80 characters.
+/// A block read back from the store, or the API's answer when the store could not be read.
+fn read(block: Result<Option<Arc<Block>>, StoreError>) -> Result<Option<Arc<Block>>, Response> {
+    block.map_err(|e| Response::error(500, mvbc_protocol::error_line(&e)))
+}
+
 fn shown(text: &str) -> String {
     text.chars().take(80).collect()
 }
