@@ -246,3 +246,55 @@ fn sigkill_at_random_moments_loses_no_stored_block_and_no_pending_payment() {
         sent.len()
     );
 }
+
+/// The index of the chain survives a SIGKILL, a damaged file and a deleted one: each time the
+/// next start brings it up to the stored chain (or makes it anew), and the API finds every
+/// reward where the chain has it.
+#[test]
+fn after_sigkill_or_a_damaged_or_deleted_index_lookups_answer_as_the_chain_does() {
+    let net = Net {
+        block_size: 1,
+        ..Net::with_difficulty(12)
+    };
+    let dir = tempdir().unwrap();
+    let index = dir.path().join(mvbc_protocol::index::INDEX_FILE);
+    let mut miner = Miner::start(dir.path(), &net);
+    miner.wait_height(25);
+    for harm in ["SIGKILL while mining", "damaged", "deleted"] {
+        miner.signal("KILL");
+        let _ = miner.wait_exit();
+        match harm {
+            "damaged" => fs::write(&index, vec![0x5a; 64 << 10]).unwrap(),
+            "deleted" => fs::remove_file(&index).unwrap(),
+            _ => {}
+        }
+        let chain = stored_chain(dir.path(), &net);
+        miner = Miner::start(dir.path(), &net);
+        if harm != "SIGKILL while mining" {
+            assert_eq!(
+                miner.lines(|l| l.starts_with("Index: made anew")).len(),
+                1,
+                "{harm}\n{}",
+                miner.log()
+            );
+        }
+        let mut rewarded = None;
+        for height in 1..=chain.height() {
+            let block = chain.block_at(height).unwrap().unwrap();
+            let reward = &block.transactions[0];
+            let found = miner.get(&format!("tx/{}", reward.id()));
+            assert_eq!(found["status"], "confirmed", "{harm}: {found}");
+            assert_eq!(found["block"]["height"], height, "{harm}: {found}");
+            if let mvbc_protocol::Transaction::Reward(r) = reward {
+                rewarded = Some(r.to);
+            }
+        }
+        let page = miner.get(&format!("address/{}?limit=3", rewarded.unwrap()));
+        assert!(
+            page["history"]["total"].as_u64().unwrap() >= chain.height(),
+            "{harm}: {page}"
+        );
+        let newest = page["history"]["items"][0]["height"].as_u64().unwrap();
+        assert!(newest >= chain.height(), "{harm}: {page}");
+    }
+}

@@ -60,6 +60,12 @@ struct Cli {
     /// CPU kernels instead of using `cpu-kernel.json`.
     #[arg(long)]
     retune: bool,
+
+    /// Make the index of the chain (`index.redb`: transactions and address histories, which the
+    /// API and the explorer look up) anew from the stored blocks. It is also made anew by itself
+    /// when it is missing, damaged or of another version
+    #[arg(long)]
+    reindex: bool,
     /// How long to measure each engine, after a one-second warm-up.
     #[arg(long, requires = "benchmark", default_value_t = 10.0, value_parser = parse_seconds)]
     seconds: f64,
@@ -173,6 +179,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     };
     println!("Mining rewards go to {reward_to}");
     let chain = loaded.chain;
+    let index = driver::open_index(dir, &chain, cli.reindex, |line| println!("{line}"));
     let stored = match chain.tree_len() - 1 {
         1 => "1 block stored".to_string(),
         n => format!("{n} blocks stored"),
@@ -202,6 +209,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         config,
         chain,
         store: loaded.store,
+        index,
         reward_to,
         engine,
         meters,

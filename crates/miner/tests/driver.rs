@@ -39,10 +39,13 @@ fn config(status_port: u16, transaction_port: u16) -> Config {
 
 fn start(dir: &Path, config: Config) -> NodeHandle {
     let loaded = load_chain(&dir.join("blocks.dat"), config.consensus(), unix_now()).unwrap();
+    let index = driver::open_index(dir, &loaded.chain, false, |_| {});
+    assert!(index.is_some(), "an index in {}", dir.display());
     driver::spawn(driver::NodeSetup {
         config,
         chain: loaded.chain,
         store: loaded.store,
+        index,
         reward_to: Address(Hash256([7; 32])),
         engine: Box::new(CpuEngine::new(1)),
         meters: None,

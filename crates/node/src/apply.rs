@@ -76,6 +76,13 @@ pub trait BlockSink {
     /// Appends one block, durably before it returns, and says where it lies if the chain can
     /// read it back from there (a store file can; a simulation's memory need not).
     fn append(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError>;
+
+    /// The best chain's tip moved to `tip` (height and hash), every block that joined now
+    /// stored: for indexes that follow the best chain. Called once per block added alone and
+    /// once per batch.
+    fn tip_moved(&mut self, moved: &TipMove, tip: (u64, mvbc_protocol::Hash256)) {
+        let _ = (moved, tip);
+    }
 }
 
 impl BlockSink for BlockStore {
@@ -86,6 +93,21 @@ impl BlockSink for BlockStore {
 
 /// Adds `block` (at Unix time `now`) and appends what joined the best chain to `store`.
 pub fn add_block(
+    chain: &mut impl ChainAccess,
+    store: &mut impl BlockSink,
+    block: Block,
+    now: u64,
+) -> Result<Added, ApplyError> {
+    let added = add_one(chain, store, block, now)?;
+    if let Added::Moved(moved) = &added {
+        let tip = chain.with(|c| (c.height(), c.tip_hash()));
+        store.tip_moved(moved, tip);
+    }
+    Ok(added)
+}
+
+/// [`add_block`] but for telling the sink of the tip's move.
+fn add_one(
     chain: &mut impl ChainAccess,
     store: &mut impl BlockSink,
     block: Block,
@@ -136,8 +158,23 @@ pub struct Batch {
     pub error: Option<ApplyError>,
 }
 
-/// Adds `blocks` in order with [`add_block`], stopping at the first that fails.
+/// Adds `blocks` in order with [`add_block`], stopping at the first that fails; the sink hears
+/// of the tip's move over the whole batch once.
 pub fn add_batch(
+    chain: &mut impl ChainAccess,
+    store: &mut impl BlockSink,
+    blocks: impl IntoIterator<Item = Block>,
+    now: u64,
+) -> Batch {
+    let batch = add_all(chain, store, blocks, now);
+    if !batch.moved.is_empty() {
+        let tip = chain.with(|c| (c.height(), c.tip_hash()));
+        store.tip_moved(&batch.moved, tip);
+    }
+    batch
+}
+
+fn add_all(
     chain: &mut impl ChainAccess,
     store: &mut impl BlockSink,
     blocks: impl IntoIterator<Item = Block>,
@@ -145,7 +182,7 @@ pub fn add_batch(
 ) -> Batch {
     let mut batch = Batch::default();
     for block in blocks {
-        match add_block(chain, store, block, now) {
+        match add_one(chain, store, block, now) {
             Ok(Added::Known) => {}
             Ok(Added::Side) => batch.new += 1,
             Ok(Added::Moved(moved)) => {

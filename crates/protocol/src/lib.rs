@@ -17,6 +17,7 @@ pub mod encode;
 pub mod fsutil;
 pub mod hash;
 pub mod header;
+pub mod index;
 pub mod keyfile;
 pub mod keys;
 pub mod ledger;

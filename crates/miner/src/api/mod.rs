@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use mvbc_protocol::chain::read_chain;
 use mvbc_protocol::chain::{STALE_WINDOW, StaleCount};
+use mvbc_protocol::index::{Index, IndexError};
 use mvbc_protocol::store::StoreError;
 use mvbc_protocol::{Address, Block, Chain, Hash256, Payment, Transaction};
 use serde_json::{Value, json};
@@ -119,21 +120,34 @@ impl NodeState {
     }
 }
 
-/// The request handler: the chain, the published state, and when the node started.
+/// The request handler: the chain and its index, the published state, and when the node
+/// started.
 pub struct Api {
     chain: Arc<RwLock<Chain>>,
+    index: Option<Arc<Index>>,
     state: Arc<Mutex<NodeState>>,
     started: Instant,
 }
 
 impl Api {
-    /// A handler over the node's chain and its published state.
-    pub fn new(chain: Arc<RwLock<Chain>>, state: Arc<Mutex<NodeState>>) -> Api {
+    /// A handler over the node's chain, the index that follows it (lookups scan the chain
+    /// without one) and its published state.
+    pub fn new(
+        chain: Arc<RwLock<Chain>>,
+        index: Option<Arc<Index>>,
+        state: Arc<Mutex<NodeState>>,
+    ) -> Api {
         Api {
             chain,
+            index,
             state,
             started: Instant::now(),
         }
+    }
+
+    /// The index, while it follows the chain.
+    fn index(&self) -> Option<&Index> {
+        self.index.as_deref().filter(|i| i.is_current())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, NodeState> {
@@ -310,21 +324,8 @@ impl Api {
     }
 
     fn transaction(&self, id: &Hash256) -> Result<Value, Response> {
-        {
-            let chain = read_chain(&self.chain);
-            for height in (0..=chain.height()).rev() {
-                let Some(block) = read(chain.block_at(height))? else {
-                    continue;
-                };
-                if let Some(tx) = block.transactions.iter().find(|tx| tx.id() == *id) {
-                    return Ok(json!({
-                        "status": "confirmed",
-                        "transaction": tx_json(tx),
-                        "block": { "hash": block.hash().to_string(), "height": height },
-                        "confirmations": chain.height() - height + 1,
-                    }));
-                }
-            }
+        if let Some(found) = self.confirmed(id)? {
+            return Ok(found);
         }
         let state = self.state();
         if let Some(p) = state.pending.iter().find(|p| p.id() == *id) {
@@ -341,38 +342,51 @@ impl Api {
         ))
     }
 
-    fn address(&self, address: &Address, offset: usize, limit: usize) -> Result<Value, Response> {
-        let (balance, height, items, total) = {
-            let chain = read_chain(&self.chain);
-            let mut items = Vec::new();
-            let mut total = 0usize;
-            for height in (0..=chain.height()).rev() {
-                let Some(block) = read(chain.block_at(height))? else {
-                    continue;
-                };
-                for tx in block.transactions.iter().rev() {
-                    let Some((effect, other)) = tx.touches(address) else {
-                        continue;
-                    };
-                    if total >= offset && items.len() < limit {
-                        items.push(json!({
-                            "id": tx.id().to_string(),
-                            "height": height,
-                            "block": block.hash().to_string(),
-                            "timestamp": block.header.timestamp,
-                            "amount": format!("{effect:+}"),
-                            "counterparty": other.map(|a| a.to_string()),
-                        }));
-                    }
-                    total += 1;
-                }
+    /// Transaction `id` in the best chain: where the index says, or by a scan without one.
+    fn confirmed(&self, id: &Hash256) -> Result<Option<Value>, Response> {
+        let chain = read_chain(&self.chain);
+        let found = |block: &Block, tx: &Transaction| {
+            let height = block.header.height;
+            json!({
+                "status": "confirmed",
+                "transaction": tx_json(tx),
+                "block": { "hash": block.hash().to_string(), "height": height },
+                "confirmations": chain.height() - height + 1,
+            })
+        };
+        if let Some(index) = self.index() {
+            let Some(place) = index.transaction(id).map_err(index_failed)? else {
+                return Ok(None);
+            };
+            let Some(block) = read(chain.block_at(place.height))? else {
+                return Ok(None);
+            };
+            // The index trails the chain by a moment: a block it names may have just left.
+            return Ok(block
+                .transactions
+                .get(place.position as usize)
+                .filter(|tx| tx.id() == *id)
+                .map(|tx| found(&block, tx)));
+        }
+        for height in (0..=chain.height()).rev() {
+            let Some(block) = read(chain.block_at(height))? else {
+                continue;
+            };
+            if let Some(tx) = block.transactions.iter().find(|tx| tx.id() == *id) {
+                return Ok(Some(found(&block, tx)));
             }
-            (
-                chain.ledger().balance(address),
-                chain.height(),
-                items,
-                total,
-            )
+        }
+        Ok(None)
+    }
+
+    fn address(&self, address: &Address, offset: usize, limit: usize) -> Result<Value, Response> {
+        let (balance, height, (total, items)) = {
+            let chain = read_chain(&self.chain);
+            let history = match self.index() {
+                Some(index) => indexed_history(&chain, index, address, offset, limit)?,
+                None => scanned_history(&chain, address, offset, limit)?,
+            };
+            (chain.ledger().balance(address), chain.height(), history)
         };
         let state = self.state();
         let pending: Vec<Value> = state
@@ -567,6 +581,84 @@ impl<'a> Query<'a> {
 }
 
 /// Client text as echoed in an error: at most 80 characters.
+/// One row of an address's history: what `tx` in `block` did to `address`.
+fn history_row(address: &Address, block: &Block, tx: &Transaction) -> Option<Value> {
+    let (effect, other) = tx.touches(address)?;
+    Some(json!({
+        "id": tx.id().to_string(),
+        "height": block.header.height,
+        "block": block.hash().to_string(),
+        "timestamp": block.header.timestamp,
+        "amount": format!("{effect:+}"),
+        "counterparty": other.map(|a| a.to_string()),
+    }))
+}
+
+/// An address's history, newest first: how many rows in all, and one page of them, from the
+/// index (a few blocks read).
+fn indexed_history(
+    chain: &Chain,
+    index: &Index,
+    address: &Address,
+    offset: usize,
+    limit: usize,
+) -> Result<(u64, Vec<Value>), Response> {
+    let (total, places) = index
+        .history(address, offset as u64, limit as u64)
+        .map_err(index_failed)?;
+    let mut items = Vec::new();
+    let mut block: Option<Arc<Block>> = None;
+    for place in places {
+        if block
+            .as_ref()
+            .is_none_or(|b| b.header.height != place.height)
+        {
+            block = read(chain.block_at(place.height))?;
+        }
+        // The index trails the chain by a moment: a row whose block just left is skipped.
+        if let Some(b) = &block
+            && let Some(row) = b
+                .transactions
+                .get(place.position as usize)
+                .and_then(|tx| history_row(address, b, tx))
+        {
+            items.push(row);
+        }
+    }
+    Ok((total, items))
+}
+
+/// An address's history, newest first, by reading the whole chain (a node without an index).
+fn scanned_history(
+    chain: &Chain,
+    address: &Address,
+    offset: usize,
+    limit: usize,
+) -> Result<(u64, Vec<Value>), Response> {
+    let mut items = Vec::new();
+    let mut total = 0u64;
+    for height in (0..=chain.height()).rev() {
+        let Some(block) = read(chain.block_at(height))? else {
+            continue;
+        };
+        for tx in block.transactions.iter().rev() {
+            let Some(row) = history_row(address, &block, tx) else {
+                continue;
+            };
+            if total >= offset as u64 && items.len() < limit {
+                items.push(row);
+            }
+            total += 1;
+        }
+    }
+    Ok((total, items))
+}
+
+/// The API's answer when the index could not be read.
+fn index_failed(e: IndexError) -> Response {
+    Response::error(500, mvbc_protocol::error_line(&e))
+}
+
 /// A block read back from the store, or the API's answer when the store could not be read.
 fn read(block: Result<Option<Arc<Block>>, StoreError>) -> Result<Option<Arc<Block>>, Response> {
     block.map_err(|e| Response::error(500, mvbc_protocol::error_line(&e)))

@@ -50,6 +50,7 @@ use mvbc_node::peerfile;
 use mvbc_node::sync::{Download, DownloadError, ForkPoints, Role};
 use mvbc_protocol::chain::STALE_WINDOW;
 use mvbc_protocol::config;
+use mvbc_protocol::index::Index;
 use mvbc_protocol::store::BlockStore;
 use mvbc_protocol::wire::LinkMessage;
 use mvbc_protocol::wire::{Datagram, Status};
@@ -75,6 +76,9 @@ pub const RATE_WINDOWS: [Duration; 3] = [
 
 mod event;
 mod handle;
+mod storage;
+
+pub use self::storage::{Storage, open_index};
 
 pub use event::{Event, Report};
 pub use handle::{NodeHandle, RunError, StartError, TimedOut};
@@ -107,6 +111,9 @@ pub struct NodeSetup {
     pub chain: Chain,
     /// The open store, where every accepted block is appended.
     pub store: BlockStore,
+    /// The index of the best chain, brought up to the chain's tip, if there is one: the node
+    /// keeps it following the tip and the API reads it.
+    pub index: Option<Arc<Index>>,
     /// Where rewards go.
     pub reward_to: Address,
     /// The engine to mine with.
@@ -211,6 +218,7 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
         config,
         chain,
         store,
+        index,
         reward_to,
         engine,
         meters,
@@ -302,7 +310,13 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
         None => vec![device(&engine.info())],
     };
     let published = Arc::new(Mutex::new(NodeState::new(devices)));
-    let api = start_api(&config, chain.clone(), published.clone(), &say);
+    let api = start_api(
+        &config,
+        chain.clone(),
+        index.clone(),
+        published.clone(),
+        &say,
+    );
     let api_addr = api.as_ref().map(HttpServer::local_addr);
     let ports = Ports {
         block_server: server.port(),
@@ -354,6 +368,7 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
 
     let block_port = server.port();
     let timing = Timing::for_interval(config.status_broadcast_interval);
+    let store = Storage::new(store, index);
     let mut core = NodeCore::new(node_id, block_port, chain.clone(), store, reward_to, timing);
     core.set_links(links);
     let mut node = Node {
@@ -425,12 +440,13 @@ fn device(info: &EngineInfo) -> Device {
 fn start_api(
     config: &Config,
     chain: Arc<RwLock<Chain>>,
+    index: Option<Arc<Index>>,
     published: Arc<Mutex<NodeState>>,
     say: &impl Fn(Event),
 ) -> Option<HttpServer> {
     let addr = config.api_listen?;
     let started = TcpListener::bind(addr).and_then(|listener| {
-        let handler = Arc::new(Api::new(chain, published));
+        let handler = Arc::new(Api::new(chain, index, published));
         let options = api::http::Options {
             allow_origin: config.api_allow_origin.clone(),
         };
@@ -637,7 +653,7 @@ fn download(
 
 /// The driver: the node core, and the channels to the threads that carry out its effects.
 struct Node {
-    core: NodeCore<BlockStore>,
+    core: NodeCore<Storage>,
     /// Datagrams and requests dropped as malformed.
     dropped: net::Dropped,
     /// The search running now: the core's job id, and the control that stops it.
