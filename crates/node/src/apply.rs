@@ -77,6 +77,16 @@ pub trait BlockSink {
     /// read it back from there (a store file can; a simulation's memory need not).
     fn append(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError>;
 
+    /// Appends one block of a batch: durable by the next [`BlockSink::sync`] at the latest.
+    fn write(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError> {
+        self.append(block)
+    }
+
+    /// Makes every block written so far durable.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The best chain's tip moved to `tip` (height and hash), every block that joined now
     /// stored: for indexes that follow the best chain. Called once per block added alone and
     /// once per batch.
@@ -89,6 +99,14 @@ impl BlockSink for BlockStore {
     fn append(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError> {
         BlockStore::append(self, block).map(Some)
     }
+
+    fn write(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError> {
+        BlockStore::write(self, block).map(Some)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        BlockStore::sync(self)
+    }
 }
 
 /// Adds `block` (at Unix time `now`) and appends what joined the best chain to `store`.
@@ -98,7 +116,7 @@ pub fn add_block(
     block: Block,
     now: u64,
 ) -> Result<Added, ApplyError> {
-    let added = add_one(chain, store, block, now)?;
+    let added = add_one(chain, store, block, now, true)?;
     if let Added::Moved(moved) = &added {
         let tip = chain.with(|c| (c.height(), c.tip_hash()));
         store.tip_moved(moved, tip);
@@ -106,12 +124,14 @@ pub fn add_block(
     Ok(added)
 }
 
-/// [`add_block`] but for telling the sink of the tip's move.
+/// [`add_block`] but for telling the sink of the tip's move; a block that is not `durable`
+/// waits for the sink's next sync.
 fn add_one(
     chain: &mut impl ChainAccess,
     store: &mut impl BlockSink,
     block: Block,
     now: u64,
+    durable: bool,
 ) -> Result<Added, ApplyError> {
     let update = chain.with(|c| c.add_block(block, now))?;
     let (disconnected, connected) = match update {
@@ -127,7 +147,12 @@ fn add_one(
         if chain.with(|c| c.is_stored(&hash)) {
             continue;
         }
-        match store.append(block) {
+        let appended = if durable {
+            store.append(block)
+        } else {
+            store.write(block)
+        };
+        match appended {
             Ok(Some(at)) => chain.with(|c| c.stored(&hash, at)),
             Ok(None) => {}
             Err(source) => {
@@ -158,15 +183,27 @@ pub struct Batch {
     pub error: Option<ApplyError>,
 }
 
-/// Adds `blocks` in order with [`add_block`], stopping at the first that fails; the sink hears
-/// of the tip's move over the whole batch once.
+/// Adds `blocks` in order with [`add_block`], stopping at the first that fails. The store
+/// waits for the disk once for the whole batch (one fsync, not one a block); if that fails,
+/// the batch's move is taken back and the error says so. The sink hears of the tip's move
+/// over the whole batch once.
 pub fn add_batch(
     chain: &mut impl ChainAccess,
     store: &mut impl BlockSink,
     blocks: impl IntoIterator<Item = Block>,
     now: u64,
 ) -> Batch {
-    let batch = add_all(chain, store, blocks, now);
+    let mut batch = add_all(chain, store, blocks, now);
+    if let Err(source) = store.sync() {
+        let moved = std::mem::take(&mut batch.moved);
+        chain.with(|c| c.revert(&moved.disconnected, &moved.connected));
+        let height = moved
+            .connected
+            .first()
+            .map_or(0, |b| b.header.height.saturating_sub(1));
+        batch.error = Some(ApplyError::Store { height, source });
+        return batch;
+    }
     if !batch.moved.is_empty() {
         let tip = chain.with(|c| (c.height(), c.tip_hash()));
         store.tip_moved(&batch.moved, tip);
@@ -182,7 +219,7 @@ fn add_all(
 ) -> Batch {
     let mut batch = Batch::default();
     for block in blocks {
-        match add_one(chain, store, block, now) {
+        match add_one(chain, store, block, now, false) {
             Ok(Added::Known) => {}
             Ok(Added::Side) => batch.new += 1,
             Ok(Added::Moved(moved)) => {

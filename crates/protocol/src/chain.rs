@@ -39,6 +39,10 @@ const MAX_REMEMBERED_INVALID: usize = 10_000;
 pub const MAX_SIDE_BLOCKS: usize = 10_000;
 /// Bytes of side blocks kept at most.
 pub const MAX_SIDE_BYTES: usize = 256 << 20;
+/// Stored bodies also kept in memory, the newest: a peer's or the API's usual asks.
+pub const RECENT_BODIES: usize = 1_000;
+/// Bytes of those at most.
+pub const RECENT_BYTES: usize = 8 << 20;
 
 /// A block of the tree: its header, the work of its chain, and its body or where it lies.
 struct Entry {
@@ -186,6 +190,12 @@ pub struct Chain {
     tip: Hash256,
     /// Where stored bodies are read back from; none for a chain without a store.
     bodies: Option<BodyFile>,
+    /// The bodies stored last, kept in memory too: peers and the API ask for the newest
+    /// blocks most. At most [`RECENT_BODIES`] of them and [`RECENT_BYTES`] in all.
+    recent: HashMap<Hash256, Arc<Block>>,
+    recent_order: std::collections::VecDeque<(Hash256, usize)>,
+    recent_bytes: usize,
+    recent_max: usize,
     ledger: Ledger,
     invalid: HashSet<Hash256>,
     /// Blocks in the tree that are not on the best chain, and their encoded bytes in all.
@@ -226,6 +236,10 @@ impl Chain {
             best: vec![0],
             tip: hash,
             bodies: None,
+            recent: HashMap::new(),
+            recent_order: std::collections::VecDeque::new(),
+            recent_bytes: 0,
+            recent_max: RECENT_BODIES,
             ledger: Ledger::default(),
             invalid: HashSet::new(),
             side: HashSet::new(),
@@ -290,6 +304,9 @@ impl Chain {
         match &entry.body {
             Body::Held { block, .. } => Ok(block.clone()),
             Body::Stored(at) => {
+                if let Some(block) = self.recent.get(hash) {
+                    return Ok(block.clone());
+                }
                 let bodies = self.bodies.as_ref().ok_or_else(|| StoreError::Io {
                     path: "<no store>".into(),
                     source: Arc::new(std::io::Error::other("a stored body with no store")),
@@ -378,8 +395,29 @@ impl Chain {
         }
         if let Some(&id) = self.ids.get(hash)
             && let Some(entry) = self.entries[id as usize].as_mut()
+            && let Body::Held { block, len } = std::mem::replace(&mut entry.body, Body::Stored(at))
         {
-            entry.body = Body::Stored(at);
+            self.recent.insert(*hash, block);
+            self.recent_order.push_back((*hash, len as usize));
+            self.recent_bytes += len as usize;
+            self.evict_recent();
+        }
+    }
+
+    /// Keeps at most `n` stored bodies in memory besides the store (default
+    /// [`RECENT_BODIES`]); 0 reads every stored body back from the store.
+    pub fn set_recent_bodies(&mut self, n: usize) {
+        self.recent_max = n;
+        self.evict_recent();
+    }
+
+    fn evict_recent(&mut self) {
+        while self.recent_order.len() > self.recent_max || self.recent_bytes > RECENT_BYTES {
+            let Some((old, len)) = self.recent_order.pop_front() else {
+                break;
+            };
+            self.recent.remove(&old);
+            self.recent_bytes -= len;
         }
     }
 

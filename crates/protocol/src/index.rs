@@ -35,6 +35,8 @@ use crate::tx::Transaction;
 pub const INDEX_FILE: &str = "index.redb";
 /// The layout of the tables: an index of another version is rebuilt.
 const VERSION: u64 = 1;
+/// The database's page cache.
+const CACHE_BYTES: usize = 8 << 20;
 /// At most this long between commits the disk holds.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -105,7 +107,7 @@ impl Index {
         if !path.exists() {
             return fresh("there was none".into());
         }
-        let db = match Database::create(path) {
+        let db = match open_database(path) {
             Ok(db) => db,
             Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(index_error(path, e.into()));
@@ -143,7 +145,7 @@ impl Index {
     }
 
     fn create(path: &Path, network: NetworkId) -> Result<Index, IndexError> {
-        let db = Database::create(path).map_err(|e| index_error(path, e.into()))?;
+        let db = open_database(path).map_err(|e| index_error(path, e.into()))?;
         let index = Index {
             db,
             path: path.to_owned(),
@@ -199,6 +201,9 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         tx.set_durability(durability).map_err(|e| self.err(e))?;
+        // A commit the disk holds also holds the allocator's state, so opening after a crash
+        // does not walk the whole database to rebuild it.
+        tx.set_quick_repair(matches!(durability, Durability::Immediate));
         f(&tx).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
@@ -358,6 +363,12 @@ impl Index {
         }
         Ok((total, places))
     }
+}
+
+/// Opens or creates the database with a small cache: the index is read a few pages a lookup,
+/// and redb's default cache (1 GiB) would grow the node by what it ever read.
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
 }
 
 fn index_error(path: &Path, source: redb::Error) -> IndexError {

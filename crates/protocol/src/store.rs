@@ -151,6 +151,8 @@ pub struct BlockStore {
     path: PathBuf,
     /// Bytes of intact records: where the next append starts.
     len: u64,
+    /// Bytes known to be on disk.
+    synced: u64,
     /// Set when a failed append could not be undone: no further append is made.
     broken: bool,
 }
@@ -214,6 +216,7 @@ impl Opening {
                 file,
                 path,
                 len,
+                synced: len,
                 broken: false,
             },
             recovery,
@@ -374,39 +377,28 @@ impl BlockStore {
     }
 
     /// Appends one block and syncs it to disk before returning, and says where its record
-    /// lies. If the write fails (a full disk), the partial record is cut off
-    /// again, so the store stays a run of intact records that later appends can follow; if
-    /// even that fails, the store refuses further appends.
+    /// lies. If the write fails (a full disk), the partial record is cut off again, so the
+    /// store stays a run of intact records that later appends can follow; if even that fails,
+    /// the store refuses further appends.
     pub fn append(&mut self, block: &Block) -> Result<BodyAt, StoreError> {
-        if self.broken {
-            return Err(StoreError::Io {
-                path: self.path.clone(),
-                source: Arc::new(io::Error::other(
-                    "an earlier failed append could not be undone",
-                )),
-            });
-        }
+        let at = self.write(block)?;
+        self.sync()?;
+        Ok(at)
+    }
+
+    /// Writes one block's record without waiting for the disk, and says where it lies: a
+    /// batch of blocks is written so and made durable by one [`BlockStore::sync`]. A failed
+    /// write is cut off again as in [`BlockStore::append`].
+    pub fn write(&mut self, block: &Block) -> Result<BodyAt, StoreError> {
+        self.usable()?;
         let payload = block.encode();
         let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         record.extend_from_slice(&payload);
-        let io_err = |source| StoreError::Io {
-            path: self.path.clone(),
-            source: Arc::new(source),
-        };
-        let written = self
-            .file
-            .write_all(&record)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            let undone = self
-                .file
-                .set_len(self.len)
-                .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()))
-                .and_then(|()| self.file.sync_data());
-            self.broken = undone.is_err();
-            return Err(io_err(e));
+        if let Err(e) = self.file.write_all(&record) {
+            self.cut_back(self.len);
+            return Err(self.io_error(e));
         }
         let at = BodyAt {
             at: self.len + RECORD_HEADER_LEN as u64,
@@ -414,6 +406,50 @@ impl BlockStore {
         };
         self.len += record.len() as u64;
         Ok(at)
+    }
+
+    /// Waits until every record written is on disk. If that fails, the records written since
+    /// the last sync are cut off (the disk may hold any part of them), and if even that fails,
+    /// the store refuses further writes.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.synced == self.len {
+            return Ok(());
+        }
+        self.usable()?;
+        if let Err(e) = self.file.sync_data() {
+            self.cut_back(self.synced);
+            return Err(self.io_error(e));
+        }
+        self.synced = self.len;
+        Ok(())
+    }
+
+    fn usable(&self) -> Result<(), StoreError> {
+        if self.broken {
+            return Err(self.io_error(io::Error::other(
+                "an earlier failed append could not be undone",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Cuts the file back to `len` bytes of intact records after a failed write or sync.
+    fn cut_back(&mut self, len: u64) {
+        let undone = self
+            .file
+            .set_len(len)
+            .and_then(|()| self.file.seek(SeekFrom::Start(len)).map(|_| ()))
+            .and_then(|()| self.file.sync_data());
+        self.broken = undone.is_err();
+        self.len = len;
+        self.synced = self.synced.min(len);
+    }
+
+    fn io_error(&self, source: io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source: Arc::new(source),
+        }
     }
 
     /// The store's path.

@@ -35,6 +35,14 @@ impl BlockSink for Storage {
         self.store.append(block).map(Some)
     }
 
+    fn write(&mut self, block: &Block) -> Result<Option<BodyAt>, StoreError> {
+        self.store.write(block).map(Some)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.store.sync()
+    }
+
     fn tip_moved(&mut self, moved: &TipMove, tip: (u64, Hash256)) {
         let Some(index) = &self.index else { return };
         if let Err(e) = index.apply(&moved.disconnected, &moved.connected, tip) {
