@@ -386,6 +386,11 @@ fn a_miner_joining_a_long_chain_downloads_it_before_mining_and_shows_its_progres
         thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(miner_b.wait_height(HEIGHT), tip);
+    // The line that ends the download comes once the last batch is in, which the API may show
+    // first.
+    miner_b.wait_for("the end of the download", |l| {
+        l.contains("Downloaded 3,000 blocks")
+    });
     let log = miner_b.log();
     let summary = miner_b.get("summary");
     assert_eq!(
