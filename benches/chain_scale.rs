@@ -112,7 +112,7 @@ fn status_kib(pid: u32, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-fn measure(bins: &Path, store: &Path, address: &str, n: u64) -> Figures {
+fn measure(net: &Net, bins: &Path, store: &Path, address: &str, n: u64) -> Figures {
     let (miner_bin, wallet_bin) = (bins.join("mvbc-miner"), bins.join("mvbc-wallet"));
     for bin in [&miner_bin, &wallet_bin] {
         assert!(
@@ -121,10 +121,6 @@ fn measure(bins: &Path, store: &Path, address: &str, n: u64) -> Figures {
             bin.display()
         );
     }
-    let net = Net {
-        block_size: 1,
-        ..Net::with_difficulty(8)
-    };
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("miner");
     std::fs::create_dir_all(&data).unwrap();
@@ -144,11 +140,11 @@ fn measure(bins: &Path, store: &Path, address: &str, n: u64) -> Figures {
             (summary.status == 200 && summary.json()["height"].as_u64()? >= n).then_some(())
         })
     };
-    let mut first = Proc::spawn(&miner_bin, &data, &net, &args);
+    let mut first = Proc::spawn(&miner_bin, &data, net, &args);
     wait_ready(&mut first);
     drop(first);
     let started = Instant::now();
-    let mut miner = Proc::spawn(&miner_bin, &data, &net, &args);
+    let mut miner = Proc::spawn(&miner_bin, &data, net, &args);
     wait_ready(&mut miner);
     let mut f = Figures {
         start: started.elapsed(),
@@ -219,12 +215,12 @@ fn main() {
     let address = std::fs::read_to_string(store.with_file_name("address")).unwrap();
     let mut rows = vec![(
         "this build",
-        measure(&args.bins, &store, &address, args.blocks),
+        measure(&net, &args.bins, &store, &address, args.blocks),
     )];
     if let Some(reference) = &args.reference {
         rows.push((
             "reference",
-            measure(reference, &store, &address, args.blocks),
+            measure(&net, reference, &store, &address, args.blocks),
         ));
     }
     println!(

@@ -9,10 +9,10 @@
 //! and must stop: the store holds every block before that one, and the next start continues
 //! from there.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use mvbc_protocol::store::{BlockStore, BodyAt, StoreError};
-use mvbc_protocol::{AddBlockError, Block, Chain, ChainUpdate};
+use mvbc_protocol::{AddBlockError, Block, Chain, ChainUpdate, Hash256};
 
 pub use mvbc_protocol::chain::TipMove;
 
@@ -90,7 +90,7 @@ pub trait BlockSink {
     /// The best chain's tip moved to `tip` (height and hash), every block that joined now
     /// stored: for indexes that follow the best chain. Called once per block added alone and
     /// once per batch.
-    fn tip_moved(&mut self, moved: &TipMove, tip: (u64, mvbc_protocol::Hash256)) {
+    fn tip_moved(&mut self, moved: &TipMove, tip: (u64, Hash256)) {
         let _ = (moved, tip);
     }
 }
@@ -142,29 +142,44 @@ fn add_one(
             connected,
         }) => (disconnected, connected),
     };
-    for block in &connected {
-        let hash = block.hash();
-        if chain.with(|c| c.is_stored(&hash)) {
-            continue;
-        }
+    // One look at the chain for what the store lacks, one to say where it went: the chain's
+    // lock is taken twice a move, not twice a block.
+    let unstored: Vec<(Hash256, &Arc<Block>)> = chain.with(|c| {
+        connected
+            .iter()
+            .map(|b| (b.hash(), b))
+            .filter(|(hash, _)| !c.is_stored(hash))
+            .collect()
+    });
+    let mut stored = Vec::with_capacity(unstored.len());
+    let mut failed = None;
+    for (hash, block) in unstored {
         let appended = if durable {
             store.append(block)
         } else {
             store.write(block)
         };
         match appended {
-            Ok(Some(at)) => chain.with(|c| c.stored(&hash, at)),
+            Ok(Some(at)) => stored.push((hash, at)),
             Ok(None) => {}
             Err(source) => {
-                // The best chain in memory must not run ahead of the store: the move is taken
-                // back (what was appended already is the store's, and the next start reads it).
-                chain.with(|c| c.revert(&disconnected, &connected));
-                return Err(ApplyError::Store {
-                    height: block.header.height.saturating_sub(1),
-                    source,
-                });
+                failed = Some((block.header.height.saturating_sub(1), source));
+                break;
             }
         }
+    }
+    chain.with(|c| {
+        for (hash, at) in &stored {
+            c.stored(hash, *at);
+        }
+        if failed.is_some() {
+            // The best chain in memory must not run ahead of the store: the move is taken
+            // back (what was appended already is the store's, and the next start reads it).
+            c.revert(&disconnected, &connected);
+        }
+    });
+    if let Some((height, source)) = failed {
+        return Err(ApplyError::Store { height, source });
     }
     Ok(Added::Moved(TipMove {
         disconnected,

@@ -192,8 +192,9 @@ pub struct Chain {
     bodies: Option<BodyFile>,
     /// The bodies stored last, kept in memory too: peers and the API ask for the newest
     /// blocks most. At most [`RECENT_BODIES`] of them and [`RECENT_BYTES`] in all.
-    recent: HashMap<Hash256, Arc<Block>>,
-    recent_order: std::collections::VecDeque<(Hash256, usize)>,
+    /// Keyed by where they lie in the store, so finding one needs no hash.
+    recent: HashMap<u64, Arc<Block>>,
+    recent_order: std::collections::VecDeque<(u64, usize)>,
     recent_bytes: usize,
     recent_max: usize,
     ledger: Ledger,
@@ -299,19 +300,20 @@ impl Chain {
         self.entries[id as usize].take()
     }
 
-    /// Reads a body: from memory, or back from the store.
-    fn body(&self, hash: &Hash256, entry: &Entry) -> Result<Arc<Block>, StoreError> {
+    /// Reads a body: from memory, or back from the store (checked to be the block whose
+    /// header the entry holds).
+    fn body(&self, entry: &Entry) -> Result<Arc<Block>, StoreError> {
         match &entry.body {
             Body::Held { block, .. } => Ok(block.clone()),
             Body::Stored(at) => {
-                if let Some(block) = self.recent.get(hash) {
+                if let Some(block) = self.recent.get(&at.at) {
                     return Ok(block.clone());
                 }
                 let bodies = self.bodies.as_ref().ok_or_else(|| StoreError::Io {
                     path: "<no store>".into(),
                     source: Arc::new(std::io::Error::other("a stored body with no store")),
                 })?;
-                bodies.read(*at, hash).map(Arc::new)
+                bodies.read(*at, &entry.header).map(Arc::new)
             }
         }
     }
@@ -357,8 +359,8 @@ impl Chain {
 
     /// The block at `height` on the best chain, read back from the store if need be.
     pub fn block_at(&self, height: u64) -> Result<Option<Arc<Block>>, StoreError> {
-        match self.hash_at(height) {
-            Some(hash) => self.block(&hash),
+        match usize::try_from(height).ok().and_then(|h| self.best.get(h)) {
+            Some(id) => self.body(self.entry(*id)).map(Some),
             None => Ok(None),
         }
     }
@@ -366,7 +368,7 @@ impl Chain {
     /// Any block in the tree by hash, read back from the store if need be.
     pub fn block(&self, hash: &Hash256) -> Result<Option<Arc<Block>>, StoreError> {
         match self.get(hash) {
-            Some(entry) => self.body(hash, entry).map(Some),
+            Some(entry) => self.body(entry).map(Some),
             None => Ok(None),
         }
     }
@@ -397,8 +399,8 @@ impl Chain {
             && let Some(entry) = self.entries[id as usize].as_mut()
             && let Body::Held { block, len } = std::mem::replace(&mut entry.body, Body::Stored(at))
         {
-            self.recent.insert(*hash, block);
-            self.recent_order.push_back((*hash, len as usize));
+            self.recent.insert(at.at, block);
+            self.recent_order.push_back((at.at, len as usize));
             self.recent_bytes += len as usize;
             self.evict_recent();
         }
@@ -429,7 +431,7 @@ impl Chain {
         now: u64,
     ) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
-        let update = self.add_block(block, now)?;
+        let update = self.add_hashed(block, hash, now)?;
         self.stored(&hash, at);
         Ok(update)
     }
@@ -538,16 +540,13 @@ impl Chain {
         let fork = self.fork_height(locator);
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (height, id) in self.best.iter().enumerate().skip(fork + 1).take(max_blocks) {
+        for id in self.best.iter().skip(fork + 1).take(max_blocks) {
             let entry = self.entry(*id);
             bytes += entry.body.len();
             if bytes > max_bytes && !out.is_empty() {
                 break;
             }
-            let hash = self
-                .hash_at(height as u64)
-                .expect("a height of the best chain");
-            out.push(self.body(&hash, entry)?);
+            out.push(self.body(entry)?);
         }
         Ok(out)
     }
@@ -562,6 +561,16 @@ impl Chain {
     /// the one [`Chain::compare_tips`] prefers wins, whichever came first.
     pub fn add_block(&mut self, block: Block, now: u64) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
+        self.add_hashed(block, hash, now)
+    }
+
+    /// [`Chain::add_block`] of a block whose hash the caller worked out already.
+    fn add_hashed(
+        &mut self,
+        block: Block,
+        hash: Hash256,
+        now: u64,
+    ) -> Result<ChainUpdate, AddBlockError> {
         if self.ids.contains_key(&hash) {
             return Ok(ChainUpdate::AlreadyKnown);
         }
@@ -758,18 +767,15 @@ impl Chain {
                 break;
             }
             let entry = self.known(&cursor);
-            branch.push(self.body(&cursor, entry).map_err(MoveError::Unreadable)?);
+            branch.push(self.body(entry).map_err(MoveError::Unreadable)?);
             cursor = entry.header.prev_hash;
         }
         branch.reverse();
         let fork_height = self.known(&cursor).header.height as usize;
         // The best chain above the fork point, highest first.
         let mut leaving = Vec::with_capacity(self.best.len() - fork_height - 1);
-        for height in (fork_height + 1..self.best.len()).rev() {
-            let hash = self
-                .hash_at(height as u64)
-                .expect("a height of the best chain");
-            let body = self.body(&hash, self.known(&hash));
+        for id in self.best[fork_height + 1..].iter().rev() {
+            let body = self.body(self.entry(*id));
             leaving.push(body.map_err(MoveError::Unreadable)?);
         }
 

@@ -29,6 +29,7 @@ use crate::chain::Chain;
 use crate::hash::Hash256;
 use crate::keys::Address;
 use crate::rules::NetworkId;
+use crate::store::StoreError;
 use crate::tx::Transaction;
 
 /// The index's file in a node's data directory.
@@ -56,12 +57,18 @@ pub struct Place {
 
 /// What went wrong with the index.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
-pub struct IndexError {
-    /// The index file.
-    pub path: PathBuf,
-    /// What the database said.
-    pub source: Box<redb::Error>,
+pub enum IndexError {
+    /// The database failed.
+    #[error("{}: {source}", path.display())]
+    Database {
+        /// The index file.
+        path: PathBuf,
+        /// What the database said.
+        source: Box<redb::Error>,
+    },
+    /// A block to index could not be read from the chain's store.
+    #[error("a block to index could not be read: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// How opening found the index.
@@ -107,51 +114,50 @@ impl Index {
         if !path.exists() {
             return fresh("there was none".into());
         }
-        let db = match open_database(path) {
-            Ok(db) => db,
+        let index = match open_database(path) {
+            Ok(db) => Index::on(db, path),
             Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(index_error(path, e.into()));
             }
             Err(e) => return fresh(format!("it could not be opened ({e})")),
         };
-        let index = Index {
+        match index.made_for(network) {
+            Ok(()) => Ok((index, Opened::Kept)),
+            Err(why) => {
+                drop(index);
+                fresh(why)
+            }
+        }
+    }
+
+    fn on(db: Database, path: &Path) -> Index {
+        Index {
             db,
             path: path.to_owned(),
             last_durable: Mutex::new(Instant::now()),
             failed: AtomicBool::new(false),
-        };
-        match index.meta_u64("version") {
+        }
+    }
+
+    /// Whether the index is one of this version for `network`; if not, why not.
+    fn made_for(&self, network: NetworkId) -> Result<(), String> {
+        match self.meta_u64("version") {
             Ok(Some(VERSION)) => {}
             Ok(Some(v)) => {
-                drop(index);
-                return fresh(format!("it was of version {v}, this mvbc writes {VERSION}"));
+                return Err(format!("it was of version {v}, this mvbc writes {VERSION}"));
             }
-            Ok(None) => {
-                drop(index);
-                return fresh("it was incomplete".into());
-            }
-            Err(e) => {
-                drop(index);
-                return fresh(format!("it could not be read ({e})"));
-            }
+            Ok(None) => return Err("it was incomplete".into()),
+            Err(e) => return Err(format!("it could not be read ({e})")),
         }
-        match index.meta_bytes("network") {
-            Ok(Some(id)) if id == network.0 => Ok((index, Opened::Kept)),
-            _ => {
-                drop(index);
-                fresh("it was made for another network".into())
-            }
+        match self.meta_bytes("network") {
+            Ok(Some(id)) if id == network.0 => Ok(()),
+            _ => Err("it was made for another network".into()),
         }
     }
 
     fn create(path: &Path, network: NetworkId) -> Result<Index, IndexError> {
         let db = open_database(path).map_err(|e| index_error(path, e.into()))?;
-        let index = Index {
-            db,
-            path: path.to_owned(),
-            last_durable: Mutex::new(Instant::now()),
-            failed: AtomicBool::new(false),
-        };
+        let index = Index::on(db, path);
         index.write(Durability::Immediate, |tx| {
             tx.open_table(TXS)?;
             tx.open_table(HISTORY)?;
@@ -293,10 +299,7 @@ impl Index {
         loop {
             let mut blocks = Vec::with_capacity(batch);
             while height <= chain.height() && blocks.len() < batch {
-                let block = chain
-                    .block_at(height)
-                    .map_err(|e| self.err(redb::Error::Io(std::io::Error::other(e.to_string()))))?
-                    .expect("a height of the best chain");
+                let block = chain.block_at(height)?.expect("a height of the best chain");
                 blocks.push(block);
                 height += 1;
             }
@@ -372,7 +375,7 @@ fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
 }
 
 fn index_error(path: &Path, source: redb::Error) -> IndexError {
-    IndexError {
+    IndexError::Database {
         path: path.to_owned(),
         source: Box::new(source),
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::chain::{AddBlockError, Chain};
 use crate::encode::DecodeError;
-use crate::hash::Hash256;
+use crate::header::BlockHeader;
 use crate::rules::{ConsensusParams, PARAMS_BYTES};
 
 /// The first bytes of every store file. The digit is the rules generation: a store of another
@@ -245,14 +245,15 @@ impl BodyFile {
     }
 
     /// Reads the block whose record lies at `at`, checking the record's length and checksum
-    /// and that it is the block `hash` names.
-    pub fn read(&self, at: BodyAt, hash: &Hash256) -> Result<Block, StoreError> {
+    /// and that it is the block of `header` (the header names the block as its hash does,
+    /// without hashing it again).
+    pub fn read(&self, at: BodyAt, header: &BlockHeader) -> Result<Block, StoreError> {
         let record = at.at.saturating_sub(RECORD_HEADER_LEN as u64);
         let damaged = |damage| StoreError::Damaged {
             path: self.path.clone(),
             damage,
         };
-        if at.len as usize > MAX_BLOCK_BYTES || at.at < FIRST_RECORD_AT {
+        if at.len as usize > MAX_BLOCK_BYTES {
             return Err(damaged(Damage::Oversized {
                 at: record,
                 len: at.len as usize,
@@ -276,7 +277,7 @@ impl BodyFile {
         }
         let block = Block::decode(payload)
             .map_err(|error| damaged(Damage::NotABlock { at: record, error }))?;
-        if block.hash() != *hash {
+        if block.header != *header {
             return Err(damaged(Damage::OtherBlock { at: record }));
         }
         Ok(block)
@@ -589,6 +590,17 @@ pub enum Label {
     Unlabelled,
 }
 
+impl Label {
+    /// Where the first block record starts in a store so labelled (none in a fresh one).
+    fn first_record(self) -> Option<u64> {
+        match self {
+            Label::Fresh => None,
+            Label::Params(_) => Some(FIRST_RECORD_AT),
+            Label::Unlabelled => Some(UNLABELLED_STORE_MAGIC.len() as u64),
+        }
+    }
+}
+
 /// What a store's bytes hold.
 #[derive(Debug)]
 pub struct Scan {
@@ -610,17 +622,13 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, StoreError> {
     let mut reader = bytes;
     let label = read_label(&mut reader, path, file_len)?;
     let mut blocks = Vec::new();
-    let start = match label {
-        Label::Fresh => {
-            return Ok(Scan {
-                label,
-                blocks,
-                kept: 0,
-                damage: (file_len > 0).then_some(Damage::TornHeader),
-            });
-        }
-        Label::Unlabelled => UNLABELLED_STORE_MAGIC.len() as u64,
-        Label::Params(_) => FIRST_RECORD_AT,
+    let Some(start) = label.first_record() else {
+        return Ok(Scan {
+            label,
+            blocks,
+            kept: 0,
+            damage: (file_len > 0).then_some(Damage::TornHeader),
+        });
     };
     let end = scan_from(&mut reader, path, start, file_len, &mut |block, _| {
         blocks.push(block)
@@ -789,16 +797,16 @@ pub fn read_only_chain(
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut reader = BufReader::with_capacity(1 << 16, &mut file);
     let label = read_label(&mut reader, path, file_len)?;
-    let start = match label {
-        Label::Fresh => return Ok((Chain::new(params), Vec::new())),
-        Label::Params(stored) if stored != params => {
-            return Err(StoreError::OtherNetwork {
-                path: path.to_owned(),
-                differs: stored.differences(&params),
-            });
-        }
-        Label::Params(_) => FIRST_RECORD_AT,
-        Label::Unlabelled => UNLABELLED_STORE_MAGIC.len() as u64,
+    if let Label::Params(stored) = label
+        && stored != params
+    {
+        return Err(StoreError::OtherNetwork {
+            path: path.to_owned(),
+            differs: stored.differences(&params),
+        });
+    }
+    let Some(start) = label.first_record() else {
+        return Ok((Chain::new(params), Vec::new()));
     };
     let mut chain = Chain::new(params);
     // Positions in a store of the previous format are not where a labelled store puts

@@ -25,11 +25,7 @@ fn three_blocks() -> Vec<mvbc_protocol::Block> {
 }
 
 fn write_store(path: &std::path::Path, blocks: &[mvbc_protocol::Block]) -> u64 {
-    let mut opened = BlockStore::open(path, &PARAMS).unwrap();
-    assert!(opened.blocks.is_empty() && opened.recovery.is_none());
-    for b in blocks {
-        opened.store.append(b).unwrap();
-    }
+    write_store_with(path, &PARAMS, blocks);
     std::fs::metadata(path).unwrap().len()
 }
 
@@ -310,12 +306,7 @@ fn a_loaded_chain_reads_its_bodies_back_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blocks.dat");
     let main = rewards_on(&genesis_block().header, 30, 0);
-    {
-        let mut store = BlockStore::open(&path, &REWARD_ONLY).unwrap().store;
-        for b in &main {
-            store.append(b).unwrap();
-        }
-    }
+    write_store_with(&path, &REWARD_ONLY, &main);
     let loaded = load_chain(&path, REWARD_ONLY, NOW).unwrap();
     let (mut chain, mut store) = (loaded.chain, loaded.store);
     // Every body from the store, none from the newest kept in memory.
@@ -398,13 +389,15 @@ fn a_store_damaged_under_the_chain_is_an_error() {
     assert_eq!(*loaded.chain.block_at(2).unwrap().unwrap(), main[1]);
 }
 
+/// A new store at `path` of a chain of `params`, holding `blocks`.
 fn write_store_with(
     path: &std::path::Path,
     params: &mvbc_protocol::ConsensusParams,
     blocks: &[mvbc_protocol::Block],
 ) {
-    let mut store = BlockStore::open(path, params).unwrap().store;
+    let mut opened = BlockStore::open(path, params).unwrap();
+    assert!(opened.blocks.is_empty() && opened.recovery.is_none());
     for b in blocks {
-        store.append(b).unwrap();
+        opened.store.append(b).unwrap();
     }
 }

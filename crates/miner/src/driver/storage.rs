@@ -44,20 +44,22 @@ impl BlockSink for Storage {
     }
 
     fn tip_moved(&mut self, moved: &TipMove, tip: (u64, Hash256)) {
-        let Some(index) = &self.index else { return };
+        // An index whose change failed says so itself, and is left alone from then on.
+        let Some(index) = self.index.as_deref().filter(|i| i.is_current()) else {
+            return;
+        };
         if let Err(e) = index.apply(&moved.disconnected, &moved.connected, tip) {
             tracing::warn!(
                 "the index stopped following the chain ({e}); lookups scan the chain until the \
                  next start brings the index up to date"
             );
-            self.index = None;
         }
     }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        if let Some(index) = &self.index
+        if let Some(index) = self.index.as_deref().filter(|i| i.is_current())
             && let Err(e) = index.flush()
         {
             tracing::warn!(
