@@ -3,10 +3,14 @@
 //! programs on loopback. For each set of binaries (this build's, and a reference build's side
 //! by side with `--reference DIR`) it measures:
 //!
-//! - the miner's start on that store until its API answers at the store's height;
+//! - the miner's restart (after a first run stopped with Ctrl-C) until its API answers at the
+//!   store's height;
 //! - its resident memory (VmRSS) two seconds later;
 //! - API lookups: a block by height, a transaction no block holds, an address page of 10;
 //! - a fresh wallet's `sync --once` from that miner: time and peak memory.
+//!
+//! It also loads the store in this process with this build's `load_chain`, best of 5: the
+//! part of a restart that grows with the chain, without a process's start around it.
 //!
 //! ```text
 //! cargo build --release -p mvbc-miner -p mvbc-wallet
@@ -125,7 +129,8 @@ fn measure(net: &Net, bins: &Path, store: &Path, address: &str, n: u64) -> Figur
     let data = work.path().join("miner");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::copy(store, data.join("blocks.dat")).unwrap();
-    // A first start makes the key and measures the CPU kernels; the second is the restart.
+    // A first start makes the key, measures the CPU kernels and (this build) the index; the
+    // second, after a clean stop, is the restart.
     let api_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -142,7 +147,9 @@ fn measure(net: &Net, bins: &Path, store: &Path, address: &str, n: u64) -> Figur
     };
     let mut first = Proc::spawn(&miner_bin, &data, net, &args);
     wait_ready(&mut first);
-    drop(first);
+    // Stopped as a user stops it (Ctrl-C): what a restart usually follows.
+    let (code, log) = first.stop_with("INT");
+    assert_eq!(code, Some(0), "{log}");
     let started = Instant::now();
     let mut miner = Proc::spawn(&miner_bin, &data, net, &args);
     wait_ready(&mut miner);
@@ -196,6 +203,25 @@ fn measure(net: &Net, bins: &Path, store: &Path, address: &str, n: u64) -> Figur
     f
 }
 
+/// The quickest of 5 loads of a copy of `store` by this build's `load_chain`.
+fn best_load(net: &Net, store: &Path) -> Duration {
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("blocks.dat");
+    std::fs::copy(store, &copy).unwrap();
+    (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let loaded =
+                mvbc_protocol::store::load_chain(&copy, net.params(), mvbc_protocol::unix_now())
+                    .unwrap();
+            let took = started.elapsed();
+            assert!(loaded.refused.is_empty());
+            took
+        })
+        .min()
+        .unwrap()
+}
+
 fn main() {
     let args = args();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -213,6 +239,7 @@ fn main() {
     };
     let store = store_of(&net, args.blocks);
     let address = std::fs::read_to_string(store.with_file_name("address")).unwrap();
+    let load = best_load(&net, &store);
     let mut rows = vec![(
         "this build",
         measure(&net, &args.bins, &store, &address, args.blocks),
@@ -228,6 +255,10 @@ fn main() {
         args.blocks,
         std::fs::metadata(&store).unwrap().len() as f64 / 1e6,
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "this build's load_chain in process: {:.2} s (best of 5)",
+        load.as_secs_f64()
     );
     println!(
         "| build | start to API | miner RSS | block by height | missing tx | address page | wallet sync --once | wallet peak RSS |"

@@ -28,7 +28,7 @@ use crate::block::{Block, genesis_block};
 use crate::hash::Hash256;
 use crate::header::BlockHeader;
 use crate::ledger::Ledger;
-use crate::rules::{BlockError, ConsensusParams, NetworkId, checked_size};
+use crate::rules::{BlockError, ConsensusParams, Known, NetworkId, checked_size_known};
 use crate::store::{BodyAt, BodyFile, StoreError};
 use crate::wire::MAX_LOCATOR_LEN;
 
@@ -431,7 +431,8 @@ impl Chain {
         now: u64,
     ) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
-        let update = self.add_hashed(block, hash, now)?;
+        // Decoded from `at.len` canonical bytes: that is its size.
+        let update = self.add_hashed(block, hash, Some(at.len as usize), now)?;
         self.stored(&hash, at);
         Ok(update)
     }
@@ -561,14 +562,16 @@ impl Chain {
     /// the one [`Chain::compare_tips`] prefers wins, whichever came first.
     pub fn add_block(&mut self, block: Block, now: u64) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
-        self.add_hashed(block, hash, now)
+        self.add_hashed(block, hash, None, now)
     }
 
-    /// [`Chain::add_block`] of a block whose hash the caller worked out already.
+    /// [`Chain::add_block`] of a block whose hash the caller worked out already, and whose
+    /// encoded size it may know.
     fn add_hashed(
         &mut self,
         block: Block,
         hash: Hash256,
+        size: Option<usize>,
         now: u64,
     ) -> Result<ChainUpdate, AddBlockError> {
         if self.ids.contains_key(&hash) {
@@ -582,7 +585,14 @@ impl Chain {
             return Err(AddBlockError::UnknownParent(parent_hash));
         };
         let chain_work = parent.chain_work.saturating_add(block.header.work());
-        let encoded_len = match checked_size(&block, &parent.header, &self.params, now) {
+        // The parent was found by the hash the block names: that is the parent's hash.
+        let known = Known {
+            hash,
+            parent_hash,
+            size,
+        };
+        let encoded_len = match checked_size_known(&block, &parent.header, known, &self.params, now)
+        {
             Ok(size) => size,
             Err(error) => return Err(self.reject(hash, error)),
         };

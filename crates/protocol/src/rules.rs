@@ -260,10 +260,31 @@ pub fn check_header(
     params: &ConsensusParams,
     now: u64,
 ) -> Result<(), BlockError> {
+    check_header_known(h, h.hash(), parent, parent.hash(), params, now)
+}
+
+/// What a caller already worked out about a block it checks, so the checks need not work it
+/// out again: its hash, its parent's, and its encoded size when the block was just decoded
+/// from its canonical bytes (decoding checks they are canonical, so their length is the size).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Known {
+    pub hash: Hash256,
+    pub parent_hash: Hash256,
+    pub size: Option<usize>,
+}
+
+/// [`check_header`] of a header whose hash and parent's hash are known.
+fn check_header_known(
+    h: &BlockHeader,
+    hash: Hash256,
+    parent: &BlockHeader,
+    parent_hash: Hash256,
+    params: &ConsensusParams,
+    now: u64,
+) -> Result<(), BlockError> {
     if h.version != HEADER_VERSION {
         return Err(BlockError::Version(h.version));
     }
-    let parent_hash = parent.hash();
     if h.prev_hash != parent_hash {
         return Err(BlockError::Parent {
             expected: parent_hash,
@@ -283,7 +304,6 @@ pub fn check_header(
             found: h.difficulty,
         });
     }
-    let hash = h.hash();
     if !hash.meets_difficulty(h.difficulty) {
         return Err(BlockError::ProofOfWork {
             hash,
@@ -307,8 +327,24 @@ pub(crate) fn checked_size(
     params: &ConsensusParams,
     now: u64,
 ) -> Result<usize, BlockError> {
+    let known = Known {
+        hash: block.header.hash(),
+        parent_hash: parent.hash(),
+        size: None,
+    };
+    checked_size_known(block, parent, known, params, now)
+}
+
+/// [`checked_size`] of a block of which `known` is worked out already.
+pub(crate) fn checked_size_known(
+    block: &Block,
+    parent: &BlockHeader,
+    known: Known,
+    params: &ConsensusParams,
+    now: u64,
+) -> Result<usize, BlockError> {
     let h = &block.header;
-    check_header(h, parent, params, now)?;
+    check_header_known(h, known.hash, parent, known.parent_hash, params, now)?;
     let expected = params.required_txs(h.height);
     if block.transactions.len() != expected {
         return Err(BlockError::TxCount {
@@ -316,7 +352,7 @@ pub(crate) fn checked_size(
             found: block.transactions.len(),
         });
     }
-    let size = block.encode().len();
+    let size = known.size.unwrap_or_else(|| block.encode().len());
     if size > MAX_BLOCK_BYTES {
         return Err(BlockError::TooLarge(size));
     }
