@@ -179,7 +179,6 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     };
     println!("Mining rewards go to {reward_to}");
     let chain = loaded.chain;
-    let index = driver::open_index(dir, &chain, cli.reindex, |line| println!("{line}"));
     let stored = match chain.tree_len() - 1 {
         1 => "1 block stored".to_string(),
         n => format!("{n} blocks stored"),
@@ -189,6 +188,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         chain.height(),
         chain.tip_hash(),
     );
+    let index = driver::open_index(dir, &chain, cli.reindex, |line| println!("{line}"));
     if let Some(note) = &selection.note {
         println!("Devices: {note}");
     }
