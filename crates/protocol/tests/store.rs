@@ -298,20 +298,33 @@ const REWARD_ONLY: mvbc_protocol::ConsensusParams = mvbc_protocol::ConsensusPara
     ..PARAMS
 };
 
-/// A loaded chain keeps headers and reads bodies back from the store: every block comes back
-/// as it was stored, a reorg undoes stored blocks read from disk, and blocks that come back to
-/// the best chain are not written twice.
-#[test]
-fn a_loaded_chain_reads_its_bodies_back_from_the_store() {
+/// A store of `n` reward-only blocks in a new directory, loaded, with every body read back
+/// from the store (none of the newest kept in memory).
+fn stored_rewards(
+    n: u64,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Vec<mvbc_protocol::Block>,
+    mvbc_protocol::store::LoadedChain,
+) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blocks.dat");
-    let main = rewards_on(&genesis_block().header, 30, 0);
-    write_store_with(&path, &REWARD_ONLY, &main);
-    let loaded = load_chain(&path, REWARD_ONLY, NOW).unwrap();
-    let (mut chain, mut store) = (loaded.chain, loaded.store);
-    // Every body from the store, none from the newest kept in memory.
-    chain.set_recent_bodies(0);
+    let blocks = rewards_on(&genesis_block().header, n, 0);
+    write_store_with(&path, &REWARD_ONLY, &blocks);
+    let mut loaded = load_chain(&path, REWARD_ONLY, NOW).unwrap();
     assert!(loaded.refused.is_empty() && loaded.recovery.is_none());
+    loaded.chain.set_recent_bodies(0);
+    (dir, path, blocks, loaded)
+}
+
+/// A loaded chain keeps headers and reads bodies back from the store: every block comes back
+/// as it was stored, a reorg undoes stored blocks read from disk, and a restart finds the
+/// chain the reorg left.
+#[test]
+fn a_loaded_chain_reads_its_bodies_back_from_the_store() {
+    let (_dir, path, main, loaded) = stored_rewards(30);
+    let (mut chain, mut store) = (loaded.chain, loaded.store);
     assert_eq!(chain.height(), 30);
     for b in &main {
         assert!(chain.is_stored(&b.hash()));
@@ -363,12 +376,7 @@ fn a_loaded_chain_reads_its_bodies_back_from_the_store() {
 /// not another block.
 #[test]
 fn a_store_damaged_under_the_chain_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("blocks.dat");
-    let main = rewards_on(&genesis_block().header, 3, 0);
-    write_store_with(&path, &REWARD_ONLY, &main);
-    let mut loaded = load_chain(&path, REWARD_ONLY, NOW).unwrap();
-    loaded.chain.set_recent_bodies(0);
+    let (_dir, path, main, loaded) = stored_rewards(3);
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
