@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 use fake::*;
 use mvbc_net::{BlockClient, Cancel, PER_SERVER, read_frame, write_frame};
 use mvbc_node::peers::{DIAL_BURST, DIAL_RATE};
-use mvbc_protocol::wire::{Datagram, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Request};
+use mvbc_protocol::block::MerklePath;
+use mvbc_protocol::header::work_for_difficulty;
+use mvbc_protocol::light::ProvenTx;
+use mvbc_protocol::wire::{Datagram, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Request, Status};
 use mvbc_protocol::{
-    Address, Amount, Hash256, KeyPair, Payment, Transaction, genesis_block, keyfile, unix_now,
+    Address, Amount, Hash256, KeyPair, Payment, Reward, Transaction, genesis_block, keyfile,
+    unix_now,
 };
 use procs::*;
 use tempfile::tempdir;
@@ -64,6 +68,68 @@ fn a_peer_replaying_known_blocks_is_found_out_and_the_honest_chain_adopted_besid
     assert!(synced < Duration::from_secs(5), "{synced:?}");
 }
 
+/// A light wallet counts no transaction whose proof fails against its headers: alone with a
+/// block server that makes one up, it counts nothing and says its history is not complete;
+/// with an honest miner beside the liar, it has its history from the miner.
+#[test]
+fn a_light_wallet_counts_no_made_up_transaction_and_has_its_history_from_an_honest_miner() {
+    let net = Net::new();
+    let (h, w) = (tempdir().unwrap(), tempdir().unwrap());
+    let key = KeyPair::generate(1024).unwrap();
+    keyfile::save_new_key(w.path(), "alice", &key, None).unwrap();
+    let chain = build_chain(&net, &key, 5, 0);
+    let tip = chain.last().unwrap().hash();
+    let params = net.params();
+    // A reward to alice "in" block 3 that block 3 does not hold: its path leads elsewhere.
+    let forged = ProvenTx {
+        height: 3,
+        block: chain[2].hash(),
+        tx: Transaction::Reward(Reward {
+            to: key.address(),
+            amount: Amount::from_units(1_000_000_000),
+            height: 3,
+        }),
+        path: MerklePath {
+            index: 0,
+            leaves: 1,
+            siblings: vec![],
+        },
+    };
+    let status = |port| Status {
+        network: params.network_id(),
+        node_id: 68,
+        height: 5,
+        tip,
+        chain_work: 5 * work_for_difficulty(params.difficulty),
+        block_server_port: port,
+    };
+    let liar = serve_false_history(chain.clone(), status(0), forged);
+    announce_forever(&net, status(liar), Duration::from_millis(100));
+
+    let out = wallet(w.path(), &net, &["sync", "--once", "--timeout", "3"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("history not complete"), "{stderr}");
+    assert!(stderr.contains("false proof"), "{stderr}");
+    assert!(!stdout.contains("Synced:"), "{stdout}");
+    assert_eq!(balance(w.path(), &net, "alice"), "0.000000");
+
+    // The same chain from an honest miner: its proofs hold, the liar's do not count.
+    store_blocks(&net, h.path(), &chain);
+    let _honest = Miner::start(h.path(), &net);
+    assert_eq!(sync_once(w.path(), &net).tip, tip.to_string());
+    let rewards = Amount::from_units(5 * params.block_reward.units());
+    assert_eq!(balance(w.path(), &net, "alice"), rewards.to_string());
+    let history = wallet_ok(w.path(), &net, &["history", "alice", "--json"]);
+    let items: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    // Five rewards, and the payments to herself that fill blocks 2 to 5.
+    let payments = 4 * (params.block_size - 1);
+    assert_eq!(items.len(), 5 + payments, "{history}");
+}
+
 #[test]
 fn sync_once_ends_within_its_timeout_and_ctrl_c_stops_a_sync_within_a_second() {
     let net = Net::new();
@@ -87,9 +153,7 @@ fn sync_once_ends_within_its_timeout_and_ctrl_c_stops_a_sync_within_a_second() {
 
     // A running sync, stuck in the same download, stops on Ctrl-C.
     let mut sync = Proc::spawn(&wallet_bin(), w.path(), &net, &["sync"]);
-    sync.wait_for("the sync to start", |l| {
-        l.starts_with("Syncing from height")
-    });
+    sync.wait_for("the sync to start", |l| l.starts_with("Syncing"));
     thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     let (code, log) = sync.stop_with("INT");

@@ -215,6 +215,55 @@ fn a_wallet_that_joins_late_downloads_the_whole_chain() {
     assert_eq!((report.height, report.tip), (6, tip.to_string()));
 }
 
+/// The default wallet is light (headers, and its own transactions with proofs); one that
+/// downloads every block (`--full`) shows the same balances and history on the same chain.
+#[test]
+fn a_light_and_a_full_wallet_show_the_same_balances_and_history() {
+    let net = Net::new();
+    let (m, light, full) = (tempdir().unwrap(), tempdir().unwrap(), tempdir().unwrap());
+    let mut miner = Miner::start(m.path(), &net);
+    miner.wait_height(1);
+    let alice = new_address(light.path(), &net, "alice");
+    std::fs::copy(
+        light.path().join("alice.pem"),
+        full.path().join("alice.pem"),
+    )
+    .unwrap();
+    sync_once(m.path(), &net);
+    for amount in ["1", "2.5", "0.25"] {
+        send(m.path(), &net, "mining_rewards", amount, &alice);
+    }
+    miner.wait_height(4);
+    sync_once(light.path(), &net);
+    // Alice pays back from the light wallet, and the full one sees it too.
+    let miner_address = balances(m.path(), &net)
+        .into_iter()
+        .find(|r| r.name == "mining_rewards")
+        .unwrap()
+        .address;
+    send(light.path(), &net, "alice", "0.75", &miner_address);
+    let tip = miner.wait_height(5).to_string();
+    let report = sync_until_confirmed(light.path(), &net);
+    assert_eq!(report.tip, tip);
+    let out = wallet_ok(full.path(), &net, &["sync", "--once", "--full", "--json"]);
+    let full_report: SyncReport = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(full_report.tip, tip);
+
+    assert_eq!(balance(light.path(), &net, "alice"), "3.000000");
+    assert_eq!(balances(light.path(), &net), balances(full.path(), &net));
+    let history = |dir: &Path| wallet_ok(dir, &net, &["history", "alice", "--json"]);
+    assert_eq!(history(light.path()), history(full.path()));
+    assert!(light.path().join("wallet-headers.dat").exists());
+    assert!(!light.path().join("wallet-blocks.dat").exists());
+    assert!(full.path().join("wallet-blocks.dat").exists());
+    // The light wallet knows its own addresses' history only, and says so.
+    let other = wallet(light.path(), &net, &["history", &miner_address]);
+    assert!(!other.status.success());
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(err.contains("sync --full"), "{err}");
+    wallet_ok(full.path(), &net, &["history", &miner_address]);
+}
+
 #[test]
 fn a_payment_made_while_no_miner_runs_is_confirmed_once_one_starts() {
     let net = Net::new();

@@ -14,11 +14,13 @@ use mvbc_node::sync::{Download, DownloadError, ForkPoints};
 use mvbc_protocol::block::Block;
 use mvbc_protocol::hash::Hash256;
 use mvbc_protocol::header::BlockHeader;
+use mvbc_protocol::keys::Address;
+use mvbc_protocol::light::ProvenTx;
 use mvbc_protocol::rules::{ConsensusParams, check_header};
 use mvbc_protocol::tx::Payment;
 use mvbc_protocol::wire::{
-    MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, Reply, Request,
-    Status, WireError,
+    MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_LOCATOR_LEN, MAX_REPLY_BYTES, NoHistory,
+    Reply, Request, Status, WireError,
 };
 
 /// Why a download from a block server failed.
@@ -223,6 +225,60 @@ impl BlockClient {
             other => Err(FetchError::WrongReply {
                 got: other.kind(),
                 asked: "linked",
+            }),
+        }
+    }
+
+    /// Up to `max` headers of the server's best chain after the first hash of `locator` it
+    /// holds, lowest first, and its tip's height.
+    pub fn headers(
+        &mut self,
+        locator: &[Hash256],
+        max: u32,
+    ) -> Result<(u64, Vec<BlockHeader>), FetchError> {
+        let locator = locator.iter().take(MAX_LOCATOR_LEN).copied().collect();
+        match self.request(&Request::HeadersAfter {
+            locator,
+            max_headers: max,
+        })? {
+            Reply::Headers { headers, .. } if headers.len() > max as usize => {
+                Err(FetchError::TooMany {
+                    what: "headers",
+                    got: headers.len(),
+                    asked: max,
+                })
+            }
+            Reply::Headers {
+                tip_height,
+                headers,
+                ..
+            } => Ok((tip_height, headers)),
+            other => Err(FetchError::WrongReply {
+                got: other.kind(),
+                asked: "headers",
+            }),
+        }
+    }
+
+    /// One page of the history of `addresses` from `from_height` on, up to our tip `until`
+    /// ([`Request::History`]): how far the page is complete, and its transactions, unchecked.
+    /// `None` when the server answers no history ([`NoHistory`]).
+    pub fn history(
+        &mut self,
+        addresses: &[Address],
+        from_height: u64,
+        until: Hash256,
+    ) -> Result<Result<(u64, Vec<ProvenTx>), NoHistory>, FetchError> {
+        match self.request(&Request::History {
+            addresses: addresses.to_vec(),
+            from_height,
+            until,
+        })? {
+            Reply::History { through, entries } => Ok(Ok((through, entries))),
+            Reply::NoHistory(why) => Ok(Err(why)),
+            other => Err(FetchError::WrongReply {
+                got: other.kind(),
+                asked: "history",
             }),
         }
     }

@@ -13,7 +13,7 @@ pub mod server;
 
 pub use client::{BlockClient, FetchError};
 pub use server::{
-    Allowance, BlockReader, BlockServer, IDLE_TIMEOUT, Inbound, MAX_CONNECTIONS,
+    Allowance, BlockReader, BlockServer, IDLE_TIMEOUT, Inbound, IndexedChain, MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_ADDRESS, MIN_IDLE_TO_EVICT, NodeHooks, PER_ADDRESS, PER_CONNECTION,
     PER_SERVER, answer,
 };

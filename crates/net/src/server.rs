@@ -1,5 +1,5 @@
-//! The block server: answers `BlocksAfter`, `HeadersAfter` and `Status` from the node's best
-//! chain, and hands the node submitted payments and connections that ask to become links
+//! The block server: answers `BlocksAfter`, `HeadersAfter`, `Status` and a light wallet's
+//! `History` from the node's best chain, and hands the node submitted payments and connections that ask to become links
 //! ([`NodeHooks`]); a thread per connection, with an admission policy so that no client, busy or idle, one address or many, can lock the
 //! others out or take the machine.
 //!
@@ -36,12 +36,14 @@ use mvbc_protocol::block::Block;
 use mvbc_protocol::chain::{Chain, read_chain};
 use mvbc_protocol::hash::Hash256;
 use mvbc_protocol::header::BlockHeader;
+use mvbc_protocol::index::{Index, IndexError};
+use mvbc_protocol::keys::Address;
 use mvbc_protocol::rate::TokenBucket;
 use mvbc_protocol::store::StoreError;
 use mvbc_protocol::tx::Payment;
 use mvbc_protocol::wire::{
-    Identity, MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, REPLY_BLOCK_BYTES,
-    Reply, Request, Status,
+    Identity, MAX_BLOCKS_PER_REPLY, MAX_HEADERS_PER_REPLY, MAX_REQUEST_BYTES, NoHistory,
+    REPLY_BLOCK_BYTES, Reply, Request, Status,
 };
 
 /// What a block server hands to the node behind it.
@@ -171,6 +173,16 @@ pub trait BlockReader: Send + Sync + 'static {
     /// The tip's height and hash, and up to `max` headers of the best chain after the first
     /// hash of `locator` on it.
     fn headers_after(&self, locator: &[Hash256], max: usize) -> (u64, Hash256, Vec<BlockHeader>);
+    /// A light wallet's page of history ([`Request::History`]): a [`Reply::History`], or a
+    /// [`Reply::NoHistory`] from a chain kept without an index (the default).
+    fn history(
+        &self,
+        _addresses: &[Address],
+        _from_height: u64,
+        _until: &Hash256,
+    ) -> Result<Reply, StoreError> {
+        Ok(Reply::NoHistory(NoHistory::NoIndex))
+    }
 }
 
 /// A chain in memory, shared with the node that writes it.
@@ -194,6 +206,58 @@ impl BlockReader for RwLock<Chain> {
         let chain = read_chain(self);
         let headers = chain.headers_after(locator, max);
         (chain.height(), chain.tip_hash(), headers)
+    }
+}
+
+/// A node's best chain with the index that follows it: it answers light wallets' history too.
+pub struct IndexedChain {
+    /// The chain, shared with the node that writes it.
+    pub chain: Arc<RwLock<Chain>>,
+    /// Its index, when the node keeps one.
+    pub index: Option<Arc<Index>>,
+}
+
+impl BlockReader for IndexedChain {
+    fn status(&self, identity: Identity) -> Status {
+        self.chain.status(identity)
+    }
+
+    fn blocks_after(
+        &self,
+        locator: &[Hash256],
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<(u64, Hash256, Vec<Arc<Block>>), StoreError> {
+        self.chain.blocks_after(locator, max, max_bytes)
+    }
+
+    fn headers_after(&self, locator: &[Hash256], max: usize) -> (u64, Hash256, Vec<BlockHeader>) {
+        self.chain.headers_after(locator, max)
+    }
+
+    fn history(
+        &self,
+        addresses: &[Address],
+        from_height: u64,
+        until: &Hash256,
+    ) -> Result<Reply, StoreError> {
+        // An index that stopped following the chain answers nothing it might have wrong.
+        let Some(index) = self.index.as_deref().filter(|i| i.is_current()) else {
+            return Ok(Reply::NoHistory(NoHistory::NoIndex));
+        };
+        let chain = read_chain(&self.chain);
+        match index.proven_history(&chain, addresses, from_height, until) {
+            Ok(Some(page)) => Ok(Reply::History {
+                through: page.through,
+                entries: page.entries,
+            }),
+            Ok(None) => Ok(Reply::NoHistory(NoHistory::UnknownTip)),
+            Err(IndexError::Store(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!("cannot answer a history request: {e}");
+                Ok(Reply::NoHistory(NoHistory::NoIndex))
+            }
+        }
     }
 }
 
@@ -932,17 +996,17 @@ impl Connection<'_> {
 }
 
 /// What a request asks of the best chain, taken under the chain's lock: only the block
-/// pointers, or the headers; encoding happens after.
+/// pointers, or any other reply; encoding happens after.
 enum Taken {
     Blocks(u64, Hash256, Vec<Arc<Block>>),
-    Headers(Reply),
+    Other(Reply),
 }
 
 fn take(chain: &dyn BlockReader, request: &Request) -> Result<Taken, StoreError> {
     Ok(match request {
         // A node's requests: a server without a node knows no id, no port and no pool.
         Request::Status | Request::Submit(_) | Request::Link(_) => {
-            Taken::Headers(Reply::Status(chain.status(Identity::default())))
+            Taken::Other(Reply::Status(chain.status(Identity::default())))
         }
         Request::BlocksAfter {
             locator,
@@ -958,12 +1022,17 @@ fn take(chain: &dyn BlockReader, request: &Request) -> Result<Taken, StoreError>
         } => {
             let max = (*max_headers as usize).min(MAX_HEADERS_PER_REPLY);
             let (tip_height, tip, headers) = chain.headers_after(locator, max);
-            Taken::Headers(Reply::Headers {
+            Taken::Other(Reply::Headers {
                 tip_height,
                 tip,
                 headers,
             })
         }
+        Request::History {
+            addresses,
+            from_height,
+            until,
+        } => Taken::Other(chain.history(addresses, *from_height, until)?),
     })
 }
 
@@ -976,7 +1045,7 @@ pub fn answer(chain: &dyn BlockReader, request: &Request) -> Result<Reply, Store
             tip,
             blocks: blocks.iter().map(|b| Block::clone(b)).collect(),
         },
-        Taken::Headers(reply) => reply,
+        Taken::Other(reply) => reply,
     })
 }
 
@@ -984,7 +1053,7 @@ pub fn answer(chain: &dyn BlockReader, request: &Request) -> Result<Reply, Store
 fn answer_bytes(chain: &dyn BlockReader, request: &Request) -> Result<Vec<u8>, StoreError> {
     Ok(match take(chain, request)? {
         Taken::Blocks(tip_height, tip, blocks) => Reply::encode_blocks(tip_height, tip, &blocks),
-        Taken::Headers(reply) => reply.encode(),
+        Taken::Other(reply) => reply.encode(),
     })
 }
 

@@ -81,6 +81,18 @@ impl Wanted for mvbc_protocol::Chain {
     }
 }
 
+/// A light client's headers: more work is wanted; equal work on another tip is a tie to look
+/// at (a header chain keeps no side branches to know it by).
+impl Wanted for mvbc_protocol::headers::HeaderChain {
+    fn want(&self, status: &Status) -> Want {
+        match status.chain_work.cmp(&self.chain_work()) {
+            std::cmp::Ordering::Greater => Want::More,
+            std::cmp::Ordering::Equal if status.tip != self.tip_hash() => Want::Tie,
+            _ => Want::No,
+        }
+    }
+}
+
 /// One miner heard on the status port.
 #[derive(Clone, Debug)]
 pub struct Peer {

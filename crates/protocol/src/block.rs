@@ -91,6 +91,81 @@ pub fn merkle_root(ids: &[Hash256]) -> Hash256 {
     level[0]
 }
 
+/// Most siblings a [`MerklePath`] holds: enough for [`MAX_BLOCK_TXS`] leaves.
+pub const MAX_MERKLE_DEPTH: usize = 16;
+const _: () = assert!(MAX_BLOCK_TXS <= 1 << MAX_MERKLE_DEPTH);
+
+/// Where one transaction id sits under a block's merkle root, and the hashes beside its way up:
+/// with the id it gives back the root, so a client holding only the header can check that the
+/// block holds the transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerklePath {
+    /// The leaf's position (the transaction's in the block).
+    pub index: u32,
+    /// How many leaves the tree has: it says at each level whether the node has a sibling
+    /// or is carried up alone.
+    pub leaves: u32,
+    /// The sibling at each level where there is one, lowest first.
+    #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_MERKLE_DEPTH>")]
+    pub siblings: Vec<Hash256>,
+}
+
+impl MerklePath {
+    /// The path of leaf `index` among `ids`; `None` when `index` is not one of them.
+    pub fn of(ids: &[Hash256], index: usize) -> Option<MerklePath> {
+        if index >= ids.len() {
+            return None;
+        }
+        let mut level: Vec<Hash256> = ids.iter().map(|id| sha256_concat(&[&[0], &id.0])).collect();
+        let mut at = index;
+        let mut siblings = Vec::new();
+        while level.len() > 1 {
+            if let Some(sibling) = level.get(at ^ 1) {
+                siblings.push(*sibling);
+            }
+            level = level
+                .chunks(2)
+                .map(|pair| match pair {
+                    [l, r] => sha256_concat(&[&[1], &l.0, &r.0]),
+                    [single] => *single,
+                    _ => unreachable!("chunks(2) yields one or two"),
+                })
+                .collect();
+            at /= 2;
+        }
+        Some(MerklePath {
+            index: u32::try_from(index).ok()?,
+            leaves: u32::try_from(ids.len()).ok()?,
+            siblings,
+        })
+    }
+
+    /// The root that `id` at this path gives; `None` when the path cannot be one of a tree
+    /// ([`merkle_root`]'s): an index past the leaves, more leaves than a block holds, or too
+    /// few or too many siblings.
+    pub fn root(&self, id: &Hash256) -> Option<Hash256> {
+        let (mut at, mut width) = (self.index as usize, self.leaves as usize);
+        if at >= width || width > MAX_BLOCK_TXS {
+            return None;
+        }
+        let mut node = sha256_concat(&[&[0], &id.0]);
+        let mut siblings = self.siblings.iter();
+        while width > 1 {
+            if at ^ 1 < width {
+                let sibling = siblings.next()?;
+                node = if at % 2 == 0 {
+                    sha256_concat(&[&[1], &node.0, &sibling.0])
+                } else {
+                    sha256_concat(&[&[1], &sibling.0, &node.0])
+                };
+            }
+            at /= 2;
+            width = width.div_ceil(2);
+        }
+        siblings.next().is_none().then_some(node)
+    }
+}
+
 /// Genesis timestamp: 2026-11-24T00:00:00Z.
 pub const GENESIS_TIMESTAMP: u64 = 1_795_478_400;
 
@@ -131,6 +206,44 @@ mod tests {
         // Bitcoin's duplication weakness: [a, b, c] and [a, b, c, c] must differ.
         assert_ne!(merkle_root(&[a, b, c]), merkle_root(&[a, b, c, c]));
         assert_ne!(merkle_root(&[a, b]), merkle_root(&[b, a]));
+    }
+
+    #[test]
+    fn every_merkle_path_gives_back_the_root_and_nothing_else_does() {
+        for n in 1..=33usize {
+            let ids: Vec<Hash256> = (0..n).map(|i| sha256(&i.to_le_bytes())).collect();
+            let root = merkle_root(&ids);
+            for (i, id) in ids.iter().enumerate() {
+                let path = MerklePath::of(&ids, i).unwrap();
+                assert_eq!(path.root(id), Some(root), "{i} of {n}");
+                // Another id, a changed sibling, another position or leaf count: not the root.
+                assert_ne!(path.root(&sha256(b"other")), Some(root));
+                if let Some(first) = path.siblings.first() {
+                    let mut bad = path.clone();
+                    bad.siblings[0] = sha256(&first.0);
+                    assert_ne!(bad.root(id), Some(root));
+                    let mut short = path.clone();
+                    short.siblings.pop();
+                    assert_eq!(short.root(id), None, "a missing sibling is no path");
+                }
+                let mut long = path.clone();
+                long.siblings.push(root);
+                assert_eq!(long.root(id), None, "a sibling too many is no path");
+                let moved = MerklePath {
+                    index: (i as u32 + 1) % n as u32,
+                    ..path.clone()
+                };
+                if n > 1 {
+                    assert_ne!(moved.root(id), Some(root));
+                }
+                let past = MerklePath {
+                    index: n as u32,
+                    ..path.clone()
+                };
+                assert_eq!(past.root(id), None);
+            }
+            assert_eq!(MerklePath::of(&ids, n), None);
+        }
     }
 
     #[test]

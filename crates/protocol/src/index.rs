@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::block::Block;
+use crate::block::{Block, MAX_BLOCK_TXS, MerklePath};
 use crate::chain::Chain;
 use crate::hash::Hash256;
 use crate::keys::Address;
+use crate::light::{HISTORY_REPLY_BYTES, ProvenTx};
 use crate::rules::NetworkId;
 use crate::store::StoreError;
 use crate::tx::Transaction;
@@ -69,6 +70,14 @@ pub enum IndexError {
     /// A block to index could not be read from the chain's store.
     #[error("a block to index could not be read: {0}")]
     Store(#[from] StoreError),
+    /// The index names a transaction the best chain lacks: it is out of step with the chain.
+    #[error("the index names transaction {position} of block {height}, which the best chain lacks")]
+    Stale {
+        /// The block's height.
+        height: u64,
+        /// The transaction's position.
+        position: u32,
+    },
 }
 
 /// How opening found the index.
@@ -365,6 +374,140 @@ impl Index {
             }
         }
         Ok((total, places))
+    }
+}
+
+/// One page of proven history: what a block server answers a light wallet
+/// ([`crate::wire::Reply::History`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Complete through this height.
+    pub through: u64,
+    /// The transactions, by height and position.
+    pub entries: Vec<ProvenTx>,
+}
+
+impl Index {
+    /// The page of `addresses`' history in `chain`'s best chain from height `from` on, up to
+    /// block `until` at most, each transaction with its merkle path: whole blocks, lowest
+    /// first, until a block passes [`MAX_BLOCK_TXS`] transactions or [`HISTORY_REPLY_BYTES`]
+    /// bytes. `None` when the best chain does not hold `until`. While the index is not on the
+    /// best chain (the tip is moving), or behind it, the page ends where the index does.
+    pub fn proven_history(
+        &self,
+        chain: &Chain,
+        addresses: &[Address],
+        from: u64,
+        until: &Hash256,
+    ) -> Result<Option<HistoryPage>, IndexError> {
+        let Some(until_height) = chain.header(until).map(|h| h.height) else {
+            return Ok(None);
+        };
+        if !chain.is_on_best_chain(until) {
+            return Ok(None);
+        }
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = tx.open_table(META).map_err(|e| self.err(e))?;
+        let indexed = meta.get("tip").map_err(|e| self.err(e))?.and_then(|v| {
+            let (height, hash) = v.value().split_at_checked(8)?;
+            Some((
+                u64::from_le_bytes(height.try_into().ok()?),
+                Hash256(hash.try_into().ok()?),
+            ))
+        });
+        let stalled = HistoryPage {
+            through: from.saturating_sub(1),
+            entries: Vec::new(),
+        };
+        let Some((indexed, indexed_hash)) = indexed else {
+            return Ok(Some(stalled));
+        };
+        if chain.hash_at(indexed) != Some(indexed_hash) {
+            return Ok(Some(stalled));
+        }
+        let mut limit = indexed.min(until_height);
+        let counts = tx.open_table(COUNTS).map_err(|e| self.err(e))?;
+        let history = tx.open_table(HISTORY).map_err(|e| self.err(e))?;
+        let mut places = Vec::new();
+        for address in addresses {
+            let key = address.0.0;
+            let total = counts
+                .get(key)
+                .map_err(|e| self.err(e))?
+                .map_or(0, |c| c.value());
+            // The first row at `from` or above: rows are numbered in chain order.
+            let (mut lo, mut hi) = (0u64, total);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let height = history
+                    .get((key, mid))
+                    .map_err(|e| self.err(e))?
+                    .map_or(u64::MAX, |v| v.value().0);
+                if height < from {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            // At most one block more than a page takes: a block holds at most MAX_BLOCK_TXS.
+            let end = total.min(lo + MAX_BLOCK_TXS as u64 + 1);
+            let mut last = None;
+            for row in history
+                .range((key, lo)..(key, end))
+                .map_err(|e| self.err(e))?
+            {
+                let (height, position) = row.map_err(|e| self.err(e))?.1.value();
+                places.push((height, position));
+                last = Some(height);
+            }
+            // Rows left unread: the page is complete only below the last block read.
+            if end < total
+                && let Some(last) = last
+            {
+                limit = limit.min(last.saturating_sub(1));
+            }
+        }
+        places.retain(|&(height, _)| height <= limit);
+        places.sort_unstable();
+        places.dedup();
+        let mut page = HistoryPage {
+            through: limit,
+            entries: Vec::new(),
+        };
+        let mut bytes = 0;
+        let mut at = 0;
+        while at < places.len() {
+            let height = places[at].0;
+            let stale = |position| IndexError::Stale { height, position };
+            let block = chain.block_at(height)?.ok_or(stale(0))?;
+            let ids: Vec<Hash256> = block.transactions.iter().map(Transaction::id).collect();
+            let hash = block.hash();
+            while let Some(&(h, position)) = places.get(at)
+                && h == height
+            {
+                let (Some(tx), Some(path)) = (
+                    block.transactions.get(position as usize),
+                    MerklePath::of(&ids, position as usize),
+                ) else {
+                    return Err(stale(position));
+                };
+                bytes += tx.encode().len();
+                page.entries.push(ProvenTx {
+                    height,
+                    block: hash,
+                    tx: tx.clone(),
+                    path,
+                });
+                at += 1;
+            }
+            if at < places.len()
+                && (page.entries.len() >= MAX_BLOCK_TXS || bytes >= HISTORY_REPLY_BYTES)
+            {
+                page.through = height;
+                break;
+            }
+        }
+        Ok(Some(page))
     }
 }
 

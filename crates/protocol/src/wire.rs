@@ -22,6 +22,8 @@ use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::encode::{self, DecodeError};
 use crate::hash::Hash256;
 use crate::header::BlockHeader;
+use crate::keys::Address;
+use crate::light::{MAX_HISTORY_ADDRESSES, MAX_PROVEN_PER_REPLY, ProvenTx};
 use crate::rules::NetworkId;
 use crate::tx::{MAX_TX_BYTES, Payment};
 
@@ -133,6 +135,19 @@ pub enum Request {
     /// Turns this connection into a link ([`Reply::Linked`]); the client's status says who it
     /// is and which port its own block server listens on.
     Link(Status),
+    /// The transactions of the best chain that touch `addresses`, from block `from_height` up
+    /// to block `until` at most, each with its merkle path ([`Reply::History`]): what a light
+    /// wallet asks ([`crate::light`]).
+    History {
+        /// The addresses.
+        #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_HISTORY_ADDRESSES>")]
+        addresses: Vec<Address>,
+        /// The first height wanted.
+        from_height: u64,
+        /// The client's tip: the answer covers no block above it, and none at all when the
+        /// server's best chain does not hold it.
+        until: Hash256,
+    },
 }
 
 /// What nodes send each other over a link, in either direction, unasked.
@@ -179,6 +194,27 @@ pub enum Reply {
     Submitted,
     /// The connection is a link from now on; the server's status.
     Linked(Status),
+    /// A page of history: every transaction touching the addresses asked for in the blocks
+    /// from the height asked for through `through`, lowest first, each proven.
+    History {
+        /// The answer is complete through this height (below the height asked for when the
+        /// server cannot go on for now).
+        through: u64,
+        /// The transactions, by height and position.
+        #[serde(deserialize_with = "encode::bounded_vec::<_, _, MAX_PROVEN_PER_REPLY>")]
+        entries: Vec<ProvenTx>,
+    },
+    /// The server answers no history request, and why.
+    NoHistory(NoHistory),
+}
+
+/// Why a block server answers no history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoHistory {
+    /// It keeps no index (a bare block server, or its index failed).
+    NoIndex,
+    /// Its best chain does not hold the client's tip.
+    UnknownTip,
 }
 
 /// Why bytes were not a message.
@@ -297,6 +333,8 @@ impl Reply {
             Reply::Status(_) => "status",
             Reply::Submitted => "submitted",
             Reply::Linked(_) => "linked",
+            Reply::History { .. } => "history",
+            Reply::NoHistory(_) => "no history",
         }
     }
 }

@@ -1,13 +1,19 @@
 //! The index follows the best chain through reorgs, catches up after a crash, and is made anew
-//! when it is deleted, damaged or of another network, with the same answers as a scan.
+//! when it is deleted, damaged or of another network, with the same answers as a scan; the
+//! history it proves to light clients agrees with a scan too, and a light client refuses
+//! what is not proven.
 
 mod common;
 
 use std::collections::HashMap;
 
 use common::*;
+use mvbc_protocol::headers::HeaderChain;
 use mvbc_protocol::index::{Index, Opened, Place};
-use mvbc_protocol::{Address, Block, Chain, ChainUpdate, Hash256, genesis_block};
+use mvbc_protocol::light::{ProofError, ProvenTx};
+use mvbc_protocol::{
+    Address, Block, BlockHeader, Chain, ChainUpdate, Hash256, SignedAmount, genesis_block,
+};
 
 /// Blocks on `parent` with payments from key 0: `n` of them, `salt` keeping branches apart.
 fn branch(parent: &Block, n: u64, salt: u64) -> Vec<Block> {
@@ -197,4 +203,173 @@ fn a_deleted_damaged_or_foreign_index_is_made_anew_with_the_same_answers() {
         panic!("another network's index was kept");
     };
     assert!(why.contains("another network"), "{why}");
+}
+
+/// The best chain's headers, as a light client holds them after checking each.
+fn headers_of(chain: &Chain) -> HeaderChain {
+    let mut headers = HeaderChain::new(PARAMS);
+    let all: Vec<BlockHeader> = (1..=chain.height())
+        .map(|h| *chain.header_at(h).unwrap())
+        .collect();
+    headers.add(&all, NOW).unwrap();
+    headers
+}
+
+/// What a light client gets for `who` page by page, each transaction checked against
+/// `headers`.
+fn proven(chain: &Chain, index: &Index, headers: &HeaderChain, who: &[Address]) -> Vec<ProvenTx> {
+    let (mut from, mut out) = (1, Vec::new());
+    loop {
+        let page = index
+            .proven_history(chain, who, from, &headers.tip_hash())
+            .unwrap()
+            .expect("the chain holds the client's tip");
+        for e in &page.entries {
+            e.check(headers, who).unwrap();
+            assert!(e.height >= from && e.height <= page.through);
+        }
+        out.extend(page.entries);
+        if page.through >= headers.height() {
+            return out;
+        }
+        assert!(page.through >= from, "a page moves on");
+        from = page.through + 1;
+    }
+}
+
+/// A balance by proven transactions alone.
+fn balance_of(entries: &[ProvenTx], who: &Address) -> SignedAmount {
+    entries
+        .iter()
+        .filter_map(|e| e.tx.touches(who))
+        .map(|(amount, _)| amount)
+        .sum()
+}
+
+/// A light client that asks for each address's proven history sees what a scan of the chain
+/// sees, with the same balances, before and after a reorg; a tip the server's chain left is
+/// answered with nothing.
+#[test]
+fn proven_history_agrees_with_a_scan_of_the_chain_through_a_reorg() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) =
+        Index::open(&dir.path().join("index.redb"), PARAMS.network_id(), false).unwrap();
+    let (mut chain, main) = start();
+    index.catch_up(&chain, 10, |_, _| {}).unwrap();
+    add(&mut chain, &index, &main[1..]);
+    let check = |chain: &Chain, headers: &HeaderChain| {
+        let (_, histories) = scanned(chain);
+        for i in 0..3 {
+            let entries = proven(chain, &index, headers, &[addr(i)]);
+            let mut expected = histories.get(&addr(i)).cloned().unwrap_or_default();
+            expected.reverse();
+            let got: Vec<Place> = entries
+                .iter()
+                .map(|e| Place {
+                    height: e.height,
+                    position: e.path.index,
+                })
+                .collect();
+            assert_eq!(got, expected, "address {i}");
+            let full = SignedAmount::credit(chain.ledger().balance(&addr(i)));
+            assert_eq!(balance_of(&entries, &addr(i)), full, "address {i}");
+        }
+        // Several addresses at once: each transaction once, by height and position.
+        let all = proven(chain, &index, headers, &[addr(0), addr(1), addr(2)]);
+        let total: usize = (1..=chain.height())
+            .map(|h| chain.block_at(h).unwrap().unwrap().transactions.len())
+            .sum();
+        assert_eq!(all.len(), total);
+    };
+    let headers = headers_of(&chain);
+    check(&chain, &headers);
+    // From a height on: only what is at or above it.
+    let page = index
+        .proven_history(&chain, &[addr(1)], 4, &headers.tip_hash())
+        .unwrap()
+        .unwrap();
+    assert!(!page.entries.is_empty() && page.entries.iter().all(|e| e.height >= 4));
+
+    let fork = branch(&main[2], 3, 3);
+    add(&mut chain, &index, &fork);
+    assert_eq!(
+        index
+            .proven_history(&chain, &[addr(1)], 1, &main[4].hash())
+            .unwrap(),
+        None,
+        "a tip the chain left"
+    );
+    check(&chain, &headers_of(&chain));
+}
+
+/// While the index is behind the chain, a page ends where the index does.
+#[test]
+fn a_page_ends_where_the_index_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) =
+        Index::open(&dir.path().join("index.redb"), PARAMS.network_id(), false).unwrap();
+    let (mut chain, main) = start();
+    index.catch_up(&chain, 10, |_, _| {}).unwrap();
+    add(&mut chain, &index, &main[1..3]);
+    for block in &main[3..] {
+        chain.add_block(block.clone(), NOW).unwrap();
+    }
+    let page = index
+        .proven_history(&chain, &[addr(1)], 1, &chain.tip_hash())
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.through, 3);
+    assert!(page.entries.iter().all(|e| e.height <= 3));
+}
+
+/// A light client counts nothing that is not proven against its own headers: a changed
+/// transaction or path, a block it does not hold, a transaction of another address.
+#[test]
+fn a_light_client_refuses_what_is_not_proven() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) =
+        Index::open(&dir.path().join("index.redb"), PARAMS.network_id(), false).unwrap();
+    let (mut chain, main) = start();
+    index.catch_up(&chain, 10, |_, _| {}).unwrap();
+    add(&mut chain, &index, &main[1..]);
+    let headers = headers_of(&chain);
+    let who = [addr(1)];
+    let entries = proven(&chain, &index, &headers, &who);
+    let good = entries.last().unwrap().clone();
+    assert_eq!(good.check(&headers, &who), Ok(()));
+
+    let mut bad_path = good.clone();
+    bad_path.path.siblings[0] = Hash256([7; 32]);
+    assert!(matches!(
+        bad_path.check(&headers, &who),
+        Err(ProofError::BadPath { .. })
+    ));
+    let mut other_tx = good.clone();
+    other_tx.tx = pay(0, 1, 5, 999_999);
+    let refused = other_tx.check(&headers, &who).unwrap_err();
+    assert!(matches!(refused, ProofError::BadPath { .. }) && refused.is_lie());
+    let mut unknown = good.clone();
+    unknown.block = Hash256([9; 32]);
+    let refused = unknown.check(&headers, &who).unwrap_err();
+    assert!(matches!(refused, ProofError::UnknownHeader { .. }) && !refused.is_lie());
+    let mut moved = good.clone();
+    moved.height -= 1;
+    assert!(matches!(
+        moved.check(&headers, &who),
+        Err(ProofError::UnknownHeader { .. })
+    ));
+    assert!(matches!(
+        good.check(&headers, &[addr(2)]),
+        Err(ProofError::NotAsked { .. })
+    ));
+    // A client whose headers stop below the block does not count it.
+    let mut shorter = HeaderChain::new(PARAMS);
+    let all: Vec<BlockHeader> = (1..good.height)
+        .map(|h| *chain.header_at(h).unwrap())
+        .collect();
+    shorter.add(&all, NOW).unwrap();
+    assert!(matches!(
+        good.check(&shorter, &who),
+        Err(ProofError::UnknownHeader { .. })
+    ));
 }

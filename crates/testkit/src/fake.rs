@@ -7,6 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mvbc_net::{Cancel, read_frame, write_frame};
+use mvbc_protocol::light::ProvenTx;
 use mvbc_protocol::wire::{Datagram, Reply, Request, Status};
 use mvbc_protocol::{Address, Amount, Block, Hash256, Payment};
 
@@ -47,6 +48,54 @@ pub fn serve_forever(blocks: Vec<Block>, tip_height: u64) -> u16 {
                             tip,
                             blocks: blocks.clone(),
                         },
+                    };
+                    if write_frame(&mut stream, &reply.encode()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A block server of the chain `blocks` (genesis excluded) that announces `status` as its own
+/// and answers every light wallet's history request with `forged` alone, complete up to the
+/// wallet's tip: headers and blocks as an honest server sends them.
+pub fn serve_false_history(blocks: Vec<Block>, status: Status, forged: ProvenTx) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let (blocks, forged) = (blocks.clone(), forged.clone());
+            thread::spawn(move || {
+                let after = |locator: &[Hash256]| {
+                    locator
+                        .iter()
+                        .find_map(|h| blocks.iter().position(|b| b.hash() == *h))
+                        .map_or(0, |i| i + 1)
+                };
+                while let Ok(body) =
+                    read_frame(&mut stream, 4096, Duration::from_secs(5), &Cancel::never())
+                {
+                    let (tip_height, tip) = (status.height, status.tip);
+                    let reply = match Request::decode(&body) {
+                        Ok(Request::Status) => Reply::Status(status),
+                        Ok(Request::HeadersAfter { locator, .. }) => Reply::Headers {
+                            tip_height,
+                            tip,
+                            headers: blocks[after(&locator)..].iter().map(|b| b.header).collect(),
+                        },
+                        Ok(Request::BlocksAfter { locator, .. }) => Reply::Blocks {
+                            tip_height,
+                            tip,
+                            blocks: blocks[after(&locator)..].to_vec(),
+                        },
+                        Ok(Request::History { .. }) => Reply::History {
+                            through: tip_height,
+                            entries: vec![forged.clone()],
+                        },
+                        _ => return,
                     };
                     if write_frame(&mut stream, &reply.encode()).is_err() {
                         return;

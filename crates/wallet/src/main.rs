@@ -1,5 +1,6 @@
 //! `mvbc-wallet`: addresses, balances, payments, and following the miners' chain.
 
+mod light;
 mod outbox;
 mod pending;
 mod sync;
@@ -17,9 +18,10 @@ use mvbc_protocol::keyfile::{self, KeyFileError, Stored};
 use mvbc_protocol::keys::address_or_name;
 use mvbc_protocol::store::read_only_chain;
 use mvbc_protocol::{
-    Address, Amount, Chain, Config, KeyPair, Ledger, Payment, SignedAmount, Transaction, unix_now,
+    Address, Amount, Chain, Config, Hash256, KeyPair, Payment, SignedAmount, Transaction, unix_now,
 };
 
+use light::Books;
 use pending::{MAX_PENDING, Pending};
 
 use mvbc_wallet::WALLET_CHAIN_FILE;
@@ -94,6 +96,11 @@ enum Command {
         /// With --once: print the final report as one JSON object.
         #[arg(long, requires = "once")]
         json: bool,
+        /// Download and check every block, as a full node does, instead of the headers and
+        /// this wallet's own transactions with their proofs. A wallet that synced in full
+        /// once stays full.
+        #[arg(long)]
+        full: bool,
     },
 }
 
@@ -113,7 +120,7 @@ fn main() -> ExitCode {
         .init();
     let Some(command) = cli.command else {
         eprintln!(
-            "Usage: mvbc-wallet [--data-dir DIR] [--config FILE] [-s KEY=VALUE]... (new-address <address name> | list-addresses [--json] | send <from address> <amount> <to address> | history <address> [--json] | sync [--once [--timeout SECONDS] [--json]])"
+            "Usage: mvbc-wallet [--data-dir DIR] [--config FILE] [-s KEY=VALUE]... (new-address <address name> | list-addresses [--json] | send <from address> <amount> <to address> | history <address> [--json] | sync [--full] [--once [--timeout SECONDS] [--json]])"
         );
         eprintln!("Run `mvbc-wallet --help` for details.");
         return ExitCode::from(2);
@@ -163,6 +170,7 @@ fn main() -> ExitCode {
                 once,
                 timeout,
                 json,
+                full,
             } => sync::sync(
                 &cli.args.data_dir,
                 &config,
@@ -170,6 +178,7 @@ fn main() -> ExitCode {
                     once,
                     timeout: Duration::from_secs_f64(timeout),
                     json,
+                    full,
                 },
             ),
         });
@@ -250,7 +259,7 @@ fn passphrase(file: Option<&Path>, name: &str, confirm: bool) -> Result<String> 
 }
 
 fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
-    let ledger = load_ledger(dir, config)?;
+    let ledger = Known::load(dir, config)?;
     let pending = unconfirmed(dir, &ledger)?;
     let mut rows = Vec::new();
     for (name, key) in local_keys(dir)? {
@@ -296,10 +305,45 @@ fn list_addresses(dir: &Path, config: &Config, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The confirmed ledger of the wallet's chain copy, read without taking it from a running
-/// `sync`.
-fn load_ledger(dir: &Path, config: &Config) -> Result<Ledger> {
-    Ok(load_chain_copy(dir, config)?.ledger().clone())
+/// What the wallet knows of the chain, read without taking it from a running `sync`: the
+/// whole chain when it synced in full, else a light wallet's proven books (empty before the
+/// first sync).
+enum Known {
+    Full(Box<Chain>),
+    Light(Books),
+}
+
+impl Known {
+    fn load(dir: &Path, config: &Config) -> Result<Known> {
+        if dir.join(WALLET_CHAIN_FILE).exists() {
+            return Ok(Known::Full(Box::new(load_chain_copy(dir, config)?)));
+        }
+        let network = config.consensus().network_id();
+        Ok(Known::Light(
+            Books::read(dir, network)?.unwrap_or_else(|| Books::new(network)),
+        ))
+    }
+
+    fn balance(&self, address: &Address) -> Amount {
+        match self {
+            Known::Full(chain) => chain.ledger().balance(address),
+            Known::Light(books) => books.balance(address),
+        }
+    }
+
+    fn is_confirmed(&self, id: &Hash256) -> bool {
+        match self {
+            Known::Full(chain) => chain.ledger().is_confirmed(id),
+            Known::Light(books) => books.confirmed_at(id).is_some(),
+        }
+    }
+
+    fn height(&self) -> u64 {
+        match self {
+            Known::Full(chain) => chain.height(),
+            Known::Light(books) => books.height,
+        }
+    }
 }
 
 /// The wallet's chain copy, read without taking it from a running `sync`.
@@ -328,7 +372,7 @@ fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
             .map(|(_, key)| key.address())
             .with_context(|| format!("`{who}` is not an address nor a local key name"))?,
     };
-    let chain = load_chain_copy(dir, config)?;
+    let known = Known::load(dir, config)?;
     let mut items = Vec::new();
     let mut note = |height, tx: &Transaction| {
         let Some((units, counterparty)) = tx.touches(&address) else {
@@ -341,15 +385,29 @@ fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
             counterparty: counterparty.map(|a| a.to_string()),
         });
     };
-    for height in 1..=chain.height() {
-        let block = chain
-            .block_at(height)?
-            .context("the chain lost a block below its tip")?;
-        for tx in &block.transactions {
-            note(Some(height), tx);
+    match &known {
+        Known::Full(chain) => {
+            for height in 1..=chain.height() {
+                let block = chain
+                    .block_at(height)?
+                    .context("the chain lost a block below its tip")?;
+                for tx in &block.transactions {
+                    note(Some(height), tx);
+                }
+            }
         }
+        Known::Light(books) if books.follows(&address) => {
+            for (height, tx) in books.history(&address) {
+                note(Some(height), tx);
+            }
+        }
+        Known::Light(_) => bail!(
+            "this light wallet has not proven the history of {address}: it keeps only its own \
+             addresses' (run `mvbc-wallet sync` after adding a key), or the whole chain after \
+             `mvbc-wallet sync --full`"
+        ),
     }
-    for p in unconfirmed(dir, chain.ledger())? {
+    for p in unconfirmed(dir, &known)? {
         note(None, &Transaction::Payment(p));
     }
     if json {
@@ -367,8 +425,8 @@ fn history(dir: &Path, config: &Config, who: &str, json: bool) -> Result<()> {
     }
     println!(
         "Balance {} at height {}",
-        chain.ledger().balance(&address),
-        chain.height()
+        known.balance(&address),
+        known.height()
     );
     Ok(())
 }
@@ -387,7 +445,7 @@ fn local_keys(dir: &Path) -> Result<Vec<(String, Stored)>> {
 }
 
 /// This wallet's payments that `ledger` does not hold yet.
-fn unconfirmed(dir: &Path, ledger: &Ledger) -> Result<Vec<Payment>> {
+fn unconfirmed(dir: &Path, ledger: &Known) -> Result<Vec<Payment>> {
     let mut payments = Pending::read(dir)?;
     payments.retain(|p| !ledger.is_confirmed(&p.id()));
     Ok(payments)
@@ -439,7 +497,7 @@ fn send(
             &unlocked
         }
     };
-    let ledger = load_ledger(dir, config)?;
+    let ledger = Known::load(dir, config)?;
     let mut pending = Pending::open(dir)?;
     if pending.payments.len() >= MAX_PENDING {
         bail!(

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use mvbc_protocol::encode::{self, bounded_vec};
 use mvbc_protocol::fsutil;
 use mvbc_protocol::tx::MAX_TX_BYTES;
-use mvbc_protocol::{Chain, Payment};
+use mvbc_protocol::{Hash256, Payment};
 use serde::{Deserialize, Serialize};
 
 const PENDING_FILE: &str = "wallet-pending.dat";
@@ -77,22 +77,12 @@ impl Pending {
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Drops the payments `chain` holds at least [`SETTLED_DEPTH`] blocks deep, saving if any
-    /// went. A payment confirmed less deep stays: if a reorg takes it out of the chain again,
-    /// the wallet sees it unconfirmed and broadcasts it again.
-    pub fn drop_settled(&mut self, chain: &Chain) -> Result<()> {
-        let top = chain.height();
-        let mut recent = HashSet::new();
-        for height in top.saturating_sub(SETTLED_DEPTH - 2)..=top {
-            if let Some(block) = chain.block_at(height)? {
-                recent.extend(block.transactions.iter().map(|t| t.id()));
-            }
-        }
+    /// Drops the payments whose ids `settled` holds (confirmed at least [`SETTLED_DEPTH`]
+    /// blocks deep), saving if any went. A payment confirmed less deep stays: if a reorg takes
+    /// it out of the chain again, the wallet sees it unconfirmed and broadcasts it again.
+    pub fn drop_settled(&mut self, settled: &HashSet<Hash256>) -> Result<()> {
         let before = self.payments.len();
-        self.payments.retain(|p| {
-            let id = p.id();
-            !chain.ledger().is_confirmed(&id) || recent.contains(&id)
-        });
+        self.payments.retain(|p| !settled.contains(&p.id()));
         if self.payments.len() != before {
             self.save()?;
         }

@@ -42,7 +42,7 @@ use crate::select::DeviceMeters;
 use crate::work::WorkUnit;
 use mvbc_net::link::{self, LinkEvents, LinkIo};
 use mvbc_net::{self as net, BlockClient, BlockServer, Broadcaster, FetchError};
-use mvbc_net::{Inbound, NodeHooks};
+use mvbc_net::{Inbound, IndexedChain, NodeHooks};
 use mvbc_node::apply::ApplyError;
 use mvbc_node::core::{Effect, Input, NodeCore, Note, Timing};
 use mvbc_node::links::{Down, LinkId, Links};
@@ -280,9 +280,13 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
             }
         }),
     };
+    let served = Arc::new(IndexedChain {
+        chain: chain.clone(),
+        index: index.clone(),
+    });
     let server = BlockServer::start_node(
         config.block_server_port,
-        chain.clone(),
+        served,
         dropped.clone(),
         Some(hooks),
     )
