@@ -7,7 +7,9 @@
 //!   store's height;
 //! - its resident memory (VmRSS) two seconds later;
 //! - API lookups: a block by height, a transaction no block holds, an address page of 10;
-//! - a fresh wallet's `sync --once` from that miner: time and peak memory.
+//! - a fresh wallet's `sync --once` from that miner (with one new key): time and peak memory;
+//!   for this build the default (light: headers and the key's proven history), the same
+//!   again (a restart's catch-up) and `--full`; for a reference build its default.
 //!
 //! It also loads the store in this process with this build's `load_chain`, best of 5: the
 //! part of a restart that grows with the chain, without a process's start around it.
@@ -90,9 +92,8 @@ struct Figures {
     block_ms: f64,
     missing_tx_ms: f64,
     address_ms: f64,
-    wallet_sync: Duration,
-    wallet_peak_mib: f64,
-    wallet_height: u64,
+    /// Each wallet sync: its arguments, time, peak memory and the height reached.
+    wallets: Vec<(&'static str, Duration, f64, u64)>,
 }
 
 fn median_ms(mut f: impl FnMut()) -> f64 {
@@ -116,7 +117,14 @@ fn status_kib(pid: u32, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-fn measure(net: &Net, bins: &Path, store: &Path, address: &str, n: u64) -> Figures {
+fn measure(
+    net: &Net,
+    bins: &Path,
+    store: &Path,
+    address: &str,
+    n: u64,
+    syncs: &[&'static str],
+) -> Figures {
     let (miner_bin, wallet_bin) = (bins.join("mvbc-miner"), bins.join("mvbc-wallet"));
     for bin in [&miner_bin, &wallet_bin] {
         assert!(
@@ -172,35 +180,61 @@ fn measure(net: &Net, bins: &Path, store: &Path, address: &str, n: u64) -> Figur
         assert_eq!(page["history"]["items"].as_array().map(Vec::len), Some(10));
     });
 
-    let wallet_dir = work.path().join("wallet");
-    std::fs::create_dir_all(&wallet_dir).unwrap();
+    for how in syncs {
+        // The same arguments again sync the same wallet again: a restart's catch-up.
+        let wallet_dir = work.path().join(format!("wallet{}", how.replace(' ', "")));
+        if wallet_dir.exists() {
+            let (took, peak, height) = sync_wallet(net, &wallet_bin, &wallet_dir, how);
+            f.wallets.push((how, took, peak, height));
+            continue;
+        }
+        std::fs::create_dir_all(&wallet_dir).unwrap();
+        let made = net
+            .command(&wallet_bin)
+            .arg("--data-dir")
+            .arg(&wallet_dir)
+            .args(net.settings())
+            .args(["new-address", "bench"])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let (took, peak, height) = sync_wallet(net, &wallet_bin, &wallet_dir, how);
+        f.wallets.push((how, took, peak, height));
+    }
+    f
+}
+
+/// One `sync --once` of the wallet in `dir` with `how` (more arguments): its time, peak
+/// memory (GNU time's) and the height it reached.
+fn sync_wallet(net: &Net, wallet_bin: &Path, dir: &Path, how: &str) -> (Duration, f64, u64) {
+    let mut args = vec!["sync", "--once", "--timeout", "600", "--json"];
+    args.extend(how.split_whitespace());
     let started = Instant::now();
     let out = Command::new("/usr/bin/time")
         .args(["-f", "peak_kib=%M"])
-        .arg(&wallet_bin)
+        .arg(wallet_bin)
         .arg("--data-dir")
-        .arg(&wallet_dir)
+        .arg(dir)
         .args(net.settings())
-        .args(["sync", "--once", "--timeout", "600", "--json"])
+        .args(&args)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    f.wallet_sync = started.elapsed();
+    let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
         "wallet sync failed\n{stdout}\n{stderr}"
     );
-    f.wallet_peak_mib = stderr
+    let peak = stderr
         .lines()
         .find_map(|l| l.strip_prefix("peak_kib="))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .expect("GNU time's peak")
         / 1024.0;
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    f.wallet_height = report["height"].as_u64().unwrap_or(0);
-    f
+    (took, peak, report["height"].as_u64().unwrap_or(0))
 }
 
 /// The quickest of 5 loads of a copy of `store` by this build's `load_chain`.
@@ -242,12 +276,19 @@ fn main() {
     let load = best_load(&net, &store);
     let mut rows = vec![(
         "this build",
-        measure(&net, &args.bins, &store, &address, args.blocks),
+        measure(
+            &net,
+            &args.bins,
+            &store,
+            &address,
+            args.blocks,
+            &["", "", "--full"],
+        ),
     )];
     if let Some(reference) = &args.reference {
         rows.push((
             "reference",
-            measure(&net, reference, &store, &address, args.blocks),
+            measure(&net, reference, &store, &address, args.blocks, &[""]),
         ));
     }
     println!(
@@ -260,21 +301,28 @@ fn main() {
         "this build's load_chain in process: {:.2} s (best of 5)",
         load.as_secs_f64()
     );
-    println!(
-        "| build | start to API | miner RSS | block by height | missing tx | address page | wallet sync --once | wallet peak RSS |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| build | start to API | miner RSS | block by height | missing tx | address page |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for (name, f) in &rows {
         println!(
-            "| {name} | {:.2} s | {:.0} MiB | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} s ({:.0} blocks/s) | {:.0} MiB |",
+            "| {name} | {:.2} s | {:.0} MiB | {:.1} ms | {:.1} ms | {:.1} ms |",
             f.start.as_secs_f64(),
             f.rss_mib,
             f.block_ms,
             f.missing_tx_ms,
             f.address_ms,
-            f.wallet_sync.as_secs_f64(),
-            f.wallet_height as f64 / f.wallet_sync.as_secs_f64(),
-            f.wallet_peak_mib,
         );
+    }
+    println!("| build | wallet sync --once | time | blocks/s | peak RSS |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, f) in &rows {
+        for (how, took, peak, height) in &f.wallets {
+            println!(
+                "| {name} | {} | {:.2} s | {:.0} | {peak:.0} MiB |",
+                if how.is_empty() { "(default)" } else { how },
+                took.as_secs_f64(),
+                *height as f64 / took.as_secs_f64(),
+            );
+        }
     }
 }

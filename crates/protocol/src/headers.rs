@@ -321,9 +321,10 @@ impl HeaderFile {
                 format!("another sync holds it ({e})"),
             ))
         })?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err)?;
-        if bytes.is_empty() {
+        let len = file.metadata().map_err(io_err)?.len();
+        // Empty, or torn while it was being made: it holds no header yet.
+        if len < PREAMBLE as u64 {
+            file.set_len(0).map_err(io_err)?;
             let mut preamble = MAGIC.to_vec();
             preamble.extend_from_slice(&params.to_bytes());
             file.write_all(&preamble).map_err(io_err)?;
@@ -341,9 +342,9 @@ impl HeaderFile {
                 opened,
             ));
         }
-        let (opened, good) = read_headers(path, &bytes, params, now)?;
-        if good < bytes.len() {
-            file.set_len(good as u64).map_err(io_err)?;
+        let (opened, good) = read_headers(path, &mut file, params, now)?;
+        if good < len {
+            file.set_len(good).map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
         }
         Ok((
@@ -362,8 +363,8 @@ impl HeaderFile {
         params: ConsensusParams,
         now: u64,
     ) -> Result<OpenedHeaders, HeaderFileError> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        let mut file = match File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(OpenedHeaders {
                     chain: HeaderChain::new(params),
@@ -377,7 +378,7 @@ impl HeaderFile {
                 });
             }
         };
-        Ok(read_headers(path, &bytes, params, now)?.0)
+        Ok(read_headers(path, &mut file, params, now)?.0)
     }
 
     /// Writes what [`HeaderChain::add`] did to `chain`: cuts the file back to a fork point,
@@ -408,21 +409,32 @@ impl HeaderFile {
     }
 }
 
-/// The chain in `bytes` (a whole header file) and how many of its bytes hold it.
+/// Headers read and checked at a time when a file is opened: the file is streamed, never
+/// held whole beside the chain it makes.
+const READ_BATCH: usize = 4096;
+
+/// The chain in the header file `file` (read from its start) and how many of its bytes hold
+/// it.
 fn read_headers(
     path: &Path,
-    bytes: &[u8],
+    file: &mut File,
     params: ConsensusParams,
     now: u64,
-) -> Result<(OpenedHeaders, usize), HeaderFileError> {
+) -> Result<(OpenedHeaders, u64), HeaderFileError> {
+    let io_err = |source| HeaderFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let foreign = |why: String| HeaderFileError::Foreign {
         path: path.to_owned(),
         why,
     };
-    if bytes.len() < PREAMBLE || &bytes[..MAGIC.len()] != MAGIC {
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let mut preamble = [0u8; PREAMBLE];
+    if fill(file, &mut preamble).map_err(io_err)? < PREAMBLE || &preamble[..MAGIC.len()] != MAGIC {
         return Err(foreign("not an mvbc header file".into()));
     }
-    let Some(stored) = ConsensusParams::from_bytes(&bytes[MAGIC.len()..PREAMBLE]) else {
+    let Some(stored) = ConsensusParams::from_bytes(&preamble[MAGIC.len()..]) else {
         return Err(foreign("its network's parameters are unreadable".into()));
     };
     if stored != params {
@@ -435,37 +447,47 @@ fn read_headers(
     }
     let mut chain = HeaderChain::new(params);
     let mut recovery = None;
-    let records = bytes[PREAMBLE..].chunks(HEADER_LEN);
-    let mut good = PREAMBLE;
-    let mut batch = Vec::with_capacity(4096);
-    for record in records {
-        let Ok(record) = <&[u8; HEADER_LEN]>::try_from(record) else {
+    let mut good = PREAMBLE as u64;
+    let mut buf = vec![0u8; READ_BATCH * HEADER_LEN];
+    let mut batch = Vec::with_capacity(READ_BATCH);
+    loop {
+        let got = fill(file, &mut buf).map_err(io_err)?;
+        batch.clear();
+        batch.extend(
+            buf[..got - got % HEADER_LEN]
+                .chunks_exact(HEADER_LEN)
+                .map(|r| BlockHeader::from_bytes(r.try_into().expect("whole records"))),
+        );
+        if let Err(e) = chain.add(&batch, now) {
+            recovery = Some(cut_at(&mut chain, &batch, now, &mut good, e));
+            break;
+        }
+        good += (batch.len() * HEADER_LEN) as u64;
+        if got % HEADER_LEN != 0 {
             recovery = Some(format!(
                 "cut a torn last header ({} of {HEADER_LEN} bytes)",
-                record.len()
+                got % HEADER_LEN
             ));
-            break;
-        };
-        batch.push(BlockHeader::from_bytes(record));
-        if batch.len() == batch.capacity() {
-            match chain.add(&batch, now) {
-                Ok(_) => good += batch.len() * HEADER_LEN,
-                Err(e) => {
-                    recovery = Some(cut_at(&mut chain, &batch, now, &mut good, e));
-                    batch.clear();
-                    break;
-                }
-            }
-            batch.clear();
         }
-    }
-    if !batch.is_empty() {
-        match chain.add(&batch, now) {
-            Ok(_) => good += batch.len() * HEADER_LEN,
-            Err(e) => recovery = Some(cut_at(&mut chain, &batch, now, &mut good, e)),
+        if got < buf.len() {
+            break;
         }
     }
     Ok((OpenedHeaders { chain, recovery }, good))
+}
+
+/// Reads into `buf` until it is full or the file ends; how many bytes came.
+fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Adds the headers of `batch` one by one up to the one `chain.add` refused; says where the
@@ -474,14 +496,14 @@ fn cut_at(
     chain: &mut HeaderChain,
     batch: &[BlockHeader],
     now: u64,
-    good: &mut usize,
+    good: &mut u64,
     error: HeaderError,
 ) -> String {
     for h in batch {
         if chain.add(std::slice::from_ref(h), now).is_err() {
             break;
         }
-        *good += HEADER_LEN;
+        *good += HEADER_LEN as u64;
     }
     format!(
         "cut the headers from height {} on: {error}",
@@ -654,10 +676,19 @@ mod tests {
             HeaderFile::open(&path, other, NOW),
             Err(HeaderFileError::Foreign { .. })
         ));
-        std::fs::write(&path, b"garbage").unwrap();
+        std::fs::write(
+            &path,
+            b"garbage that is no header file, as long as one's preamble",
+        )
+        .unwrap();
         assert!(matches!(
             HeaderFile::read(&path, PARAMS, NOW),
             Err(HeaderFileError::Foreign { .. })
         ));
+        // A file torn while it was made holds nothing yet: it is made again.
+        std::fs::write(&path, &MAGIC[..5]).unwrap();
+        let (_, opened) = HeaderFile::open(&path, PARAMS, NOW).unwrap();
+        assert_eq!(opened.chain.height(), 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREAMBLE as u64);
     }
 }

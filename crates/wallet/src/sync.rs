@@ -209,8 +209,13 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
             eprintln!("warning: recovered {}: {r}", path.display());
         }
         let network = opened.chain.network_id();
+        // The books only keep what can be proven again: damaged ones are made anew.
+        let books = Books::read(dir, network).unwrap_or_else(|e| {
+            eprintln!("warning: {e:#}; this sync asks for the history again");
+            None
+        });
         Follow::Light(Box::new(Light {
-            books: Books::read(dir, network)?.unwrap_or_else(|| Books::new(network)),
+            books: books.unwrap_or_else(|| Books::new(network)),
             headers: opened.chain,
             file,
             next_scan: Instant::now(),
