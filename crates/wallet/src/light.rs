@@ -199,3 +199,101 @@ impl Books {
             .collect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mvbc_protocol::block::{Block, MerklePath, genesis_block};
+    use mvbc_protocol::{BlockHeader, ConsensusParams, Reward};
+
+    const PARAMS: ConsensusParams = ConsensusParams {
+        difficulty: 1,
+        block_size: 1,
+        block_reward: Amount::from_units(50),
+    };
+    const NOW: u64 = mvbc_protocol::block::GENESIS_TIMESTAMP + 1_000_000;
+
+    /// `n` blocks on `parent`, each paying its reward to `to`: each header, and the proof of
+    /// its reward.
+    fn branch(
+        parent: &BlockHeader,
+        n: usize,
+        to: Address,
+        salt: u64,
+    ) -> Vec<(BlockHeader, ProvenTx)> {
+        let mut parent = *parent;
+        (0..n)
+            .map(|_| {
+                let tx = Transaction::Reward(Reward {
+                    to,
+                    amount: PARAMS.block_reward,
+                    height: parent.height + 1,
+                });
+                let stamp = parent.timestamp + 1 + salt;
+                let mut b = Block::assemble(&parent, vec![tx.clone()], stamp, PARAMS.difficulty);
+                while !b.header.meets_own_difficulty() {
+                    b.header.nonce += 1;
+                }
+                parent = b.header;
+                let proven = ProvenTx {
+                    height: b.header.height,
+                    block: b.hash(),
+                    path: MerklePath::of(&[tx.id()], 0).unwrap(),
+                    tx,
+                };
+                (b.header, proven)
+            })
+            .collect()
+    }
+
+    fn headers(chain: &mut HeaderChain, blocks: &[(BlockHeader, ProvenTx)]) {
+        let hs: Vec<BlockHeader> = blocks.iter().map(|(h, _)| *h).collect();
+        chain.add(&hs, NOW).unwrap();
+    }
+
+    #[test]
+    fn after_a_reorg_the_books_drop_what_left_and_ask_again_from_the_fork() {
+        let (alice, bob) = (Address(Hash256([1; 32])), Address(Hash256([2; 32])));
+        let genesis = genesis_block().header;
+        let a = branch(&genesis, 6, alice, 0);
+        let mut chain = HeaderChain::new(PARAMS);
+        headers(&mut chain, &a);
+        let mut books = Books::new(PARAMS.network_id());
+        assert!(!books.complete(&chain, &[alice]));
+        assert_eq!(books.scans_due(&chain, &[alice]), vec![(vec![alice], 1)]);
+        let proven: Vec<ProvenTx> = a.iter().map(|(_, p)| p.clone()).collect();
+        books.scanned(&chain, &[alice], proven);
+        assert!(books.complete(&chain, &[alice]));
+        assert_eq!(books.balance(&alice), Amount::from_units(300));
+        assert!(books.scans_due(&chain, &[alice]).is_empty());
+
+        // A heavier branch from height 4: blocks 5 and 6 leave, their rewards with them.
+        let b = branch(&a[3].0, 4, bob, 9);
+        headers(&mut chain, &b);
+        assert_eq!(chain.height(), 8);
+        assert!(!books.complete(&chain, &[alice]));
+        // Alice from above the highest point scanned still on the chain; a new key from 1.
+        let due = books.scans_due(&chain, &[alice, bob]);
+        assert_eq!(due, vec![(vec![alice], 5), (vec![bob], 1)]);
+        assert_eq!(books.balance(&alice), Amount::from_units(200));
+        let found: Vec<ProvenTx> = b.iter().map(|(_, p)| p.clone()).collect();
+        books.scanned(&chain, &[alice, bob], found);
+        assert_eq!(books.balance(&bob), Amount::from_units(200));
+        assert!(books.complete(&chain, &[alice, bob]));
+        assert_eq!(books.history(&alice).count(), 4);
+
+        // Saved and read back whole; another network's books are refused.
+        let dir = tempfile::tempdir().unwrap();
+        books.save(dir.path()).unwrap();
+        let read = Books::read(dir.path(), PARAMS.network_id())
+            .unwrap()
+            .unwrap();
+        assert!(read.complete(&chain, &[alice, bob]));
+        assert_eq!(read.balance(&bob), Amount::from_units(200));
+        let other = NetworkId([9; 8]);
+        assert!(Books::read(dir.path(), other).is_err());
+        std::fs::write(dir.path().join(LIGHT_FILE), b"MVBCLGT1 and then garbage").unwrap();
+        let err = Books::read(dir.path(), PARAMS.network_id()).unwrap_err();
+        assert!(err.to_string().contains("damaged"), "{err}");
+    }
+}
