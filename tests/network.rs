@@ -248,6 +248,9 @@ fn a_light_and_a_full_wallet_show_the_same_balances_and_history() {
     let out = wallet_ok(full.path(), &net, &["sync", "--once", "--full", "--json"]);
     let full_report: SyncReport = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(full_report.tip, tip);
+    // A wallet that synced in full once stays full, without being told again.
+    let again = wallet_ok(full.path(), &net, &["sync", "--once"]);
+    assert!(again.starts_with("Syncing from height 5"), "{again}");
 
     assert_eq!(balance(light.path(), &net, "alice"), "3.000000");
     assert_eq!(balances(light.path(), &net), balances(full.path(), &net));
