@@ -424,17 +424,25 @@ impl Chain {
     }
 
     /// Adds a block read from the store, which holds it at `at` ([`Chain::add_block`]).
+    /// `signed`: its payments' signatures were checked when it first came, and need not be
+    /// again (the store's validated mark covers it; see `store::load_chain`).
     pub fn add_stored(
         &mut self,
         block: Block,
         at: BodyAt,
         now: u64,
+        signed: bool,
     ) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
         // Decoded from `at.len` canonical bytes: that is its size.
-        let update = self.add_hashed(block, hash, Some(at.len as usize), now)?;
+        let update = self.add_hashed(block, hash, Some(at.len as usize), now, signed)?;
         self.stored(&hash, at);
         Ok(update)
+    }
+
+    /// The blocks kept on side branches, by hash.
+    pub fn side_blocks(&self) -> impl Iterator<Item = &Hash256> {
+        self.side.iter()
     }
 
     /// Number of blocks in the tree, side branches included.
@@ -562,7 +570,7 @@ impl Chain {
     /// the one [`Chain::compare_tips`] prefers wins, whichever came first.
     pub fn add_block(&mut self, block: Block, now: u64) -> Result<ChainUpdate, AddBlockError> {
         let hash = block.hash();
-        self.add_hashed(block, hash, None, now)
+        self.add_hashed(block, hash, None, now, false)
     }
 
     /// [`Chain::add_block`] of a block whose hash the caller worked out already, and whose
@@ -573,6 +581,7 @@ impl Chain {
         hash: Hash256,
         size: Option<usize>,
         now: u64,
+        signed: bool,
     ) -> Result<ChainUpdate, AddBlockError> {
         if self.ids.contains_key(&hash) {
             return Ok(ChainUpdate::AlreadyKnown);
@@ -590,6 +599,7 @@ impl Chain {
             hash,
             parent_hash,
             size,
+            signed,
         };
         let encoded_len = match checked_size_known(&block, &parent.header, known, &self.params, now)
         {

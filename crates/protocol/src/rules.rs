@@ -264,13 +264,16 @@ pub fn check_header(
 }
 
 /// What a caller already worked out about a block it checks, so the checks need not work it
-/// out again: its hash, its parent's, and its encoded size when the block was just decoded
-/// from its canonical bytes (decoding checks they are canonical, so their length is the size).
+/// out again: its hash, its parent's, its encoded size when the block was just decoded from
+/// its canonical bytes (decoding checks they are canonical, so their length is the size), and
+/// whether its payments' signatures were checked already (a block this node validated before,
+/// read back from its own store under its validated mark).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Known {
     pub hash: Hash256,
     pub parent_hash: Hash256,
     pub size: Option<usize>,
+    pub signed: bool,
 }
 
 /// [`check_header`] of a header whose hash and parent's hash are known.
@@ -331,6 +334,7 @@ pub(crate) fn checked_size(
         hash: block.header.hash(),
         parent_hash: parent.hash(),
         size: None,
+        signed: false,
     };
     checked_size_known(block, parent, known, params, now)
 }
@@ -370,7 +374,9 @@ pub(crate) fn checked_size_known(
         if !seen.insert(*id) {
             return Err(BlockError::DuplicateTx(*id));
         }
-        if let Transaction::Payment(p) = tx {
+        if let Transaction::Payment(p) = tx
+            && !known.signed
+        {
             p.verify()
                 .map_err(|error| BlockError::InvalidTx { id: *id, error })?;
         }

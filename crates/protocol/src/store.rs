@@ -26,8 +26,10 @@ use std::sync::Arc;
 use crate::block::{Block, MAX_BLOCK_BYTES};
 use crate::chain::{AddBlockError, Chain};
 use crate::encode::DecodeError;
+use crate::hash::Hash256;
 use crate::header::BlockHeader;
 use crate::rules::{ConsensusParams, PARAMS_BYTES};
+use crate::tx::Transaction;
 
 /// The first bytes of every store file. The digit is the rules generation: a store of another
 /// generation holds blocks these rules refuse, and is left as it is.
@@ -752,17 +754,99 @@ pub struct LoadedChain {
 
 /// Opens the store at `path` and rebuilds its chain: what every node and wallet does at start.
 /// The chain keeps headers in memory and reads bodies from the store when asked.
+///
+/// Beside the store, its validated mark ([`validated_path`]) names the best chain's tip at the
+/// last load: every block up to it was checked in full then. Its blocks are read back without
+/// checking their payments' signatures again (the costly part: a restart no longer verifies
+/// every payment ever made); every other rule still holds them. The mark's hash commits to
+/// every block under it (each header names its parent, each merkle root its transactions,
+/// each transaction id a payment's signature), so a store changed or replaced since does not
+/// match it: when the mark's block is not on the loaded best chain, or a side block under it
+/// fails its signatures, the store is loaded again with every check. The loaded best chain is
+/// then marked.
 pub fn load_chain(
     path: &Path,
     params: ConsensusParams,
     now: u64,
+) -> Result<LoadedChain, StoreError> {
+    let mark_path = validated_path(path);
+    let mark = read_mark(&mark_path);
+    let mut loaded = load_marked(path, params, now, mark)?;
+    if let Some((height, hash)) = mark
+        && !mark_holds(&loaded.chain, height, &hash)
+    {
+        let recovery = loaded.recovery.take();
+        drop(loaded);
+        loaded = load_marked(path, params, now, None)?;
+        loaded.recovery = loaded.recovery.or(recovery);
+    }
+    // A mark that cannot be written only costs the next start its checks.
+    let _ = write_mark(&mark_path, loaded.chain.height(), loaded.chain.tip_hash());
+    Ok(loaded)
+}
+
+/// Where the validated mark of the store at `store` is kept: beside it, `.validated` added.
+pub fn validated_path(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".validated");
+    PathBuf::from(name)
+}
+
+const MARK_MAGIC: &[u8; 8] = b"MVBCVAL1";
+const MARK_LEN: usize = MARK_MAGIC.len() + 8 + 32;
+
+/// The mark's height and hash; `None` when there is none or it is not one.
+fn read_mark(path: &Path) -> Option<(u64, Hash256)> {
+    let bytes = crate::fsutil::read_capped(path, MARK_LEN as u64).ok()?;
+    let rest = bytes.strip_prefix(MARK_MAGIC.as_slice())?;
+    let (height, hash) = rest.split_at_checked(8)?;
+    Some((
+        u64::from_le_bytes(height.try_into().ok()?),
+        Hash256(hash.try_into().ok()?),
+    ))
+}
+
+fn write_mark(path: &Path, height: u64, hash: Hash256) -> io::Result<()> {
+    let mut bytes = MARK_MAGIC.to_vec();
+    bytes.extend_from_slice(&height.to_le_bytes());
+    bytes.extend_from_slice(&hash.0);
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+/// Whether the mark at `height`, `hash` holds for `chain`, loaded under it: its block is on the
+/// best chain, and every side block under it passes the signature checks it skipped.
+fn mark_holds(chain: &Chain, height: u64, hash: &Hash256) -> bool {
+    if chain.hash_at(height) != Some(*hash) {
+        return false;
+    }
+    chain.side_blocks().all(|side| {
+        if chain.header(side).is_none_or(|h| h.height > height) {
+            return true;
+        }
+        match chain.block(side) {
+            Ok(Some(block)) => block.transactions.iter().all(|tx| match tx {
+                Transaction::Payment(p) => p.verify().is_ok(),
+                Transaction::Reward(_) => true,
+            }),
+            _ => false,
+        }
+    })
+}
+
+/// [`load_chain`] with the mark `mark`: blocks up to its height skip their signature checks.
+fn load_marked(
+    path: &Path,
+    params: ConsensusParams,
+    now: u64,
+    mark: Option<(u64, Hash256)>,
 ) -> Result<LoadedChain, StoreError> {
     let opening = BlockStore::begin_open(path, &params)?;
     let mut chain = Chain::new(params);
     chain.set_bodies(opening.bodies()?);
     let mut refused = Vec::new();
     let (store, recovery) = opening.read_blocks(|block, at| {
-        if let Err(e) = chain.add_stored(block, at, now) {
+        let signed = mark.is_some_and(|(height, _)| block.header.height <= height);
+        if let Err(e) = chain.add_stored(block, at, now, signed) {
             refused.push(e);
         }
     })?;
@@ -818,7 +902,7 @@ pub fn read_only_chain(
     let mut refused = Vec::new();
     scan_from(&mut reader, path, start, file_len, &mut |block, at| {
         let added = if labelled {
-            chain.add_stored(block, at, now)
+            chain.add_stored(block, at, now, false)
         } else {
             chain.add_block(block, now)
         };

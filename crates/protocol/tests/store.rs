@@ -1,13 +1,14 @@
-//! The block store survives a crash at any byte and refuses a second process.
+//! The block store survives a crash at any byte and refuses a second process; its validated
+//! mark spares a restart the signature checks only for the chain it names.
 
 mod common;
 
 use common::*;
-use mvbc_protocol::ChainUpdate;
 use mvbc_protocol::genesis_block;
 use mvbc_protocol::store::{
-    BlockStore, Damage, StoreError, load_chain, read_only_chain, rebuild_chain,
+    BlockStore, Damage, StoreError, load_chain, read_only_chain, rebuild_chain, validated_path,
 };
+use mvbc_protocol::{AddBlockError, Block, BlockError, ChainUpdate, Transaction};
 
 fn three_blocks() -> Vec<mvbc_protocol::Block> {
     let b1 = mine_on(&genesis_block().header, vec![reward(0, 1)], 0);
@@ -395,6 +396,83 @@ fn a_store_damaged_under_the_chain_is_an_error() {
     assert!(err.to_string().contains("changed under"), "{err}");
     // Other blocks still read.
     assert_eq!(*loaded.chain.block_at(2).unwrap().unwrap(), main[1]);
+}
+
+/// A restart reads the blocks under the store's validated mark without checking their
+/// payments' signatures again; a store changed since (a block under the mark made anew with a
+/// payment whose signature fails, or such a side block added) does not match the mark, and is
+/// loaded with every check.
+#[test]
+fn a_validated_mark_spares_signature_checks_only_for_the_chain_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.dat");
+    let blocks = three_blocks();
+    write_store(&path, &blocks);
+    let mark = validated_path(&path);
+    assert!(!mark.exists());
+    let first = load_chain(&path, PARAMS, NOW).unwrap();
+    assert!(first.refused.is_empty());
+    let (tip, balance) = (
+        first.chain.tip_hash(),
+        first.chain.ledger().balance(&addr(2)),
+    );
+    drop(first);
+    assert!(mark.exists());
+    let again = load_chain(&path, PARAMS, NOW).unwrap();
+    assert!(again.refused.is_empty());
+    assert_eq!(again.chain.tip_hash(), tip);
+    assert_eq!(again.chain.ledger().balance(&addr(2)), balance);
+    drop(again);
+    let saved_mark = std::fs::read(&mark).unwrap();
+    let bad_signature = |block: &mut Block, i: usize| {
+        if let Transaction::Payment(p) = &mut block.transactions[i] {
+            p.timestamp += 1; // no longer what was signed
+        }
+    };
+
+    // Block 2 made anew with a payment whose signature fails, and block 3 on it, with the
+    // real store's mark copied beside: the mark names a block this store lacks.
+    let forged_path = dir.path().join("forged.dat");
+    let mut b2 = blocks[1].clone();
+    bad_signature(&mut b2, 1);
+    let b2 = reseal(b2);
+    let b3 = mine_on(&b2.header, blocks[2].transactions.clone(), 0);
+    write_store(&forged_path, &[blocks[0].clone(), b2, b3]);
+    std::fs::write(validated_path(&forged_path), &saved_mark).unwrap();
+    let forged = load_chain(&forged_path, PARAMS, NOW).unwrap();
+    assert_eq!(forged.chain.height(), 1);
+    assert!(
+        matches!(
+            &forged.refused[0],
+            AddBlockError::Invalid {
+                error: BlockError::InvalidTx { .. },
+                ..
+            }
+        ),
+        "{:?}",
+        forged.refused
+    );
+    drop(forged);
+
+    // A side block under the mark with a payment whose signature fails, added to the real
+    // store: found after the load, and the store loaded again with every check.
+    let mut side = mine_on(
+        &blocks[0].header,
+        vec![reward(1, 2), pay(0, 1, 1, 50), pay(0, 2, 1, 51)],
+        7,
+    );
+    bad_signature(&mut side, 1);
+    let side = reseal(side);
+    BlockStore::open(&path, &PARAMS)
+        .unwrap()
+        .store
+        .append(&side)
+        .unwrap();
+    std::fs::write(&mark, &saved_mark).unwrap();
+    let loaded = load_chain(&path, PARAMS, NOW).unwrap();
+    assert_eq!(loaded.chain.tip_hash(), tip);
+    assert_eq!(loaded.refused.len(), 1, "{:?}", loaded.refused);
+    assert!(!loaded.chain.contains(&side.hash()));
 }
 
 /// A new store at `path` of a chain of `params`, holding `blocks`.
