@@ -37,6 +37,8 @@ const PEER_QUIET: Duration = Duration::from_secs(30);
 const PROGRESS_FROM_BLOCKS: u64 = 50;
 /// How often a download's progress is printed when stderr is not a terminal.
 const PIPED_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often `sync` looks at the data directory's keys again.
+const KEYS_AGAIN: Duration = Duration::from_secs(5);
 /// A light wallet asks this many block servers for its history, when it hears as many.
 const HISTORY_PEERS: usize = 3;
 /// After a history scan no server finished, how long before the next.
@@ -186,6 +188,9 @@ struct Syncer<'a> {
     last_failure: Option<String>,
     /// Miners of networks other than ours heard, each network told of once.
     other_networks: OtherNetworks,
+    /// This wallet's addresses, and when its keys were read for them.
+    keys: Vec<Address>,
+    keys_read: Option<Instant>,
 }
 
 /// Runs `sync`. Returns once synced (`--once`) or on Ctrl-C.
@@ -262,6 +267,8 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
         liars: HashSet::new(),
         last_failure: None,
         other_networks: OtherNetworks::default(),
+        keys: Vec::new(),
+        keys_read: None,
     };
     let mut whom = vec![format!(
         "listening for miners on UDP {}",
@@ -288,7 +295,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
     let dropped = net::Dropped::default();
     loop {
         if stop.load(Ordering::Relaxed) {
-            if s.short_of_best() || s.follow.history_due(&s.addresses()?) {
+            if s.short_of_best() || s.history_due()? {
                 return Err(s.unfinished(true).into());
             }
             break;
@@ -298,7 +305,7 @@ pub fn sync(dir: &Path, config: &Config, options: &SyncOptions) -> Result<()> {
             if first_heard.is_some_and(|t| now - t >= SETTLE)
                 && !s.behind()
                 && !s.short_of_best()
-                && !s.follow.history_due(&s.addresses()?)
+                && !s.history_due()?
             {
                 break;
             }
@@ -443,12 +450,23 @@ impl Syncer<'_> {
         }
     }
 
-    /// This wallet's addresses, as its keys say now.
-    fn addresses(&self) -> Result<Vec<Address>> {
-        Ok(crate::local_keys(self.dir)?
-            .into_iter()
-            .map(|(_, key)| key.address())
-            .collect())
+    /// This wallet's addresses, as its keys said at most [`KEYS_AGAIN`] ago (a key added while
+    /// `sync` runs has its history asked for then).
+    fn addresses(&mut self) -> Result<Vec<Address>> {
+        if self.keys_read.is_none_or(|at| at.elapsed() >= KEYS_AGAIN) {
+            self.keys = crate::local_keys(self.dir)?
+                .into_iter()
+                .map(|(_, key)| key.address())
+                .collect();
+            self.keys_read = Some(Instant::now());
+        }
+        Ok(self.keys.clone())
+    }
+
+    /// Whether a light wallet's history is not complete at its tip for its keys.
+    fn history_due(&mut self) -> Result<bool> {
+        let addresses = self.addresses()?;
+        Ok(self.follow.history_due(&addresses))
     }
 
     /// Whether some miner announced more work than our chain has.
