@@ -77,18 +77,29 @@ pub fn merkle_root(ids: &[Hash256]) -> Hash256 {
     if ids.is_empty() {
         return Hash256::ZERO;
     }
-    let mut level: Vec<Hash256> = ids.iter().map(|id| sha256_concat(&[&[0], &id.0])).collect();
+    let mut level = leaves(ids);
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => sha256_concat(&[&[1], &l.0, &r.0]),
-                [single] => *single,
-                _ => unreachable!("chunks(2) yields one or two"),
-            })
-            .collect();
+        level = level_above(&level);
     }
     level[0]
+}
+
+/// The merkle tree's leaves: `SHA-256(0x00 || id)` each.
+fn leaves(ids: &[Hash256]) -> Vec<Hash256> {
+    ids.iter().map(|id| sha256_concat(&[&[0], &id.0])).collect()
+}
+
+/// The level above `level`: `SHA-256(0x01 || left || right)` of each pair, an odd last node
+/// carried up unchanged.
+fn level_above(level: &[Hash256]) -> Vec<Hash256> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [l, r] => sha256_concat(&[&[1], &l.0, &r.0]),
+            [single] => *single,
+            _ => unreachable!("chunks(2) yields one or two"),
+        })
+        .collect()
 }
 
 /// Most siblings a [`MerklePath`] holds: enough for [`MAX_BLOCK_TXS`] leaves.
@@ -116,21 +127,14 @@ impl MerklePath {
         if index >= ids.len() {
             return None;
         }
-        let mut level: Vec<Hash256> = ids.iter().map(|id| sha256_concat(&[&[0], &id.0])).collect();
+        let mut level = leaves(ids);
         let mut at = index;
         let mut siblings = Vec::new();
         while level.len() > 1 {
             if let Some(sibling) = level.get(at ^ 1) {
                 siblings.push(*sibling);
             }
-            level = level
-                .chunks(2)
-                .map(|pair| match pair {
-                    [l, r] => sha256_concat(&[&[1], &l.0, &r.0]),
-                    [single] => *single,
-                    _ => unreachable!("chunks(2) yields one or two"),
-                })
-                .collect();
+            level = level_above(&level);
             at /= 2;
         }
         Some(MerklePath {

@@ -30,7 +30,6 @@ use crate::header::BlockHeader;
 use crate::ledger::Ledger;
 use crate::rules::{BlockError, ConsensusParams, Known, NetworkId, checked_size_known};
 use crate::store::{BodyAt, BodyFile, StoreError};
-use crate::wire::MAX_LOCATOR_LEN;
 
 /// Cap on remembered invalid block hashes (so a flood of bad blocks cannot grow memory).
 const MAX_REMEMBERED_INVALID: usize = 10_000;
@@ -490,24 +489,10 @@ impl Chain {
     /// doubling distances, ending with genesis. A peer finds the highest one it shares with us
     /// in one look, however long the two chains are.
     pub fn locator(&self) -> Vec<Hash256> {
-        let mut out = Vec::new();
-        let mut height = self.height();
-        let mut step = 1;
-        let hash_at = |h: u64| self.hash_at(h).expect("a height of the best chain");
-        loop {
-            out.push(hash_at(height));
-            if height == 0 || out.len() == MAX_LOCATOR_LEN - 1 {
-                break;
-            }
-            if out.len() >= 10 {
-                step *= 2;
-            }
-            height = height.saturating_sub(step);
-        }
-        if height != 0 {
-            out.push(hash_at(0));
-        }
-        out
+        crate::headers::locator_heights(self.height())
+            .into_iter()
+            .map(|h| self.hash_at(h).expect("a height of the best chain"))
+            .collect()
     }
 
     /// The height of the first `locator` hash on the best chain (genesis if none is).

@@ -60,6 +60,17 @@ pub fn create_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
     result
 }
 
+/// Opens the file at `path` to read and write, creating it when missing and keeping what it
+/// holds: how a store or a header file is opened before it is locked.
+pub fn open_for_update(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 /// Reads a whole file of at most `cap` bytes; a larger file is an `InvalidData` error and is
 /// not read.
 pub fn read_capped(path: &Path, cap: u64) -> io::Result<Vec<u8>> {

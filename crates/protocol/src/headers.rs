@@ -13,7 +13,7 @@
 //! the fork point before the branch is written after it, so a crash leaves a shorter chain,
 //! never a wrong one.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -308,13 +308,7 @@ impl HeaderFile {
             path: path.to_owned(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err)?;
+        let mut file = crate::fsutil::open_for_update(path).map_err(io_err)?;
         file.try_lock().map_err(|e| {
             io_err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -652,7 +646,7 @@ mod tests {
 
         // A torn last record is cut at open; the chain keeps what came before it.
         let len = std::fs::metadata(&path).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 10).unwrap();
         drop(f);
         let (_, opened) = HeaderFile::open(&path, PARAMS, NOW).unwrap();

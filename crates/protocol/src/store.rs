@@ -310,13 +310,7 @@ impl BlockStore {
             path: path.to_owned(),
             source: Arc::new(source),
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err)?;
+        let mut file = crate::fsutil::open_for_update(path).map_err(io_err)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(StoreError::Locked(path.to_owned())),

@@ -205,6 +205,17 @@ fn a_deleted_damaged_or_foreign_index_is_made_anew_with_the_same_answers() {
     assert!(why.contains("another network"), "{why}");
 }
 
+/// A new index beside the chain of [`start`], caught up with its first block; the blocks of
+/// [`start`] (the rest for the caller to add).
+fn indexed() -> (tempfile::TempDir, Index, Chain, Vec<Block>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) =
+        Index::open(&dir.path().join("index.redb"), PARAMS.network_id(), false).unwrap();
+    let (chain, main) = start();
+    index.catch_up(&chain, 10, |_, _| {}).unwrap();
+    (dir, index, chain, main)
+}
+
 /// The best chain's headers, as a light client holds them after checking each.
 fn headers_of(chain: &Chain) -> HeaderChain {
     let mut headers = HeaderChain::new(PARAMS);
@@ -251,11 +262,7 @@ fn balance_of(entries: &[ProvenTx], who: &Address) -> SignedAmount {
 /// answered with nothing.
 #[test]
 fn proven_history_agrees_with_a_scan_of_the_chain_through_a_reorg() {
-    let dir = tempfile::tempdir().unwrap();
-    let (index, _) =
-        Index::open(&dir.path().join("index.redb"), PARAMS.network_id(), false).unwrap();
-    let (mut chain, main) = start();
-    index.catch_up(&chain, 10, |_, _| {}).unwrap();
+    let (_dir, index, mut chain, main) = indexed();
     add(&mut chain, &index, &main[1..]);
     let check = |chain: &Chain, headers: &HeaderChain| {
         let (_, histories) = scanned(chain);
@@ -305,11 +312,7 @@ fn proven_history_agrees_with_a_scan_of_the_chain_through_a_reorg() {
 /// While the index is behind the chain, a page ends where the index does.
 #[test]
 fn a_page_ends_where_the_index_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let (index, _) =
-        Index::open(&dir.path().join("index.redb"), PARAMS.network_id(), false).unwrap();
-    let (mut chain, main) = start();
-    index.catch_up(&chain, 10, |_, _| {}).unwrap();
+    let (_dir, index, mut chain, main) = indexed();
     add(&mut chain, &index, &main[1..3]);
     for block in &main[3..] {
         chain.add_block(block.clone(), NOW).unwrap();
@@ -326,11 +329,7 @@ fn a_page_ends_where_the_index_does() {
 /// transaction or path, a block it does not hold, a transaction of another address.
 #[test]
 fn a_light_client_refuses_what_is_not_proven() {
-    let dir = tempfile::tempdir().unwrap();
-    let (index, _) =
-        Index::open(&dir.path().join("index.redb"), PARAMS.network_id(), false).unwrap();
-    let (mut chain, main) = start();
-    index.catch_up(&chain, 10, |_, _| {}).unwrap();
+    let (_dir, index, mut chain, main) = indexed();
     add(&mut chain, &index, &main[1..]);
     let headers = headers_of(&chain);
     let who = [addr(1)];
