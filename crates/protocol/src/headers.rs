@@ -3,9 +3,9 @@
 //! choice as the full chain ([`crate::chain`]): more work wins, and of two chains with equal
 //! work the one whose first block after the fork point has the lower hash.
 //!
-//! Memory holds one 96-byte header a block and nothing else: a hash is worked out again when
-//! asked for (a SHA-256 of 96 bytes), and every header of a network has the same difficulty,
-//! so a chain's work is its height times one block's. A branch that forks below the tip is
+//! Memory holds 64 bytes a block: its hash and its merkle root, all that is asked of a header
+//! once it is checked (the tip's whole header, to check the next against). Every header of a
+//! network has the same difficulty, so a chain's work is its height times one block's. A branch that forks below the tip is
 //! held apart until it carries more work than the best chain, then takes its place.
 //!
 //! [`HeaderFile`] keeps the best chain on disk: the network's parameters, then each header's
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::block::genesis_block;
 use crate::hash::Hash256;
 use crate::header::{BlockHeader, HEADER_LEN};
-use crate::rules::{BlockError, ConsensusParams, NetworkId, PARAMS_BYTES, check_header};
+use crate::rules::{BlockError, ConsensusParams, NetworkId, PARAMS_BYTES, check_header_on};
 use crate::wire::MAX_LOCATOR_LEN;
 
 /// Most headers of a branch held apart while it has less work than the best chain: a reorg
@@ -63,15 +63,26 @@ pub struct Added {
     pub reorg_from: Option<u64>,
 }
 
+/// What a light client keeps of each block of its best chain once its header is checked.
+#[derive(Clone, Copy, Debug)]
+struct Kept {
+    hash: Hash256,
+    merkle_root: Hash256,
+}
+
 /// The best chain's headers, and a branch that may overtake it.
 #[derive(Clone, Debug)]
 pub struct HeaderChain {
     params: ConsensusParams,
-    /// The best chain, by height: `headers[0]` is genesis.
-    headers: Vec<BlockHeader>,
-    tip: Hash256,
+    /// Of each block of the best chain, by height (genesis is 0): its hash and merkle root,
+    /// 64 bytes, all that is asked of a header once it is checked.
+    blocks: Vec<Kept>,
+    /// The tip's header, which the next one is checked against.
+    tip: BlockHeader,
     /// A branch forking below the tip, lowest first, while it has no more work than ours.
     branch: Vec<BlockHeader>,
+    /// The headers that joined the best chain in the last [`HeaderChain::add`], lowest first.
+    joined: Vec<BlockHeader>,
 }
 
 impl HeaderChain {
@@ -80,9 +91,13 @@ impl HeaderChain {
         let genesis = genesis_block().header;
         HeaderChain {
             params,
-            tip: genesis.hash(),
-            headers: vec![genesis],
+            blocks: vec![Kept {
+                hash: genesis.hash(),
+                merkle_root: genesis.merkle_root,
+            }],
+            tip: genesis,
             branch: Vec::new(),
+            joined: Vec::new(),
         }
     }
 
@@ -98,39 +113,48 @@ impl HeaderChain {
 
     /// The tip's height.
     pub fn height(&self) -> u64 {
-        self.headers.len() as u64 - 1
+        self.blocks.len() as u64 - 1
     }
 
     /// The tip's hash.
     pub fn tip_hash(&self) -> Hash256 {
-        self.tip
+        self.blocks.last().expect("genesis at least").hash
+    }
+
+    /// The tip's header.
+    pub fn tip_header(&self) -> &BlockHeader {
+        &self.tip
     }
 
     /// The best chain's work: every block after genesis carries the network's difficulty.
     pub fn chain_work(&self) -> u128 {
-        self.work_at(self.height())
+        crate::header::work_for_difficulty(self.params.difficulty)
+            .saturating_mul(self.height() as u128)
     }
 
-    fn work_at(&self, height: u64) -> u128 {
-        crate::header::work_for_difficulty(self.params.difficulty).saturating_mul(height as u128)
-    }
-
-    /// The best chain's header at `height`.
-    pub fn header_at(&self, height: u64) -> Option<&BlockHeader> {
-        self.headers.get(usize::try_from(height).ok()?)
+    fn kept(&self, height: u64) -> Option<&Kept> {
+        self.blocks.get(usize::try_from(height).ok()?)
     }
 
     /// The best chain's block hash at `height`.
     pub fn hash_at(&self, height: u64) -> Option<Hash256> {
-        if height == self.height() {
-            return Some(self.tip);
-        }
-        self.header_at(height).map(BlockHeader::hash)
+        self.kept(height).map(|k| k.hash)
+    }
+
+    /// The merkle root of the best chain's block at `height`.
+    pub fn merkle_root_at(&self, height: u64) -> Option<Hash256> {
+        self.kept(height).map(|k| k.merkle_root)
     }
 
     /// Whether `hash` is the best chain's block at `height`.
     pub fn holds(&self, height: u64, hash: &Hash256) -> bool {
         self.hash_at(height).as_ref() == Some(hash)
+    }
+
+    /// The headers that joined the best chain in the last [`HeaderChain::add`], lowest first:
+    /// what its file appends.
+    pub fn joined(&self) -> &[BlockHeader] {
+        &self.joined
     }
 
     /// Hashes of the best chain, densest near the tip, as [`crate::Chain::locator`] gives them;
@@ -168,28 +192,26 @@ impl HeaderChain {
             .branch
             .last()
             .is_some_and(|last| last.hash() == first.prev_hash);
-        let parent = if continues_branch {
-            *self.branch.last().expect("checked above")
-        } else {
-            let at = first.height.checked_sub(1).ok_or_else(unconnected)?;
-            match self.header_at(at) {
-                Some(p) if self.holds(at, &first.prev_hash) => *p,
-                _ => return Err(unconnected()),
-            }
-        };
-        let mut prev = parent;
-        for h in headers {
-            check_header(h, &prev, &self.params, now).map_err(|error| HeaderError::Invalid {
-                hash: h.hash(),
-                height: h.height,
-                error: Box::new(error),
-            })?;
-            prev = *h;
+        let parent_height = first.height.checked_sub(1).ok_or_else(unconnected)?;
+        if !continues_branch && !self.holds(parent_height, &first.prev_hash) {
+            return Err(unconnected());
         }
-        let last_hash = prev.hash();
-        if !continues_branch && parent.height == self.height() {
-            self.headers.extend_from_slice(headers);
-            self.tip = last_hash;
+        let mut hashes = Vec::with_capacity(headers.len());
+        let (mut at, mut parent_hash) = (parent_height, first.prev_hash);
+        for h in headers {
+            check_header_on(h, at, parent_hash, &self.params, now).map_err(|error| {
+                HeaderError::Invalid {
+                    hash: h.hash(),
+                    height: h.height,
+                    error: Box::new(error),
+                }
+            })?;
+            (at, parent_hash) = (h.height, h.hash());
+            hashes.push(parent_hash);
+        }
+        self.joined.clear();
+        if !continues_branch && parent_height == self.height() {
+            self.join(headers, &hashes);
             return Ok(Added {
                 joined: headers.len() as u64,
                 reorg_from: None,
@@ -205,18 +227,28 @@ impl HeaderChain {
         }
         branch.extend_from_slice(headers);
         let fork = branch[0].height - 1;
-        if self.branch_wins(&branch, &last_hash) {
-            self.headers.truncate(fork as usize + 1);
-            let joined = branch.len() as u64;
-            self.headers.extend(branch);
-            self.tip = last_hash;
+        if self.branch_wins(&branch, &parent_hash) {
+            self.blocks.truncate(fork as usize + 1);
+            let hashes: Vec<Hash256> = branch.iter().map(BlockHeader::hash).collect();
+            self.join(&branch, &hashes);
             return Ok(Added {
-                joined,
+                joined: branch.len() as u64,
                 reorg_from: Some(fork),
             });
         }
         self.branch = branch;
         Ok(Added::default())
+    }
+
+    /// Appends checked `headers` of hashes `hashes` to the best chain.
+    fn join(&mut self, headers: &[BlockHeader], hashes: &[Hash256]) {
+        self.blocks
+            .extend(headers.iter().zip(hashes).map(|(h, hash)| Kept {
+                hash: *hash,
+                merkle_root: h.merkle_root,
+            }));
+        self.tip = *headers.last().expect("not empty");
+        self.joined.extend_from_slice(headers);
     }
 
     /// Whether `branch` (forking below our tip, ending in `tip`) beats the best chain.
@@ -225,7 +257,7 @@ impl HeaderChain {
         match ends.cmp(&self.height()) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal if *tip == self.tip => false,
+            std::cmp::Ordering::Equal if *tip == self.tip_hash() => false,
             // Equal work: the lower hash (as shown) of the first block after the fork wins.
             std::cmp::Ordering::Equal => {
                 let theirs = branch[0].hash();
@@ -393,8 +425,7 @@ impl HeaderFile {
             self.file.sync_data().map_err(io_err)?;
         }
         let mut bytes = Vec::with_capacity(added.joined as usize * HEADER_LEN);
-        for height in from..=chain.height() {
-            let h = chain.header_at(height).expect("a height of the chain");
+        for h in chain.joined() {
             bytes.extend_from_slice(&h.to_bytes());
         }
         self.file.seek(SeekFrom::Start(at)).map_err(io_err)?;
@@ -552,7 +583,7 @@ mod tests {
     #[test]
     fn extends_reorgs_to_more_work_and_breaks_ties_as_the_full_chain_does() {
         let mut chain = HeaderChain::new(PARAMS);
-        let genesis = *chain.header_at(0).unwrap();
+        let genesis = genesis_block().header;
         let a = branch(&genesis, 5, 1);
         assert_eq!(
             chain.add(&a, NOW).unwrap(),
@@ -589,7 +620,7 @@ mod tests {
     #[test]
     fn refuses_bad_work_and_unconnected_headers_and_changes_nothing() {
         let mut chain = HeaderChain::new(PARAMS);
-        let genesis = *chain.header_at(0).unwrap();
+        let genesis = genesis_block().header;
         let a = branch(&genesis, 3, 1);
         let mut bad = a.clone();
         // A header whose hash misses the difficulty.

@@ -96,14 +96,14 @@ impl ProvenTx {
     /// touches one of `asked`.
     pub fn check(&self, headers: &HeaderChain, asked: &[Address]) -> Result<(), ProofError> {
         let id = self.tx.id();
-        let header = headers
-            .header_at(self.height)
+        let merkle_root = headers
+            .merkle_root_at(self.height)
             .filter(|_| headers.holds(self.height, &self.block))
             .ok_or(ProofError::UnknownHeader {
                 block: self.block,
                 height: self.height,
             })?;
-        if self.path.root(&id) != Some(header.merkle_root) {
+        if self.path.root(&id) != Some(merkle_root) {
             return Err(ProofError::BadPath {
                 id,
                 block: self.block,

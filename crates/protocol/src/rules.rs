@@ -260,7 +260,19 @@ pub fn check_header(
     params: &ConsensusParams,
     now: u64,
 ) -> Result<(), BlockError> {
-    check_header_known(h, h.hash(), parent, parent.hash(), params, now)
+    check_header_known(h, h.hash(), parent.height, parent.hash(), params, now)
+}
+
+/// [`check_header`] against a parent known only by its height and hash: what a light client
+/// keeps of a block below its tip.
+pub fn check_header_on(
+    h: &BlockHeader,
+    parent_height: u64,
+    parent_hash: Hash256,
+    params: &ConsensusParams,
+    now: u64,
+) -> Result<(), BlockError> {
+    check_header_known(h, h.hash(), parent_height, parent_hash, params, now)
 }
 
 /// What a caller already worked out about a block it checks, so the checks need not work it
@@ -276,11 +288,11 @@ pub(crate) struct Known {
     pub signed: bool,
 }
 
-/// [`check_header`] of a header whose hash and parent's hash are known.
+/// [`check_header`] of a header whose hash, parent's height and parent's hash are known.
 fn check_header_known(
     h: &BlockHeader,
     hash: Hash256,
-    parent: &BlockHeader,
+    parent_height: u64,
     parent_hash: Hash256,
     params: &ConsensusParams,
     now: u64,
@@ -294,7 +306,7 @@ fn check_header_known(
             found: h.prev_hash,
         });
     }
-    let expected_height = parent.height.saturating_add(1);
+    let expected_height = parent_height.saturating_add(1);
     if h.height != expected_height {
         return Err(BlockError::Height {
             expected: expected_height,
@@ -348,7 +360,7 @@ pub(crate) fn checked_size_known(
     now: u64,
 ) -> Result<usize, BlockError> {
     let h = &block.header;
-    check_header_known(h, known.hash, parent, known.parent_hash, params, now)?;
+    check_header_known(h, known.hash, parent.height, known.parent_hash, params, now)?;
     let expected = params.required_txs(h.height);
     if block.transactions.len() != expected {
         return Err(BlockError::TxCount {
