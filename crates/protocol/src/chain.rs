@@ -15,18 +15,21 @@
 //! tip, whatever order they came in and after a restart, and the choice stays put while both
 //! branches grow (`docs/adr/0005-equal-work-tie-break.md`).
 //!
-//! Memory holds what fork choice and validation need: every header with its chain's work,
-//! and the ledger. A body stays in memory until the store holds it ([`Chain::stored`]); from
-//! then on it is read back from the store ([`BodyFile`]) when a reorg, a peer or the API asks
-//! for it, so memory grows by about 170 bytes a block, whatever the blocks hold.
+//! Memory holds what fork choice and validation need: every header with its hash (a chain's
+//! work is its height times one block's, as every block has the network's difficulty), and
+//! the ledger. A body stays in memory until the store holds it ([`Chain::stored`]); from then
+//! on it is read back from the store ([`BodyFile`]) when a reorg, a peer or the API asks for
+//! it, so memory grows by about 155 bytes a block, whatever the blocks hold.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 use crate::block::{Block, genesis_block};
 use crate::hash::Hash256;
-use crate::header::BlockHeader;
+use crate::header::{BlockHeader, work_for_difficulty};
 use crate::ledger::Ledger;
 use crate::rules::{BlockError, ConsensusParams, Known, NetworkId, checked_size_known};
 use crate::store::{BodyAt, BodyFile, StoreError};
@@ -45,10 +48,19 @@ pub const RECENT_BYTES: usize = 8 << 20;
 
 /// A block of the tree: its header, the work of its chain, and its body or where it lies.
 struct Entry {
+    /// The block's hash: what `ids` finds it by.
+    hash: Hash256,
     header: BlockHeader,
-    /// Work of the chain from genesis up to and including this block.
-    chain_work: u128,
     body: Body,
+}
+
+impl Entry {
+    /// Work of the chain from genesis up to and including this block. Every block after
+    /// genesis has its network's one difficulty (ADR 6), so it is the height times one block's
+    /// work: nothing to keep per block.
+    fn chain_work(&self) -> u128 {
+        work_for_difficulty(self.header.difficulty).saturating_mul(u128::from(self.header.height))
+    }
 }
 
 /// A block's body: in memory until the store holds it.
@@ -178,8 +190,12 @@ pub struct Chain {
     params: ConsensusParams,
     /// The network `params` make, worked out once: every status the node sends carries it.
     network: NetworkId,
-    /// Every block of the tree by hash: its place in `entries`.
-    ids: HashMap<Hash256, u32>,
+    /// Every block of the tree by hash: its place in `entries`. A table of places alone, keyed
+    /// by the first 8 bytes of the hash and compared with the hash its entry keeps: 4 bytes a
+    /// slot, where a map from hash to place took 36 (at most 7 slots in 8 are used). Block
+    /// hashes are uniform in those bytes (proof of work zeroes the other end), and nobody can
+    /// make many blocks that share them.
+    ids: HashTable<u32>,
     /// The blocks of the tree; a place freed by a dropped side block is reused (`free`).
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
@@ -213,6 +229,11 @@ enum MoveError {
     Unreadable(StoreError),
 }
 
+/// What `Chain::ids` files a block under: the first 8 bytes of its hash.
+fn id_key(hash: &Hash256) -> u64 {
+    u64::from_le_bytes(hash.0[..8].try_into().expect("8 of 32 bytes"))
+}
+
 impl Chain {
     /// A chain holding only the genesis block.
     pub fn new(params: ConsensusParams) -> Chain {
@@ -220,8 +241,8 @@ impl Chain {
         let hash = genesis.hash();
         let len = genesis.encode().len() as u32;
         let entry = Entry {
+            hash,
             header: genesis.header,
-            chain_work: 0,
             body: Body::Held {
                 block: Arc::new(genesis),
                 len,
@@ -230,7 +251,11 @@ impl Chain {
         Chain {
             params,
             network: params.network_id(),
-            ids: HashMap::from([(hash, 0)]),
+            ids: {
+                let mut ids = HashTable::new();
+                ids.insert_unique(id_key(&hash), 0, |_| id_key(&hash));
+                ids
+            },
             entries: vec![Some(entry)],
             free: Vec::new(),
             best: vec![0],
@@ -269,8 +294,15 @@ impl Chain {
             .expect("ids, best and side name only blocks of the tree")
     }
 
+    /// The place in `entries` of the block `hash`, if the tree holds it.
+    fn id(&self, hash: &Hash256) -> Option<u32> {
+        self.ids
+            .find(id_key(hash), |&id| self.entry(id).hash == *hash)
+            .copied()
+    }
+
     fn get(&self, hash: &Hash256) -> Option<&Entry> {
-        self.ids.get(hash).map(|id| self.entry(*id))
+        self.id(hash).map(|id| self.entry(id))
     }
 
     /// The entry of a hash known to be in the tree.
@@ -289,12 +321,29 @@ impl Chain {
                 u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 blocks")
             }
         };
-        self.ids.insert(hash, id);
+        let entries = &self.entries;
+        self.ids.insert_unique(id_key(&hash), id, |&id| {
+            id_key(
+                &entries[id as usize]
+                    .as_ref()
+                    .expect("a block of the tree")
+                    .hash,
+            )
+        });
         id
     }
 
     fn remove(&mut self, hash: &Hash256) -> Option<Entry> {
-        let id = self.ids.remove(hash)?;
+        let entries = &self.entries;
+        let (id, _) = self
+            .ids
+            .find_entry(id_key(hash), |&id| {
+                entries[id as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.hash == *hash)
+            })
+            .ok()?
+            .remove();
         self.free.push(id);
         self.entries[id as usize].take()
     }
@@ -334,7 +383,7 @@ impl Chain {
 
     /// Cumulative work of the best chain.
     pub fn chain_work(&self) -> u128 {
-        self.known(&self.tip).chain_work
+        self.known(&self.tip).chain_work()
     }
 
     /// The ledger of the best chain.
@@ -379,7 +428,7 @@ impl Chain {
 
     /// Whether the tree holds this block.
     pub fn contains(&self, hash: &Hash256) -> bool {
-        self.ids.contains_key(hash)
+        self.id(hash).is_some()
     }
 
     /// Whether the store holds this block's body ([`Chain::stored`]).
@@ -394,7 +443,7 @@ impl Chain {
         if self.bodies.is_none() {
             return;
         }
-        if let Some(&id) = self.ids.get(hash)
+        if let Some(id) = self.id(hash)
             && let Some(entry) = self.entries[id as usize].as_mut()
             && let Body::Held { block, len } = std::mem::replace(&mut entry.body, Body::Stored(at))
         {
@@ -479,9 +528,9 @@ impl Chain {
 
     /// Whether `hash` is on the best chain.
     pub fn is_on_best_chain(&self, hash: &Hash256) -> bool {
-        self.ids.get(hash).is_some_and(|id| {
-            let height = self.entry(*id).header.height;
-            usize::try_from(height).ok().and_then(|h| self.best.get(h)) == Some(id)
+        self.id(hash).is_some_and(|id| {
+            let height = self.entry(id).header.height;
+            usize::try_from(height).ok().and_then(|h| self.best.get(h)) == Some(&id)
         })
     }
 
@@ -518,7 +567,7 @@ impl Chain {
     /// The header of the block `hash` and the work of the chain from genesis up to and
     /// including it, if the tree holds it: where a branch forks, for judging it by headers.
     pub fn header_and_work(&self, hash: &Hash256) -> Option<(BlockHeader, u128)> {
-        self.get(hash).map(|e| (e.header, e.chain_work))
+        self.get(hash).map(|e| (e.header, e.chain_work()))
     }
 
     /// The best-chain blocks after the first `locator` hash that is on the best chain (after
@@ -568,7 +617,7 @@ impl Chain {
         now: u64,
         signed: bool,
     ) -> Result<ChainUpdate, AddBlockError> {
-        if self.ids.contains_key(&hash) {
+        if self.id(&hash).is_some() {
             return Ok(ChainUpdate::AlreadyKnown);
         }
         if self.invalid.contains(&hash) {
@@ -578,7 +627,6 @@ impl Chain {
         let Some(parent) = self.get(&parent_hash) else {
             return Err(AddBlockError::UnknownParent(parent_hash));
         };
-        let chain_work = parent.chain_work.saturating_add(block.header.work());
         // The parent was found by the hash the block names: that is the parent's hash.
         let known = Known {
             hash,
@@ -602,8 +650,8 @@ impl Chain {
         let id = self.insert(
             hash,
             Entry {
+                hash,
                 header: block.header,
-                chain_work,
                 body: Body::Held {
                     block: block.clone(),
                     len: encoded_len as u32,
@@ -662,7 +710,7 @@ impl Chain {
     /// Costs a walk from each tip to the fork point, and only on equal work.
     pub fn compare_tips(&self, a: &Hash256, b: &Hash256) -> Option<Ordering> {
         let (entry_a, entry_b) = (self.get(a)?, self.get(b)?);
-        let by_work = entry_a.chain_work.cmp(&entry_b.chain_work);
+        let by_work = entry_a.chain_work().cmp(&entry_b.chain_work());
         if by_work != Ordering::Equal || a == b {
             return Some(by_work);
         }
@@ -714,8 +762,8 @@ impl Chain {
         }
         for block in disconnected.iter().rev() {
             let hash = block.hash();
-            let id = match self.ids.get(&hash) {
-                Some(&id) => {
+            let id = match self.id(&hash) {
+                Some(id) => {
                     if self.side.remove(&hash) {
                         self.side_bytes -= self.entry(id).body.len();
                     }
@@ -723,10 +771,9 @@ impl Chain {
                 }
                 None => {
                     // Pruned from the side branches since it left: its entry comes back.
-                    let parent = self.known(&block.header.prev_hash).chain_work;
                     let entry = Entry {
+                        hash,
                         header: block.header,
-                        chain_work: parent.saturating_add(block.header.work()),
                         body: Body::Held {
                             block: block.clone(),
                             len: block.encode().len() as u32,
@@ -802,12 +849,14 @@ impl Chain {
                     self.ledger
                         .apply_block(back)
                         .expect("blocks of the previous best chain re-apply");
-                    self.best.push(self.ids[&back.hash()]);
+                    self.best
+                        .push(self.id(&back.hash()).expect("a block of the tree"));
                 }
                 self.ledger_moves += (applied + disconnected.len()) as u64;
                 return Err(MoveError::Invalid(block.hash(), error));
             }
-            self.best.push(self.ids[&block.hash()]);
+            self.best
+                .push(self.id(&block.hash()).expect("a block of the tree"));
         }
         self.tip = target;
         Ok((disconnected, branch))
@@ -861,7 +910,7 @@ impl Chain {
             .side
             .iter()
             .filter(|h| !children.contains_key(h))
-            .map(|h| std::cmp::Reverse((self.known(h).chain_work, *h)))
+            .map(|h| std::cmp::Reverse((self.known(h).chain_work(), *h)))
             .collect();
         while self.side.len() > blocks || self.side_bytes > bytes {
             let Some(std::cmp::Reverse((_, tip))) = tips.pop() else {
@@ -872,7 +921,10 @@ impl Chain {
             if let Some(n) = children.get_mut(&parent) {
                 *n -= 1;
                 if *n == 0 && self.side.contains(&parent) {
-                    tips.push(std::cmp::Reverse((self.known(&parent).chain_work, parent)));
+                    tips.push(std::cmp::Reverse((
+                        self.known(&parent).chain_work(),
+                        parent,
+                    )));
                 }
             }
         }
