@@ -130,6 +130,52 @@ fn a_light_wallet_counts_no_made_up_transaction_and_has_its_history_from_an_hone
     assert_eq!(items.len(), 5 + payments, "{history}");
 }
 
+/// A light wallet holds every header to its proof of work: a block server whose chain has one
+/// header without it is refused at that batch, and nothing of it is kept.
+#[test]
+fn a_light_wallet_refuses_headers_without_their_proof_of_work() {
+    let net = Net::new();
+    let w = tempdir().unwrap();
+    let key = KeyPair::generate(1024).unwrap();
+    let params = net.params();
+    let mut chain = build_chain(&net, &key, 5, 0);
+    // Block 3's header no longer meets the difficulty; blocks 4 and 5 still name it.
+    while chain[2].header.meets_own_difficulty() {
+        chain[2].header.nonce += 1;
+    }
+    let relinked = chain[2].hash();
+    chain[3].header.prev_hash = relinked;
+    let status = |port| Status {
+        network: params.network_id(),
+        node_id: 69,
+        height: 5,
+        tip: chain[4].hash(),
+        chain_work: 5 * work_for_difficulty(params.difficulty),
+        block_server_port: port,
+    };
+    let forged = ProvenTx {
+        height: 1,
+        block: chain[0].hash(),
+        tx: chain[0].transactions[0].clone(),
+        path: MerklePath::of(&[chain[0].transactions[0].id()], 0).unwrap(),
+    };
+    let liar = serve_false_history(chain.clone(), status(0), forged);
+    announce_forever(&net, status(liar), Duration::from_millis(100));
+    let out = wallet(w.path(), &net, &["sync", "--once", "--timeout", "3"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("bad header of block"), "{stdout}");
+    assert!(stdout.contains("leading zero"), "{stdout}");
+    // Caught lying, its word no longer counts: the wallet stays at genesis, with nothing of
+    // the refused batch kept, not even the good headers before the bad one.
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Synced: height 0"), "{stdout}");
+    let kept = std::fs::metadata(w.path().join("wallet-headers.dat")).unwrap();
+    assert_eq!(kept.len(), 60, "the header file holds its preamble alone");
+}
+
 #[test]
 fn sync_once_ends_within_its_timeout_and_ctrl_c_stops_a_sync_within_a_second() {
     let net = Net::new();

@@ -608,6 +608,10 @@ impl Syncer<'_> {
         light.books.save(self.dir)?;
         light.scan_failure = None;
         self.progress.made();
+        if scans.is_empty() {
+            // Nothing was asked: no key, or nothing new to ask for.
+            return self.confirm_pending();
+        }
         let new = light.books.history_len() - before;
         let height = light.headers.height();
         let servers = if complete == 1 { "server" } else { "servers" };
