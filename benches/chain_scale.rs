@@ -161,15 +161,25 @@ fn measure(
         .port();
     let api = format!("127.0.0.1:{api_port}");
     let args = ["--device", "cpu", "--threads", "1", "--api-listen", &api];
-    let wait_ready = |proc: &mut Proc| {
-        proc.wait_until("the API at the store's height", |_| {
-            std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-            let summary = get(api_port, "/api/v1/summary");
-            (summary.status == 200 && summary.json()["height"].as_u64()? >= n).then_some(())
-        })
+    let ready = || {
+        std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
+        let summary = get(api_port, "/api/v1/summary");
+        (summary.status == 200 && summary.json()["height"].as_u64()? >= n).then_some(())
     };
-    let mut first = Proc::spawn(&miner_bin, &data, net, &args);
-    wait_ready(&mut first);
+    let wait_ready =
+        |proc: &mut Proc| proc.wait_until("the API at the store's height", |_| ready());
+    let first = Proc::spawn(&miner_bin, &data, net, &args);
+    // The first start checks every block and builds the index: longer than a test's patience
+    // on a long chain of payments.
+    let first_deadline = Instant::now() + Duration::from_secs(1_800);
+    while ready().is_none() {
+        assert!(
+            Instant::now() < first_deadline,
+            "the first start never served the store's height\n{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Stopped as a user stops it (Ctrl-C): what a restart usually follows.
     let (code, log) = first.stop_with("INT");
     assert_eq!(code, Some(0), "{log}");
