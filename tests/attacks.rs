@@ -95,23 +95,8 @@ fn a_light_wallet_counts_no_made_up_transaction_and_has_its_history_from_an_hone
             siblings: vec![],
         },
     };
-    let status = |port| Status {
-        network: params.network_id(),
-        node_id: 68,
-        height: 5,
-        tip,
-        chain_work: 5 * work_for_difficulty(params.difficulty),
-        block_server_port: port,
-    };
-    let liar = serve_false_history(chain.clone(), status(0), forged);
-    announce_forever(&net, status(liar), Duration::from_millis(100));
-
-    let out = wallet(w.path(), &net, &["sync", "--once", "--timeout", "3"]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = light_sync_beside_a_liar(&net, w.path(), &chain, 68, forged);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("history not complete"), "{stderr}");
     assert!(stderr.contains("false proof"), "{stderr}");
     assert!(!stdout.contains("Synced:"), "{stdout}");
@@ -137,7 +122,6 @@ fn a_light_wallet_refuses_headers_without_their_proof_of_work() {
     let net = Net::new();
     let w = tempdir().unwrap();
     let key = KeyPair::generate(1024).unwrap();
-    let params = net.params();
     let mut chain = build_chain(&net, &key, 5, 0);
     // Block 3's header no longer meets the difficulty; blocks 4 and 5 still name it.
     while chain[2].header.meets_own_difficulty() {
@@ -145,35 +129,50 @@ fn a_light_wallet_refuses_headers_without_their_proof_of_work() {
     }
     let relinked = chain[2].hash();
     chain[3].header.prev_hash = relinked;
-    let status = |port| Status {
-        network: params.network_id(),
-        node_id: 69,
-        height: 5,
-        tip: chain[4].hash(),
-        chain_work: 5 * work_for_difficulty(params.difficulty),
-        block_server_port: port,
-    };
     let forged = ProvenTx {
         height: 1,
         block: chain[0].hash(),
         tx: chain[0].transactions[0].clone(),
         path: MerklePath::of(&[chain[0].transactions[0].id()], 0).unwrap(),
     };
-    let liar = serve_false_history(chain.clone(), status(0), forged);
-    announce_forever(&net, status(liar), Duration::from_millis(100));
-    let out = wallet(w.path(), &net, &["sync", "--once", "--timeout", "3"]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let (code, stdout, stderr) = light_sync_beside_a_liar(&net, w.path(), &chain, 69, forged);
     assert!(stdout.contains("bad header of block"), "{stdout}");
     assert!(stdout.contains("leading zero"), "{stdout}");
     // Caught lying, its word no longer counts: the wallet stays at genesis, with nothing of
     // the refused batch kept, not even the good headers before the bad one.
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("Synced: height 0"), "{stdout}");
     let kept = std::fs::metadata(w.path().join("wallet-headers.dat")).unwrap();
     assert_eq!(kept.len(), 60, "the header file holds its preamble alone");
+}
+
+/// Announces on `net`, as node `node_id` with `chain`'s true work, a block server that serves
+/// `chain` and proves `forged` to every light wallet ([`serve_false_history`]); then runs a
+/// light wallet's `sync --once --timeout 3` in `dir`: its exit code, stdout and stderr.
+fn light_sync_beside_a_liar(
+    net: &Net,
+    dir: &std::path::Path,
+    chain: &[mvbc_protocol::Block],
+    node_id: u64,
+    forged: ProvenTx,
+) -> (Option<i32>, String, String) {
+    let params = net.params();
+    let status = |port| Status {
+        network: params.network_id(),
+        node_id,
+        height: chain.len() as u64,
+        tip: chain.last().unwrap().hash(),
+        chain_work: chain.len() as u128 * work_for_difficulty(params.difficulty),
+        block_server_port: port,
+    };
+    let liar = serve_false_history(chain.to_vec(), status(0), forged);
+    announce_forever(net, status(liar), Duration::from_millis(100));
+    let out = wallet(dir, net, &["sync", "--once", "--timeout", "3"]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
