@@ -4,9 +4,10 @@
 //! work the one whose first block after the fork point has the lower hash.
 //!
 //! Memory holds 64 bytes a block: its hash and its merkle root, all that is asked of a header
-//! once it is checked (the tip's whole header, to check the next against). Every header of a
-//! network has the same difficulty, so a chain's work is its height times one block's. A branch that forks below the tip is
-//! held apart until it carries more work than the best chain, then takes its place.
+//! once it is checked (the next header is checked against its parent's height and hash).
+//! Every header of a network has the same difficulty, so a chain's work is its height times
+//! one block's. A branch that forks below the tip is held apart until it carries more work
+//! than the best chain, then takes its place.
 //!
 //! [`HeaderFile`] keeps the best chain on disk: the network's parameters, then each header's
 //! 96 bytes from height 1 on. A torn or damaged tail is cut at open; a reorg cuts the file to
@@ -77,8 +78,6 @@ pub struct HeaderChain {
     /// Of each block of the best chain, by height (genesis is 0): its hash and merkle root,
     /// 64 bytes, all that is asked of a header once it is checked.
     blocks: Vec<Kept>,
-    /// The tip's header, which the next one is checked against.
-    tip: BlockHeader,
     /// A branch forking below the tip, lowest first, while it has no more work than ours.
     branch: Vec<BlockHeader>,
     /// The headers that joined the best chain in the last [`HeaderChain::add`], lowest first.
@@ -95,7 +94,6 @@ impl HeaderChain {
                 hash: genesis.hash(),
                 merkle_root: genesis.merkle_root,
             }],
-            tip: genesis,
             branch: Vec::new(),
             joined: Vec::new(),
         }
@@ -119,11 +117,6 @@ impl HeaderChain {
     /// The tip's hash.
     pub fn tip_hash(&self) -> Hash256 {
         self.blocks.last().expect("genesis at least").hash
-    }
-
-    /// The tip's header.
-    pub fn tip_header(&self) -> &BlockHeader {
-        &self.tip
     }
 
     /// The best chain's work: every block after genesis carries the network's difficulty.
@@ -247,7 +240,6 @@ impl HeaderChain {
                 hash: *hash,
                 merkle_root: h.merkle_root,
             }));
-        self.tip = *headers.last().expect("not empty");
         self.joined.extend_from_slice(headers);
     }
 
@@ -380,31 +372,6 @@ impl HeaderFile {
             },
             opened,
         ))
-    }
-
-    /// Reads the chain of the file at `path` without taking it from a sync that holds it (a
-    /// torn tail is left out, not cut); genesis alone when there is no file.
-    pub fn read(
-        path: &Path,
-        params: ConsensusParams,
-        now: u64,
-    ) -> Result<OpenedHeaders, HeaderFileError> {
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(OpenedHeaders {
-                    chain: HeaderChain::new(params),
-                    recovery: None,
-                });
-            }
-            Err(source) => {
-                return Err(HeaderFileError::Io {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        Ok(read_headers(path, &mut file, params, now)?.0)
     }
 
     /// Writes what [`HeaderChain::add`] did to `chain`: cuts the file back to a fork point,
@@ -670,10 +637,11 @@ mod tests {
                 "one writer at a time"
             );
         }
-        let read = HeaderFile::read(&path, PARAMS, NOW).unwrap();
+        let (file, read) = HeaderFile::open(&path, PARAMS, NOW).unwrap();
         assert_eq!(read.chain.height(), 8);
         assert_eq!(read.chain.tip_hash(), b[4].hash());
         assert!(read.recovery.is_none());
+        drop(file);
 
         // A torn last record is cut at open; the chain keeps what came before it.
         let len = std::fs::metadata(&path).unwrap().len();
@@ -701,13 +669,9 @@ mod tests {
             HeaderFile::open(&path, other, NOW),
             Err(HeaderFileError::Foreign { .. })
         ));
-        std::fs::write(
-            &path,
-            b"garbage that is no header file, as long as one's preamble",
-        )
-        .unwrap();
+        std::fs::write(&path, [b'x'; PREAMBLE + HEADER_LEN]).unwrap();
         assert!(matches!(
-            HeaderFile::read(&path, PARAMS, NOW),
+            HeaderFile::open(&path, PARAMS, NOW),
             Err(HeaderFileError::Foreign { .. })
         ));
         // A file torn while it was made holds nothing yet: it is made again.

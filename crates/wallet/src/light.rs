@@ -6,7 +6,7 @@
 //! kept, and only while its block is on the best header chain: a balance never counts an
 //! unproven transaction.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -48,6 +48,10 @@ pub struct Books {
     /// Their transactions, by height and position, each proven.
     #[serde(deserialize_with = "bounded_vec::<_, _, MAX_ENTRIES>")]
     entries: Vec<ProvenTx>,
+    /// The payments among `entries`, by id, with their heights: worked out once whenever
+    /// `entries` change, as each pending payment is looked up on every review.
+    #[serde(skip)]
+    payments: HashMap<Hash256, u64>,
 }
 
 impl Books {
@@ -76,8 +80,9 @@ impl Books {
         let Some(body) = bytes.strip_prefix(MAGIC.as_slice()) else {
             bail!(damaged("bad magic".into()));
         };
-        let books: Books =
+        let mut books: Books =
             encode::decode(body, MAX_FILE_BYTES as usize).map_err(|e| damaged(e.to_string()))?;
+        books.index_payments();
         if books.network != network {
             bail!(
                 "{} holds the books of network {}, not this wallet's network {network}: other \
@@ -119,10 +124,17 @@ impl Books {
 
     /// The height of the block holding payment `id`, if a proven transaction is it.
     pub fn confirmed_at(&self, id: &Hash256) -> Option<u64> {
-        self.entries
+        self.payments.get(id).copied()
+    }
+
+    /// Works out `payments` from `entries` again.
+    fn index_payments(&mut self) {
+        self.payments = self
+            .entries
             .iter()
-            .find(|e| matches!(e.tx, Transaction::Payment(_)) && e.tx.id() == *id)
-            .map(|e| e.height)
+            .filter(|e| matches!(e.tx, Transaction::Payment(_)))
+            .map(|e| (e.tx.id(), e.height))
+            .collect();
     }
 
     /// How many proven transactions the books hold.
@@ -159,6 +171,7 @@ impl Books {
         addresses: &[Address],
     ) -> Vec<(Vec<Address>, u64)> {
         self.entries.retain(|e| headers.holds(e.height, &e.block));
+        self.index_payments();
         let kept = self
             .scanned
             .iter()
@@ -190,6 +203,7 @@ impl Books {
             }
         }
         self.entries.sort_by_key(|e| (e.height, e.path.index));
+        self.index_payments();
         self.addresses = addresses.to_vec();
         self.height = headers.height();
         self.tip = headers.tip_hash();
