@@ -16,6 +16,7 @@
 //!   the values that differ between the miner and the wallet named in one place
 //!   ([`sync::Role`]);
 //! - [`template`]: the next block to mine from the chain and the pool;
+//! - [`farm`]: the pool side of a node: workers that only hash, their jobs, shares and rates;
 //! - [`links`]: TCP links to peers beyond the broadcast domain: whom to dial, whom to admit,
 //!   what each link may send, which addresses to remember, share and save;
 //! - [`peers`]: the peers heard, by block server address: their claims, back-offs and whom to
@@ -26,6 +27,7 @@
 pub mod apply;
 pub mod catchup;
 pub mod core;
+pub mod farm;
 pub mod links;
 pub mod peerfile;
 pub mod peers;

@@ -27,6 +27,7 @@ pub mod pool;
 pub mod rate;
 pub mod rules;
 pub mod store;
+pub mod stratum;
 pub mod tx;
 pub mod wire;
 
