@@ -103,6 +103,8 @@ pub enum DeviceKind {
     Gpu,
     /// Several devices at once ([`crate::MultiEngine`]).
     Several,
+    /// No device: a node that leaves the mining to its pool's workers ([`IdleEngine`]).
+    None,
 }
 
 impl fmt::Display for DeviceKind {
@@ -111,6 +113,7 @@ impl fmt::Display for DeviceKind {
             DeviceKind::Cpu => "cpu",
             DeviceKind::Gpu => "gpu",
             DeviceKind::Several => "all",
+            DeviceKind::None => "none",
         })
     }
 }
@@ -135,7 +138,7 @@ impl EngineInfo {
         match self.device {
             DeviceKind::Cpu if self.threads == 1 => format!("{}, 1 thread", self.adapter),
             DeviceKind::Cpu => format!("{}, {} threads", self.adapter, self.threads),
-            DeviceKind::Gpu | DeviceKind::Several => self.adapter.clone(),
+            DeviceKind::Gpu | DeviceKind::Several | DeviceKind::None => self.adapter.clone(),
         }
     }
 }
@@ -201,6 +204,38 @@ pub trait MiningEngine: Send {
         range: NonceRange,
         control: &SearchControl,
     ) -> Result<Search, EngineError>;
+}
+
+/// The engine of `--device none`: it hashes nothing and waits to be stopped, so a node whose
+/// pool's workers do the mining keeps its own search (and so its jobs for them) without
+/// spending a core on it.
+#[derive(Debug, Default)]
+pub struct IdleEngine;
+
+/// How often an idle search looks whether it was stopped.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl MiningEngine for IdleEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            device: DeviceKind::None,
+            adapter: "no device: the pool's workers mine".into(),
+            backend: "none".into(),
+            threads: 0,
+        }
+    }
+
+    fn search(
+        &mut self,
+        _: &WorkUnit,
+        _: NonceRange,
+        control: &SearchControl,
+    ) -> Result<Search, EngineError> {
+        while !control.is_stopped() {
+            std::thread::sleep(IDLE_POLL);
+        }
+        Ok(Search::Aborted)
+    }
 }
 
 /// Searches with `engine` and checks every nonce it finds with a full `sha2::Sha256` of the

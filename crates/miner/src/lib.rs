@@ -22,6 +22,7 @@ pub mod shani;
 pub mod simd;
 pub mod tune;
 pub mod work;
+pub mod worker;
 
 pub use cpu::CpuEngine;
 pub use engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};

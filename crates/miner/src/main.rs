@@ -31,8 +31,8 @@ struct Cli {
     #[command(flatten)]
     args: DataDirArgs,
     /// Where to search nonces: `auto` (every hardware GPU together, else the CPU), `all` (every
-    /// GPU and the CPU together), `cpu`, `gpu` (the adapter wgpu prefers) or `gpu:N` (from
-    /// --list-devices). Software adapters join `auto` and `all` only with
+    /// GPU and the CPU together), `cpu`, `gpu` (the adapter wgpu prefers), `gpu:N` (from
+    /// --list-devices), or `none` (a node that leaves mining to its pool's workers). Software adapters join `auto` and `all` only with
     /// MVBC_ALLOW_SOFTWARE_GPU=1.
     #[arg(long, default_value = "auto", value_parser = DeviceChoice::from_str)]
     device: DeviceChoice,
@@ -73,6 +73,28 @@ struct Cli {
     /// any free port): the same as -s api_listen=... [config default: 127.0.0.1:2609].
     #[arg(long, value_name = "ADDRESS:PORT")]
     api_listen: Option<String>,
+    /// Open a pool port on ADDRESS:PORT for workers that only hash ("" for none, the default):
+    /// the same as -s pool_listen=...
+    #[arg(long, value_name = "ADDRESS:PORT", conflicts_with = "pool")]
+    pool_listen: Option<String>,
+    /// Be a worker that only hashes, for the node whose pool port is HOST:PORT: no chain, no
+    /// store, no peers; the blocks it finds pay --address.
+    #[arg(long, value_name = "HOST:PORT", requires = "address", conflicts_with_all = ["benchmark", "reward_address", "reindex"])]
+    pool: Option<String>,
+    /// With --pool: the address the blocks this worker finds pay.
+    #[arg(long, value_name = "ADDRESS", requires = "pool")]
+    address: Option<String>,
+    /// With --pool: this worker's name on the node (letters, digits, - and _).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "pool",
+        default_value = "default"
+    )]
+    worker: String,
+    /// With --pool: the node's pool token, if it has one.
+    #[arg(long, value_name = "TOKEN", requires = "pool", default_value = "")]
+    pool_token: String,
     /// Config overrides as the original took them (`difficulty=16`): the same as `-s KEY=VALUE`,
     /// applied after those.
     #[arg(value_name = "KEY=VALUE")]
@@ -122,6 +144,9 @@ fn main() -> ExitCode {
     if let Some(listen) = cli.api_listen.take() {
         cli.args.settings.push(format!("api_listen={listen}"));
     }
+    if let Some(listen) = cli.pool_listen.take() {
+        cli.args.settings.push(format!("pool_listen={listen}"));
+    }
     // Where Mesa is installed but the host has no GPU (no /dev/dri), EGL tries its DRI
     // platform first, fails with an ERROR line from wgpu, then finds the software one: the
     // GL adapter works, so that line only alarms. `RUST_LOG` shows it again.
@@ -137,6 +162,8 @@ fn main() -> ExitCode {
         list_devices(&cli)
     } else if cli.benchmark {
         benchmark(&cli)
+    } else if let Some(pool) = &cli.pool {
+        work_for(&cli, pool)
     } else {
         run(&cli)
     };
@@ -223,6 +250,77 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--pool`: a worker that only hashes, for a node's pool port.
+fn work_for(cli: &Cli, pool: &str) -> Result<ExitCode> {
+    use mvbc_miner::worker::{self, WorkerEvent};
+    let given = cli.address.as_deref().unwrap_or_default();
+    let address: Address = given
+        .parse()
+        .with_context(|| format!("--address `{given}` is not an address"))?;
+    mvbc_protocol::stratum::check_worker_name(&cli.worker)
+        .map_err(|e| anyhow::anyhow!("--worker: {e}"))?;
+    anyhow::ensure!(
+        !matches!(cli.device, DeviceChoice::None),
+        "a worker with --device none would hash nothing"
+    );
+    let selection = select_engines(cli)?;
+    if let Some(note) = &selection.note {
+        println!("Devices: {note}");
+    }
+    if let Some(pick) = &selection.kernel_pick {
+        println!("CPU kernel: {pick}");
+    }
+    let (engine, _meters) = selection.combine();
+    let info = engine.info();
+    println!("Hashing on {}: {}", info.device, info.describe());
+    println!("Worker {address}.{} for the pool at {pool}", cli.worker);
+    let (stop, stopped) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = stop.try_send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+    let setup = worker::WorkerSetup {
+        pool: pool.to_owned(),
+        address,
+        name: cli.worker.clone(),
+        token: cli.pool_token.clone(),
+        engine,
+        stop: stopped,
+    };
+    worker::run(setup, |event| match event {
+        WorkerEvent::Connected { pool, extranonce } => {
+            println!("Connected to the pool at {pool} (extranonce {extranonce:04x})")
+        }
+        WorkerEvent::Job {
+            height,
+            share_difficulty,
+            network_difficulty,
+        } => println!(
+            "Job: height {height}, shares of {share_difficulty} bits, blocks of {network_difficulty}"
+        ),
+        WorkerEvent::Idle(why) => println!("Idle: {why}"),
+        WorkerEvent::BlockFound { height } => {
+            println!(
+                "Block found at height {height}: a share at the network's difficulty, sent to the node"
+            )
+        }
+        WorkerEvent::Disconnected { why, retry_in } => println!(
+            "Disconnected: {why}; trying again in {} s",
+            retry_in.as_secs()
+        ),
+        WorkerEvent::Report(r) => println!(
+            "Status: hashing {}, accepted shares worth {}; shares {} accepted, {} rejected, {} stale",
+            bench::format_rate(r.hash_rate),
+            bench::format_rate(r.share_rate),
+            r.accepted,
+            r.rejected,
+            r.stale
+        ),
+    })?;
+    println!("Worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// An address (`mvbc1...`), or the address of the local key of that name. A mistyped address
 /// or one in the old hex form is refused: rewards paid to it would be lost.
 fn resolve_address(dir: &Path, name_or_address: &str) -> Result<Address> {
@@ -298,6 +396,10 @@ fn threads(cli: &Cli) -> usize {
 /// `--benchmark`: every device `--device` names, one after the other, then, when there are
 /// several, all of them together.
 fn benchmark(cli: &Cli) -> Result<ExitCode> {
+    anyhow::ensure!(
+        !matches!(cli.device, DeviceChoice::None),
+        "--device none has nothing to measure"
+    );
     let difficulty = cli.args.load_config()?.difficulty;
     let advise = |report: &mut BenchReport| {
         report.blocks = Some(bench::BlockAdvice::new(

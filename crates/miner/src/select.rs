@@ -24,6 +24,8 @@ pub enum DeviceChoice {
     GpuIndex(usize),
     /// CPU threads only.
     Cpu,
+    /// No device: the node mines nothing itself and hands its work to its pool's workers.
+    None,
 }
 
 impl FromStr for DeviceChoice {
@@ -35,11 +37,12 @@ impl FromStr for DeviceChoice {
             "all" => DeviceChoice::All,
             "gpu" => DeviceChoice::Gpu,
             "cpu" => DeviceChoice::Cpu,
+            "none" => DeviceChoice::None,
             other => match other.strip_prefix("gpu:").map(str::parse) {
                 Some(Ok(index)) => DeviceChoice::GpuIndex(index),
                 _ => {
                     return Err(format!(
-                        "`{s}` is not a device: auto, all, cpu, gpu or gpu:N (N from --list-devices)"
+                        "`{s}` is not a device: auto, all, cpu, gpu, gpu:N (N from --list-devices) or none"
                     ));
                 }
             },
@@ -56,6 +59,7 @@ impl fmt::Display for DeviceChoice {
             DeviceChoice::Gpu => f.write_str("gpu"),
             DeviceChoice::GpuIndex(i) => write!(f, "gpu:{i}"),
             DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::None => f.write_str("none"),
         }
     }
 }
@@ -184,6 +188,10 @@ pub fn engines(
     };
     let (engines, note) = match choice {
         DeviceChoice::Cpu => (vec![cpu()], None),
+        DeviceChoice::None => (
+            vec![Box::new(crate::engine::IdleEngine) as Box<dyn MiningEngine>],
+            None,
+        ),
         DeviceChoice::Gpu => (vec![gpu_engine(GpuDevice::acquire()?)?], None),
         DeviceChoice::GpuIndex(index) => {
             let mut all = gpu::adapters();

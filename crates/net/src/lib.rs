@@ -1,6 +1,7 @@
 //! mvbc's sockets, all of them: UDP broadcasts and listeners and the frames of TCP here, the
 //! block server in [`server`], the client that downloads from it in [`client`], the threads
-//! that carry a link's messages in [`link`]. What the bytes
+//! that carry a link's messages in [`link`], the pool port and a worker's connection to it in
+//! [`stratum`]. What the bytes
 //! mean is `mvbc_protocol::wire`'s business, and what to do with them `mvbc-node`'s; this
 //! crate only moves them, with a size cap and a timeout on everything it reads, and a way to
 //! stop waiting ([`Cancel`]) on everything a client waits for.
@@ -10,6 +11,7 @@
 pub mod client;
 pub mod link;
 pub mod server;
+pub mod stratum;
 
 pub use client::{BlockClient, FetchError};
 pub use server::{

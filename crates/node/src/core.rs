@@ -120,6 +120,13 @@ pub enum Input {
         /// Nonces tried.
         hashes: u64,
     },
+    /// A worker on the pool port found this block (its proof of work checked by the farm).
+    WorkerBlock {
+        /// The block.
+        block: Block,
+        /// Who found it: `ADDRESS.worker`.
+        worker: String,
+    },
     /// The engine gave up on the search for this job (an error, or every nonce tried).
     MiningFailed {
         /// The job.
@@ -197,6 +204,17 @@ pub enum Note {
         hashes: u64,
         /// How long the search took.
         took: Duration,
+    },
+    /// A worker on this node's pool port found the new tip.
+    WorkerBlock {
+        /// Its height.
+        height: u64,
+        /// Its hash.
+        hash: Hash256,
+        /// Transactions it holds.
+        transactions: usize,
+        /// Who found it: `ADDRESS.worker`.
+        worker: String,
     },
     /// This node found a block, but the tip had moved on.
     MinedTooLate {
@@ -386,6 +404,7 @@ impl Quota {
 /// Where a change of tip came from.
 enum Source {
     Mined { took: Duration, hashes: u64 },
+    Worker(String),
     Peer(SocketAddr),
 }
 
@@ -407,6 +426,8 @@ pub struct NodeCore<S: BlockSink> {
     pub failed_downloads: Quota,
     /// Blocks this node found since it started, on time or too late.
     pub blocks_mined: u64,
+    /// Blocks its pool port's workers found since it started.
+    pub blocks_by_workers: u64,
     /// Times the tip moved to another branch since it started.
     pub reorgs: u64,
     /// The network of this node's chain (ADR 13).
@@ -471,6 +492,7 @@ impl<S: BlockSink> NodeCore<S> {
             refused_payments: Quota::default(),
             failed_downloads: Quota::default(),
             blocks_mined: 0,
+            blocks_by_workers: 0,
             reorgs: 0,
             network,
             other_networks: OtherNetworks::default(),
@@ -532,6 +554,7 @@ impl<S: BlockSink> NodeCore<S> {
                 took,
                 hashes,
             } => self.on_mined(job, block, took, hashes, now, unix),
+            Input::WorkerBlock { block, worker } => self.on_worker_block(block, worker, now, unix),
             Input::MiningFailed { job } => {
                 if self.mining_on.is_some_and(|(current, _)| current == job) {
                     self.mining_on = None;
@@ -1166,6 +1189,26 @@ impl<S: BlockSink> NodeCore<S> {
         self.maybe_mine(unix);
     }
 
+    /// A worker found `block`: added like a block this node mined, and announced at once.
+    fn on_worker_block(&mut self, block: Block, worker: String, now: Instant, unix: u64) {
+        let hash = block.hash();
+        let height = block.header.height;
+        self.blocks_by_workers += 1;
+        let mut chain = &*self.chain;
+        match apply::add_block(&mut chain, &mut self.store, block, unix) {
+            Ok(Added::Moved(update)) => self.on_tip_changed(update, Source::Worker(worker), now),
+            Ok(Added::Side | Added::Known) => self.note(Note::MinedTooLate { height, hash }),
+            Err(ApplyError::Refused(e)) => {
+                tracing::warn!("a block from worker {worker} was refused: {e}")
+            }
+            Err(e) => self.fail(e),
+        }
+        if self.failed {
+            return;
+        }
+        self.maybe_mine(unix);
+    }
+
     /// The node is stopping: stop the search.
     fn stop(&mut self) {
         if self.mining_on.take().is_some() {
@@ -1227,6 +1270,15 @@ impl<S: BlockSink> NodeCore<S> {
                     transactions: block.transactions.len(),
                     hashes,
                     took,
+                });
+            }
+            Source::Worker(worker) => {
+                let block = connected.last().expect("a worker's block connected");
+                self.note(Note::WorkerBlock {
+                    height,
+                    hash: tip,
+                    transactions: block.transactions.len(),
+                    worker,
                 });
             }
             // A catch-up's blocks are told of in its progress, not one batch at a time.

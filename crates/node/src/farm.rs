@@ -173,7 +173,7 @@ impl Stats {
     }
 
     fn bucket(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.first_seen).as_secs() / BUCKET.as_secs()) as u64
+        now.saturating_duration_since(self.first_seen).as_secs() / BUCKET.as_secs()
     }
 
     fn add_work(&mut self, now: Instant, work: f64) {
@@ -199,12 +199,11 @@ impl Stats {
         if span.is_zero() {
             return 0.0;
         }
-        let work: f64 = self
+        let work = self
             .buckets
             .iter()
             .filter(|(b, _)| b + n > current)
-            .map(|(_, w)| w)
-            .sum();
+            .fold(0.0, |sum, (_, w)| sum + w);
         work / span.as_secs_f64()
     }
 }

@@ -90,6 +90,10 @@ pub struct Config {
     /// The one web origin whose pages may read the API (`Access-Control-Allow-Origin`);
     /// `None`: only pages the node serves itself.
     pub api_allow_origin: Option<String>,
+    /// Where a miner's pool port listens for workers that only hash (`None`: nowhere).
+    pub pool_listen: Option<SocketAddr>,
+    /// The token workers must present on the pool port (`None`: any worker may mine).
+    pub pool_token: Option<String>,
 }
 
 /// Where the API listens unless told otherwise: this host only.
@@ -116,6 +120,8 @@ impl Default for Config {
             peers: Vec::new(),
             api_listen: Some(DEFAULT_API_LISTEN),
             api_allow_origin: None,
+            pool_listen: None,
+            pool_token: None,
         }
     }
 }
@@ -156,7 +162,7 @@ pub enum ConfigError {
 }
 
 /// Every key, in the order documented in `mvbc.toml`.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 15] = [
     "difficulty",
     "block_size",
     "block_reward",
@@ -170,6 +176,8 @@ pub const KEYS: [&str; 13] = [
     "peers",
     "api_listen",
     "api_allow_origin",
+    "pool_listen",
+    "pool_token",
 ];
 
 /// The TOML parser's message with the line and column it points at, and a hint for the
@@ -396,6 +404,32 @@ impl Config {
                     }
                 };
             }
+            "pool_listen" => {
+                self.pool_listen = match text("\"ADDRESS:PORT\" or \"\"")? {
+                    "" => None,
+                    s => Some(s.parse().map_err(|_| {
+                        bad(format!(
+                            "{s:?} is not ADDRESS:PORT (such as 127.0.0.1:2610), nor \"\" for no pool port"
+                        ))
+                    })?),
+                };
+            }
+            "pool_token" => {
+                self.pool_token = match text("a token of printable ASCII")? {
+                    "" => None,
+                    s if s.len() <= crate::stratum::MAX_TOKEN_LEN
+                        && s.bytes().all(|b| b.is_ascii_graphic()) =>
+                    {
+                        Some(s.to_owned())
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "a token is 1 to {} printable ASCII characters, no spaces",
+                            crate::stratum::MAX_TOKEN_LEN
+                        )));
+                    }
+                };
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_owned())),
         }
         Ok(())
@@ -499,6 +533,24 @@ mod tests {
                 "mvbc.toml documents {key}"
             );
         }
+    }
+
+    #[test]
+    fn the_pool_port_is_off_unless_named_and_its_token_is_checked() {
+        let mut c = Config::default();
+        assert_eq!((c.pool_listen, c.pool_token.as_deref()), (None, None));
+        c.apply_setting("pool_listen=127.0.0.1:2610").unwrap();
+        c.apply_setting("pool_token=s3cret-token").unwrap();
+        assert_eq!(c.pool_listen, Some("127.0.0.1:2610".parse().unwrap()));
+        assert_eq!(c.pool_token.as_deref(), Some("s3cret-token"));
+        let msg = |r: Result<(), ConfigError>| r.unwrap_err().to_string();
+        assert!(msg(c.apply_setting("pool_listen=somewhere")).contains("`pool_listen`"));
+        assert!(msg(c.apply_setting("pool_token=two words")).contains("printable"));
+        let long = format!("pool_token={}", "x".repeat(129));
+        assert!(msg(c.apply_setting(&long)).contains("`pool_token`"));
+        c.apply_setting("pool_listen=").unwrap();
+        c.apply_setting("pool_token=").unwrap();
+        assert_eq!((c.pool_listen, c.pool_token), (None, None));
     }
 
     #[test]

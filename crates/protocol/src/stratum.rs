@@ -95,6 +95,9 @@ pub enum RequestError {
     /// Not a JSON object.
     #[error("not a JSON object: {0}")]
     NotJson(String),
+    /// The line was longer than [`MAX_LINE_BYTES`]: the connection ends.
+    #[error("a line over {MAX_LINE_BYTES} bytes")]
+    TooLong,
     /// No `method`, or a method this node does not answer.
     #[error("unknown method {0:?}")]
     UnknownMethod(String),

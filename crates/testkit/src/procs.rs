@@ -320,6 +320,8 @@ pub struct Miner {
     /// Its API's port on 127.0.0.1 of its host, where the tests watch its state: every miner a
     /// test starts serves one, unless the test set `--api-listen` itself.
     pub api: Option<u16>,
+    /// Its pool port, when it opened one (`--pool-listen`).
+    pub pool: Option<std::net::SocketAddr>,
     /// The network namespace it runs in; `None`: the test's own.
     host: Option<String>,
 }
@@ -358,7 +360,12 @@ impl Miner {
 
     /// Starts a miner with `RUST_LOG` set to `log`.
     pub fn start_logging(dir: &Path, net: &Net, extra: &[&str], log: &str) -> Miner {
-        let mut args = vec!["--device", "cpu", "--threads", "1"];
+        // One CPU thread, unless the test names the device itself.
+        let mut args = if extra.contains(&"--device") {
+            vec![]
+        } else {
+            vec!["--device", "cpu", "--threads", "1"]
+        };
         // An API on any free port, unless the test set one.
         let api = !extra.contains(&"--api-listen");
         if api {
@@ -379,6 +386,7 @@ impl Miner {
             proc,
             block_port: ports.block_server,
             api: ports.api.map(|at| at.port()),
+            pool: ports.pool,
             host: net.host.clone(),
         }
     }

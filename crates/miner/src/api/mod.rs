@@ -94,6 +94,17 @@ pub struct NodeState {
     pub devices: Vec<Device>,
     /// Each device's nonces over time.
     pub rates: RateHistory,
+    /// The pool port's workers, when it is open.
+    pub pool: Option<PoolState>,
+}
+
+/// What the pool port publishes for the API.
+#[derive(Debug, Clone, Default)]
+pub struct PoolState {
+    /// Every worker seen, by address and name.
+    pub workers: Vec<mvbc_node::farm::WorkerInfo>,
+    /// Connections open now.
+    pub connections: usize,
 }
 
 impl NodeState {
@@ -116,6 +127,7 @@ impl NodeState {
             other_network: 0,
             rates: RateHistory::new(devices.len()),
             devices,
+            pool: None,
         }
     }
 }
@@ -194,6 +206,7 @@ impl Api {
                 Ok(self.pending(query.offset()?, query.limit()?))
             }
             ("peers", None) => query.only(&[]).map(|()| self.peers()),
+            ("workers", None) => query.only(&[]).map(|()| self.workers()),
             ("hashrate", None) => {
                 query.only(&["window"])?;
                 let window = query
@@ -456,6 +469,42 @@ impl Api {
             "peers": peers,
             "links": links,
             "known_addresses": state.known_addresses,
+        })
+    }
+
+    /// The pool port's workers: each one's rates from its shares, its share counts and its
+    /// blocks. `enabled` is false when the node has no pool port.
+    fn workers(&self) -> Value {
+        let state = self.state();
+        let Some(pool) = &state.pool else {
+            return json!({ "enabled": false, "connections": 0, "workers": [] });
+        };
+        let workers: Vec<Value> = pool
+            .workers
+            .iter()
+            .map(|w| {
+                json!({
+                    "name": w.key.name,
+                    "address": w.key.address.to_string(),
+                    "connections": w.connections,
+                    "rate_1m": w.rates[0],
+                    "rate_5m": w.rates[1],
+                    "rate_1h": w.rates[2],
+                    "accepted": w.accepted,
+                    "rejected": w.rejected,
+                    "stale": w.stale,
+                    "best_share_bits": w.best_share,
+                    "share_difficulty": w.difficulty,
+                    "blocks": w.blocks,
+                    "expected_blocks": w.expected_blocks,
+                    "last_share_seconds": w.last_share_seconds,
+                })
+            })
+            .collect();
+        json!({
+            "enabled": true,
+            "connections": pool.connections,
+            "workers": workers,
         })
     }
 

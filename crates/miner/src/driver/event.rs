@@ -38,6 +38,21 @@ pub enum Event {
         /// Why not.
         error: std::io::Error,
     },
+    /// The pool port listens here: workers connect with `mvbc-miner --pool ADDRESS`.
+    PoolListening {
+        /// Where.
+        at: SocketAddr,
+        /// Whether workers must present a token.
+        token: bool,
+    },
+    /// The pool port could not listen where the configuration said; the node goes on without
+    /// it.
+    PoolUnavailable {
+        /// Where it was to listen.
+        at: SocketAddr,
+        /// Why not.
+        error: std::io::Error,
+    },
     /// A named peer's name does not resolve (yet): it is tried again every 30 s.
     PeerUnresolved {
         /// The name.
@@ -172,6 +187,33 @@ impl fmt::Display for Event {
                     )?;
                 }
                 Ok(())
+            }
+            Event::PoolListening { at, token } => {
+                write!(
+                    f,
+                    "Pool: workers connect with `mvbc-miner --pool {at} --address ADDRESS`{}",
+                    if *token { " and the pool token" } else { "" }
+                )?;
+                if !at.ip().is_loopback() {
+                    write!(
+                        f,
+                        "\nWarning: the pool port listens on {}, not only on this host: whoever \
+                         reaches it can mine on this node{}",
+                        at.ip(),
+                        if *token {
+                            " if they know the token"
+                        } else {
+                            " (set pool_token to let in only your own workers)"
+                        }
+                    )?;
+                }
+                Ok(())
+            }
+            Event::PoolUnavailable { at, error } => {
+                write!(
+                    f,
+                    "Pool: cannot listen on {at} ({error}); running without the pool port"
+                )
             }
             Event::ApiUnavailable { at, error } => {
                 if error.kind() == std::io::ErrorKind::AddrInUse {
@@ -352,6 +394,15 @@ fn note_line(note: &Note) -> String {
                 format_rate(*hashes as f64 / secs.max(1e-9))
             )
         }
+        Note::WorkerBlock {
+            height,
+            hash,
+            transactions,
+            worker,
+        } => format!(
+            "Block found by worker {worker}: height {height}, hash {hash}, {transactions} transaction{}",
+            if *transactions == 1 { "" } else { "s" }
+        ),
         Note::MinedTooLate { height, hash } => {
             format!("Block mined at height {height} ({hash}) but the chain moved on")
         }

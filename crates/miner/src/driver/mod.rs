@@ -48,6 +48,7 @@ use mvbc_node::core::{Effect, Input, NodeCore, Note, Timing};
 use mvbc_node::links::{Down, LinkId, Links};
 use mvbc_node::peerfile;
 use mvbc_node::sync::{Download, DownloadError, ForkPoints, Role};
+use mvbc_node::template::Template;
 use mvbc_protocol::chain::STALE_WINDOW;
 use mvbc_protocol::config;
 use mvbc_protocol::index::Index;
@@ -76,6 +77,7 @@ pub const RATE_WINDOWS: [Duration; 3] = [
 
 mod event;
 mod handle;
+mod pool;
 mod storage;
 
 pub use self::storage::{Storage, open_index};
@@ -94,6 +96,9 @@ pub struct Ports {
     pub block_server: u16,
     /// Where the API listens, if it does.
     pub api: Option<SocketAddr>,
+    /// Where the pool port listens, if it does.
+    #[serde(default)]
+    pub pool: Option<SocketAddr>,
     /// The UDP port for payments.
     pub transactions: u16,
     /// The UDP port for statuses.
@@ -140,6 +145,11 @@ enum Message {
         hashes: u64,
     },
     MiningFailed(u64, EngineError),
+    /// A worker on the pool port found a block.
+    WorkerBlock {
+        block: Box<Block>,
+        worker: String,
+    },
     Downloaded {
         peer: SocketAddr,
         blocks: Vec<Block>,
@@ -322,9 +332,12 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
         &say,
     );
     let api_addr = api.as_ref().map(HttpServer::local_addr);
+    let pool = pool::start(&config, senders.urgent.clone(), published.clone(), &say)?;
+    let pool_addr = pool.as_ref().map(pool::Pool::local_addr);
     let ports = Ports {
         block_server: server.port(),
         api: api_addr,
+        pool: pool_addr,
         transactions: config.transaction_port,
         status: config.status_broadcast_port,
     };
@@ -395,6 +408,7 @@ pub fn spawn(setup: NodeSetup) -> Result<NodeHandle, StartError> {
         next_conn: 0,
         fatal: None,
         peers_file: data_dir.join(peerfile::PEERS_FILE),
+        pool,
         say: Box::new(say),
     };
     let looped = thread::Builder::new()
@@ -432,6 +446,7 @@ fn device(info: &EngineInfo) -> Device {
         DeviceKind::Cpu => "cpu",
         DeviceKind::Gpu => "gpu",
         DeviceKind::Several => "several",
+        DeviceKind::None => "none",
     };
     Device {
         kind: kind.into(),
@@ -688,6 +703,8 @@ struct Node {
     /// Why the node must stop (the store failed).
     fatal: Option<ApplyError>,
     peers_file: PathBuf,
+    /// The pool port, when it is open: told of each new job the core starts.
+    pool: Option<pool::Pool>,
     /// Tells the user.
     say: Box<dyn Fn(Event) + Send>,
 }
@@ -821,6 +838,10 @@ impl Node {
                     hashes,
                 }
             }
+            Message::WorkerBlock { block, worker } => Input::WorkerBlock {
+                block: *block,
+                worker,
+            },
             Message::MiningFailed(job, e) => {
                 tracing::error!("mining failed: {e}");
                 (self.say)(Event::MiningFailed(e));
@@ -918,6 +939,7 @@ impl Node {
                 }
             }
             Effect::Mine { job, block } => {
+                self.share_work();
                 self.stop_mining();
                 let control = Arc::new(SearchControl::new());
                 let search = Job {
@@ -932,7 +954,10 @@ impl Node {
                     self.input(Input::MiningFailed { job });
                 }
             }
-            Effect::StopMining => self.stop_mining(),
+            Effect::StopMining => {
+                self.share_work();
+                self.stop_mining();
+            }
             Effect::Dial(addr) => {
                 let events = self.events.urgent.clone();
                 let dialled = link::dial(addr, self.core.status(), move |result| {
@@ -987,6 +1012,20 @@ impl Node {
                 self.stop_mining();
                 self.fatal.get_or_insert(e);
             }
+        }
+    }
+
+    /// Tells the pool port's workers what the node mines now: the block on the tip (each
+    /// worker's paying the worker), or nothing.
+    fn share_work(&self) {
+        if let Some(pool) = &self.pool {
+            let chain = mvbc_protocol::chain::read_chain(self.core.chain());
+            let mining = self.core.is_mining();
+            pool.set_work(
+                mining
+                    .then(|| Template::next(&chain, self.core.pool()))
+                    .flatten(),
+            );
         }
     }
 
