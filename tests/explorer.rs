@@ -453,3 +453,54 @@ fn a_clicked_block_opens_on_the_first_screen_at_390_and_1280_px_and_back_returns
     let (code, log) = miner.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[test]
+fn the_explorer_lists_the_pool_workers_with_their_rates_and_a_chart() {
+    let test = "explorer workers";
+    let Some(bin) = browser(test) else { return };
+    let mut net = Net::with_difficulty(22);
+    net.block_size = 1;
+    let (m, w1, w2) = (tempdir().unwrap(), tempdir().unwrap(), tempdir().unwrap());
+    let mut node = Miner::start_with(
+        m.path(),
+        &net,
+        &["--device", "none", "--pool-listen", "127.0.0.1:0"],
+    );
+    let pool = node.pool.unwrap().to_string();
+    let address = node
+        .wait_for("the reward address", |l| {
+            l.starts_with("Mining rewards go to")
+        })
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let cpu = ["--device", "cpu", "--threads", "1"];
+    let mut workers: Vec<Proc> = [("rig-a", &w1), ("rig-b", &w2)]
+        .into_iter()
+        .map(|(name, dir)| {
+            let mut args = vec!["--pool", &pool, "--address", &address, "--worker", name];
+            args.extend_from_slice(&cpu);
+            Proc::spawn(&miner_bin(), dir.path(), &net, &args)
+        })
+        .collect();
+    node.wait_api("two workers with shares", "workers", |v| {
+        v["workers"]
+            .as_array()
+            .is_some_and(|ws| ws.len() == 2 && ws.iter().all(|w| w["accepted"].as_u64() > Some(0)))
+    });
+    let profile = tempdir().unwrap();
+    let home = format!("http://127.0.0.1:{}/", node.api());
+    let dom = rendered(&bin, profile.path(), &home);
+    for name in ["rig-a", "rig-b"] {
+        assert!(
+            dom.contains(&format!("<td>{name}</td>")),
+            "{name} listed\n{dom}"
+        );
+    }
+    let bars: usize = attribute(&dom, "id=\"workers-chart\"", "data-bars")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drawn workers' chart\n{dom}"));
+    assert_eq!(bars, 2, "{dom}");
+    workers.clear();
+}
