@@ -309,12 +309,13 @@ fn work_for(cli: &Cli, pool: &str) -> Result<ExitCode> {
             retry_in.as_secs()
         ),
         WorkerEvent::Report(r) => println!(
-            "Status: hashing {}, accepted shares worth {}; shares {} accepted, {} rejected, {} stale",
+            "Status: hashing {}, accepted shares worth {}; shares {} accepted, {} rejected, {} stale, {} unsent",
             bench::format_rate(r.hash_rate),
             bench::format_rate(r.share_rate),
             r.accepted,
             r.rejected,
-            r.stale
+            r.stale,
+            r.unsent
         ),
     })?;
     println!("Worker stopped");

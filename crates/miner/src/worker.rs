@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select, tick, unbounded};
 use mvbc_net::stratum::{FromPool, PoolConnection};
+use mvbc_protocol::rate::TokenBucket;
 use mvbc_protocol::stratum::{
     self, Call, EXTRANONCE_BYTES, Request, Subscribed, ToWorker, WORKER_NONCE_BYTES, code,
 };
@@ -29,6 +30,13 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// How often the worker reports its rates.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Shares a second the worker sends at most, after a burst of [`SUBMIT_BURST`], below what a
+/// node reads from one connection (`mvbc_net::stratum::LINES_PER_SECOND`): while the node's
+/// difficulty for it is still too easy, the extra shares are left unsent rather than queued
+/// behind the next block's. A share that is a block is always sent.
+pub const SUBMITS_PER_SECOND: f64 = 8.0;
+/// Shares the worker may send at once.
+pub const SUBMIT_BURST: f64 = 24.0;
 /// How long the node may take to answer the subscription and authorization.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
 
@@ -101,6 +109,8 @@ pub struct WorkerReport {
     pub rejected: u64,
     /// Shares of a job that was no longer current.
     pub stale: u64,
+    /// Shares left unsent while they came faster than [`SUBMITS_PER_SECOND`].
+    pub unsent: u64,
 }
 
 /// Why a worker stopped for good.
@@ -199,6 +209,7 @@ struct Counts {
     accepted: u64,
     rejected: u64,
     stale: u64,
+    unsent: u64,
     /// Work of accepted shares.
     work: f64,
     /// Mining time with a job.
@@ -280,6 +291,7 @@ impl Session {
         let mut share_difficulty: HashMap<u64, u32> = HashMap::new();
         let hello_by = Instant::now() + HELLO_WAIT;
         let report = tick(REPORT_EVERY);
+        let mut submits = TokenBucket::full(SUBMITS_PER_SECOND, SUBMIT_BURST);
         let mut last_report = (Instant::now(), self.hash_count());
         loop {
             let deadline = if authorized {
@@ -304,6 +316,7 @@ impl Session {
                         accepted: self.counts.accepted,
                         rejected: self.counts.rejected,
                         stale: self.counts.stale,
+                        unsent: self.counts.unsent,
                     }));
                 }
                 recv(self.found) -> f => {
@@ -313,6 +326,9 @@ impl Session {
                     }
                     if f.block {
                         say(WorkerEvent::BlockFound { height: f.height });
+                    } else if !submits.take(Instant::now()) {
+                        self.counts.unsent += 1;
+                        continue;
                     }
                     let id = next_id;
                     next_id += 1;

@@ -9,13 +9,13 @@
 //! - each connection's lines are read at most [`LINES_PER_SECOND`] a second (a burst of
 //!   [`LINE_BURST`]): beyond that the reader waits, and TCP slows the sender, so a flood costs
 //!   the node nothing but a full socket buffer;
-//! - what the node sends a connection waits in a queue of [`WORKER_QUEUE`] lines; a worker
-//!   that does not read fills it and is closed, so no worker can make the node wait.
+//! - what the node sends is written without waiting (`MSG_DONTWAIT`): a worker that does not
+//!   read fills its socket's buffer, and the first line that does not fit whole closes it, so
+//!   no worker can make the node wait, and no thread or queue is kept per connection to write.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ use mvbc_protocol::stratum::{
 
 use crate::{CONNECT_TIMEOUT, FRAME_TIMEOUT};
 
+/// Stack of each connection's reader thread.
+const READER_STACK: usize = 256 * 1024;
 /// Connections a pool port holds at once.
 pub const MAX_POOL_CONNECTIONS: usize = 2_048;
 /// A connection that sends nothing for this long is closed (an honest worker submits shares
@@ -36,15 +38,14 @@ pub const POOL_IDLE: Duration = Duration::from_secs(600);
 pub const LINES_PER_SECOND: f64 = 10.0;
 /// Lines one connection may send at once before the reader slows down.
 pub const LINE_BURST: f64 = 40.0;
-/// Lines queued for one connection before the node gives up on it.
-pub const WORKER_QUEUE: usize = 64;
 
-/// Where a pool port's threads report: called from each connection's own thread.
+/// Where a pool port's threads report: called from each connection's own thread, so the
+/// handling of a line costs no hand-over to another thread.
 pub trait PoolEvents: Send + Sync + 'static {
     /// Connection `conn` opened from `from`; `io` sends to it and closes it.
     fn opened(&self, conn: u64, from: SocketAddr, io: WorkerIo);
     /// A line came on `conn`: a request, or why it is not one. May block: the reader waits,
-    /// and so does the worker.
+    /// and so does the worker (one that floods waits for its turn).
     fn line(&self, conn: u64, line: Result<Request, Refused>);
     /// Connection `conn` ended (closed, silent, or a line too long); after this, nothing
     /// more comes from it.
@@ -53,32 +54,32 @@ pub trait PoolEvents: Send + Sync + 'static {
 
 /// The node's handle on one worker's connection.
 pub struct WorkerIo {
-    tx: SyncSender<String>,
     stream: TcpStream,
 }
 
-/// The worker has not read the [`WORKER_QUEUE`] lines queued for it (or it is gone).
+/// The worker has not read what it was sent (its socket's buffer is full), or it is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the worker's queue is full or closed")]
+#[error("the worker does not read what it is sent, or is gone")]
 pub struct Backlogged;
 
 impl WorkerIo {
-    /// Queues `message` for the worker, without waiting.
+    /// Sends `message` without waiting: all of it, or an error (then close the connection).
     pub fn send(&self, message: &ToWorker) -> Result<(), Backlogged> {
-        self.tx.try_send(message.to_line()).map_err(|_| Backlogged)
+        let line = message.to_line();
+        let socket = socket2::SockRef::from(&self.stream);
+        loop {
+            match socket.send_with_flags(line.as_bytes(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                Ok(n) if n == line.len() => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Part of a line, or none: the buffer is full.
+                _ => return Err(Backlogged),
+            }
+        }
     }
 
-    /// Closes the connection; its reader reports it closed.
+    /// Closes the connection (what was sent before still goes); its reader reports it closed.
     pub fn close(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
-    }
-
-    /// Closes the connection once what is queued for it is written (the answer that says why
-    /// it is closed, say); at once if the queue is full.
-    pub fn close_after_queued(&self) {
-        if self.tx.try_send(String::new()).is_err() {
-            self.close();
-        }
     }
 }
 
@@ -165,45 +166,41 @@ fn serve(
     let from = stream.peer_addr()?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POOL_IDLE))?;
-    stream.set_write_timeout(Some(FRAME_TIMEOUT))?;
-    let (tx, rx) = sync_channel::<String>(WORKER_QUEUE);
-    let writer = stream.try_clone()?;
     let reader = stream.try_clone()?;
     let closer = stream.try_clone()?;
     count.fetch_add(1, Ordering::AcqRel);
     open.lock()
         .unwrap_or_else(|p| p.into_inner())
         .push((conn, closer));
-    events.opened(conn, from, WorkerIo { tx, stream });
-    thread::Builder::new()
-        .name("pool-write".into())
-        .spawn(move || write_lines(writer, rx))?;
-    let (events, count, open) = (events.clone(), count.clone(), open.clone());
-    thread::Builder::new()
-        .name("pool-read".into())
-        .spawn(move || {
-            read_requests(conn, reader, &*events);
+    events.opened(conn, from, WorkerIo { stream });
+    let ended = {
+        let (events, count, open) = (events.clone(), count.clone(), open.clone());
+        move || {
             open.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|(c, _)| *c != conn);
             count.fetch_sub(1, Ordering::AcqRel);
             events.closed(conn);
-        })?;
-    Ok(())
-}
-
-fn write_lines(mut stream: TcpStream, lines: Receiver<String>) {
-    while let Ok(line) = lines.recv() {
-        // An empty line is the node's word to close, after what came before it.
-        if line.is_empty() {
-            break;
         }
-        if let Err(e) = stream.write_all(line.as_bytes()) {
-            tracing::debug!("pool write failed: {e}");
-            break;
+    };
+    let reading = {
+        let events = events.clone();
+        let ended = ended.clone();
+        move || {
+            read_requests(conn, reader, &*events);
+            ended();
         }
+    };
+    // A reader needs little stack: a buffered line and a parsed request.
+    let spawned = thread::Builder::new()
+        .name("pool-read".into())
+        .stack_size(READER_STACK)
+        .spawn(reading);
+    if let Err(e) = spawned {
+        ended();
+        return Err(e);
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    Ok(())
 }
 
 fn read_requests(conn: u64, stream: TcpStream, events: &dyn PoolEvents) {

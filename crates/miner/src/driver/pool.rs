@@ -1,13 +1,16 @@
-//! The pool port in the driver (ADR 0016): `mvbc-net`'s pool server, and one thread that owns
-//! the farm (`mvbc_node::farm`), hands it each worker's lines and the node's work, and carries
-//! out what it says. Shares never reach the node loop: only blocks do, on its urgent queue, so
-//! a thousand workers cost the node loop nothing but their blocks.
+//! The pool port in the driver (ADR 0016): `mvbc-net`'s pool server and the farm
+//! (`mvbc_node::farm`) behind one lock. Each connection's reader thread hands the farm its own
+//! lines and sends the answers itself; one thread hands it the node's work and runs its timers.
+//! Shares never reach the node loop: only blocks do, on its urgent queue, so a thousand
+//! workers cost the node loop nothing but their blocks.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, select, tick, unbounded};
+use std::collections::HashMap;
+
+use crossbeam_channel::{Receiver, Sender, select, tick, unbounded};
 use mvbc_net::stratum::{PoolEvents, PoolServer, WorkerIo};
 use mvbc_node::farm::{Farm, FarmEffect, WorkerInfo};
 use mvbc_node::template::Template;
@@ -17,30 +20,81 @@ use mvbc_protocol::{Config, unix_now};
 use super::{Event, Message, StartError, spawn_thread};
 use crate::api::NodeState;
 
-/// Lines from all workers waiting for the farm; a reader waits when it is full.
-const LINES_QUEUE: usize = 4_096;
 /// How often the farm's timers run and the workers' table is published.
 const TICK: Duration = Duration::from_secs(1);
 
-enum FromWorkers {
-    Opened(u64, SocketAddr, WorkerIo),
-    Line(u64, Result<Request, Refused>),
-    Closed(u64),
+/// The farm and the connections it speaks to, behind one lock: each connection's reader
+/// thread hands its lines in itself, so a share costs no hand-over between threads.
+struct Shared {
+    farm: Farm,
+    workers: HashMap<u64, WorkerIo>,
+    /// Where blocks go: the node loop's urgent queue.
+    urgent: Sender<Message>,
 }
 
-struct Events(Sender<FromWorkers>);
+impl Shared {
+    /// Carries out what the farm asked for.
+    fn carry_out(&mut self) {
+        for effect in self.farm.take_effects() {
+            match effect {
+                FarmEffect::Send(conn, message) => {
+                    if let Some(io) = self.workers.get(&conn)
+                        && io.send(&message).is_err()
+                    {
+                        // It does not read what it is sent: let it go rather than wait.
+                        io.close();
+                    }
+                }
+                FarmEffect::Close(conn) => {
+                    if let Some(io) = self.workers.get(&conn) {
+                        io.close();
+                    }
+                }
+                FarmEffect::Block { block, worker } => {
+                    // The node loop is gone only when the node stops.
+                    let _ = self.urgent.send(Message::WorkerBlock {
+                        block: Box::new(block),
+                        worker,
+                    });
+                }
+            }
+        }
+    }
+}
+
+struct Events(Arc<Mutex<Shared>>);
+
+impl Events {
+    fn with(&self, f: impl FnOnce(&mut Shared)) {
+        let mut shared = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut shared);
+        shared.carry_out();
+    }
+}
 
 impl PoolEvents for Events {
     fn opened(&self, conn: u64, from: SocketAddr, io: WorkerIo) {
-        let _ = self.0.send(FromWorkers::Opened(conn, from, io));
+        self.with(|s| {
+            if s.farm.connected(conn, from, Instant::now()) {
+                s.workers.insert(conn, io);
+            } else {
+                io.close();
+            }
+        });
     }
 
     fn line(&self, conn: u64, line: Result<Request, Refused>) {
-        let _ = self.0.send(FromWorkers::Line(conn, line));
+        self.with(|s| match line {
+            Ok(request) => s.farm.request(conn, request, Instant::now(), unix_now()),
+            Err(refused) => s.farm.refused(conn, refused, Instant::now()),
+        });
     }
 
     fn closed(&self, conn: u64) {
-        let _ = self.0.send(FromWorkers::Closed(conn));
+        self.with(|s| {
+            s.workers.remove(&conn);
+            s.farm.closed(conn, Instant::now());
+        });
     }
 }
 
@@ -74,9 +128,18 @@ pub(super) fn start(
     let Some(at) = config.pool_listen else {
         return Ok(None);
     };
-    let (lines, from_workers) = bounded(LINES_QUEUE);
+    let farm = Farm::new(
+        config.pool_token.as_deref(),
+        config.difficulty,
+        rand::random(),
+    );
+    let shared = Arc::new(Mutex::new(Shared {
+        farm,
+        workers: HashMap::new(),
+        urgent,
+    }));
     let started = TcpListener::bind(at)
-        .and_then(|listener| PoolServer::start(listener, Arc::new(Events(lines))));
+        .and_then(|listener| PoolServer::start(listener, Arc::new(Events(shared.clone()))));
     let server = match started {
         Ok(server) => server,
         Err(error) => {
@@ -88,86 +151,30 @@ pub(super) fn start(
         at: server.local_addr(),
         token: config.pool_token.is_some(),
     });
-    let farm = Farm::new(
-        config.pool_token.as_deref(),
-        config.difficulty,
-        rand::random(),
-    );
     let (work, work_inbox) = unbounded();
-    spawn_thread("pool", move || {
-        run(farm, from_workers, work_inbox, urgent, published)
-    })?;
+    spawn_thread("pool", move || run(Events(shared), work_inbox, published))?;
     Ok(Some(Pool { server, work }))
 }
 
-/// The farm's thread: the node's work first, whatever else waits, then workers' lines and the
-/// timers. Ends when the node loop is gone.
-fn run(
-    mut farm: Farm,
-    from_workers: Receiver<FromWorkers>,
-    work: Receiver<Option<Template>>,
-    urgent: Sender<Message>,
-    published: Arc<Mutex<NodeState>>,
-) {
-    let mut workers: std::collections::HashMap<u64, WorkerIo> = Default::default();
+/// The farm's own thread: the node's work as soon as it comes, and the timers. Ends when the
+/// node loop is gone.
+fn run(events: Events, work: Receiver<Option<Template>>, published: Arc<Mutex<NodeState>>) {
     let timer = tick(TICK);
     loop {
-        let now = Instant::now();
-        match work.try_recv() {
-            Ok(w) => farm.set_work(w, now, unix_now()),
-            Err(TryRecvError::Disconnected) => return,
-            Err(TryRecvError::Empty) => select! {
-                recv(work) -> w => match w {
-                    Ok(w) => farm.set_work(w, now, unix_now()),
-                    Err(_) => return,
-                },
-                recv(from_workers) -> m => match m {
-                    Ok(FromWorkers::Opened(conn, from, io)) => {
-                        if farm.connected(conn, from, now) {
-                            workers.insert(conn, io);
-                        } else {
-                            io.close();
-                        }
-                    }
-                    Ok(FromWorkers::Line(conn, Ok(request))) => {
-                        farm.request(conn, request, now, unix_now())
-                    }
-                    Ok(FromWorkers::Line(conn, Err(refused))) => farm.refused(conn, refused, now),
-                    Ok(FromWorkers::Closed(conn)) => {
-                        workers.remove(&conn);
-                        farm.closed(conn, now);
-                    }
-                    Err(_) => return,
-                },
-                recv(timer) -> _ => {
-                    farm.tick(now, unix_now());
-                    publish(&published, farm.workers(now), farm.connections());
-                }
+        select! {
+            recv(work) -> w => match w {
+                Ok(w) => events.with(|s| s.farm.set_work(w, Instant::now(), unix_now())),
+                Err(_) => return,
             },
-        }
-        for effect in farm.take_effects() {
-            match effect {
-                FarmEffect::Send(conn, message) => {
-                    if let Some(io) = workers.get(&conn)
-                        && io.send(&message).is_err()
-                    {
-                        // It does not read what it is sent: let it go rather than hold more.
-                        io.close();
-                    }
-                }
-                FarmEffect::Close(conn) => {
-                    if let Some(io) = workers.get(&conn) {
-                        io.close_after_queued();
-                    }
-                }
-                FarmEffect::Block { block, worker } => {
-                    let found = Message::WorkerBlock {
-                        block: Box::new(block),
-                        worker,
-                    };
-                    if urgent.send(found).is_err() {
-                        return;
-                    }
+            recv(timer) -> _ => {
+                let now = Instant::now();
+                let mut table = None;
+                events.with(|s| {
+                    s.farm.tick(now, unix_now());
+                    table = Some((s.farm.workers(now), s.farm.connections()));
+                });
+                if let Some((workers, connections)) = table {
+                    publish(&published, workers, connections);
                 }
             }
         }
