@@ -52,6 +52,23 @@ pub fn http_head(data: &[u8]) {
     }
 }
 
+/// Lines as the pool port reads them from a worker, and as a worker reads them from a node:
+/// nothing panics; a request that parses, written out again, parses to the same request; a
+/// node's message that parses, written out again, parses to the same message.
+pub fn stratum(data: &[u8]) {
+    use mvbc_protocol::stratum::{Request, ToWorker};
+    if let Ok(request) = Request::parse(data) {
+        let line = request.to_line("x");
+        let again = Request::parse(line.trim_end().as_bytes()).expect("our own line parses");
+        assert_eq!(again, request);
+    }
+    if let Ok(message) = ToWorker::parse(data) {
+        let line = message.to_line();
+        let again = ToWorker::parse(line.trim_end().as_bytes()).expect("our own line parses");
+        assert_eq!(again, message);
+    }
+}
+
 /// Blocks as they arrive from a block server or a store record.
 pub fn block(data: &[u8]) {
     if let Ok(b) = Block::decode(data) {

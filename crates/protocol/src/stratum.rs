@@ -583,6 +583,38 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_line_is_parsed_or_refused_and_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = Request::parse(&bytes);
+            let _ = ToWorker::parse(&bytes);
+        }
+
+        #[test]
+        fn json_shaped_lines_round_trip_when_they_parse(
+            method in "(mining\\.(subscribe|authorize|submit|notify|set_difficulty|idle)|x)",
+            params in proptest::collection::vec("(\"[0-9a-fA-F.+mvbc]{0,20}\"|[0-9]{1,4}|true|null|\\[\\])", 0..4),
+            id in "(1|\"a\"|null|\\[1\\]|1.5)",
+        ) {
+            let line = format!(r#"{{"id":{id},"method":"{method}","params":[{}]}}"#, params.join(","));
+            if let Ok(request) = Request::parse(line.as_bytes()) {
+                let again = request.to_line("x");
+                proptest::prop_assert_eq!(Request::parse(again.trim_end().as_bytes()), Ok(request));
+            }
+            if let Ok(message) = ToWorker::parse(line.as_bytes()) {
+                let again = message.to_line();
+                proptest::prop_assert_eq!(ToWorker::parse(again.trim_end().as_bytes()), Ok(message));
+            }
+        }
+
+        #[test]
+        fn submits_round_trip(job: u64, nonce in 0..WORKER_NONCES, id: u32) {
+            let request = Request { id: json!(id), call: Call::Submit { job, nonce } };
+            let line = request.to_line("anyone");
+            proptest::prop_assert_eq!(Request::parse(line.trim_end().as_bytes()), Ok(request));
+        }
+    }
+
     #[test]
     fn the_extranonce_leads_the_nonce() {
         assert_eq!(full_nonce(0x0102, 0x0304_0506_0708), 0x0102_0304_0506_0708);
