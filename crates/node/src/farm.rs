@@ -237,6 +237,9 @@ struct Conn {
     subscribed: Option<Subscribed>,
     worker: Option<WorkerKey>,
     difficulty: u32,
+    /// The share difficulty it was last told: `mining.set_difficulty` goes only with a job
+    /// whose difficulty differs.
+    told: Option<u32>,
     jobs: VecDeque<Job>,
     /// The id its next job gets: ids are the connection's own, so an id under it was one of
     /// its jobs.
@@ -316,6 +319,7 @@ impl Farm {
                 subscribed: None,
                 worker: None,
                 difficulty: 0,
+                told: None,
                 jobs: VecDeque::new(),
                 next_job: 1,
                 vardiff: Vardiff {
@@ -566,11 +570,13 @@ impl Farm {
             c.jobs.pop_front();
         }
         let difficulty = c.difficulty;
+        if c.told.replace(difficulty) != Some(difficulty) {
+            self.effects
+                .push(FarmEffect::Send(conn, ToWorker::SetDifficulty(difficulty)));
+        }
         if let Some(stats) = self.workers.get_mut(worker) {
             stats.difficulty = difficulty;
         }
-        self.effects
-            .push(FarmEffect::Send(conn, ToWorker::SetDifficulty(difficulty)));
         self.effects.push(FarmEffect::Send(
             conn,
             ToWorker::Notify {

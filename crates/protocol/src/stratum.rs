@@ -385,7 +385,15 @@ pub struct NotAMessage(String);
 impl ToWorker {
     /// The message as one line, newline included.
     pub fn to_line(&self) -> String {
-        line(match self {
+        let value = match self {
+            // The one message sent to every worker at each new tip: written directly, without
+            // building a JSON value (hex digits and a boolean need no escaping).
+            ToWorker::Notify { job, header, clean } => {
+                return format!(
+                    "{{\"id\":null,\"method\":\"mining.notify\",\"params\":[\"{job:x}\",\"{}\",{clean}]}}\n",
+                    hex::encode(header.to_bytes())
+                );
+            }
             ToWorker::Reply { id, result } => match result {
                 Ok(value) => json!({"id": id, "result": value, "error": null}),
                 Err((code, message)) => {
@@ -395,15 +403,11 @@ impl ToWorker {
             ToWorker::SetDifficulty(bits) => {
                 json!({"id": null, "method": "mining.set_difficulty", "params": [bits]})
             }
-            ToWorker::Notify { job, header, clean } => json!({
-                "id": null,
-                "method": "mining.notify",
-                "params": [format!("{job:x}"), hex::encode(header.to_bytes()), clean],
-            }),
             ToWorker::Idle(reason) => {
                 json!({"id": null, "method": "mining.idle", "params": [reason]})
             }
-        })
+        };
+        line(value)
     }
 
     /// Parses one line (without its newline).

@@ -86,6 +86,8 @@ pub struct NodeState {
     pub stale: StaleCount,
     /// Blocks this node found since it started, on time or too late.
     pub blocks_mined: u64,
+    /// Blocks its pool port's workers found since it started.
+    pub blocks_by_workers: u64,
     /// Times its tip moved to another branch since it started.
     pub reorgs: u64,
     /// Statuses and link offers from nodes of other networks, ignored.
@@ -123,6 +125,7 @@ impl NodeState {
             refused: 0,
             stale: StaleCount::default(),
             blocks_mined: 0,
+            blocks_by_workers: 0,
             reorgs: 0,
             other_network: 0,
             rates: RateHistory::new(devices.len()),
@@ -278,6 +281,7 @@ impl Api {
             "dropped_messages": state.dropped,
             "refused_payments": state.refused,
             "blocks_mined": state.blocks_mined,
+            "blocks_by_workers": state.blocks_by_workers,
             "reorgs": state.reorgs,
             "other_network_messages": state.other_network,
             "stale_blocks": {

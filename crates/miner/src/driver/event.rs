@@ -151,6 +151,20 @@ pub struct Report {
     pub other_network: u64,
     /// Downloading a chain far ahead, not mining.
     pub catching_up: bool,
+    /// With a pool port: its connections, the rate its workers' shares prove over a minute,
+    /// and the blocks they found since the node started.
+    pub pool: Option<PoolReport>,
+}
+
+/// The pool port's part of the periodic report.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoolReport {
+    /// Workers connected now.
+    pub connections: usize,
+    /// Hashes a second all workers' accepted shares prove, over the last minute.
+    pub rate: f64,
+    /// Blocks they found since the node started.
+    pub blocks: u64,
 }
 
 impl fmt::Display for Event {
@@ -318,6 +332,16 @@ impl fmt::Display for Report {
                 .map(|(name, rate)| format!("{name} {}", shown(*rate)))
                 .collect();
             state += &format!(" [{}]", each.join(", "));
+        }
+        if let Some(pool) = &self.pool {
+            state += &format!(
+                ", pool: {} worker{} at {} (1 min, from shares), {} block{} found by workers",
+                pool.connections,
+                if pool.connections == 1 { "" } else { "s" },
+                format_rate(pool.rate),
+                pool.blocks,
+                if pool.blocks == 1 { "" } else { "s" }
+            );
         }
         let found = match self.blocks_found {
             1 => "1 block found".to_string(),
@@ -570,6 +594,7 @@ mod numbers {
             refused: 0,
             other_network: 0,
             catching_up: false,
+            pool: None,
         };
         let line = report.to_string();
         assert!(
@@ -584,6 +609,17 @@ mod numbers {
             line.contains("3 blocks found, 0 pending, 1 peer,"),
             "{line}"
         );
+        report.pool = Some(PoolReport {
+            connections: 2,
+            rate: 90.0e6,
+            blocks: 1,
+        });
+        let line = report.to_string();
+        assert!(
+            line.contains(", pool: 2 workers at 90.0 MH/s (1 min, from shares), 1 block found by workers, 3 blocks found"),
+            "{line}"
+        );
+        report.pool = None;
         report.mining = false;
         report.devices.clear();
         let line = report.to_string();

@@ -82,7 +82,7 @@ mod storage;
 
 pub use self::storage::{Storage, open_index};
 
-pub use event::{Event, Report};
+pub use event::{Event, PoolReport, Report};
 pub use handle::{NodeHandle, RunError, StartError, TimedOut};
 
 /// Where a node writes the ports it bound, once it has bound them: for scripts and tests that
@@ -1110,6 +1110,7 @@ impl Node {
         state.dropped = self.dropped.count();
         state.refused = self.core.refused_payments.total;
         state.blocks_mined = self.core.blocks_mined;
+        state.blocks_by_workers = self.core.blocks_by_workers;
         state.reorgs = self.core.reorgs;
         state.other_network = self.core.other_network_messages();
         state
@@ -1122,7 +1123,7 @@ impl Node {
         let now = Instant::now();
         // A fresh sample first: the rates end now.
         self.publish();
-        let (rates, devices) = {
+        let (rates, devices, pool) = {
             let state = self.published.lock().unwrap_or_else(|e| e.into_inner());
             let n = state.devices.len();
             let total = |window| -> Option<f64> {
@@ -1142,7 +1143,12 @@ impl Node {
             } else {
                 Vec::new()
             };
-            (rates, devices)
+            let pool = state.pool.as_ref().map(|p| PoolReport {
+                connections: p.connections,
+                rate: p.workers.iter().map(|w| w.rates[0]).sum(),
+                blocks: self.core.blocks_by_workers,
+            });
+            (rates, devices, pool)
         };
         let status = self.core.status();
         (self.say)(Event::Report(Report {
@@ -1159,6 +1165,7 @@ impl Node {
             refused: self.core.refused_payments.total,
             other_network: self.core.other_network_messages(),
             catching_up: self.core.catch_up(now).is_some(),
+            pool,
         }));
         let seconds = REPORT_INTERVAL.as_secs();
         let held = self.core.refused_payments.new_window();
