@@ -27,9 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mvbc_protocol::stratum::{Call, Request, Subscribed, ToWorker, full_nonce};
+use mvbc_protocol::stratum::{Call, Request, Subscribed, ToWorker};
 use mvbc_protocol::{Address, BlockHeader};
 use mvbc_testkit::procs::{Miner, Net, Proc, miner_bin};
+use mvbc_testkit::shares::find_share;
 use serde_json::{Value, json};
 
 struct Args {
@@ -309,15 +310,7 @@ fn connect_sim(pool: SocketAddr, i: usize) -> Arc<Sim> {
 
 /// A share of `job` with leading zero bits in `bits`, from a worker nonce after `from`.
 fn share(job: &Job, bits: std::ops::Range<u32>, from: u64) -> u64 {
-    (from..)
-        .find(|&n| {
-            let h = BlockHeader {
-                nonce: full_nonce(job.extranonce, n),
-                ..job.header
-            };
-            bits.contains(&h.hash().leading_zero_bits())
-        })
-        .unwrap()
+    find_share(&job.header, job.extranonce, from, bits)
 }
 
 fn submit(sim: &Sim, job: &Job, nonce: u64) {

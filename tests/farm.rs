@@ -8,9 +8,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use mvbc_protocol::stratum::{Call, Request, Subscribed, ToWorker, full_nonce};
+use mvbc_protocol::stratum::{Call, Request, Subscribed, ToWorker, share_bits};
 use mvbc_protocol::{Address, BlockHeader};
 use mvbc_testkit::procs::*;
+use mvbc_testkit::shares::find_share;
 use serde_json::{Value, json};
 use tempfile::tempdir;
 
@@ -233,15 +234,7 @@ impl Liar {
 
     /// A worker nonce whose hash has `bits` in `range` under this connection's extranonce.
     fn nonce(&self, range: std::ops::Range<u32>) -> u64 {
-        (0..)
-            .find(|&n| {
-                let h = BlockHeader {
-                    nonce: full_nonce(self.extranonce, n),
-                    ..self.header
-                };
-                range.contains(&h.hash().leading_zero_bits())
-            })
-            .unwrap()
+        find_share(&self.header, self.extranonce, 0, range)
     }
 }
 
@@ -288,11 +281,7 @@ fn a_worker_that_lies_is_refused_and_counted_and_the_honest_one_mines_on() {
     // A share for another connection's extranonce: too easy under this one.
     let other = Liar::connect(pool, &honest_address);
     let theirs = other.nonce(other.difficulty..257);
-    let under_ours = BlockHeader {
-        nonce: full_nonce(liar.extranonce, theirs),
-        ..liar.header
-    };
-    if under_ours.hash().leading_zero_bits() < liar.difficulty {
+    if share_bits(&liar.header, liar.extranonce, theirs) < liar.difficulty {
         liar.send_call(13, Call::Submit { job, nonce: theirs });
         let stolen = liar.answer(13).unwrap_err();
         assert!(stolen.0 == 23 || stolen.0 == 21, "{stolen:?}");
@@ -366,38 +355,14 @@ fn a_worker_without_the_right_token_is_refused() {
         node.log()
     );
     let address = new_address(k.path(), &net, "me");
-    let mut wrong = worker(
-        k.path(),
-        &net,
-        pool,
-        &address,
-        "w",
-        &[
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--pool-token",
-            "farm-secreT",
-        ],
-    );
+    let with_token = |token: &str| {
+        let args = ["--device", "cpu", "--threads", "1", "--pool-token", token];
+        worker(k.path(), &net, pool, &address, "w", &args)
+    };
+    let mut wrong = with_token("farm-secreT");
     assert_ne!(wrong.wait_exit(), Some(0));
     assert!(wrong.log().contains("refused"), "{}", wrong.log());
-    let mut right = worker(
-        k.path(),
-        &net,
-        pool,
-        &address,
-        "w",
-        &[
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--pool-token",
-            "farm-secret",
-        ],
-    );
+    let mut right = with_token("farm-secret");
     right.wait_for("a connection", |l| l.starts_with("Connected to the pool"));
     node.wait_height(1);
 }

@@ -216,22 +216,10 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         chain.tip_hash(),
     );
     let index = driver::open_index(dir, &chain, cli.reindex, |line| println!("{line}"));
-    if let Some(note) = &selection.note {
-        println!("Devices: {note}");
-    }
-    if let Some(pick) = &selection.kernel_pick {
-        println!("CPU kernel: {pick}");
-    }
-    let (engine, meters) = selection.combine();
-    let info = engine.info();
-    println!("Mining on {}: {}", info.device, info.describe());
+    let (engine, meters) = combined(selection, "Mining");
     // Before anything is announced: a Ctrl-C or SIGTERM from then on stops the node cleanly,
     // however early it comes.
-    let (stop, stopped) = crossbeam_channel::bounded(1);
-    ctrlc::set_handler(move || {
-        let _ = stop.try_send(());
-    })
-    .context("installing the Ctrl-C handler")?;
+    let stopped = stop_on_ctrl_c()?;
     let node = driver::spawn(driver::NodeSetup {
         config,
         chain,
@@ -250,6 +238,33 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The engines selected, as one, after saying what was picked: `Mining on cpu: ...`.
+fn combined(
+    selection: select::Selection,
+    doing: &str,
+) -> (Box<dyn MiningEngine>, Option<select::DeviceMeters>) {
+    if let Some(note) = &selection.note {
+        println!("Devices: {note}");
+    }
+    if let Some(pick) = &selection.kernel_pick {
+        println!("CPU kernel: {pick}");
+    }
+    let (engine, meters) = selection.combine();
+    let info = engine.info();
+    println!("{doing} on {}: {}", info.device, info.describe());
+    (engine, meters)
+}
+
+/// A channel that hears Ctrl-C and SIGTERM.
+fn stop_on_ctrl_c() -> Result<crossbeam_channel::Receiver<()>> {
+    let (stop, stopped) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = stop.try_send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stopped)
+}
+
 /// `--pool`: a worker that only hashes, for a node's pool port.
 fn work_for(cli: &Cli, pool: &str) -> Result<ExitCode> {
     use mvbc_miner::worker::{self, WorkerEvent};
@@ -263,22 +278,9 @@ fn work_for(cli: &Cli, pool: &str) -> Result<ExitCode> {
         !matches!(cli.device, DeviceChoice::None),
         "a worker with --device none would hash nothing"
     );
-    let selection = select_engines(cli)?;
-    if let Some(note) = &selection.note {
-        println!("Devices: {note}");
-    }
-    if let Some(pick) = &selection.kernel_pick {
-        println!("CPU kernel: {pick}");
-    }
-    let (engine, _meters) = selection.combine();
-    let info = engine.info();
-    println!("Hashing on {}: {}", info.device, info.describe());
+    let (engine, _meters) = combined(select_engines(cli)?, "Hashing");
     println!("Worker {address}.{} for the pool at {pool}", cli.worker);
-    let (stop, stopped) = crossbeam_channel::bounded(1);
-    ctrlc::set_handler(move || {
-        let _ = stop.try_send(());
-    })
-    .context("installing the Ctrl-C handler")?;
+    let stopped = stop_on_ctrl_c()?;
     let setup = worker::WorkerSetup {
         pool: pool.to_owned(),
         address,

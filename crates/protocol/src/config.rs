@@ -180,6 +180,16 @@ pub const KEYS: [&str; 15] = [
     "pool_token",
 ];
 
+/// Where to listen: `ADDRESS:PORT`, or `""` for nowhere (`none` says what that means).
+fn listen_address(s: &str, example: &str, none: &str) -> Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("{s:?} is not ADDRESS:PORT (such as {example}), nor \"\" for {none}"))
+}
+
 /// The TOML parser's message with the line and column it points at, and a hint for the
 /// mistake most often made: a text value, such as an address, left unquoted.
 fn located(text: &str, e: &toml::de::Error) -> String {
@@ -383,14 +393,8 @@ impl Config {
                 self.peers = peers;
             }
             "api_listen" => {
-                self.api_listen = match text("\"ADDRESS:PORT\" or \"\"")? {
-                    "" => None,
-                    s => Some(s.parse().map_err(|_| {
-                        bad(format!(
-                            "{s:?} is not ADDRESS:PORT (such as 127.0.0.1:2609), nor \"\" for no API"
-                        ))
-                    })?),
-                };
+                let s = text("\"ADDRESS:PORT\" or \"\"")?;
+                self.api_listen = listen_address(s, "127.0.0.1:2609", "no API").map_err(bad)?;
             }
             "api_allow_origin" => {
                 self.api_allow_origin = match text("an origin such as \"http://localhost:8080\"")? {
@@ -405,14 +409,9 @@ impl Config {
                 };
             }
             "pool_listen" => {
-                self.pool_listen = match text("\"ADDRESS:PORT\" or \"\"")? {
-                    "" => None,
-                    s => Some(s.parse().map_err(|_| {
-                        bad(format!(
-                            "{s:?} is not ADDRESS:PORT (such as 127.0.0.1:2610), nor \"\" for no pool port"
-                        ))
-                    })?),
-                };
+                let s = text("\"ADDRESS:PORT\" or \"\"")?;
+                self.pool_listen =
+                    listen_address(s, "127.0.0.1:2610", "no pool port").map_err(bad)?;
             }
             "pool_token" => {
                 self.pool_token = match text("a token of printable ASCII")? {

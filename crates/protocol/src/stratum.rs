@@ -314,6 +314,17 @@ pub fn full_nonce(extranonce: u16, worker_part: u64) -> u64 {
     (u64::from(extranonce) << (8 * WORKER_NONCE_BYTES)) | (worker_part & (WORKER_NONCES - 1))
 }
 
+/// The leading zero bits of `header` with the nonce of `extranonce` and a worker's `part`:
+/// what a share is judged by.
+pub fn share_bits(header: &BlockHeader, extranonce: u16, part: u64) -> u32 {
+    BlockHeader {
+        nonce: full_nonce(extranonce, part),
+        ..*header
+    }
+    .hash()
+    .leading_zero_bits()
+}
+
 /// What `mining.subscribe` answers: `[session, extranonce, worker nonce bytes]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subscribed {

@@ -8,6 +8,7 @@
 //!   well-behaved client would.
 //! - [`fake`]: peers that lie, stall or replay, clients that pretend to be other hosts, and
 //!   made-up keys and forged payments, as an attacker makes them.
+//! - [`shares`]: shares of a pool's job found by hand, for tests that speak its protocol.
 //! - [`netns`]: test hosts in network namespaces the test makes itself (root only).
 //! - [`gpu`]: GPU engines for tests, skipped with a visible message where no adapter exists,
 //!   a failure with `MVBC_REQUIRE_GPU=1`.
@@ -20,3 +21,4 @@ pub mod http;
 pub mod netns;
 pub mod procs;
 pub mod rng;
+pub mod shares;

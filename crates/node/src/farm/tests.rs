@@ -1,6 +1,5 @@
 use super::*;
 use mvbc_protocol::rules::ConsensusParams;
-use mvbc_protocol::stratum::full_nonce;
 use mvbc_protocol::{Amount, Chain, Pool};
 use serde_json::json;
 
@@ -109,17 +108,7 @@ fn error_code(effects: &[FarmEffect]) -> Option<i64> {
 /// The first worker nonce from `start` whose hash under `extranonce` has between `min` and
 /// `max` leading zero bits.
 fn find(header: &BlockHeader, extranonce: u16, start: u64, min: u32, max: u32) -> u64 {
-    (start..)
-        .find(|&n| {
-            let bits = BlockHeader {
-                nonce: full_nonce(extranonce, n),
-                ..*header
-            }
-            .hash()
-            .leading_zero_bits();
-            (min..=max).contains(&bits)
-        })
-        .unwrap()
+    mvbc_testkit::shares::find_share(header, extranonce, start, min..max + 1)
 }
 
 /// Subscribes and authorizes `conn` and returns its extranonce and first job.
@@ -196,20 +185,8 @@ fn a_share_for_another_connections_extranonce_is_too_easy_here() {
     let (extra1, job1, header1) = joined(&mut s, 1, 1);
     let (extra2, job2, _) = joined(&mut s, 2, 1);
     // The same worker on two connections: the same header, apart only by extranonce.
-    let nonce = (0..)
-        .find(|&n| {
-            let ok = |extra| {
-                BlockHeader {
-                    nonce: full_nonce(extra, n),
-                    ..header1
-                }
-                .hash()
-                .leading_zero_bits()
-                    >= MIN_SHARE_DIFFICULTY
-            };
-            ok(extra1) && !ok(extra2)
-        })
-        .unwrap();
+    let ok = |extra, n| stratum::share_bits(&header1, extra, n) >= MIN_SHARE_DIFFICULTY;
+    let nonce = (0..).find(|&n| ok(extra1, n) && !ok(extra2, n)).unwrap();
     let stolen = s.ask(2, Call::Submit { job: job2, nonce });
     assert_eq!(error_code(&stolen), Some(code::LOW_DIFFICULTY));
     let honest = s.ask(1, Call::Submit { job: job1, nonce });
