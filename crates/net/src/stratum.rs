@@ -29,8 +29,9 @@ use crate::{CONNECT_TIMEOUT, FRAME_TIMEOUT};
 
 /// Stack of each connection's reader thread.
 const READER_STACK: usize = 256 * 1024;
-/// Connections a pool port holds at once.
-pub const MAX_POOL_CONNECTIONS: usize = 2_048;
+/// Sockets a pool port holds at once, those being closed included: a bound on descriptors.
+/// Which connections to keep is the farm's business (`mvbc_node::farm::MAX_WORKERS`).
+pub const MAX_POOL_CONNECTIONS: usize = 4_096;
 /// A connection that sends nothing for this long is closed (an honest worker submits shares
 /// about every 3 s).
 pub const POOL_IDLE: Duration = Duration::from_secs(600);

@@ -10,6 +10,9 @@
 //! job at once; shares of earlier jobs are stale.
 //!
 //! Bounds, each against a worker that lies or floods:
+//! - at most [`MAX_WORKERS`] connections; when they are all taken, a newcomer takes the place
+//!   of the one that has waited longest without authorizing, so connections without the token
+//!   cannot keep workers out;
 //! - a connection must subscribe and authorize within [`HELLO_TIME`];
 //! - a share must name a job of its own connection that is still kept ([`JOBS_KEPT`]), must
 //!   not repeat, and must meet the job's share difficulty, never below
@@ -64,6 +67,9 @@ pub const MAX_INVALID_RUN: u32 = 10;
 pub const HELLO_TIME: Duration = Duration::from_secs(15);
 /// A job older than this is made anew (a fresh timestamp, a clean nonce space).
 pub const JOB_REFRESH: Duration = Duration::from_secs(300);
+/// Connections the farm holds; beyond them a newcomer takes the place of one that has not
+/// authorized, or is refused.
+pub const MAX_WORKERS: usize = 2_048;
 /// Workers (address and name) whose statistics are kept.
 pub const MAX_WORKERS_KEPT: usize = 4_096;
 /// The rates' buckets: [`BUCKET`] long, an hour of them.
@@ -306,10 +312,24 @@ impl Farm {
         self.work.is_some()
     }
 
-    /// A connection opened from `from`. `false`: every extranonce is taken (close it).
+    /// A connection opened from `from`; `false`: close it. With [`MAX_WORKERS`] connections
+    /// open, it takes the place of the one that has waited longest without authorizing (which
+    /// is closed), and is refused when every one has authorized: connections that never
+    /// authorize (a wrong token, say) cannot keep workers out.
     pub fn connected(&mut self, conn: ConnId, from: SocketAddr, now: Instant) -> bool {
-        if self.conns.len() >= usize::from(u16::MAX) {
-            return false;
+        if self.conns.len() >= MAX_WORKERS {
+            let waiting = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.worker.is_none())
+                .min_by_key(|(id, c)| (c.opened, **id))
+                .map(|(id, _)| *id);
+            let Some(evicted) = waiting else {
+                return false;
+            };
+            tracing::debug!("pool port full: closed a connection that has not authorized");
+            self.forget(evicted, now);
+            self.effects.push(FarmEffect::Close(evicted));
         }
         self.conns.insert(
             conn,
@@ -334,6 +354,11 @@ impl Farm {
 
     /// The connection closed.
     pub fn closed(&mut self, conn: ConnId, now: Instant) {
+        self.forget(conn, now);
+    }
+
+    /// Drops `conn`: its extranonce is free again, its worker has one connection fewer.
+    fn forget(&mut self, conn: ConnId, now: Instant) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };

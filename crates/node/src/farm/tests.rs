@@ -391,3 +391,34 @@ fn a_malformed_line_is_answered_and_counted() {
     assert_eq!(error_code(&effects), Some(code::OTHER));
     assert_eq!(s.farm.workers(s.t0)[0].rejected, 1);
 }
+
+#[test]
+fn a_full_farm_lets_a_newcomer_take_the_place_of_one_that_never_authorized() {
+    let mut s = Setup::new(Some("token"));
+    // The first connection authorizes; the rest (say, without the token) only connect.
+    s.join(0, 1, "token");
+    for conn in 1..MAX_WORKERS as ConnId {
+        let at = s.t0 + Duration::from_millis(conn);
+        assert!(s.farm.connected(conn, from(), at));
+    }
+    s.farm.take_effects();
+    // Full: the one that has waited longest without authorizing (1) makes room.
+    let late = s.t0 + Duration::from_secs(5);
+    assert!(s.farm.connected(9_999, from(), late));
+    assert_eq!(s.farm.take_effects(), vec![FarmEffect::Close(1)]);
+    assert_eq!(s.farm.connections(), MAX_WORKERS);
+    s.farm.closed(1, late);
+    assert_eq!(
+        s.farm.connections(),
+        MAX_WORKERS,
+        "closing the evicted one changes nothing"
+    );
+    // The authorized one is never evicted; with every connection authorized, newcomers wait.
+    let mut s = Setup::new(None);
+    for conn in 0..MAX_WORKERS as ConnId {
+        s.join(conn, (conn % 200) as u8, "");
+    }
+    s.farm.take_effects();
+    assert!(!s.farm.connected(10_000, from(), s.t0));
+    assert!(s.farm.take_effects().is_empty());
+}
