@@ -675,7 +675,7 @@ impl MiningEngine for GpuEngine {
         }
     }
 
-    /// See [`GpuEngine::scan`]; a nonce is found when the full check on the CPU accepts it.
+    /// See `GpuEngine::scan`; a nonce is found when the full check on the CPU accepts it.
     fn search(
         &mut self,
         work: &WorkUnit,

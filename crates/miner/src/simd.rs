@@ -5,7 +5,7 @@
 //! 2^32 boundary of the low word; the few nonces next to one take the scalar path). So per
 //! batch everything but the low word is the same in every lane, and is done once in scalar
 //! code: rounds 0..=5 once per work unit ([`Prepared`]), round 6 and schedule word 21 once per
-//! high word ([`Batch`]), round 7 but for one addition of the low word, and every term of
+//! high word (`Batch`), round 7 but for one addition of the low word, and every term of
 //! schedule words 22..=36 that reads no word derived from the low one. Each lane then costs
 //! rounds 8..=60 and what is left of the schedule to word 60, with AVX-512's rotate (`vprord`)
 //! and three-input logic (`vpternlogd`) where the CPU has them. Round 60 sets E, which is the
@@ -295,7 +295,7 @@ pub fn avx2_available() -> bool {
     is_x86_feature_detected!("avx2")
 }
 
-/// [`first_candidate`] 16 nonces at a time.
+/// `first_candidate` 16 nonces at a time.
 ///
 /// # Safety
 /// The CPU must have AVX-512F ([`avx512_available`]).
@@ -309,7 +309,7 @@ pub unsafe fn first_candidate_avx512(
     first_candidate::<Zmm>(p, work, start, end)
 }
 
-/// [`first_candidate`] 8 nonces at a time.
+/// `first_candidate` 8 nonces at a time.
 ///
 /// # Safety
 /// The CPU must have AVX2 ([`avx2_available`]).

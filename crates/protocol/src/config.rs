@@ -26,7 +26,7 @@ pub struct DataDirArgs {
     /// Directory holding keys (*.pem), the chain store and mvbc.toml.
     #[arg(long, default_value = ".", global = true)]
     pub data_dir: PathBuf,
-    /// Config file to read instead of <data-dir>/mvbc.toml.
+    /// Config file to read instead of `<data-dir>/mvbc.toml`.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// Override one config key, e.g. -s difficulty=16 (repeatable).
