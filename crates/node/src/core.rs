@@ -28,7 +28,7 @@ use crate::catchup::{self, Allowance, CatchUp, Progress};
 use crate::links::{Down, Kind, LinkId, Links, Refused};
 use crate::peers::{Want, Wanted};
 use crate::sync::{Download, DownloadError, Finished, ForkPoints, Role, SyncManager};
-use crate::template::next_block;
+use crate::template::Template;
 
 /// How often links are seen to (dials due, quiet links closed, addresses shared and saved) and
 /// peers gone quiet forgotten.
@@ -314,6 +314,8 @@ pub enum Effect {
         job: u64,
         /// The block to find a nonce for.
         block: Block,
+        /// The block less its reward, for a pool's workers (each paid its own).
+        template: Arc<Template>,
     },
     /// Stop the search running.
     StopMining,
@@ -1314,15 +1316,20 @@ impl<S: BlockSink> NodeCore<S> {
         if self.mining_on.is_some_and(|(_, on)| on == tip) {
             return;
         }
-        let block = next_block(&chain, &self.pool, self.reward_to, unix);
+        let template = Template::next(&chain, &self.pool);
         drop(chain);
-        match block {
-            Some(block) => {
+        match template {
+            Some(template) => {
+                let block = template.block(self.reward_to, template.header(self.reward_to, unix));
                 tracing::debug!(height = block.header.height, "mining");
                 let job = self.next_job;
                 self.next_job += 1;
                 self.mining_on = Some((job, tip));
-                self.effects.push(Effect::Mine { job, block });
+                self.effects.push(Effect::Mine {
+                    job,
+                    block,
+                    template: Arc::new(template),
+                });
             }
             None => {
                 if self.mining_on.take().is_some() {

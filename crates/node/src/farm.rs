@@ -373,9 +373,9 @@ impl Farm {
 
     /// New work on the tip (or none: the node waits for payments or catches up): a clean job
     /// to every worker at once, made at Unix time `unix`.
-    pub fn set_work(&mut self, work: Option<Template>, now: Instant, unix: u64) {
+    pub fn set_work(&mut self, work: Option<Arc<Template>>, now: Instant, unix: u64) {
         self.generation += 1;
-        self.work = work.map(Arc::new);
+        self.work = work;
         if let Some(w) = &self.work {
             self.network_difficulty = w.difficulty;
         }

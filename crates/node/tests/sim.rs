@@ -332,7 +332,7 @@ impl Sim {
                     let at = self.t + self.latency();
                     self.at(at, Ev::Download { node: i, peer });
                 }
-                Effect::Mine { job, block } => {
+                Effect::Mine { job, block, .. } => {
                     self.nodes[i].job = Some((job, block));
                     let at = self.t + self.rng.exp(self.shape.block_time_per_node);
                     self.at(at, Ev::Found { node: i, job });

@@ -938,8 +938,12 @@ impl Node {
                     let _ = ack.send(result);
                 }
             }
-            Effect::Mine { job, block } => {
-                self.share_work();
+            Effect::Mine {
+                job,
+                block,
+                template,
+            } => {
+                self.share_work(Some(template));
                 self.stop_mining();
                 let control = Arc::new(SearchControl::new());
                 let search = Job {
@@ -955,7 +959,7 @@ impl Node {
                 }
             }
             Effect::StopMining => {
-                self.share_work();
+                self.share_work(None);
                 self.stop_mining();
             }
             Effect::Dial(addr) => {
@@ -1017,15 +1021,9 @@ impl Node {
 
     /// Tells the pool port's workers what the node mines now: the block on the tip (each
     /// worker's paying the worker), or nothing.
-    fn share_work(&self) {
+    fn share_work(&self, work: Option<Arc<Template>>) {
         if let Some(pool) = &self.pool {
-            let chain = mvbc_protocol::chain::read_chain(self.core.chain());
-            let mining = self.core.is_mining();
-            pool.set_work(
-                mining
-                    .then(|| Template::next(&chain, self.core.pool()))
-                    .flatten(),
-            );
+            pool.set_work(work);
         }
     }
 

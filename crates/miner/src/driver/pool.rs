@@ -102,7 +102,7 @@ impl PoolEvents for Events {
 pub(super) struct Pool {
     /// Stops accepting and closes every worker when dropped.
     server: PoolServer,
-    work: Sender<Option<Template>>,
+    work: Sender<Option<Arc<Template>>>,
 }
 
 impl Pool {
@@ -113,7 +113,7 @@ impl Pool {
 
     /// The node's next block changed (a new tip, new payments) or there is none now: every
     /// worker gets a clean job, or is told to idle.
-    pub(super) fn set_work(&self, work: Option<Template>) {
+    pub(super) fn set_work(&self, work: Option<Arc<Template>>) {
         let _ = self.work.send(work);
     }
 }
@@ -158,7 +158,7 @@ pub(super) fn start(
 
 /// The farm's own thread: the node's work as soon as it comes, and the timers. Ends when the
 /// node loop is gone.
-fn run(events: Events, work: Receiver<Option<Template>>, published: Arc<Mutex<NodeState>>) {
+fn run(events: Events, work: Receiver<Option<Arc<Template>>>, published: Arc<Mutex<NodeState>>) {
     let timer = tick(TICK);
     loop {
         select! {

@@ -13,8 +13,8 @@ const PARAMS: ConsensusParams = ConsensusParams {
 };
 const UNIX: u64 = 1_795_478_500;
 
-fn template(chain: &Chain) -> Template {
-    Template::next(chain, &Pool::default()).expect("a reward-only block needs no payment")
+fn template(chain: &Chain) -> Arc<Template> {
+    Arc::new(Template::next(chain, &Pool::default()).expect("a reward-only block needs no payment"))
 }
 
 fn addr(n: u8) -> Address {
