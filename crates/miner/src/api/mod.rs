@@ -265,6 +265,10 @@ impl Api {
             "mining": mining,
             "hashes_per_second": total,
             "devices": devices,
+            "pool": state.pool.as_ref().map(|p| json!({
+                "connections": p.connections,
+                "hashes_per_second": p.workers.iter().map(|w| w.rates[0]).sum::<f64>(),
+            })),
             "pending": state.pending_count,
             "peers": state.peers.len(),
             "links": state.links.len(),
