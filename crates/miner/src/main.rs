@@ -278,7 +278,7 @@ fn work_for(cli: &Cli, pool: &str) -> Result<ExitCode> {
         !matches!(cli.device, DeviceChoice::None),
         "a worker with --device none would hash nothing"
     );
-    let (engine, _meters) = combined(select_engines(cli)?, "Hashing");
+    let (engine, meters) = combined(select_engines(cli)?, "Hashing");
     println!("Worker {address}.{} for the pool at {pool}", cli.worker);
     let stopped = stop_on_ctrl_c()?;
     let setup = worker::WorkerSetup {
@@ -287,6 +287,7 @@ fn work_for(cli: &Cli, pool: &str) -> Result<ExitCode> {
         name: cli.worker.clone(),
         token: cli.pool_token.clone(),
         engine,
+        meters,
         stop: stopped,
     };
     worker::run(setup, |event| match event {
@@ -310,15 +311,30 @@ fn work_for(cli: &Cli, pool: &str) -> Result<ExitCode> {
             "Disconnected: {why}; trying again in {} s",
             retry_in.as_secs()
         ),
-        WorkerEvent::Report(r) => println!(
-            "Status: hashing {}, accepted shares worth {}; shares {} accepted, {} rejected, {} stale, {} unsent",
-            bench::format_rate(r.hash_rate),
-            bench::format_rate(r.share_rate),
-            r.accepted,
-            r.rejected,
-            r.stale,
-            r.unsent
-        ),
+        WorkerEvent::MiningFailed(why) => {
+            println!("Mining failed: {why}; waiting for the next job")
+        }
+        WorkerEvent::Report(r) => {
+            let devices: Vec<String> = r
+                .devices
+                .iter()
+                .map(|(name, rate)| format!("{name} {}", bench::format_rate(*rate)))
+                .collect();
+            let each = if devices.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", devices.join(", "))
+            };
+            println!(
+                "Status: hashing {}{each}, accepted shares worth {}; shares {} accepted, {} rejected, {} stale, {} unsent",
+                bench::format_rate(r.hash_rate),
+                bench::format_rate(r.share_rate),
+                r.accepted,
+                r.rejected,
+                r.stale,
+                r.unsent
+            )
+        }
     })?;
     println!("Worker stopped");
     Ok(ExitCode::SUCCESS)

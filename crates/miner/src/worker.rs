@@ -22,6 +22,7 @@ use mvbc_protocol::{Address, BlockHeader};
 use serde_json::{Value, json};
 
 use crate::engine::{MiningEngine, NonceRange, Search, SearchControl, search_verified};
+use crate::select::DeviceMeters;
 use crate::work::WorkUnit;
 
 /// The longest wait between tries to reach the node.
@@ -55,6 +56,8 @@ pub struct WorkerSetup {
     pub token: String,
     /// The engine to hash with.
     pub engine: Box<dyn MiningEngine>,
+    /// Each device's nonces, when the engine is several devices at once.
+    pub meters: Option<DeviceMeters>,
     /// Stops the worker when it sends or closes.
     pub stop: Receiver<()>,
 }
@@ -92,12 +95,14 @@ pub enum WorkerEvent {
         /// When it tries again.
         retry_in: Duration,
     },
+    /// The engine failed on the job; the worker waits for the next one.
+    MiningFailed(String),
     /// The periodic report.
     Report(WorkerReport),
 }
 
 /// The worker's numbers since it started.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerReport {
     /// Hashes a second its engine did over the last interval.
     pub hash_rate: f64,
@@ -111,6 +116,8 @@ pub struct WorkerReport {
     pub stale: u64,
     /// Shares left unsent while they came faster than [`SUBMITS_PER_SECOND`].
     pub unsent: u64,
+    /// Each device's name and hashing rate over the interval, when it hashes on several.
+    pub devices: Vec<(String, f64)>,
 }
 
 /// Why a worker stopped for good.
@@ -133,6 +140,14 @@ struct Assignment {
     control: Arc<SearchControl>,
 }
 
+/// What the mining thread tells the worker.
+enum Mined {
+    /// A share.
+    Share(Found),
+    /// The engine failed on a job; the worker waits for the next one.
+    Failed(String),
+}
+
 /// A share the mining thread found.
 struct Found {
     job: u64,
@@ -150,10 +165,11 @@ pub fn run(setup: WorkerSetup, say: impl Fn(WorkerEvent)) -> Result<(), WorkerEr
         name,
         token,
         engine,
+        meters,
         stop,
     } = setup;
     let (assign, assignments) = unbounded::<Assignment>();
-    let (found_tx, found) = unbounded::<Found>();
+    let (found_tx, found) = unbounded::<Mined>();
     thread::Builder::new()
         .name("worker-mine".into())
         .spawn(move || mine(engine, assignments, found_tx))?;
@@ -168,6 +184,7 @@ pub fn run(setup: WorkerSetup, say: impl Fn(WorkerEvent)) -> Result<(), WorkerEr
         current: None,
         counts: Counts::default(),
         hashed: 0,
+        meters,
     };
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -222,13 +239,15 @@ struct Session {
     user: String,
     token: String,
     assign: Sender<Assignment>,
-    found: Receiver<Found>,
+    found: Receiver<Mined>,
     stop: Receiver<()>,
     /// The job searched now, and when its search began.
     current: Option<(u64, Arc<SearchControl>, Instant)>,
     counts: Counts,
     /// Hashes of the searches that ended.
     hashed: u64,
+    /// Each device's nonce counter, when hashing on several.
+    meters: Option<DeviceMeters>,
 }
 
 impl Session {
@@ -292,7 +311,7 @@ impl Session {
         let hello_by = Instant::now() + HELLO_WAIT;
         let report = tick(REPORT_EVERY);
         let mut submits = TokenBucket::full(SUBMITS_PER_SECOND, SUBMIT_BURST);
-        let mut last_report = (Instant::now(), self.hash_count());
+        let mut last_report = (Instant::now(), self.hash_count(), self.device_counts());
         loop {
             let deadline = if authorized {
                 never()
@@ -307,7 +326,17 @@ impl Session {
                     let count = self.hash_count();
                     let secs = now.duration_since(last_report.0).as_secs_f64().max(1e-9);
                     let hash_rate = count.saturating_sub(last_report.1) as f64 / secs;
-                    last_report = (now, count);
+                    let counts = self.device_counts();
+                    let devices = self.meters.as_ref().map_or_else(Vec::new, |m| {
+                        m.devices
+                            .iter()
+                            .zip(counts.iter().zip(&last_report.2))
+                            .map(|(d, (now, then))| {
+                                (format!("{} {}", d.device, d.adapter), now.saturating_sub(*then) as f64 / secs)
+                            })
+                            .collect()
+                    });
+                    last_report = (now, count, counts);
                     let mining = self.counts.mining
                         + self.current.as_ref().map_or(Duration::ZERO, |(_, _, t)| t.elapsed());
                     say(WorkerEvent::Report(WorkerReport {
@@ -317,10 +346,18 @@ impl Session {
                         rejected: self.counts.rejected,
                         stale: self.counts.stale,
                         unsent: self.counts.unsent,
+                        devices,
                     }));
                 }
                 recv(self.found) -> f => {
-                    let Ok(f) = f else { return Outcome::Stopped };
+                    let f = match f {
+                        Ok(Mined::Share(f)) => f,
+                        Ok(Mined::Failed(why)) => {
+                            say(WorkerEvent::MiningFailed(why));
+                            continue;
+                        }
+                        Err(_) => return Outcome::Stopped,
+                    };
                     if self.current.as_ref().is_none_or(|(job, _, _)| *job != f.job) {
                         continue;
                     }
@@ -411,6 +448,16 @@ impl Session {
         }
     }
 
+    /// Each device's nonces so far (none when hashing on one).
+    fn device_counts(&self) -> Vec<u64> {
+        self.meters.as_ref().map_or_else(Vec::new, |m| {
+            m.counts
+                .iter()
+                .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                .collect()
+        })
+    }
+
     fn hash_count(&self) -> u64 {
         self.hashed + self.current.as_ref().map_or(0, |(_, c, _)| c.hashes())
     }
@@ -447,7 +494,7 @@ pub fn extranonce_range(extranonce: u16) -> NonceRange {
 fn mine(
     mut engine: Box<dyn MiningEngine>,
     assignments: Receiver<Assignment>,
-    found: Sender<Found>,
+    found: Sender<Mined>,
 ) {
     while let Ok(mut a) = assignments.recv() {
         while let Ok(newer) = assignments.try_recv() {
@@ -467,14 +514,16 @@ fn mine(
                         block: header.meets_own_difficulty(),
                         height: header.height,
                     };
-                    if found.send(share).is_err() {
+                    if found.send(Mined::Share(share)).is_err() {
                         return;
                     }
                     range.start = nonce + 1;
                 }
                 Ok(Search::Aborted | Search::Exhausted) => break,
                 Err(e) => {
-                    tracing::error!("mining failed: {e}");
+                    if found.send(Mined::Failed(e.to_string())).is_err() {
+                        return;
+                    }
                     break;
                 }
             }
