@@ -166,9 +166,7 @@ fn rival_block(
     }
     let mut block = Block::assemble(parent, transactions, unix_now(), net.difficulty);
     spoil(&mut block);
-    while !block.header.meets_own_difficulty() {
-        block.header.nonce += 1;
-    }
+    block.header.solve();
     block
 }
 

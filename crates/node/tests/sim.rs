@@ -406,9 +406,7 @@ impl Sim {
                         self.nodes[node].job = Some((current, block));
                         continue;
                     }
-                    while !block.header.meets_own_difficulty() {
-                        block.header.nonce += 1;
-                    }
+                    block.header.solve();
                     let hashes = block.header.nonce + 1;
                     *self.found.entry(block.header.height).or_default() += 1;
                     self.last_found = self.t;

@@ -101,6 +101,14 @@ impl BlockHeader {
         self.hash().meets_difficulty(self.difficulty)
     }
 
+    /// Counts nonces up from this one until the header meets its own difficulty: the plainest
+    /// search, for tests and tools at low difficulties (the miner's engines are the fast ones).
+    pub fn solve(&mut self) {
+        while !self.meets_own_difficulty() {
+            self.nonce += 1;
+        }
+    }
+
     /// Expected hashes to find this block: 2^difficulty, saturating for absurd difficulties.
     pub fn work(&self) -> u128 {
         work_for_difficulty(self.difficulty)

@@ -532,9 +532,7 @@ mod tests {
             parent.timestamp + 1,
             PARAMS.difficulty,
         );
-        while !b.header.meets_own_difficulty() {
-            b.header.nonce += 1;
-        }
+        b.header.solve();
         b.header
     }
 

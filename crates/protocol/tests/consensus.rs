@@ -128,7 +128,7 @@ fn each_broken_rule_is_refused_with_its_reason() {
     let mut b = good.clone();
     b.header.merkle_root = Hash256::ZERO;
     b.header.nonce = 0;
-    common::solve(&mut b.header);
+    b.header.solve();
     cases.push(("merkle root", b, |e| {
         matches!(e, BlockError::MerkleRoot { .. })
     }));

@@ -245,9 +245,7 @@ mod tests {
                 });
                 let stamp = parent.timestamp + 1 + salt;
                 let mut b = Block::assemble(&parent, vec![tx.clone()], stamp, PARAMS.difficulty);
-                while !b.header.meets_own_difficulty() {
-                    b.header.nonce += 1;
-                }
+                b.header.solve();
                 parent = b.header;
                 let proven = ProvenTx {
                     height: b.header.height,

@@ -42,18 +42,11 @@ pub fn pay(from: usize, to: usize, c: u64, stamp: u64) -> Transaction {
     Transaction::Payment(Payment::new_signed(key(from), addr(to), coins(c), stamp))
 }
 
-/// Searches nonces until the header meets its own difficulty.
-pub fn solve(header: &mut BlockHeader) {
-    while !header.meets_own_difficulty() {
-        header.nonce += 1;
-    }
-}
-
 /// A valid block on `parent` with `txs`, mined at the test difficulty. `salt` varies the
 /// timestamp so sibling blocks differ.
 pub fn mine_on(parent: &BlockHeader, txs: Vec<Transaction>, salt: u64) -> Block {
     let mut block = Block::assemble(parent, txs, parent.timestamp + 1 + salt, PARAMS.difficulty);
-    solve(&mut block.header);
+    block.header.solve();
     block
 }
 
@@ -61,7 +54,7 @@ pub fn mine_on(parent: &BlockHeader, txs: Vec<Transaction>, salt: u64) -> Block 
 pub fn reseal(mut block: Block) -> Block {
     block.header.merkle_root = block.compute_merkle_root();
     block.header.nonce = 0;
-    solve(&mut block.header);
+    block.header.solve();
     block
 }
 
