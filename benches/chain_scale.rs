@@ -283,15 +283,7 @@ fn best_load(net: &Net, store: &Path) -> (Duration, Duration) {
 
 fn main() {
     let args = args();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
+    let cpu = mvbc_miner::pick::cpu_model();
     let net = Net {
         block_size: args.block_size,
         ..Net::with_difficulty(8)

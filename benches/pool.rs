@@ -63,18 +63,6 @@ fn args() -> Args {
     args
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 /// `--benchmark --device cpu` for 15 s in `dir`: hashes a second.
 fn benchmark(dir: &Path) -> f64 {
     let bench = std::process::Command::new(miner_bin())
@@ -162,7 +150,7 @@ fn worker_through_pool(args: &Args) {
          difficulty 28 ({} blocks in all), {}, {} cores:",
         each.as_secs(),
         node.tip().0,
-        cpu_model(),
+        mvbc_miner::pick::cpu_model(),
         thread::available_parallelism().map_or(1, |n| n.get())
     );
     for (i, (a, t)) in alone.iter().zip(&through).enumerate() {
@@ -422,7 +410,7 @@ fn many_workers(args: &Args) {
         "{} simulated workers (all connected with a job in {:.2} s), {}, {} cores:",
         args.workers,
         connected.as_secs_f64(),
-        cpu_model(),
+        mvbc_miner::pick::cpu_model(),
         thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(

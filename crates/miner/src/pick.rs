@@ -78,9 +78,10 @@ struct CacheFile {
     cpus: BTreeMap<String, Entry>,
 }
 
-/// What names this CPU for the cache: its model, the kernels it runs, this build.
-pub fn cpu_key() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
+/// This CPU's model name (`/proc/cpuinfo`), or the architecture where there is none: what
+/// every figure is measured on, named beside it.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
             text.lines()
@@ -88,7 +89,12 @@ pub fn cpu_key() -> String {
                 .and_then(|rest| rest.split_once(':'))
                 .map(|(_, name)| name.trim().to_string())
         })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// What names this CPU for the cache: its model, the kernels it runs, this build.
+pub fn cpu_key() -> String {
+    let model = cpu_model();
     let kernels: Vec<&str> = Kernel::available().map(Kernel::key).collect();
     format!(
         "{model} | {} | mvbc {}",

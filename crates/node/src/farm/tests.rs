@@ -41,22 +41,20 @@ impl Setup {
         Setup { farm, chain, t0 }
     }
 
+    /// What the farm answered the subscription and the authorization.
     fn join(&mut self, conn: ConnId, n: u8, token: &str) -> Vec<FarmEffect> {
         assert!(self.farm.connected(conn, from(), self.t0));
-        self.ask(
-            conn,
-            Call::Subscribe {
-                agent: "test".into(),
-            },
-        );
-        self.ask(
+        let agent = "test".into();
+        let mut effects = self.ask(conn, Call::Subscribe { agent });
+        effects.extend(self.ask(
             conn,
             Call::Authorize {
                 address: addr(n),
                 worker: format!("rig{n}"),
                 token: token.into(),
             },
-        )
+        ));
+        effects
     }
 
     fn ask(&mut self, conn: ConnId, call: Call) -> Vec<FarmEffect> {
@@ -113,20 +111,10 @@ fn find(header: &BlockHeader, extranonce: u16, start: u64, min: u32, max: u32) -
 
 /// Subscribes and authorizes `conn` and returns its extranonce and first job.
 fn joined(s: &mut Setup, conn: ConnId, n: u8) -> (u16, u64, BlockHeader) {
-    assert!(s.farm.connected(conn, from(), s.t0));
-    let sub = s.ask(conn, Call::Subscribe { agent: "t".into() });
-    let extra = extranonce(&sub).unwrap();
-    let auth = s.ask(
-        conn,
-        Call::Authorize {
-            address: addr(n),
-            worker: format!("rig{n}"),
-            token: String::new(),
-        },
-    );
-    let (job, header, clean) = last_job(&auth).unwrap();
+    let effects = s.join(conn, n, "");
+    let (job, header, clean) = last_job(&effects).unwrap();
     assert!(clean);
-    (extra, job, header)
+    (extranonce(&effects).unwrap(), job, header)
 }
 
 #[test]
