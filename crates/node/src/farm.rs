@@ -661,7 +661,7 @@ impl Farm {
                 } else {
                     j.shares.insert(nonce);
                     c.vardiff.shares += 1;
-                    if header.meets_own_difficulty() {
+                    if hash.meets_difficulty(header.difficulty) {
                         found = Some(j.template.block(worker.address, header));
                     }
                     let work = 2f64.powi(j.difficulty as i32);
